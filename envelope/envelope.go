@@ -1,0 +1,435 @@
+package envelope
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Version is the envelope format this package writes and reads.
+const Version = 1
+
+// Limits on what Parse accepts; far above any real use.
+const (
+	MaxBlobSize   = 512 << 10
+	MaxRecipients = 128
+	maxField      = 8 << 10 // one stanza field, decoded
+	FileKeySize   = 32
+	nonceSize     = 12
+)
+
+const (
+	payloadInfo = "ocikp/v1 payload"
+	headerInfo  = "ocikp/v1 header"
+	payloadAD   = "ocikp/v1"
+)
+
+// Errors that callers make decisions on.
+var (
+	// ErrIncorrectIdentity is returned by Identity.Unwrap for a stanza that is
+	// not for it, so that the next identity is tried.
+	ErrIncorrectIdentity = errors.New("incorrect identity for recipient stanza")
+	// ErrUnsupportedVersion is a well-formed blob of a version this build does not read.
+	ErrUnsupportedVersion = errors.New("unsupported envelope version")
+	// ErrMalformed is a blob that cannot be parsed.
+	ErrMalformed = errors.New("malformed ocikp envelope")
+	// ErrTampered is a blob whose file key was recovered but which fails authentication.
+	ErrTampered = errors.New("envelope failed authentication (corrupted or tampered)")
+)
+
+// Stanza is one recipient's wrapping of the file key.
+type Stanza struct {
+	Type string // recipient type, e.g. "p256", "gcpkms"
+	Tag  []byte // optional short hint an identity recomputes to skip foreign stanzas
+	KID  string // optional public key identifier (a KMS key URL, for example)
+	Enc  []byte // optional encapsulated key (HPKE enc)
+	Key  []byte // the wrapped file key
+}
+
+// Recipient wraps a file key for one destination.
+type Recipient interface {
+	Wrap(fileKey []byte) (*Stanza, error)
+}
+
+// Identity unwraps a stanza it recognises, or returns an error wrapping
+// ErrIncorrectIdentity for one that is not for it.
+type Identity interface {
+	Unwrap(s *Stanza) (fileKey []byte, err error)
+}
+
+// Envelope is a parsed blob.
+type Envelope struct {
+	Recipients []*Stanza
+	Payload    []byte
+	MAC        []byte
+}
+
+// Seal encrypts secret for every recipient and returns the blob.
+func Seal(secret []byte, recipients ...Recipient) ([]byte, error) {
+	if len(recipients) == 0 {
+		return nil, errors.New("no recipients")
+	}
+	if len(recipients) > MaxRecipients {
+		return nil, fmt.Errorf("too many recipients (%d, at most %d)", len(recipients), MaxRecipients)
+	}
+	fileKey := make([]byte, FileKeySize)
+	rand.Read(fileKey)
+	e := &Envelope{}
+	for _, r := range recipients {
+		s, err := r.Wrap(fileKey)
+		if err != nil {
+			return nil, err
+		}
+		e.Recipients = append(e.Recipients, s)
+	}
+	if err := e.seal(fileKey, secret); err != nil {
+		return nil, err
+	}
+	return e.Marshal()
+}
+
+// Reseal replaces the recipient list of e, keeping its payload, given the
+// file key recovered by Open: the basis of rewrap.
+func (e *Envelope) Reseal(fileKey []byte, recipients ...Recipient) error {
+	if len(recipients) == 0 || len(recipients) > MaxRecipients {
+		return fmt.Errorf("need 1 to %d recipients, got %d", MaxRecipients, len(recipients))
+	}
+	var stanzas []*Stanza
+	for _, r := range recipients {
+		s, err := r.Wrap(fileKey)
+		if err != nil {
+			return err
+		}
+		stanzas = append(stanzas, s)
+	}
+	e.Recipients = stanzas
+	e.MAC = headerMAC(fileKey, e.Recipients)
+	return nil
+}
+
+func (e *Envelope) seal(fileKey, secret []byte) error {
+	aead, err := payloadAEAD(fileKey)
+	if err != nil {
+		return err
+	}
+	nonce := make([]byte, nonceSize, nonceSize+len(secret)+aead.Overhead())
+	rand.Read(nonce)
+	e.Payload = aead.Seal(nonce, nonce, secret, []byte(payloadAD))
+	e.MAC = headerMAC(fileKey, e.Recipients)
+	return nil
+}
+
+func payloadAEAD(fileKey []byte) (cipher.AEAD, error) {
+	k, err := hkdf.Key(sha256.New, fileKey, nil, payloadInfo, 32)
+	if err != nil {
+		return nil, err
+	}
+	b, err := aes.NewCipher(k)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(b)
+}
+
+// headerBytes is the MAC input: a label, then every stanza field with a
+// 4-byte big-endian length prefix, in order.
+func headerBytes(stanzas []*Stanza) []byte {
+	var b bytes.Buffer
+	b.WriteString("ocikp/v1 header\n")
+	put := func(p []byte) {
+		b.Write(binary.BigEndian.AppendUint32(nil, uint32(len(p))))
+		b.Write(p)
+	}
+	put(binary.BigEndian.AppendUint32(nil, uint32(len(stanzas))))
+	for _, s := range stanzas {
+		put([]byte(s.Type))
+		put(s.Tag)
+		put([]byte(s.KID))
+		put(s.Enc)
+		put(s.Key)
+	}
+	return b.Bytes()
+}
+
+func headerMAC(fileKey []byte, stanzas []*Stanza) []byte {
+	k, _ := hkdf.Key(sha256.New, fileKey, nil, headerInfo, 32)
+	m := hmac.New(sha256.New, k)
+	m.Write(headerBytes(stanzas))
+	return m.Sum(nil)
+}
+
+// UnwrapFileKey finds a stanza that one of ids opens and returns the file
+// key, checked against the header MAC. Without a match it returns a
+// *NoIdentityError.
+func (e *Envelope) UnwrapFileKey(ids ...Identity) ([]byte, error) {
+	var failures []error
+	for _, s := range e.Recipients {
+		for _, id := range ids {
+			fk, err := id.Unwrap(s)
+			if errors.Is(err, ErrIncorrectIdentity) {
+				continue
+			}
+			if err != nil {
+				failures = append(failures, err)
+				continue
+			}
+			if len(fk) != FileKeySize {
+				failures = append(failures, fmt.Errorf("%s stanza yielded a %d-byte file key", s.Type, len(fk)))
+				continue
+			}
+			if !hmac.Equal(headerMAC(fk, e.Recipients), e.MAC) {
+				return nil, ErrTampered
+			}
+			return fk, nil
+		}
+	}
+	return nil, &NoIdentityError{Stanzas: e.Recipients, Failures: failures}
+}
+
+// Open returns the secret sealed in e for any one of ids.
+func (e *Envelope) Open(ids ...Identity) ([]byte, error) {
+	fk, err := e.UnwrapFileKey(ids...)
+	if err != nil {
+		return nil, err
+	}
+	return e.OpenPayload(fk)
+}
+
+// OpenPayload decrypts the payload with a file key from UnwrapFileKey.
+func (e *Envelope) OpenPayload(fileKey []byte) ([]byte, error) {
+	aead, err := payloadAEAD(fileKey)
+	if err != nil {
+		return nil, err
+	}
+	if len(e.Payload) < nonceSize+aead.Overhead() {
+		return nil, ErrTampered
+	}
+	out, err := aead.Open(nil, e.Payload[:nonceSize], e.Payload[nonceSize:], []byte(payloadAD))
+	if err != nil {
+		return nil, ErrTampered
+	}
+	return out, nil
+}
+
+// NoIdentityError says that none of the identities opened any stanza. It
+// lists the stanzas' public hints, never key material.
+type NoIdentityError struct {
+	Stanzas  []*Stanza
+	Failures []error // errors other than "not mine", e.g. a locked key
+}
+
+func (e *NoIdentityError) Error() string {
+	msg := fmt.Sprintf("no key can decrypt this layer; it was encrypted for %s", Describe(e.Stanzas))
+	if len(e.Failures) > 0 {
+		msg += fmt.Sprintf(" (and %v)", errors.Join(e.Failures...))
+	}
+	return msg
+}
+
+func (e *NoIdentityError) Unwrap() []error { return e.Failures }
+
+// Describe lists stanzas by their public hints, e.g.
+// "2 recipients: p256 tag 1a2b3c4d, gcpkms projects/p/…".
+func Describe(stanzas []*Stanza) string {
+	var b bytes.Buffer
+	if len(stanzas) == 1 {
+		b.WriteString("1 recipient: ")
+	} else {
+		fmt.Fprintf(&b, "%d recipients: ", len(stanzas))
+	}
+	for i, s := range stanzas {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s.Hint())
+	}
+	return b.String()
+}
+
+// Hint is the stanza's public description: type plus key id or tag.
+func (s *Stanza) Hint() string {
+	switch {
+	case s.KID != "":
+		return s.Type + " " + s.KID
+	case len(s.Tag) > 0:
+		return fmt.Sprintf("%s tag %x", s.Type, s.Tag)
+	default:
+		return s.Type + " (no hint)"
+	}
+}
+
+type wireStanza struct {
+	Type string `json:"type"`
+	Tag  string `json:"tag,omitempty"`
+	KID  string `json:"kid,omitempty"`
+	Enc  string `json:"enc,omitempty"`
+	Key  string `json:"key"`
+}
+
+type wireEnvelope struct {
+	V          int          `json:"v"`
+	Recipients []wireStanza `json:"recipients"`
+	Payload    string       `json:"payload"`
+	MAC        string       `json:"mac"`
+}
+
+var b64 = base64.StdEncoding.Strict()
+
+// Marshal returns the compact JSON blob.
+func (e *Envelope) Marshal() ([]byte, error) {
+	w := wireEnvelope{V: Version, Payload: b64.EncodeToString(e.Payload), MAC: b64.EncodeToString(e.MAC)}
+	for _, s := range e.Recipients {
+		w.Recipients = append(w.Recipients, wireStanza{
+			Type: s.Type, KID: s.KID, Key: b64.EncodeToString(s.Key),
+			Tag: b64.EncodeToString(s.Tag), Enc: b64.EncodeToString(s.Enc),
+		})
+	}
+	return json.Marshal(&w)
+}
+
+// IsEnvelope reports whether blob looks like an ocikp envelope of any
+// version (a JSON object with a "v" key), as opposed to a legacy format.
+func IsEnvelope(blob []byte) bool {
+	var probe map[string]json.RawMessage
+	if json.Unmarshal(blob, &probe) != nil {
+		return false
+	}
+	_, ok := probe["v"]
+	return ok
+}
+
+// Parse decodes a blob strictly: compact JSON, exact keys, no unknown
+// fields, canonical base64, bounded sizes. Errors never quote the blob.
+func Parse(blob []byte) (*Envelope, error) {
+	if len(blob) > MaxBlobSize {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformed, len(blob), MaxBlobSize)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, blob); err != nil {
+		return nil, fmt.Errorf("%w: not JSON", ErrMalformed)
+	}
+	if compact.Len() != len(blob) {
+		return nil, fmt.Errorf("%w: not compact JSON", ErrMalformed)
+	}
+	top, err := object(blob, "v", "recipients", "payload", "mac")
+	if err != nil {
+		return nil, err
+	}
+	var v int
+	if json.Unmarshal(top["v"], &v) != nil {
+		return nil, fmt.Errorf("%w: \"v\" is not an integer", ErrMalformed)
+	}
+	if v != Version {
+		return nil, fmt.Errorf("%w: this layer uses envelope version %d; this ocikp reads version %d", ErrUnsupportedVersion, v, Version)
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(top["recipients"], &raws); err != nil || len(raws) == 0 {
+		return nil, fmt.Errorf("%w: \"recipients\" must be a non-empty array", ErrMalformed)
+	}
+	if len(raws) > MaxRecipients {
+		return nil, fmt.Errorf("%w: %d recipients, at most %d", ErrMalformed, len(raws), MaxRecipients)
+	}
+	e := &Envelope{}
+	if e.Payload, err = field(top, "payload", true); err != nil {
+		return nil, err
+	}
+	if e.MAC, err = field(top, "mac", true); err != nil {
+		return nil, err
+	}
+	if len(e.MAC) != sha256.Size {
+		return nil, fmt.Errorf("%w: \"mac\" is not %d bytes", ErrMalformed, sha256.Size)
+	}
+	for i, raw := range raws {
+		s, err := parseStanza(raw)
+		if err != nil {
+			return nil, fmt.Errorf("recipient %d: %w", i+1, err)
+		}
+		e.Recipients = append(e.Recipients, s)
+	}
+	return e, nil
+}
+
+func parseStanza(raw []byte) (*Stanza, error) {
+	m, err := object(raw, "type", "tag", "kid", "enc", "key")
+	if err != nil {
+		return nil, err
+	}
+	s := &Stanza{}
+	if s.Type, err = str(m, "type", true); err != nil {
+		return nil, err
+	}
+	if s.KID, err = str(m, "kid", false); err != nil {
+		return nil, err
+	}
+	if s.Tag, err = field(m, "tag", false); err != nil {
+		return nil, err
+	}
+	if s.Enc, err = field(m, "enc", false); err != nil {
+		return nil, err
+	}
+	if s.Key, err = field(m, "key", true); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// object decodes a JSON object whose keys must all be in allowed, matched
+// exactly (encoding/json alone would match them case-insensitively).
+func object(raw []byte, allowed ...string) (map[string]json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		return nil, fmt.Errorf("%w: expected a JSON object", ErrMalformed)
+	}
+	for k := range m {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || k == a
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: unknown field %.32q", ErrMalformed, k)
+		}
+	}
+	return m, nil
+}
+
+func str(m map[string]json.RawMessage, key string, required bool) (string, error) {
+	raw, ok := m[key]
+	if !ok {
+		if required {
+			return "", fmt.Errorf("%w: missing %q", ErrMalformed, key)
+		}
+		return "", nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil || (s == "" && required) || len(s) > maxField {
+		return "", fmt.Errorf("%w: %q must be a non-empty string", ErrMalformed, key)
+	}
+	return s, nil
+}
+
+func field(m map[string]json.RawMessage, key string, required bool) ([]byte, error) {
+	s, err := str(m, key, required)
+	if err != nil || s == "" {
+		if _, present := m[key]; present && err == nil {
+			return nil, fmt.Errorf("%w: %q is empty", ErrMalformed, key)
+		}
+		return nil, err
+	}
+	if len(s) > maxField*4/3+4 && key != "payload" {
+		return nil, fmt.Errorf("%w: %q too long", ErrMalformed, key)
+	}
+	b, err := b64.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q is not canonical base64", ErrMalformed, key)
+	}
+	return b, nil
+}

@@ -1,0 +1,374 @@
+package cli
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/protocol"
+	"github.com/ocikp/ocikp/provider"
+)
+
+// Environment variables for unattended use.
+const (
+	envPassphrase     = "OCIKP_PASSPHRASE"
+	envPassphraseFile = "OCIKP_PASSPHRASE_FILE"
+	envLog            = "OCIKP_LOG"
+)
+
+func (e *env) store() (*soft.Store, error) {
+	dir, err := soft.DefaultDir(e.keystore)
+	if err != nil {
+		return nil, err
+	}
+	return &soft.Store{Dir: dir}, nil
+}
+
+func cmdKeyprovider(e *env, args []string) error {
+	fs := e.flags("keyprovider")
+	name := fs.String("name", "", "the provider's name in OCICRYPT_KEYPROVIDER_CONFIG (detected when omitted)")
+	passFile := fs.String("passphrase-file", "", "file holding the passphrase of protected keys")
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] < request.json"); err != nil {
+		return err
+	}
+	st, err := e.store()
+	if err != nil {
+		return err
+	}
+	p := &provider.Provider{Name: *name, Store: st, Passphrase: unattendedPassphrase(*passFile)}
+	if lvl := os.Getenv(envLog); lvl == "debug" {
+		p.Log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	req, err := protocol.ReadRequest(e.stdin)
+	if err != nil {
+		return err
+	}
+	reply, err := p.Handle(req)
+	if err != nil {
+		return err
+	}
+	_, err = e.stdout.Write(reply)
+	return err
+}
+
+// unattendedPassphrase reads a passphrase from a file or the environment,
+// never from a terminal: ocicrypt gives the provider no terminal and has no
+// time-out, so a prompt would hang the caller.
+func unattendedPassphrase(flagFile string) func(string) ([]byte, error) {
+	return func(string) ([]byte, error) {
+		if f := flagFile; f != "" {
+			return readPassphraseFile(f)
+		}
+		if f := os.Getenv(envPassphraseFile); f != "" {
+			return readPassphraseFile(f)
+		}
+		if p := os.Getenv(envPassphrase); p != "" {
+			return []byte(p), nil
+		}
+		return nil, nil
+	}
+}
+
+func readPassphraseFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("passphrase file: %w", err)
+	}
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if len(line) == 0 {
+		return nil, fmt.Errorf("passphrase file %s is empty", path)
+	}
+	return line, nil
+}
+
+// newPassphrase gets the passphrase for a new key: from --passphrase-file,
+// or from the terminal with --passphrase. None means an unprotected key.
+func (e *env) newPassphrase(prompt bool, file string) ([]byte, error) {
+	switch {
+	case file != "" && prompt:
+		return nil, usagef("--passphrase and --passphrase-file are exclusive")
+	case file != "":
+		return readPassphraseFile(file)
+	case prompt:
+		p, err := promptPassphrase("Passphrase for the new key: ")
+		if err != nil {
+			return nil, err
+		}
+		again, err := promptPassphrase("Repeat the passphrase: ")
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(p, again) {
+			return nil, errors.New("the passphrases do not match")
+		}
+		if len(p) == 0 {
+			return nil, errors.New("empty passphrase")
+		}
+		return p, nil
+	}
+	return nil, nil
+}
+
+func cmdKeygen(e *env, args []string) error {
+	fs := e.flags("keygen")
+	prompt := fs.Bool("passphrase", false, "protect the key with a passphrase typed at the terminal")
+	passFile := fs.String("passphrase-file", "", "protect the key with the passphrase in this file")
+	pos, err := e.parse(fs, args, 1, 1, "[--passphrase | --passphrase-file FILE] NAME")
+	if err != nil {
+		return err
+	}
+	pass, err := e.newPassphrase(*prompt, *passFile)
+	if err != nil {
+		return err
+	}
+	st, err := e.store()
+	if err != nil {
+		return err
+	}
+	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	k, err := st.Create(pos[0], priv, pass)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, k.Recipient)
+	fmt.Fprintf(e.stderr, "ocikp: created key %q in %s%s\n", k.Name, st.Dir, protectedNote(k))
+	return nil
+}
+
+func protectedNote(k *soft.KeyFile) string {
+	if k.Protected() {
+		return " (passphrase-protected)"
+	}
+	return ""
+}
+
+func cmdImport(e *env, args []string) error {
+	fs := e.flags("import")
+	file := fs.String("file", "", "PEM file to import (default: stdin)")
+	prompt := fs.Bool("passphrase", false, "protect the key with a passphrase typed at the terminal")
+	passFile := fs.String("passphrase-file", "", "protect the key with the passphrase in this file")
+	pos, err := e.parse(fs, args, 1, 1, "[--file PEM] [--passphrase | --passphrase-file FILE] NAME")
+	if err != nil {
+		return err
+	}
+	var data []byte
+	if *file != "" {
+		data, err = os.ReadFile(*file)
+	} else {
+		if e.stdinIsTTY {
+			return hint.Wrap(errors.New("import reads a PEM private key from stdin, which is a terminal"),
+				"pass --file KEY.pem or redirect the key into ocikp import NAME < KEY.pem")
+		}
+		data, err = io.ReadAll(io.LimitReader(e.stdin, soft.MaxKeyFileSize+1))
+	}
+	if err != nil {
+		return fmt.Errorf("reading key: %w", err)
+	}
+	priv, err := soft.ParsePEMPrivateKey(data)
+	if err != nil {
+		return err
+	}
+	pass, err := e.newPassphrase(*prompt, *passFile)
+	if err != nil {
+		return err
+	}
+	st, err := e.store()
+	if err != nil {
+		return err
+	}
+	k, err := st.Create(pos[0], priv, pass)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, k.Recipient)
+	fmt.Fprintf(e.stderr, "ocikp: imported key %q into %s%s\n", k.Name, st.Dir, protectedNote(k))
+	return nil
+}
+
+type listed struct {
+	Name      string `json:"name"`
+	Type      string `json:"type"`
+	Recipient string `json:"recipient,omitempty"`
+	Protected bool   `json:"protected"`
+	Created   string `json:"created,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+func cmdList(e *env, args []string) error {
+	fs := e.flags("list")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := e.parse(fs, args, 0, 0, "[--json]"); err != nil {
+		return err
+	}
+	st, err := e.store()
+	if err != nil {
+		return err
+	}
+	entries, err := st.List()
+	if err != nil {
+		return err
+	}
+	out := []listed{}
+	for _, en := range entries {
+		l := listed{Name: en.Name, Type: "p256"}
+		if en.Err != nil {
+			l.Error = oneLine(en.Err.Error())
+		} else {
+			l.Recipient, l.Protected = en.Key.Recipient, en.Key.Protected()
+			if !en.Key.Created.IsZero() {
+				l.Created = en.Key.Created.Format(time.RFC3339)
+			}
+		}
+		out = append(out, l)
+	}
+	if *asJSON {
+		b, _ := json.MarshalIndent(out, "", "  ")
+		fmt.Fprintf(e.stdout, "%s\n", b)
+		return nil
+	}
+	if len(out) == 0 {
+		fmt.Fprintf(e.stderr, "ocikp: no keys in %s (create one with: ocikp keygen NAME)\n", st.Dir)
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tTYPE\tPROTECTED\tCREATED\tRECIPIENT")
+	for _, l := range out {
+		if l.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\tunusable: %s\n", l.Name, l.Type, l.Error)
+			continue
+		}
+		prot := "no"
+		if l.Protected {
+			prot = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Name, l.Type, prot, l.Created, l.Recipient)
+	}
+	return tw.Flush()
+}
+
+func cmdRecipient(e *env, args []string) error {
+	fs := e.flags("recipient")
+	pos, err := e.parse(fs, args, 1, 1, "NAME")
+	if err != nil {
+		return err
+	}
+	st, err := e.store()
+	if err != nil {
+		return err
+	}
+	k, err := st.Get(pos[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, k.Recipient)
+	return nil
+}
+
+func cmdDelete(e *env, args []string) error {
+	fs := e.flags("delete")
+	pos, err := e.parse(fs, args, 1, 1, "NAME")
+	if err != nil {
+		return err
+	}
+	st, err := e.store()
+	if err != nil {
+		return err
+	}
+	if err := st.Delete(pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "ocikp: deleted key %q from %s; layers encrypted only to it can no longer be decrypted\n", pos[0], st.Dir)
+	return nil
+}
+
+func cmdConfig(e *env, args []string) error {
+	fs := e.flags("config")
+	name := fs.String("name", "ocikp", "provider name (the NAME in provider:NAME:…)")
+	path := fs.String("path", "", "path of the ocikp binary (default: this one)")
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN]"); err != nil {
+		return err
+	}
+	if !validProviderName(*name) {
+		return usagef("invalid provider name %.40q: use letters, digits, '-', '_' or '.'", *name)
+	}
+	bin := *path
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding the ocikp binary: %w", err)
+		}
+		bin = exe
+	}
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return err
+	}
+	cmdArgs := []string{"keyprovider", "--name", *name}
+	if e.keystore != "" {
+		ks, err := filepath.Abs(e.keystore)
+		if err != nil {
+			return err
+		}
+		cmdArgs = append(cmdArgs, "--keystore", ks)
+	}
+	cfg := map[string]any{"key-providers": map[string]any{
+		*name: map[string]any{"cmd": map[string]any{"path": bin, "args": cmdArgs}},
+	}}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	fmt.Fprintf(e.stdout, "%s\n", b)
+	return nil
+}
+
+func validProviderName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func cmdVersion(e *env, args []string) error {
+	v := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		v = bi.Main.Version
+	}
+	fmt.Fprintf(e.stdout, "ocikp %s\n", v)
+	return nil
+}
+
+// promptPassphrase reads a line from the terminal without echo.
+func promptPassphrase(prompt string) ([]byte, error) {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, hint.Wrap(errors.New("--passphrase needs a terminal"), "use --passphrase-file FILE instead")
+	}
+	defer tty.Close()
+	fmt.Fprint(tty, prompt)
+	p, err := readNoEcho(tty)
+	fmt.Fprintln(tty)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+

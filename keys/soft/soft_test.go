@@ -1,0 +1,279 @@
+package soft
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func genKey(t testing.TB) *ecdh.PrivateKey {
+	k, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestCreateGetListDelete(t *testing.T) {
+	st := &Store{Dir: filepath.Join(t.TempDir(), "a", "keys")}
+	priv := genKey(t)
+	k, err := st.Create("alice", priv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(st.Dir)
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode %o", fi.Mode().Perm())
+	}
+	fi, _ = os.Stat(filepath.Join(st.Dir, "alice.key"))
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("file mode %o", fi.Mode().Perm())
+	}
+	got, err := st.Get("alice")
+	if err != nil || got.Recipient != k.Recipient {
+		t.Fatalf("get: %v", err)
+	}
+	p, err := got.PrivateKey(nil)
+	if err != nil || !p.Equal(priv) {
+		t.Fatalf("private key: %v", err)
+	}
+	if _, err := st.Create("alice", genKey(t), nil); !errors.Is(err, ErrExists) {
+		t.Fatalf("overwrite: %v", err)
+	}
+	st.Create("bob", genKey(t), nil)
+	es, err := st.List()
+	if err != nil || len(es) != 2 || es[0].Name != "alice" || es[1].Name != "bob" {
+		t.Fatalf("list: %v %+v", err, es)
+	}
+	if err := st.Delete("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get("alice"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	if err := st.Delete("alice"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete twice: %v", err)
+	}
+}
+
+func TestNames(t *testing.T) {
+	st := &Store{Dir: t.TempDir()}
+	for _, n := range []string{"", ".hidden", "-x", "a/b", "../up", "a b", strings.Repeat("x", 65), "é"} {
+		if _, err := st.Create(n, genKey(t), nil); err == nil {
+			t.Errorf("%q accepted", n)
+		}
+		if err := st.Delete(n); err == nil {
+			t.Errorf("delete %q accepted", n)
+		}
+	}
+	for _, n := range []string{"a", "A.b_c-1", strings.Repeat("x", 64)} {
+		if !ValidName(n) {
+			t.Errorf("%q rejected", n)
+		}
+	}
+}
+
+func TestRefusesOpenPermissions(t *testing.T) {
+	st := &Store{Dir: t.TempDir()}
+	st.Create("alice", genKey(t), nil)
+	path := filepath.Join(st.Dir, "alice.key")
+	os.Chmod(path, 0o604)
+	_, err := st.Get("alice")
+	if err == nil || !strings.Contains(err.Error(), "accessible to other users") {
+		t.Fatalf("world-readable key: %v", err)
+	}
+	if es, _ := st.List(); len(es) != 1 || es[0].Err == nil {
+		t.Fatal("list does not flag the unsafe key")
+	}
+	// An unsafe key can still be deleted.
+	if err := st.Delete("alice"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Concurrent creates of one name: exactly one wins, the file is whole, and
+// no temporary files are left behind.
+func TestCreateAtomic(t *testing.T) {
+	st := &Store{Dir: t.TempDir()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var wins []*KeyFile
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k, err := st.Create("race", genKey(t), nil)
+			if err == nil {
+				mu.Lock()
+				wins = append(wins, k)
+				mu.Unlock()
+			} else if !errors.Is(err, ErrExists) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(wins) != 1 {
+		t.Fatalf("%d creates won", len(wins))
+	}
+	got, err := st.Get("race")
+	if err != nil || got.Recipient != wins[0].Recipient {
+		t.Fatalf("stored key is not the winner's: %v", err)
+	}
+	des, _ := os.ReadDir(st.Dir)
+	if len(des) != 1 {
+		t.Fatalf("left %d files", len(des))
+	}
+}
+
+func TestCreateFailureLeavesNothing(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root ignores directory permissions")
+	}
+	st := &Store{Dir: t.TempDir()}
+	os.Chmod(st.Dir, 0o500)
+	defer os.Chmod(st.Dir, 0o700)
+	if _, err := st.Create("alice", genKey(t), nil); err == nil {
+		t.Fatal("created in a read-only dir")
+	}
+	des, _ := os.ReadDir(st.Dir)
+	if len(des) != 0 {
+		t.Fatalf("left %d files", len(des))
+	}
+}
+
+func TestPassphrase(t *testing.T) {
+	st := &Store{Dir: t.TempDir()}
+	priv := genKey(t)
+	pass := []byte("correct horse battery staple")
+	if _, err := st.Create("p", priv, pass); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(filepath.Join(st.Dir, "p.key"))
+	if bytes.Contains(data, []byte(`"private"`)) {
+		t.Fatal("sealed key file has a clear private key")
+	}
+	k, err := st.Get("p")
+	if err != nil || !k.Protected() {
+		t.Fatalf("get: %v", err)
+	}
+	if _, err := k.PrivateKey(nil); !errors.Is(err, ErrPassphraseNeeded) {
+		t.Fatalf("no passphrase: %v", err)
+	}
+	if _, err := k.PrivateKey([]byte("wrong")); !errors.Is(err, ErrBadPassphrase) {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+	got, err := k.PrivateKey(pass)
+	if err != nil || !got.Equal(priv) {
+		t.Fatalf("right passphrase: %v", err)
+	}
+}
+
+func pemFor(t testing.TB, priv *ecdh.PrivateKey, kind string) []byte {
+	ek, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), priv.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch kind {
+	case "PRIVATE KEY":
+		der, _ := x509.MarshalPKCS8PrivateKey(ek)
+		return pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der})
+	default:
+		der, _ := x509.MarshalECPrivateKey(ek)
+		return pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der})
+	}
+}
+
+func TestParsePEM(t *testing.T) {
+	for range 20 {
+		priv := genKey(t)
+		for _, kind := range []string{"PRIVATE KEY", "EC PRIVATE KEY"} {
+			data := pemFor(t, priv, kind)
+			if kind == "EC PRIVATE KEY" {
+				// openssl ecparam -genkey writes an EC PARAMETERS block first.
+				data = append([]byte("-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"), data...)
+			}
+			got, err := ParsePEMPrivateKey(data)
+			if err != nil {
+				t.Fatalf("%s: %v", kind, err)
+			}
+			if !got.Equal(priv) {
+				t.Fatalf("%s: wrong key", kind)
+			}
+		}
+	}
+}
+
+func TestParsePEMRejects(t *testing.T) {
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	der384, _ := x509.MarshalPKCS8PrivateKey(p384)
+	sec384, _ := x509.MarshalECPrivateKey(p384)
+	ed := "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIHhJ8l0+5g2Xl/zoe7D+Sg3p2hOt/3gmZA3mZyEhmC1x\n-----END PRIVATE KEY-----\n"
+	for name, data := range map[string][]byte{
+		"empty":     nil,
+		"P-384":     pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der384}),
+		"SEC1 384":  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec384}),
+		"ed25519":   []byte(ed),
+		"encrypted": []byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"),
+		"garbage":   []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+		"cert only": []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+	} {
+		if _, err := ParsePEMPrivateKey(data); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+func FuzzParsePEMPrivateKey(f *testing.F) {
+	priv := genKey(f)
+	f.Add(pemFor(f, priv, "PRIVATE KEY"))
+	f.Add(pemFor(f, priv, "EC PRIVATE KEY"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		k, err := ParsePEMPrivateKey(b)
+		if err == nil && len(k.Bytes()) != 32 {
+			t.Fatal("accepted a bad key")
+		}
+		if err != nil && len(b) > 16 && strings.Contains(err.Error(), string(b)) {
+			t.Fatal("error echoes the input")
+		}
+	})
+}
+
+func FuzzParseKeyFile(f *testing.F) {
+	priv := genKey(f)
+	k, _ := NewKeyFile("alice", priv, nil)
+	clear, _ := k.Marshal()
+	f.Add(clear)
+	ks, _ := NewKeyFile("bob", priv, []byte("pw"))
+	sealed, _ := ks.Marshal()
+	f.Add(sealed)
+	f.Add([]byte(`{"format":"ocikp-key-v1"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		k, err := ParseKeyFile(b)
+		if err != nil {
+			return
+		}
+		// Accepted files re-encode to files that parse to the same key.
+		again, err := k.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k2, err := ParseKeyFile(again)
+		if err != nil || k2.Recipient != k.Recipient || k2.Protected() != k.Protected() {
+			t.Fatalf("re-parse: %v", err)
+		}
+		if !k.Protected() {
+			k.PrivateKey(nil) // may fail (mismatch), must not panic
+		}
+	})
+}

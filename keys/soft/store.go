@@ -1,0 +1,262 @@
+package soft
+
+import (
+	"crypto/ecdh"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/ocikp/ocikp/internal/hint"
+)
+
+// EnvKeystore names the environment variable that overrides the keystore directory.
+const EnvKeystore = "OCIKP_KEYSTORE"
+
+const keyExt = ".key"
+
+// ErrNotFound is returned for a key name that the store does not hold.
+var ErrNotFound = errors.New("no such key")
+
+// ErrExists is returned when creating a key whose name is taken.
+var ErrExists = errors.New("a key with that name already exists")
+
+// DefaultDir resolves the keystore directory: flag, then $OCIKP_KEYSTORE,
+// then $XDG_DATA_HOME/ocikp/keys, then ~/.local/share/ocikp/keys.
+func DefaultDir(flag string) (string, error) {
+	if flag != "" {
+		return filepath.Abs(flag)
+	}
+	if d := os.Getenv(EnvKeystore); d != "" {
+		return filepath.Abs(d)
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "ocikp", "keys"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", hint.Wrap(errors.New("cannot find a keystore: no home directory"),
+			"set OCIKP_KEYSTORE or pass --keystore DIR")
+	}
+	return filepath.Join(home, ".local", "share", "ocikp", "keys"), nil
+}
+
+// Store is a keystore directory.
+type Store struct {
+	Dir string
+}
+
+// ValidName reports whether name can name a key: 1 to 64 characters of
+// letters, digits, '.', '_' and '-', not starting with '.' or '-'.
+func ValidName(name string) bool {
+	if name == "" || len(name) > 64 || name[0] == '.' || name[0] == '-' {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func errName(name string) error {
+	return hint.Wrap(fmt.Errorf("invalid key name %.70q", name),
+		"key names are 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'")
+}
+
+func (s *Store) path(name string) string { return filepath.Join(s.Dir, name+keyExt) }
+
+// Create stores a new key; it never overwrites an existing one.
+func (s *Store) Create(name string, priv *ecdh.PrivateKey, passphrase []byte) (*KeyFile, error) {
+	if !ValidName(name) {
+		return nil, errName(name)
+	}
+	k, err := NewKeyFile(name, priv, passphrase)
+	if err != nil {
+		return nil, err
+	}
+	data, err := k.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating keystore: %w", err)
+	}
+	if err := writeNew(s.path(name), data); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, hint.Wrap(fmt.Errorf("key %q: %w in %s", name, ErrExists, s.Dir),
+				"choose another name, or remove the old key with: ocikp delete "+name)
+		}
+		return nil, err
+	}
+	return k, nil
+}
+
+// writeNew writes data to path atomically and without replacing an existing
+// file: a temporary file is written and synced, then hard-linked to path.
+func writeNew(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing key: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing key: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing key: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		var le *os.LinkError
+		if errors.As(err, &le) && errors.Is(le.Err, fs.ErrExist) {
+			return fs.ErrExist
+		}
+		return fmt.Errorf("writing key: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Get reads one key.
+func (s *Store) Get(name string) (*KeyFile, error) {
+	if !ValidName(name) {
+		return nil, errName(name)
+	}
+	k, err := ReadKeyFile(s.path(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, hint.Wrap(fmt.Errorf("key %q: %w in keystore %s", name, ErrNotFound, s.Dir),
+			"list keys with: ocikp list")
+	}
+	return k, err
+}
+
+// ReadKeyFile reads a key file, refusing one that others can read or write.
+func ReadKeyFile(path string) (*KeyFile, error) {
+	data, err := readPrivate(path)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ParseKeyFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+// readPrivate reads a file that holds a private key.
+func readPrivate(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	if st.Mode().Perm()&0o007 != 0 {
+		return nil, hint.Wrap(fmt.Errorf("%s: private key file is accessible to other users (mode %04o); refusing to use it", path, st.Mode().Perm()),
+			"restrict it with: chmod 600 "+path)
+	}
+	if st.Size() > MaxKeyFileSize {
+		return nil, fmt.Errorf("%s: too large for a key file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxKeyFileSize {
+		return nil, fmt.Errorf("%s: too large for a key file", path)
+	}
+	return data, nil
+}
+
+// ReadKey reads a private key given by path: an ocikp key file, or a PEM
+// P-256 key (PKCS#8 or SEC1). The name is the file's base name.
+func ReadKey(path string) (*KeyFile, *ecdh.PrivateKey, error) {
+	data, err := readPrivate(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if strings.Contains(string(data), "-----BEGIN") {
+		priv, err := ParsePEMPrivateKey(data)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		k, err := NewKeyFile(strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)), priv, nil)
+		return k, priv, err
+	}
+	k, err := ParseKeyFile(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil, nil
+}
+
+// Entry is one listed key, or the error that kept it from being read.
+type Entry struct {
+	Name string
+	Key  *KeyFile
+	Err  error
+}
+
+// List returns every key in the store, by name. A missing store is empty.
+func (s *Store) List() ([]Entry, error) {
+	des, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading keystore: %w", err)
+	}
+	var out []Entry
+	for _, de := range des {
+		name, ok := strings.CutSuffix(de.Name(), keyExt)
+		if !ok || !ValidName(name) {
+			continue
+		}
+		k, err := ReadKeyFile(s.path(name))
+		if err == nil && k.Name != name {
+			err = fmt.Errorf("%s: names key %q", s.path(name), k.Name)
+		}
+		out = append(out, Entry{Name: name, Key: k, Err: err})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Delete removes a key.
+func (s *Store) Delete(name string) error {
+	if !ValidName(name) {
+		return errName(name)
+	}
+	// A key that cannot be read (bad mode, corrupt) can still be deleted.
+	if _, err := s.Get(name); errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if err := os.Remove(s.path(name)); err != nil {
+		return fmt.Errorf("deleting key: %w", err)
+	}
+	return nil
+}

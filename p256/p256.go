@@ -1,0 +1,266 @@
+// Package p256 implements P-256 recipients and identities with HPKE
+// (RFC 9180): DHKEM(P-256, HKDF-SHA256), HKDF-SHA256, AES-256-GCM.
+//
+// The identity needs only an ecdh.KeyExchanger, so the same code serves
+// software keys, TPM, PKCS#11 tokens and the Secure Enclave.
+//
+// Each stanza carries a 4-byte tag, HKDF-Extract(SHA-256, salt = "ocikp/v1
+// p256 tag", secret = enc ‖ recipient public key (65-byte uncompressed))[:4],
+// as in age's tag recipients: the key holder recomputes it to skip stanzas
+// that are not its own without a private-key operation, while an observer who
+// does not know the public key cannot link two layers to one key.
+package p256
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/elliptic"
+	"crypto/hkdf"
+	"crypto/hpke"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ocikp/ocikp/envelope"
+)
+
+// StanzaType is the envelope stanza type of P-256 HPKE recipients.
+const StanzaType = "p256"
+
+// Scheme prefixes the recipient string: "ocikp-p256:" + base64url(compressed point).
+const Scheme = "ocikp-p256"
+
+const (
+	info     = "ocikp/v1 p256"
+	tagSalt  = "ocikp/v1 p256 tag"
+	tagSize  = 4
+	encSize  = 65
+	keySize  = envelope.FileKeySize + 16
+	compSize = 33
+)
+
+var (
+	kem  = hpke.DHKEM(ecdh.P256())
+	kdf  = hpke.HKDFSHA256()
+	aead = hpke.AES256GCM()
+)
+
+// Recipient wraps file keys for one P-256 public key.
+type Recipient struct {
+	pub *ecdh.PublicKey
+	hpk hpke.PublicKey
+}
+
+// NewRecipient returns a recipient for a P-256 public key.
+func NewRecipient(pub *ecdh.PublicKey) (*Recipient, error) {
+	if pub.Curve() != ecdh.P256() {
+		return nil, errors.New("not a P-256 key")
+	}
+	hpk, err := hpke.NewDHKEMPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	return &Recipient{pub: pub, hpk: hpk}, nil
+}
+
+// PublicKey returns the recipient's key.
+func (r *Recipient) PublicKey() *ecdh.PublicKey { return r.pub }
+
+// String returns the copy-pasteable recipient string.
+func (r *Recipient) String() string { return Format(r.pub) }
+
+// Wrap seals fileKey to the recipient.
+func (r *Recipient) Wrap(fileKey []byte) (*envelope.Stanza, error) {
+	enc, s, err := hpke.NewSender(r.hpk, kdf, aead, []byte(info))
+	if err != nil {
+		return nil, err
+	}
+	ct, err := s.Seal(nil, fileKey)
+	if err != nil {
+		return nil, err
+	}
+	return &envelope.Stanza{Type: StanzaType, Tag: Tag(enc, r.pub), Enc: enc, Key: ct}, nil
+}
+
+// Tag computes a stanza's tag for enc and a recipient public key.
+func Tag(enc []byte, pub *ecdh.PublicKey) []byte {
+	t, _ := hkdf.Extract(sha256.New, append(append([]byte{}, enc...), pub.Bytes()...), []byte(tagSalt))
+	return t[:tagSize]
+}
+
+// Identity unwraps stanzas addressed to one P-256 key. The private key is
+// obtained from load only when a stanza's tag matches, so listing,
+// tag matching and skipping cost no passphrase prompt or hardware operation.
+type Identity struct {
+	pub  *ecdh.PublicKey
+	name string
+	load func() (ecdh.KeyExchanger, error)
+	kx   ecdh.KeyExchanger
+}
+
+// NewIdentity returns an identity for pub whose private half load supplies.
+// name is used in error messages.
+func NewIdentity(name string, pub *ecdh.PublicKey, load func() (ecdh.KeyExchanger, error)) *Identity {
+	return &Identity{pub: pub, name: name, load: load}
+}
+
+// NewIdentityFromKey wraps a key exchanger that is already at hand.
+func NewIdentityFromKey(name string, kx ecdh.KeyExchanger) *Identity {
+	return &Identity{pub: kx.PublicKey(), name: name, kx: kx}
+}
+
+// Name returns the identity's display name.
+func (id *Identity) Name() string { return id.name }
+
+// PublicKey returns the identity's public key.
+func (id *Identity) PublicKey() *ecdh.PublicKey { return id.pub }
+
+// KeyExchanger returns the private half, loading it on first use.
+func (id *Identity) KeyExchanger() (ecdh.KeyExchanger, error) {
+	if id.kx == nil {
+		kx, err := id.load()
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(kx.PublicKey().Bytes(), id.pub.Bytes()) {
+			return nil, fmt.Errorf("key %q: private key does not match its public key", id.name)
+		}
+		id.kx = kx
+	}
+	return id.kx, nil
+}
+
+// Matches reports whether a stanza's tag names this identity.
+func (id *Identity) Matches(s *envelope.Stanza) bool {
+	return s.Type == StanzaType && len(s.Enc) == encSize &&
+		(len(s.Tag) == 0 || bytes.Equal(s.Tag, Tag(s.Enc, id.pub)))
+}
+
+// Unwrap opens a p256 stanza addressed to this identity.
+func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
+	if !id.Matches(s) {
+		return nil, envelope.ErrIncorrectIdentity
+	}
+	kx, err := id.KeyExchanger()
+	if err != nil {
+		return nil, err
+	}
+	priv, err := hpke.NewDHKEMPrivateKey(kx)
+	if err != nil {
+		return nil, err
+	}
+	r, err := hpke.NewRecipient(s.Enc, priv, kdf, aead, []byte(info))
+	if err != nil {
+		return nil, fmt.Errorf("key %q: %w", id.name, errStanza(s))
+	}
+	fk, err := r.Open(nil, s.Key)
+	if err != nil {
+		if len(s.Tag) == 0 {
+			return nil, envelope.ErrIncorrectIdentity
+		}
+		return nil, fmt.Errorf("key %q: %w", id.name, errStanza(s))
+	}
+	return fk, nil
+}
+
+func errStanza(s *envelope.Stanza) error {
+	return fmt.Errorf("%s matches this key but does not decrypt: %w", s.Hint(), envelope.ErrTampered)
+}
+
+// Format returns the recipient string of a P-256 public key.
+func Format(pub *ecdh.PublicKey) string {
+	return Scheme + ":" + base64.RawURLEncoding.EncodeToString(Compress(pub))
+}
+
+// Compress returns the 33-byte SEC1 compressed form of pub.
+func Compress(pub *ecdh.PublicKey) []byte {
+	u := pub.Bytes() // 0x04 ‖ X ‖ Y
+	c := make([]byte, compSize)
+	c[0] = 2 | u[64]&1
+	copy(c[1:], u[1:33])
+	return c
+}
+
+// ErrNotP256 is returned by Parse for strings that are not P-256 recipients.
+var ErrNotP256 = errors.New("not a P-256 recipient")
+
+// Parse reads a recipient string: "ocikp-p256:<base64url compressed point>",
+// or the Apple Keychain provider's
+// "apple-se://se?mode=encrypt&pub=<base64url uncompressed point>".
+func Parse(s string) (*Recipient, error) {
+	var (
+		raw []byte
+		err error
+	)
+	switch {
+	case strings.HasPrefix(s, Scheme+":"):
+		raw, err = base64.RawURLEncoding.Strict().DecodeString(s[len(Scheme)+1:])
+		if err != nil || len(raw) != compSize {
+			return nil, fmt.Errorf("%s recipient: want base64url of a 33-byte compressed point", Scheme)
+		}
+	case strings.HasPrefix(s, "apple-se:"):
+		raw, err = parseAppleSE(s)
+		if err != nil {
+			return nil, err
+		}
+	default:
+		return nil, ErrNotP256
+	}
+	pub, err := ParsePoint(raw)
+	if err != nil {
+		return nil, err
+	}
+	return NewRecipient(pub)
+}
+
+// ParsePoint accepts a compressed (33-byte) or uncompressed (65-byte) SEC1 point.
+func ParsePoint(raw []byte) (*ecdh.PublicKey, error) {
+	if len(raw) == compSize {
+		x, y := elliptic.UnmarshalCompressed(elliptic.P256(), raw)
+		if x == nil {
+			return nil, errors.New("P-256 recipient: not a point on the curve")
+		}
+		u := make([]byte, 65)
+		u[0] = 4
+		x.FillBytes(u[1:33])
+		y.FillBytes(u[33:])
+		raw = u
+	}
+	pub, err := ecdh.P256().NewPublicKey(raw)
+	if err != nil {
+		return nil, errors.New("P-256 recipient: not a point on the curve")
+	}
+	return pub, nil
+}
+
+// parseAppleSE reads apple-se://se?mode=encrypt&pub=… without net/url,
+// which the exec binary does not link (see DESIGN.md, "Binaries").
+func parseAppleSE(s string) ([]byte, error) {
+	const prefix = "apple-se://se?"
+	bad := errors.New("apple-se recipient: want apple-se://se?mode=encrypt&pub=<base64url of a 65-byte point>")
+	if !strings.HasPrefix(s, prefix) {
+		return nil, bad
+	}
+	var pub string
+	mode := ""
+	for _, kv := range strings.Split(s[len(prefix):], "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "pub":
+			pub = v
+		case "mode":
+			mode = v
+		}
+	}
+	if mode != "encrypt" || pub == "" {
+		return nil, bad
+	}
+	// The seed wrote base64url, sometimes padded; accept both, nothing else.
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(pub, "="))
+	if err != nil || len(raw) != 65 {
+		return nil, bad
+	}
+	return raw, nil
+}

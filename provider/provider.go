@@ -1,0 +1,330 @@
+// Package provider is ocikp's core: it answers ocicrypt key provider
+// requests (wrap and unwrap) from recipients, the keystore and legacy
+// formats. The exec command and the gRPC service both call it.
+package provider
+
+import (
+	"crypto/ecdh"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/legacy"
+	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/protocol"
+	"github.com/ocikp/ocikp/recipient"
+)
+
+// Enabled is what skopeo's bare --decryption-key provider:NAME sends: "no
+// specific key".
+const Enabled = "Enabled"
+
+// Provider answers requests for one provider name and keystore.
+type Provider struct {
+	// Name is the provider's entry in the config's Parameters maps
+	// ("" to detect it).
+	Name string
+	// Store is the software keystore.
+	Store *soft.Store
+	// Passphrase returns the passphrase for a sealed key, or nil.
+	Passphrase func(keyName string) ([]byte, error)
+	// Log receives debug events; nil for none. It never sees secrets.
+	Log *slog.Logger
+}
+
+// Handle answers one request and returns the JSON reply.
+func (p *Provider) Handle(req *protocol.Request) ([]byte, error) {
+	switch req.Op {
+	case protocol.OpKeyWrap:
+		ann, err := p.Wrap(req.KeyWrapParams)
+		if err != nil {
+			return nil, err
+		}
+		return protocol.EncodeWrapResponse(ann)
+	case protocol.OpKeyUnwrap:
+		opts, err := p.Unwrap(req.KeyUnwrapParams)
+		if err != nil {
+			return nil, err
+		}
+		return protocol.EncodeUnwrapResponse(opts)
+	}
+	return nil, fmt.Errorf("%w: unknown op", protocol.ErrMalformed)
+}
+
+func (p *Provider) debug(msg string, args ...any) {
+	if p.Log != nil {
+		p.Log.Debug(msg, args...)
+	}
+}
+
+// Wrap seals optsdata for every recipient in the provider's entry of
+// ec.Parameters.
+func (p *Provider) Wrap(w *protocol.KeyWrapParams) ([]byte, error) {
+	if len(w.Optsdata) == 0 {
+		return nil, errors.New("keywrap request has no optsdata to wrap")
+	}
+	values, err := p.wrapEntry(w.EC.Parameters)
+	if err != nil {
+		return nil, err
+	}
+	var rs []envelope.Recipient
+	for i, v := range values {
+		r, err := p.recipientFor(string(v))
+		if err != nil {
+			return nil, fmt.Errorf("encryption key %d of %d: %w", i+1, len(values), err)
+		}
+		rs = append(rs, r)
+	}
+	p.debug("wrap", "recipients", len(rs))
+	return envelope.Seal(w.Optsdata, rs...)
+}
+
+// wrapEntry picks the provider's values out of ec.Parameters.
+func (p *Provider) wrapEntry(params map[string][][]byte) ([][]byte, error) {
+	noRecipients := hint.Wrap(errors.New("keywrap request names no ocikp recipients"),
+		`pass --encryption-key provider:NAME:RECIPIENT, where RECIPIENT comes from "ocikp recipient KEYNAME"`)
+	if p.Name != "" {
+		v := params[p.Name]
+		if len(v) == 0 {
+			return nil, hint.Wrap(fmt.Errorf("keywrap request has no encryption keys for provider %q", p.Name),
+				fmt.Sprintf("pass --encryption-key provider:%s:RECIPIENT; check that --name matches the provider's name in OCICRYPT_KEYPROVIDER_CONFIG", p.Name))
+		}
+		return v, nil
+	}
+	// Without --name: the one entry whose values are all ocikp recipients.
+	var found []string
+	for name, vs := range params {
+		ok := len(vs) > 0
+		for _, v := range vs {
+			ok = ok && recipient.Known(string(v))
+		}
+		if ok {
+			found = append(found, name)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, noRecipients
+	case 1:
+		return params[found[0]], nil
+	}
+	return nil, hint.Wrap(fmt.Errorf("keywrap request has ocikp recipients under %d provider names", len(found)),
+		"run ocikp with --name NAME in OCICRYPT_KEYPROVIDER_CONFIG (ocikp config --name NAME writes one)")
+}
+
+// recipientFor parses a recipient string, or, when a provider name is set,
+// a keystore key name (provider:ocikp:alice).
+func (p *Provider) recipientFor(v string) (envelope.Recipient, error) {
+	r, err := recipient.Parse(v)
+	if !errors.Is(err, recipient.ErrUnknown) {
+		return r, err
+	}
+	if p.Store != nil && soft.ValidName(v) {
+		if k, kerr := p.Store.Get(v); kerr == nil {
+			return p256.NewRecipient(k.Public)
+		}
+	}
+	return nil, hint.Wrap(errors.New("not an ocikp recipient or key name"),
+		"recipients look like ocikp-p256:… (see: ocikp recipient KEYNAME); schemes: "+strings.Join(recipient.Schemes(), ", "))
+}
+
+// Unwrap recovers optsdata from an annotation with a local key.
+func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
+	var params map[string][][]byte
+	if u.DC != nil {
+		params = u.DC.Parameters
+	}
+	keys, selected, err := p.identities(params)
+	if err != nil {
+		return nil, err
+	}
+	blob := u.Annotation
+	switch {
+	case envelope.IsEnvelope(blob):
+		env, err := envelope.Parse(blob)
+		if err != nil {
+			return nil, err
+		}
+		ids := make([]envelope.Identity, len(keys))
+		for i, k := range keys {
+			ids[i] = k
+		}
+		p.debug("unwrap", "stanzas", len(env.Recipients), "keys", len(keys))
+		out, err := env.Open(ids...)
+		var nie *envelope.NoIdentityError
+		if errors.As(err, &nie) {
+			return nil, p.noKeyError(nie.Error(), keys, selected)
+		}
+		return out, err
+	case legacy.IsApple(blob):
+		a, err := legacy.ParseApple(blob)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			kx, err := k.KeyExchanger()
+			if err != nil {
+				p.debug("legacy: key unavailable", "key", k.Name(), "err", err)
+				continue
+			}
+			if out, err := a.Open(kx); err == nil {
+				return out, nil
+			}
+		}
+		return nil, p.noKeyError("no key can decrypt this layer (Apple keychain provider format, key "+safeURL(a.KeyURL)+")", keys, selected)
+	case isGCPLegacy(blob):
+		return nil, hint.Wrap(errors.New("this layer was encrypted by the GCP KMS key provider (kmscrypt); reading it needs ocikp's KMS support, which this release does not include yet"))
+	}
+	return nil, errors.New("the layer's annotation is not an ocikp envelope or a known legacy format")
+}
+
+func (p *Provider) noKeyError(msg string, keys []*p256.Identity, selected bool) error {
+	where := "in keystore " + p.Store.Dir
+	if selected {
+		where = "among the keys the decryption config named"
+	}
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k.Name()
+	}
+	tried := fmt.Sprintf("tried %d key(s) %s: %s", len(keys), where, strings.Join(names, ", "))
+	return hint.Wrap(errors.New(msg), tried,
+		"import the private key of one of those recipients (ocikp import NAME), or point OCIKP_KEYSTORE at a keystore that has one")
+}
+
+// identities returns the keys to try: those named in the decryption
+// parameters, else every key in the store.
+func (p *Provider) identities(params map[string][][]byte) (keys []*p256.Identity, selected bool, err error) {
+	values := p.unwrapEntry(params)
+	for _, v := range values {
+		s := string(v)
+		k, err := p.namedKey(s)
+		if err != nil {
+			return nil, true, err
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) > 0 {
+		return keys, true, nil
+	}
+	entries, err := p.Store.List()
+	if err != nil {
+		return nil, false, err
+	}
+	var problems []error
+	for _, e := range entries {
+		if e.Err != nil {
+			problems = append(problems, e.Err)
+			continue
+		}
+		keys = append(keys, p.storeIdentity(e.Key))
+	}
+	if len(keys) == 0 {
+		err := fmt.Errorf("no usable keys in keystore %s", p.Store.Dir)
+		if len(problems) > 0 {
+			err = fmt.Errorf("%w: %w", err, errors.Join(problems...))
+		}
+		return nil, false, hint.Wrap(err, "create or import a key (ocikp keygen NAME, ocikp import NAME), or set OCIKP_KEYSTORE / --keystore")
+	}
+	return keys, false, nil
+}
+
+// unwrapEntry returns the values in dc.Parameters that name ocikp keys.
+// "Enabled" means "no specific key". Without --name, an entry is taken as
+// ours only when each of its values names a key in the keystore.
+func (p *Provider) unwrapEntry(params map[string][][]byte) [][]byte {
+	strip := func(vs [][]byte) [][]byte {
+		var out [][]byte
+		for _, v := range vs {
+			if string(v) != Enabled && len(v) > 0 {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	if p.Name != "" {
+		return strip(params[p.Name])
+	}
+	for _, vs := range params {
+		vs = strip(vs)
+		ok := len(vs) > 0
+		for _, v := range vs {
+			ok = ok && soft.ValidName(string(v)) && p.hasKey(string(v))
+		}
+		if ok {
+			return vs
+		}
+	}
+	return nil
+}
+
+func (p *Provider) hasKey(name string) bool {
+	_, err := os.Stat(p.Store.Dir + "/" + name + ".key")
+	return err == nil
+}
+
+// namedKey resolves a decryption key value: a keystore name, or a path to a
+// key file (ocikp key file or PEM).
+func (p *Provider) namedKey(v string) (*p256.Identity, error) {
+	if soft.ValidName(v) && !strings.ContainsRune(v, os.PathSeparator) {
+		k, err := p.Store.Get(v)
+		if err == nil {
+			return p.storeIdentity(k), nil
+		}
+		if !errors.Is(err, soft.ErrNotFound) {
+			return nil, err
+		}
+	}
+	if strings.ContainsRune(v, os.PathSeparator) {
+		k, priv, err := soft.ReadKey(v)
+		if err != nil {
+			return nil, fmt.Errorf("decryption key file: %w", err)
+		}
+		if priv != nil {
+			return p256.NewIdentityFromKey(k.Name, priv), nil
+		}
+		return p.storeIdentity(k), nil
+	}
+	return nil, hint.Wrap(fmt.Errorf("decryption key %.70q is not a key in keystore %s", v, p.Store.Dir),
+		"name a key from 'ocikp list', a key file path, or pass the bare provider:NAME to try every key")
+}
+
+func (p *Provider) storeIdentity(k *soft.KeyFile) *p256.Identity {
+	return p256.NewIdentity(k.Name, k.Public, func() (ecdh.KeyExchanger, error) {
+		var pass []byte
+		if k.Protected() && p.Passphrase != nil {
+			var err error
+			if pass, err = p.Passphrase(k.Name); err != nil {
+				return nil, err
+			}
+		}
+		priv, err := k.PrivateKey(pass)
+		if err != nil {
+			err = fmt.Errorf("key %q: %w", k.Name, err)
+			if errors.Is(err, soft.ErrPassphraseNeeded) {
+				err = hint.Wrap(err, "set OCIKP_PASSPHRASE_FILE (or OCIKP_PASSPHRASE) for unattended decryption")
+			}
+			return nil, err
+		}
+		return priv, nil
+	})
+}
+
+// isGCPLegacy reports the GCP KMS provider's {"key_url","wrapped_key","wrap_type"}.
+func isGCPLegacy(blob []byte) bool {
+	s := string(blob)
+	return strings.Contains(s, `"key_url"`) && strings.Contains(s, `"wrapped_key"`)
+}
+
+// safeURL bounds a URL from a blob for display.
+func safeURL(u string) string {
+	if len(u) > 100 {
+		u = u[:100] + "…"
+	}
+	return fmt.Sprintf("%q", u)
+}
