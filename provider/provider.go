@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/ocikp/ocikp/envelope"
@@ -158,7 +159,7 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 		out, err := env.Open(ids...)
 		var nie *envelope.NoIdentityError
 		if errors.As(err, &nie) {
-			return nil, p.noKeyError(nie.Error(), keys, selected)
+			return nil, p.noKeyError(nie, keys, selected)
 		}
 		return out, err
 	case legacy.IsApple(blob):
@@ -176,14 +177,16 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 				return out, nil
 			}
 		}
-		return nil, p.noKeyError("no key can decrypt this layer (Apple keychain provider format, key "+safeURL(a.KeyURL)+")", keys, selected)
+		return nil, p.noKeyError(errors.New("no key can decrypt this layer (Apple keychain provider format, key "+safeURL(a.KeyURL)+")"), keys, selected)
 	case isGCPLegacy(blob):
 		return nil, hint.Wrap(errors.New("this layer was encrypted by the GCP KMS key provider (kmscrypt); reading it needs ocikp's KMS support, which this release does not include yet"))
 	}
 	return nil, errors.New("the layer's annotation is not an ocikp envelope or a known legacy format")
 }
 
-func (p *Provider) noKeyError(msg string, keys []*p256.Identity, selected bool) error {
+// noKeyError explains a failed unwrap: what the layer was encrypted for
+// (in err), which keys were tried, and what to do.
+func (p *Provider) noKeyError(err error, keys []*p256.Identity, selected bool) error {
 	where := "in keystore " + p.Store.Dir
 	if selected {
 		where = "among the keys the decryption config named"
@@ -193,19 +196,28 @@ func (p *Provider) noKeyError(msg string, keys []*p256.Identity, selected bool) 
 		names[i] = k.Name()
 	}
 	tried := fmt.Sprintf("tried %d key(s) %s: %s", len(keys), where, strings.Join(names, ", "))
-	return hint.Wrap(errors.New(msg), tried,
-		"import the private key of one of those recipients (ocikp import NAME), or point OCIKP_KEYSTORE at a keystore that has one")
+	advice := "import the private key of one of those recipients (ocikp import NAME), or point OCIKP_KEYSTORE at a keystore that has one"
+	// A key that matched but could not be used (locked, unreadable) says best what to do.
+	var nie *envelope.NoIdentityError
+	if errors.As(err, &nie) {
+		for _, f := range nie.Failures {
+			if h := hint.Of(f); len(h) > 0 {
+				advice = h[0]
+				break
+			}
+		}
+	}
+	return hint.Wrap(err, tried, advice)
 }
 
 // identities returns the keys to try: those named in the decryption
 // parameters, else every key in the store.
 func (p *Provider) identities(params map[string][][]byte) (keys []*p256.Identity, selected bool, err error) {
 	values := p.unwrapEntry(params)
-	for _, v := range values {
-		s := string(v)
-		k, err := p.namedKey(s)
+	for i, v := range values {
+		k, err := p.namedKey(string(v))
 		if err != nil {
-			return nil, true, err
+			return nil, true, fmt.Errorf("decryption key %d of %d: %w", i+1, len(values), err)
 		}
 		keys = append(keys, k)
 	}
@@ -254,7 +266,7 @@ func (p *Provider) unwrapEntry(params map[string][][]byte) [][]byte {
 		vs = strip(vs)
 		ok := len(vs) > 0
 		for _, v := range vs {
-			ok = ok && soft.ValidName(string(v)) && p.hasKey(string(v))
+			ok = ok && p.hasKey(string(v))
 		}
 		if ok {
 			return vs
@@ -264,35 +276,44 @@ func (p *Provider) unwrapEntry(params map[string][][]byte) [][]byte {
 }
 
 func (p *Provider) hasKey(name string) bool {
-	_, err := os.Stat(p.Store.Dir + "/" + name + ".key")
+	if !soft.ValidName(name) {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(p.Store.Dir, name+".key"))
 	return err == nil
 }
 
 // namedKey resolves a decryption key value: a keystore name, or a path to a
-// key file (ocikp key file or PEM).
+// key file (ocikp key file or PEM). The value came in the request, so
+// errors describe it without quoting it.
 func (p *Provider) namedKey(v string) (*p256.Identity, error) {
-	if soft.ValidName(v) && !strings.ContainsRune(v, os.PathSeparator) {
+	if !strings.ContainsRune(v, os.PathSeparator) {
+		if !soft.ValidName(v) {
+			return nil, hint.Wrap(errors.New("neither a key name nor a key file path"), keyParamHint)
+		}
 		k, err := p.Store.Get(v)
-		if err == nil {
-			return p.storeIdentity(k), nil
+		if errors.Is(err, soft.ErrNotFound) {
+			return nil, hint.Wrap(fmt.Errorf("no key of that name in keystore %s", p.Store.Dir), keyParamHint)
 		}
-		if !errors.Is(err, soft.ErrNotFound) {
-			return nil, err
-		}
-	}
-	if strings.ContainsRune(v, os.PathSeparator) {
-		k, priv, err := soft.ReadKey(v)
 		if err != nil {
-			return nil, fmt.Errorf("decryption key file: %w", err)
-		}
-		if priv != nil {
-			return p256.NewIdentityFromKey(k.Name, priv), nil
+			return nil, err
 		}
 		return p.storeIdentity(k), nil
 	}
-	return nil, hint.Wrap(fmt.Errorf("decryption key %.70q is not a key in keystore %s", v, p.Store.Dir),
-		"name a key from 'ocikp list', a key file path, or pass the bare provider:NAME to try every key")
+	k, priv, err := soft.ReadKey(v)
+	if err != nil {
+		// Strip the path the request gave from what the error says.
+		msg := strings.ReplaceAll(err.Error(), v, "the named file")
+		return nil, hint.Wrap(fmt.Errorf("key file: %s", msg),
+			"key files must be ocikp key files or PEM P-256 private keys, mode 0600")
+	}
+	if priv != nil {
+		return p256.NewIdentityFromKey(k.Name, priv), nil
+	}
+	return p.storeIdentity(k), nil
 }
+
+const keyParamHint = "name a key from 'ocikp list' or a key file path, or pass the bare provider:NAME to try every key"
 
 func (p *Provider) storeIdentity(k *soft.KeyFile) *p256.Identity {
 	return p256.NewIdentity(k.Name, k.Public, func() (ecdh.KeyExchanger, error) {

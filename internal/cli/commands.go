@@ -371,4 +371,3 @@ func promptPassphrase(prompt string) ([]byte, error) {
 	}
 	return p, nil
 }
-
