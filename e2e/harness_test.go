@@ -1,0 +1,244 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// need returns the path of a tool, skipping the test unless OCIKP_E2E=1,
+// in which case a missing tool fails it.
+func need(t *testing.T, tool string) string {
+	t.Helper()
+	if os.Getenv("OCIKP_E2E") != "1" {
+		t.Skip("end-to-end test: set OCIKP_E2E=1 (scripts/test.sh does, after installing the tools)")
+	}
+	if dir := os.Getenv("OCIKP_TOOLS_BIN"); dir != "" {
+		p := filepath.Join(dir, tool)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		t.Fatalf("OCIKP_E2E=1 but %s is not installed: run scripts/install-tools.sh", tool)
+	}
+	return p
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// ocikpBinary builds cmd/ocikp once per test run.
+func ocikpBinary(t *testing.T) string {
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ocikp-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "ocikp")
+		out, err := exec.Command("go", "build", "-o", builtBin, "github.com/ocikp/ocikp/cmd/ocikp").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// provider is an ocikp install as ocicrypt sees it: a config file pointing
+// at a wrapper that counts invocations and then execs ocikp.
+type provider struct {
+	bin, config, countFile string
+}
+
+func newProvider(t *testing.T, name string) *provider {
+	bin := ocikpBinary(t)
+	dir := t.TempDir()
+	p := &provider{bin: bin, countFile: filepath.Join(dir, "calls"), config: filepath.Join(dir, "ocicrypt.json")}
+	wrapper := filepath.Join(dir, "ocikp-counted")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %q\nexec %q \"$@\"\n", p.countFile, bin)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The config comes from ocikp itself, as a user would make it.
+	out, err := exec.Command(bin, "config", "--name", name, "--path", wrapper).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.config, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// calls returns and resets the number of provider invocations.
+func (p *provider) calls(t *testing.T) int {
+	data, err := os.ReadFile(p.countFile)
+	if os.IsNotExist(err) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(p.countFile)
+	return strings.Count(string(data), "\n")
+}
+
+// keystore makes a keystore with the named keys and returns its directory
+// and the keys' recipients.
+func (p *provider) keystore(t *testing.T, names ...string) (string, map[string]string) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	recips := map[string]string{}
+	for _, n := range names {
+		out, err := exec.Command(p.bin, "--keystore", dir, "keygen", n).Output()
+		if err != nil {
+			t.Fatalf("keygen %s: %v", n, err)
+		}
+		recips[n] = strings.TrimSpace(string(out))
+	}
+	return dir, recips
+}
+
+// startRegistry runs Debian's docker-registry on a free loopback port until
+// the test ends, and returns host:port.
+func startRegistry(t *testing.T) string {
+	bin := need(t, "docker-registry")
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+`, filepath.Join(dir, "data"), addr)
+	cfgPath := filepath.Join(dir, "config.yml")
+	os.WriteFile(cfgPath, []byte(cfg), 0o644)
+	cmd := exec.Command(bin, "serve", cfgPath)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("registry did not start: %v\n%s", err, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// pushImage pushes a random OCI image of n layers and returns it.
+func pushImage(t *testing.T, ref string, n int) v1.Image {
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	for range n {
+		l, err := random.Layer(4096, types.OCILayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func remoteManifest(t *testing.T, ref string) *v1.Manifest {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func layerDigests(t *testing.T, img v1.Image) []string {
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range ls {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d.String())
+	}
+	return out
+}
+
+// run runs a command with a time limit and returns combined output.
+func run(t *testing.T, env []string, limit time.Duration, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%s timed out after %v: %w", filepath.Base(name), limit, ctx.Err())
+	}
+	return string(out), err
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
