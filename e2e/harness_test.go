@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -246,5 +245,3 @@ func run(t *testing.T, env []string, limit time.Duration, name string, args ...s
 	}
 	return string(out), err
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

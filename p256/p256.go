@@ -42,7 +42,6 @@ const (
 )
 
 var (
-	kem  = hpke.DHKEM(ecdh.P256())
 	kdf  = hpke.HKDFSHA256()
 	aead = hpke.AES256GCM()
 )

@@ -18,7 +18,7 @@ import (
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/protocol"
-	"github.com/ocikp/ocikp/provider"
+	"github.com/ocikp/ocikp/keyprovider"
 )
 
 // Environment variables for unattended use.
@@ -47,7 +47,7 @@ func cmdKeyprovider(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	p := &provider.Provider{Name: *name, Store: st, Passphrase: unattendedPassphrase(*passFile)}
+	p := &keyprovider.Provider{Name: *name, Store: st, Passphrase: unattendedPassphrase(*passFile)}
 	if lvl := os.Getenv(envLog); lvl == "debug" {
 		p.Log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

@@ -1,7 +1,7 @@
-// Package provider is ocikp's core: it answers ocicrypt key provider
+// Package keyprovider is ocikp's core: it answers ocicrypt key provider
 // requests (wrap and unwrap) from recipients, the keystore and legacy
 // formats. The exec command and the gRPC service both call it.
-package provider
+package keyprovider
 
 import (
 	"crypto/ecdh"

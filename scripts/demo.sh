@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The main job, end to end, on a fresh machine: build ocikp, install a local
+# registry and skopeo (cached), make a key, encrypt a small image for it,
+# decrypt it, show the wrong-key error, stop the registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
+
+say "building ocikp"
+mkdir -p bin
+go build -o bin/ocikp ./cmd/ocikp
+go build -o bin/mkimage ./internal/cmd/mkimage
+TOOLS_BIN=$(scripts/install-tools.sh skopeo)
+export PATH="$PWD/bin:$TOOLS_BIN:$PATH"
+
+work=$(mktemp -d)
+registry_pid=
+cleanup() {
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say "starting a throwaway registry on loopback"
+port=$(( 20000 + RANDOM % 20000 ))
+cat > "$work/registry.yml" <<YML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: 127.0.0.1:$port}
+YML
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+reg=127.0.0.1:$port
+echo "registry at $reg"
+echo '{"default":[{"type":"insecureAcceptAnything"}]}' > "$work/policy.json"
+sk() { skopeo --policy "$work/policy.json" "$@"; }
+
+say "pushing a small 3-layer image"
+mkimage -layers 3 "$work/image"
+sk copy -q --dest-tls-verify=false "oci:$work/image:demo" "docker://$reg/demo:1"
+
+say "making a key (the keystore is a directory; OCIKP_KEYSTORE chooses it)"
+export OCIKP_KEYSTORE=$work/keys
+show ocikp keygen alice
+show ocikp list
+
+say "pointing ocicrypt at ocikp"
+ocikp config --name ocikp > "$work/ocicrypt.json"
+cat "$work/ocicrypt.json"
+export OCICRYPT_KEYPROVIDER_CONFIG=$work/ocicrypt.json
+
+say "encrypting for alice"
+show sk copy -q --src-tls-verify=false --dest-tls-verify=false \
+  --encryption-key "provider:ocikp:$(ocikp recipient alice)" \
+  "docker://$reg/demo:1" "docker://$reg/demo:enc"
+echo "layer media types now:"
+sk inspect --raw --tls-verify=false "docker://$reg/demo:enc" | grep -o '"application/vnd.oci.image.layer[^"]*"' | sort | uniq -c
+
+say "decrypting with alice's keystore (no key named: ocikp finds it)"
+show sk copy -q --src-tls-verify=false --decryption-key provider:ocikp \
+  "docker://$reg/demo:enc" "oci:$work/out:demo"
+echo "the decrypted layers hold:"
+for b in "$work"/out/blobs/sha256/*; do tar -xzOf "$b" 2>/dev/null || true; done
+
+say "decrypting with someone else's keystore fails, and says why"
+OCIKP_KEYSTORE=$work/other ocikp keygen mallory >/dev/null 2>&1
+if OCIKP_KEYSTORE=$work/other sk copy -q --src-tls-verify=false --decryption-key provider:ocikp \
+    "docker://$reg/demo:enc" "oci:$work/out2:demo" 2>"$work/err"; then
+  echo "unexpected: decryption with the wrong key succeeded" >&2
+  exit 1
+fi
+# skopeo escapes the provider's stderr inside its own message; unescape for reading.
+sed 's/\\n/\n/g' "$work/err"
+
+say "done: registry stopped, temporary files removed"

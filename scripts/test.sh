@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs ocikp's whole test suite: formatting, vet and staticcheck; unit, CLI
+# (testscript) and end-to-end tests (real skopeo, registry, containerd);
+# then each fuzz target briefly. Installs what the tests need first
+# (scripts/install-tools.sh; builds are cached in $OCIKP_TOOLS).
+#
+#   FUZZTIME=10s   how long each fuzz target runs (0 to skip fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS_BIN=$(scripts/install-tools.sh skopeo containerd)
+export OCIKP_TOOLS_BIN=$TOOLS_BIN OCIKP_E2E=1
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "gofmt"
+bad=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$bad" ]; then echo "not gofmt-formatted:"; echo "$bad"; exit 1; fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+if [ ! -x "$TOOLS_BIN/staticcheck" ]; then
+  GOBIN=$TOOLS_BIN go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+"$TOOLS_BIN/staticcheck" ./...
+
+step "go test (unit, CLI, end-to-end)"
+go test -count=1 ./...
+
+FUZZTIME=${FUZZTIME:-10s}
+if [ "$FUZZTIME" != 0 ]; then
+  step "fuzzing, $FUZZTIME per target"
+  for pkg in $(go list ./...); do
+    dir=$(go list -f '{{.Dir}}' "$pkg")
+    for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
+      echo "-- $pkg $target"
+      go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$pkg"
+    done
+  done
+fi
+echo
+echo "all tests passed"
