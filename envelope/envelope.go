@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // Version is the envelope format this package writes and reads.
@@ -42,6 +43,9 @@ var (
 	ErrUnsupportedVersion = errors.New("unsupported envelope version")
 	// ErrMalformed is a blob that cannot be parsed.
 	ErrMalformed = errors.New("malformed ocikp envelope")
+	// ErrNotEnvelope is a blob that is not an ocikp envelope of any version
+	// (no "v" key): perhaps a legacy format.
+	ErrNotEnvelope = errors.New("not an ocikp envelope")
 	// ErrTampered is a blob whose file key was recovered but which fails authentication.
 	ErrTampered = errors.New("envelope failed authentication (corrupted or tampered)")
 )
@@ -267,44 +271,63 @@ func (s *Stanza) Hint() string {
 	}
 }
 
-type wireStanza struct {
-	Type string `json:"type"`
-	Tag  string `json:"tag,omitempty"`
-	KID  string `json:"kid,omitempty"`
-	Enc  string `json:"enc,omitempty"`
-	Key  string `json:"key"`
-}
-
-type wireEnvelope struct {
-	V          int          `json:"v"`
-	Recipients []wireStanza `json:"recipients"`
-	Payload    string       `json:"payload"`
-	MAC        string       `json:"mac"`
-}
-
 var b64 = base64.StdEncoding.Strict()
 
-// Marshal returns the compact JSON blob.
+// Marshal returns the blob in its one canonical encoding: compact JSON, keys
+// in the order v, recipients, payload, mac and, in a stanza, type, tag, kid,
+// enc, key; optional empty fields omitted; strings escaped as jsonString
+// does. Written by hand: encoding/json's struct reflection is a visible
+// part of the exec provider's start-up.
 func (e *Envelope) Marshal() ([]byte, error) {
-	w := wireEnvelope{V: Version, Payload: b64.EncodeToString(e.Payload), MAC: b64.EncodeToString(e.MAC)}
-	for _, s := range e.Recipients {
-		w.Recipients = append(w.Recipients, wireStanza{
-			Type: s.Type, KID: s.KID, Key: b64.EncodeToString(s.Key),
-			Tag: b64.EncodeToString(s.Tag), Enc: b64.EncodeToString(s.Enc),
-		})
+	b := make([]byte, 0, 256+len(e.Recipients)*192+len(e.Payload)*4/3)
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, Version, 10)
+	b = append(b, `,"recipients":[`...)
+	for i, s := range e.Recipients {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"type":`...)
+		b = jsonString(b, s.Type)
+		if len(s.Tag) > 0 {
+			b = append(b, `,"tag":"`...)
+			b = append(b64.AppendEncode(b, s.Tag), '"')
+		}
+		if s.KID != "" {
+			b = append(b, `,"kid":`...)
+			b = jsonString(b, s.KID)
+		}
+		if len(s.Enc) > 0 {
+			b = append(b, `,"enc":"`...)
+			b = append(b64.AppendEncode(b, s.Enc), '"')
+		}
+		b = append(b, `,"key":"`...)
+		b = append(b64.AppendEncode(b, s.Key), `"}`...)
 	}
-	return json.Marshal(&w)
+	b = append(b, `],"payload":"`...)
+	b = b64.AppendEncode(b, e.Payload)
+	b = append(b, `","mac":"`...)
+	b = b64.AppendEncode(b, e.MAC)
+	return append(b, `"}`...), nil
 }
 
-// IsEnvelope reports whether blob looks like an ocikp envelope of any
-// version (a JSON object with a "v" key), as opposed to a legacy format.
-func IsEnvelope(blob []byte) bool {
-	var probe map[string]json.RawMessage
-	if json.Unmarshal(blob, &probe) != nil {
-		return false
+// jsonString appends s as a JSON string: '"' and '\\' backslash-escaped,
+// control characters as \u00XX, everything else (valid UTF-8) as is.
+func jsonString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
 	}
-	_, ok := probe["v"]
-	return ok
+	return append(b, '"')
 }
 
 // Parse decodes a blob strictly: compact JSON, exact keys, no unknown
@@ -313,15 +336,14 @@ func Parse(blob []byte) (*Envelope, error) {
 	if len(blob) > MaxBlobSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformed, len(blob), MaxBlobSize)
 	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, blob); err != nil {
-		return nil, fmt.Errorf("%w: not JSON", ErrMalformed)
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(blob, &top); err != nil || top == nil {
+		return nil, ErrNotEnvelope
 	}
-	if compact.Len() != len(blob) {
-		return nil, fmt.Errorf("%w: not compact JSON", ErrMalformed)
+	if _, ok := top["v"]; !ok {
+		return nil, ErrNotEnvelope
 	}
-	top, err := object(blob, "v", "recipients", "payload", "mac")
-	if err != nil {
+	if err := known(top, "v", "recipients", "payload", "mac"); err != nil {
 		return nil, err
 	}
 	var v int
@@ -339,6 +361,7 @@ func Parse(blob []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: %d recipients, at most %d", ErrMalformed, len(raws), MaxRecipients)
 	}
 	e := &Envelope{}
+	var err error
 	if e.Payload, err = field(top, "payload", true); err != nil {
 		return nil, err
 	}
@@ -354,6 +377,11 @@ func Parse(blob []byte) (*Envelope, error) {
 			return nil, fmt.Errorf("recipient %d: %w", i+1, err)
 		}
 		e.Recipients = append(e.Recipients, s)
+	}
+	// One encoding per blob: whitespace, key order, escapes or anything else
+	// that differs from Marshal's output is refused.
+	if canon, _ := e.Marshal(); !bytes.Equal(canon, blob) {
+		return nil, fmt.Errorf("%w: not in canonical form (compact JSON, fixed key order; see docs/format.md)", ErrMalformed)
 	}
 	return e, nil
 }
@@ -389,16 +417,20 @@ func object(raw []byte, allowed ...string) (map[string]json.RawMessage, error) {
 	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
 		return nil, fmt.Errorf("%w: expected a JSON object", ErrMalformed)
 	}
+	return m, known(m, allowed...)
+}
+
+func known(m map[string]json.RawMessage, allowed ...string) error {
 	for k := range m {
 		ok := false
 		for _, a := range allowed {
 			ok = ok || k == a
 		}
 		if !ok {
-			return nil, fmt.Errorf("%w: unknown field %.32q", ErrMalformed, k)
+			return fmt.Errorf("%w: unknown field %.32q", ErrMalformed, k)
 		}
 	}
-	return m, nil
+	return nil
 }
 
 func str(m map[string]json.RawMessage, key string, required bool) (string, error) {

@@ -127,7 +127,11 @@ func (p *Provider) recipientFor(v string) (envelope.Recipient, error) {
 	}
 	if p.Store != nil && soft.ValidName(v) {
 		if k, kerr := p.Store.Get(v); kerr == nil {
-			return p256.NewRecipient(k.Public)
+			pub, err := k.PublicKey()
+			if err != nil {
+				return nil, fmt.Errorf("key %q: %w", k.Name, err)
+			}
+			return p256.NewRecipient(pub)
 		}
 	}
 	return nil, hint.Wrap(errors.New("not an ocikp recipient or key name"),
@@ -145,12 +149,9 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 		return nil, err
 	}
 	blob := u.Annotation
+	env, err := envelope.Parse(blob)
 	switch {
-	case envelope.IsEnvelope(blob):
-		env, err := envelope.Parse(blob)
-		if err != nil {
-			return nil, err
-		}
+	case err == nil:
 		ids := make([]envelope.Identity, len(keys))
 		for i, k := range keys {
 			ids[i] = k
@@ -162,6 +163,8 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 			return nil, p.noKeyError(nie, keys, selected)
 		}
 		return out, err
+	case !errors.Is(err, envelope.ErrNotEnvelope):
+		return nil, err
 	case legacy.IsApple(blob):
 		a, err := legacy.ParseApple(blob)
 		if err != nil {
@@ -179,7 +182,7 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 		}
 		return nil, p.noKeyError(errors.New("no key can decrypt this layer (Apple keychain provider format, key "+safeURL(a.KeyURL)+")"), keys, selected)
 	case isGCPLegacy(blob):
-		return nil, hint.Wrap(errors.New("this layer was encrypted by the GCP KMS key provider (kmscrypt); reading it needs ocikp's KMS support, which this release does not include yet"))
+		return nil, errors.New("this layer was encrypted by the GCP KMS key provider (kmscrypt); reading it needs ocikp's KMS support, which this release does not include yet")
 	}
 	return nil, errors.New("the layer's annotation is not an ocikp envelope or a known legacy format")
 }
@@ -316,7 +319,7 @@ func (p *Provider) namedKey(v string) (*p256.Identity, error) {
 const keyParamHint = "name a key from 'ocikp list' or a key file path, or pass the bare provider:NAME to try every key"
 
 func (p *Provider) storeIdentity(k *soft.KeyFile) *p256.Identity {
-	return p256.NewIdentity(k.Name, k.Public, func() (ecdh.KeyExchanger, error) {
+	return p256.NewIdentity(k.Name, k.Compressed, func() (ecdh.KeyExchanger, error) {
 		var pass []byte
 		if k.Protected() && p.Passphrase != nil {
 			var err error

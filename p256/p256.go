@@ -5,7 +5,7 @@
 // software keys, TPM, PKCS#11 tokens and the Secure Enclave.
 //
 // Each stanza carries a 4-byte tag, HKDF-Extract(SHA-256, salt = "ocikp/v1
-// p256 tag", secret = enc ‖ recipient public key (65-byte uncompressed))[:4],
+// p256 tag", secret = enc ‖ recipient public key (33-byte compressed))[:4],
 // as in age's tag recipients: the key holder recomputes it to skip stanzas
 // that are not its own without a private-key operation, while an observer who
 // does not know the public key cannot link two layers to one key.
@@ -48,8 +48,9 @@ var (
 
 // Recipient wraps file keys for one P-256 public key.
 type Recipient struct {
-	pub *ecdh.PublicKey
-	hpk hpke.PublicKey
+	pub  *ecdh.PublicKey
+	comp []byte
+	hpk  hpke.PublicKey
 }
 
 // NewRecipient returns a recipient for a P-256 public key.
@@ -61,7 +62,7 @@ func NewRecipient(pub *ecdh.PublicKey) (*Recipient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Recipient{pub: pub, hpk: hpk}, nil
+	return &Recipient{pub: pub, comp: Compress(pub), hpk: hpk}, nil
 }
 
 // PublicKey returns the recipient's key.
@@ -80,41 +81,41 @@ func (r *Recipient) Wrap(fileKey []byte) (*envelope.Stanza, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &envelope.Stanza{Type: StanzaType, Tag: Tag(enc, r.pub), Enc: enc, Key: ct}, nil
+	return &envelope.Stanza{Type: StanzaType, Tag: Tag(enc, r.comp), Enc: enc, Key: ct}, nil
 }
 
-// Tag computes a stanza's tag for enc and a recipient public key.
-func Tag(enc []byte, pub *ecdh.PublicKey) []byte {
-	t, _ := hkdf.Extract(sha256.New, append(append([]byte{}, enc...), pub.Bytes()...), []byte(tagSalt))
+// Tag computes a stanza's tag from enc and the recipient's compressed point.
+func Tag(enc, compressed []byte) []byte {
+	t, _ := hkdf.Extract(sha256.New, append(append([]byte{}, enc...), compressed...), []byte(tagSalt))
 	return t[:tagSize]
 }
 
-// Identity unwraps stanzas addressed to one P-256 key. The private key is
-// obtained from load only when a stanza's tag matches, so listing,
-// tag matching and skipping cost no passphrase prompt or hardware operation.
+// Identity unwraps stanzas addressed to one P-256 key. It knows its public
+// key in compressed form only (tags need nothing else, so matching costs no
+// curve operation), and obtains the private key from load only when a
+// stanza's tag matches: listing, matching and skipping cost no passphrase
+// prompt or hardware operation.
 type Identity struct {
-	pub  *ecdh.PublicKey
+	comp []byte
 	name string
 	load func() (ecdh.KeyExchanger, error)
 	kx   ecdh.KeyExchanger
 }
 
-// NewIdentity returns an identity for pub whose private half load supplies.
-// name is used in error messages.
-func NewIdentity(name string, pub *ecdh.PublicKey, load func() (ecdh.KeyExchanger, error)) *Identity {
-	return &Identity{pub: pub, name: name, load: load}
+// NewIdentity returns an identity for a compressed public key (as
+// ParseCompressed returns) whose private half load supplies. name is used in
+// error messages.
+func NewIdentity(name string, compressed []byte, load func() (ecdh.KeyExchanger, error)) *Identity {
+	return &Identity{comp: compressed, name: name, load: load}
 }
 
 // NewIdentityFromKey wraps a key exchanger that is already at hand.
 func NewIdentityFromKey(name string, kx ecdh.KeyExchanger) *Identity {
-	return &Identity{pub: kx.PublicKey(), name: name, kx: kx}
+	return &Identity{comp: Compress(kx.PublicKey()), name: name, kx: kx}
 }
 
 // Name returns the identity's display name.
 func (id *Identity) Name() string { return id.name }
-
-// PublicKey returns the identity's public key.
-func (id *Identity) PublicKey() *ecdh.PublicKey { return id.pub }
 
 // KeyExchanger returns the private half, loading it on first use.
 func (id *Identity) KeyExchanger() (ecdh.KeyExchanger, error) {
@@ -123,7 +124,7 @@ func (id *Identity) KeyExchanger() (ecdh.KeyExchanger, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !bytes.Equal(kx.PublicKey().Bytes(), id.pub.Bytes()) {
+		if !bytes.Equal(Compress(kx.PublicKey()), id.comp) {
 			return nil, fmt.Errorf("key %q: private key does not match its public key", id.name)
 		}
 		id.kx = kx
@@ -134,7 +135,7 @@ func (id *Identity) KeyExchanger() (ecdh.KeyExchanger, error) {
 // Matches reports whether a stanza's tag names this identity.
 func (id *Identity) Matches(s *envelope.Stanza) bool {
 	return s.Type == StanzaType && len(s.Enc) == encSize &&
-		(len(s.Tag) == 0 || bytes.Equal(s.Tag, Tag(s.Enc, id.pub)))
+		(len(s.Tag) == 0 || bytes.Equal(s.Tag, Tag(s.Enc, id.comp)))
 }
 
 // Unwrap opens a p256 stanza addressed to this identity.
@@ -195,9 +196,8 @@ func Parse(s string) (*Recipient, error) {
 	)
 	switch {
 	case strings.HasPrefix(s, Scheme+":"):
-		raw, err = base64.RawURLEncoding.Strict().DecodeString(s[len(Scheme)+1:])
-		if err != nil || len(raw) != compSize {
-			return nil, fmt.Errorf("%s recipient: want base64url of a 33-byte compressed point", Scheme)
+		if raw, err = ParseCompressed(s); err != nil {
+			return nil, err
 		}
 	case strings.HasPrefix(s, "apple-se:"):
 		raw, err = parseAppleSE(s)
@@ -212,6 +212,22 @@ func Parse(s string) (*Recipient, error) {
 		return nil, err
 	}
 	return NewRecipient(pub)
+}
+
+// ParseCompressed checks the form of an ocikp-p256 recipient string and
+// returns its 33-byte compressed point, without decompressing it (which
+// would cost a curve operation); whether it is on the curve is established
+// when it is used.
+func ParseCompressed(s string) ([]byte, error) {
+	rest, ok := strings.CutPrefix(s, Scheme+":")
+	if !ok {
+		return nil, ErrNotP256
+	}
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(rest)
+	if err != nil || len(raw) != compSize || raw[0]&^1 != 2 {
+		return nil, fmt.Errorf("%s recipient: want base64url of a 33-byte compressed point", Scheme)
+	}
+	return raw, nil
 }
 
 // ParsePoint accepts a compressed (33-byte) or uncompressed (65-byte) SEC1 point.

@@ -85,13 +85,13 @@ func TestWrapUnwrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	loads := 0
-	id := NewIdentity("lazy", priv.PublicKey(), func() (ecdh.KeyExchanger, error) { loads++; return priv, nil })
+	id := NewIdentity("lazy", Compress(priv.PublicKey()), func() (ecdh.KeyExchanger, error) { loads++; return priv, nil })
 	got, err := id.Unwrap(s)
 	if err != nil || !bytes.Equal(got, fk) {
 		t.Fatalf("unwrap: %v", err)
 	}
 	// A foreign identity rejects by tag without loading its private key.
-	idOther := NewIdentity("other", other.PublicKey(), func() (ecdh.KeyExchanger, error) {
+	idOther := NewIdentity("other", Compress(other.PublicKey()), func() (ecdh.KeyExchanger, error) {
 		t.Fatal("private key loaded for a stanza whose tag does not match")
 		return nil, nil
 	})
@@ -102,7 +102,7 @@ func TestWrapUnwrap(t *testing.T) {
 		t.Fatalf("loaded %d times", loads)
 	}
 	// A load returning a different key is caught.
-	mismatch := NewIdentity("bad", priv.PublicKey(), func() (ecdh.KeyExchanger, error) { return other, nil })
+	mismatch := NewIdentity("bad", Compress(priv.PublicKey()), func() (ecdh.KeyExchanger, error) { return other, nil })
 	if _, err := mismatch.Unwrap(s); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("mismatched load: %v", err)
 	}

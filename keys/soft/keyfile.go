@@ -1,6 +1,7 @@
 package soft
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdh"
@@ -34,9 +35,10 @@ type KeyFile struct {
 	Name      string
 	Created   time.Time
 	Recipient string
-	Public    *ecdh.PublicKey
-	private   []byte  // 32-byte scalar, when stored in clear
-	sealed    *sealed // when passphrase-protected
+	// Compressed is the public key as the recipient string holds it.
+	Compressed []byte
+	private    []byte  // 32-byte scalar, when stored in clear
+	sealed     *sealed // when passphrase-protected
 }
 
 type sealed struct {
@@ -80,19 +82,22 @@ func (k *KeyFile) PrivateKey(passphrase []byte) (*ecdh.PrivateKey, error) {
 	if err != nil {
 		return nil, errors.New("key file holds an invalid P-256 private key")
 	}
-	if !priv.PublicKey().Equal(k.Public) {
+	if !bytes.Equal(p256.Compress(priv.PublicKey()), k.Compressed) {
 		return nil, errors.New("key file's private key does not match its recipient")
 	}
 	return priv, nil
 }
 
+// PublicKey decodes the key's public point.
+func (k *KeyFile) PublicKey() (*ecdh.PublicKey, error) { return p256.ParsePoint(k.Compressed) }
+
 // NewKeyFile builds a key file for priv, sealed when passphrase is non-empty.
 func NewKeyFile(name string, priv *ecdh.PrivateKey, passphrase []byte) (*KeyFile, error) {
 	k := &KeyFile{
-		Name:      name,
-		Created:   time.Now().UTC().Truncate(time.Second),
-		Public:    priv.PublicKey(),
-		Recipient: p256.Format(priv.PublicKey()),
+		Name:       name,
+		Created:    time.Now().UTC().Truncate(time.Second),
+		Compressed: p256.Compress(priv.PublicKey()),
+		Recipient:  p256.Format(priv.PublicKey()),
 	}
 	if len(passphrase) == 0 {
 		k.private = priv.Bytes()
@@ -121,14 +126,41 @@ func (k *KeyFile) Marshal() ([]byte, error) {
 }
 
 // ParseKeyFile decodes a key file strictly. Its errors never quote the file.
+// Like protocol.DecodeRequest it reads through raw-message maps: every
+// unwrap lists the keystore, and struct decoding's reflection is a visible
+// part of each exec's start-up.
 func ParseKeyFile(data []byte) (*KeyFile, error) {
 	bad := func(what string) error { return fmt.Errorf("not an ocikp key file: %s", what) }
 	if len(data) > MaxKeyFileSize {
 		return nil, bad("too large")
 	}
-	var w wireKeyFile
-	if err := json.Unmarshal(data, &w); err != nil {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil || m == nil {
 		return nil, bad("invalid JSON")
+	}
+	var w wireKeyFile
+	for key, dst := range map[string]*string{
+		"format": &w.Format, "type": &w.Type, "name": &w.Name, "created": &w.Created,
+		"recipient": &w.Recipient, "private": &w.Private,
+	} {
+		if raw, ok := m[key]; ok && json.Unmarshal(raw, dst) != nil {
+			return nil, bad(fmt.Sprintf("%q is not a string", key))
+		}
+	}
+	if raw, ok := m["encrypted"]; ok && string(raw) != "null" {
+		var em map[string]json.RawMessage
+		if json.Unmarshal(raw, &em) != nil || em == nil {
+			return nil, bad(`"encrypted" is not an object`)
+		}
+		w.Encrypted = &sealed{}
+		for key, dst := range map[string]any{
+			"kdf": &w.Encrypted.KDF, "logN": &w.Encrypted.LogN, "r": &w.Encrypted.R, "p": &w.Encrypted.P,
+			"salt": &w.Encrypted.Salt, "nonce": &w.Encrypted.Nonce, "ciphertext": &w.Encrypted.Ciphertext,
+		} {
+			if json.Unmarshal(em[key], dst) != nil {
+				return nil, bad(fmt.Sprintf("encrypted.%s is missing or of the wrong type", key))
+			}
+		}
 	}
 	if w.Format != formatV1 {
 		return nil, bad(`"format" is not "` + formatV1 + `"`)
@@ -139,11 +171,11 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 	if !ValidName(w.Name) {
 		return nil, bad("invalid name")
 	}
-	r, err := p256.Parse(w.Recipient)
+	comp, err := p256.ParseCompressed(w.Recipient)
 	if err != nil {
 		return nil, bad("invalid recipient")
 	}
-	k := &KeyFile{Name: w.Name, Recipient: w.Recipient, Public: r.PublicKey()}
+	k := &KeyFile{Name: w.Name, Recipient: w.Recipient, Compressed: comp}
 	if w.Created != "" {
 		if k.Created, err = time.Parse(time.RFC3339, w.Created); err != nil {
 			return nil, bad("invalid creation time")

@@ -1,0 +1,125 @@
+// Command execbench times whole processes the way ocicrypt starts an exec
+// key provider: one process per request, request on stdin. It makes a
+// keystore and a real unwrap request with the given ocikp, then runs the
+// baseline and ocikp interleaved, so both see the same machine state.
+//
+//	execbench -ocikp bin/ocikp -baseline bin/jsonecho [-runs 500] [-keys 3]
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+func main() {
+	ocikp := flag.String("ocikp", "", "ocikp binary")
+	baseline := flag.String("baseline", "", "baseline binary (decodes and encodes the request)")
+	runs := flag.Int("runs", 500, "timed runs of each command")
+	warm := flag.Int("warmup", 30, "untimed runs of each command first")
+	nkeys := flag.Int("keys", 3, "keys in the keystore (the layer is for the last)")
+	flag.Parse()
+	if *ocikp == "" || *baseline == "" {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if err := bench(*ocikp, *baseline, *runs, *warm, *nkeys); err != nil {
+		fmt.Fprintln(os.Stderr, "execbench:", err)
+		os.Exit(1)
+	}
+}
+
+func bench(ocikp, baseline string, runs, warm, nkeys int) error {
+	dir, err := os.MkdirTemp("", "execbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ks := filepath.Join(dir, "keys")
+	var recipient string
+	for i := range nkeys {
+		out, err := exec.Command(ocikp, "--keystore", ks, "keygen", fmt.Sprintf("key%d", i)).Output()
+		if err != nil {
+			return fmt.Errorf("keygen: %w", err)
+		}
+		recipient = strings.TrimSpace(string(out))
+	}
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	wrapReq, _ := json.Marshal(map[string]any{"op": "keywrap", "keywrapparams": map[string]any{
+		"ec":       map[string]any{"Parameters": map[string][]string{"ocikp": {b64(recipient)}}},
+		"optsdata": b64(strings.Repeat("o", 200)),
+	}})
+	out, err := runOnce(ocikp, []string{"keyprovider", "--name", "ocikp", "--keystore", ks}, wrapReq)
+	if err != nil {
+		return fmt.Errorf("wrap: %w", err)
+	}
+	var reply struct {
+		R struct{ Annotation []byte } `json:"keywrapresults"`
+	}
+	if err := json.Unmarshal(out, &reply); err != nil {
+		return err
+	}
+	unwrapReq, _ := json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{
+		"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": reply.R.Annotation,
+	}})
+	cmds := []struct {
+		name string
+		bin  string
+		args []string
+		in   []byte
+	}{
+		{"baseline (decode+encode JSON)", baseline, nil, unwrapReq},
+		{fmt.Sprintf("ocikp keyprovider unwrap (%d keys)", nkeys), ocikp, []string{"keyprovider", "--name", "ocikp", "--keystore", ks}, unwrapReq},
+		{"ocikp keyprovider wrap", ocikp, []string{"keyprovider", "--name", "ocikp", "--keystore", ks}, wrapReq},
+	}
+	times := make([][]time.Duration, len(cmds))
+	for i := range warm + runs {
+		for j, c := range cmds {
+			t := time.Now()
+			if _, err := runOnce(c.bin, c.args, c.in); err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			if i >= warm {
+				times[j] = append(times[j], time.Since(t))
+			}
+		}
+	}
+	base := median(times[0])
+	fmt.Printf("%d runs each, interleaved\n", runs)
+	for j, c := range cmds {
+		m := median(times[j])
+		fmt.Printf("%-36s median %6.3f ms  p90 %6.3f ms  ratio %.2fx\n", c.name, ms(m), ms(pct(times[j], 90)), float64(m)/float64(base))
+	}
+	return nil
+}
+
+func runOnce(bin string, args []string, in []byte) ([]byte, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin = bytes.NewReader(in)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%w: %s", err, errb.String())
+	}
+	return out.Bytes(), nil
+}
+
+func sorted(d []time.Duration) []time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(a, b int) bool { return s[a] < s[b] })
+	return s
+}
+
+func median(d []time.Duration) time.Duration { return sorted(d)[len(d)/2] }
+func pct(d []time.Duration, p int) time.Duration {
+	return sorted(d)[len(d)*p/100]
+}
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }

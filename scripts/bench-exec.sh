@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Start-up cost of the exec provider, measured: the whole `ocikp keyprovider`
+# process (one unwrap, one wrap) against a minimal Go binary that decodes and
+# encodes the same JSON, interleaved in one run. Also prints ocikp's package
+# initialisation (GODEBUG=inittrace=1) and the in-process Go benchmarks.
+#
+#   RUNS=500 KEYS=3 scripts/bench-exec.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+go build -o "$out/ocikp" ./cmd/ocikp
+go build -o "$out/jsonecho" ./internal/cmd/jsonecho
+go build -o "$out/execbench" ./internal/cmd/execbench
+
+echo "== whole process"
+"$out/execbench" -ocikp "$out/ocikp" -baseline "$out/jsonecho" -runs "${RUNS:-500}" -keys "${KEYS:-3}"
+
+echo
+echo "== package initialisation of ocikp (sum of GODEBUG=inittrace=1 clock times)"
+GODEBUG=inittrace=1 "$out/ocikp" version 2>&1 >/dev/null | awk '{n++; s+=$5} END {printf "%d packages, %.3f ms\n", n, s}'
+
+echo
+echo "== in-process (go test -bench)"
+go test -run '^$' -bench . -benchmem ./keyprovider | grep -E '^Benchmark'
