@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/protocol"
-	"github.com/ocikp/ocikp/keyprovider"
 )
 
 // Environment variables for unattended use.
