@@ -148,16 +148,7 @@ http:
 `, filepath.Join(dir, "data"), addr)
 	cfgPath := filepath.Join(dir, "config.yml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
-	cmd := exec.Command(bin, "serve", cfgPath)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
+	logs := daemon(t, bin, "serve", cfgPath)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := http.Get("http://" + addr + "/v2/")
@@ -170,6 +161,33 @@ http:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// daemon starts a long-running program for the rest of the test: on cleanup
+// it is interrupted, then killed if it has not exited within 10 s. Its
+// output is returned, and logged if the test failed.
+func daemon(t *testing.T, bin string, args ...string) *bytes.Buffer {
+	cmd := exec.Command(bin, args...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", filepath.Base(bin), logs.String())
+		}
+	})
+	return &logs
 }
 
 // pushImage pushes a random OCI image of n layers and returns it.

@@ -130,7 +130,17 @@ func cmdKeygen(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	pass, err := e.newPassphrase(*prompt, *passFile)
+	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	return e.storeKey(pos[0], priv, *prompt, *passFile, "created")
+}
+
+// storeKey stores a new key, sealed if a passphrase is asked for, and prints
+// its recipient on stdout and a note on stderr.
+func (e *env) storeKey(name string, priv *ecdh.PrivateKey, prompt bool, passFile, verb string) error {
+	pass, err := e.newPassphrase(prompt, passFile)
 	if err != nil {
 		return err
 	}
@@ -138,24 +148,17 @@ func cmdKeygen(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	priv, err := ecdh.P256().GenerateKey(rand.Reader)
+	k, err := st.Create(name, priv, pass)
 	if err != nil {
 		return err
 	}
-	k, err := st.Create(pos[0], priv, pass)
-	if err != nil {
-		return err
+	note := ""
+	if k.Protected() {
+		note = " (passphrase-protected)"
 	}
 	fmt.Fprintln(e.stdout, k.Recipient)
-	fmt.Fprintf(e.stderr, "ocikp: created key %q in %s%s\n", k.Name, st.Dir, protectedNote(k))
+	fmt.Fprintf(e.stderr, "ocikp: %s key %q in %s%s\n", verb, k.Name, st.Dir, note)
 	return nil
-}
-
-func protectedNote(k *soft.KeyFile) string {
-	if k.Protected() {
-		return " (passphrase-protected)"
-	}
-	return ""
 }
 
 func cmdImport(e *env, args []string) error {
@@ -184,21 +187,7 @@ func cmdImport(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	pass, err := e.newPassphrase(*prompt, *passFile)
-	if err != nil {
-		return err
-	}
-	st, err := e.store()
-	if err != nil {
-		return err
-	}
-	k, err := st.Create(pos[0], priv, pass)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(e.stdout, k.Recipient)
-	fmt.Fprintf(e.stderr, "ocikp: imported key %q into %s%s\n", k.Name, st.Dir, protectedNote(k))
-	return nil
+	return e.storeKey(pos[0], priv, *prompt, *passFile, "imported")
 }
 
 type listed struct {
@@ -262,17 +251,22 @@ func cmdList(e *env, args []string) error {
 	return tw.Flush()
 }
 
-func cmdRecipient(e *env, args []string) error {
-	fs := e.flags("recipient")
-	pos, err := e.parse(fs, args, 1, 1, "NAME")
+// nameAndStore parses the single NAME argument of a command and opens the store.
+func (e *env) nameAndStore(cmd string, args []string) (string, *soft.Store, error) {
+	pos, err := e.parse(e.flags(cmd), args, 1, 1, "NAME")
 	if err != nil {
-		return err
+		return "", nil, err
 	}
 	st, err := e.store()
+	return pos[0], st, err
+}
+
+func cmdRecipient(e *env, args []string) error {
+	name, st, err := e.nameAndStore("recipient", args)
 	if err != nil {
 		return err
 	}
-	k, err := st.Get(pos[0])
+	k, err := st.Get(name)
 	if err != nil {
 		return err
 	}
@@ -281,19 +275,14 @@ func cmdRecipient(e *env, args []string) error {
 }
 
 func cmdDelete(e *env, args []string) error {
-	fs := e.flags("delete")
-	pos, err := e.parse(fs, args, 1, 1, "NAME")
+	name, st, err := e.nameAndStore("delete", args)
 	if err != nil {
 		return err
 	}
-	st, err := e.store()
-	if err != nil {
+	if err := st.Delete(name); err != nil {
 		return err
 	}
-	if err := st.Delete(pos[0]); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stderr, "ocikp: deleted key %q from %s; layers encrypted only to it can no longer be decrypted\n", pos[0], st.Dir)
+	fmt.Fprintf(e.stderr, "ocikp: deleted key %q from %s; layers encrypted only to it can no longer be decrypted\n", name, st.Dir)
 	return nil
 }
 
