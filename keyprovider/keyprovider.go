@@ -144,7 +144,7 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 	if u.DC != nil {
 		params = u.DC.Parameters
 	}
-	keys, selected, err := p.identities(params)
+	keys, selected, skipped, err := p.identities(params)
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +160,7 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 		out, err := env.Open(ids...)
 		var nie *envelope.NoIdentityError
 		if errors.As(err, &nie) {
+			nie.Failures = append(nie.Failures, skipped...)
 			return nil, p.noKeyError(nie, keys, selected)
 		}
 		return out, err
@@ -170,17 +171,21 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		failures := skipped
 		for _, k := range keys {
 			kx, err := k.KeyExchanger()
 			if err != nil {
-				p.debug("legacy: key unavailable", "key", k.Name(), "err", err)
+				failures = append(failures, err)
 				continue
 			}
 			if out, err := a.Open(kx); err == nil {
 				return out, nil
 			}
 		}
-		return nil, p.noKeyError(errors.New("no key can decrypt this layer (Apple keychain provider format, key "+safeURL(a.KeyURL)+")"), keys, selected)
+		// The Apple format has no key hints: every key is tried.
+		nie := &envelope.NoIdentityError{Failures: failures,
+			Stanzas: []*envelope.Stanza{{Type: "apple-keychain", KID: safeURL(a.KeyURL)}}}
+		return nil, p.noKeyError(nie, keys, selected)
 	case isGCPLegacy(blob):
 		return nil, errors.New("this layer was encrypted by the GCP KMS key provider (kmscrypt); reading it needs ocikp's KMS support, which this release does not include yet")
 	}
@@ -215,38 +220,40 @@ func (p *Provider) noKeyError(err error, keys []*p256.Identity, selected bool) e
 
 // identities returns the keys to try: those named in the decryption
 // parameters, else every key in the store.
-func (p *Provider) identities(params map[string][][]byte) (keys []*p256.Identity, selected bool, err error) {
+// identities returns the keys to try: those named in the decryption
+// parameters, else every key in the store; and the errors of key files that
+// could not be read, to report if no key opens the layer.
+func (p *Provider) identities(params map[string][][]byte) (keys []*p256.Identity, selected bool, skipped []error, err error) {
 	values := p.unwrapEntry(params)
 	for i, v := range values {
 		k, err := p.namedKey(string(v))
 		if err != nil {
-			return nil, true, fmt.Errorf("decryption key %d of %d: %w", i+1, len(values), err)
+			return nil, true, nil, fmt.Errorf("decryption key %d of %d: %w", i+1, len(values), err)
 		}
 		keys = append(keys, k)
 	}
 	if len(keys) > 0 {
-		return keys, true, nil
+		return keys, true, nil, nil
 	}
 	entries, err := p.Store.List()
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
-	var problems []error
 	for _, e := range entries {
 		if e.Err != nil {
-			problems = append(problems, e.Err)
+			skipped = append(skipped, e.Err)
 			continue
 		}
 		keys = append(keys, p.storeIdentity(e.Key))
 	}
 	if len(keys) == 0 {
 		err := fmt.Errorf("no usable keys in keystore %s", p.Store.Dir)
-		if len(problems) > 0 {
-			err = fmt.Errorf("%w: %w", err, errors.Join(problems...))
+		if len(skipped) > 0 {
+			err = fmt.Errorf("%w: %w", err, errors.Join(skipped...))
 		}
-		return nil, false, hint.Wrap(err, "create or import a key (ocikp keygen NAME, ocikp import NAME), or set OCIKP_KEYSTORE / --keystore")
+		return nil, false, nil, hint.Wrap(err, "create or import a key (ocikp keygen NAME, ocikp import NAME), or set OCIKP_KEYSTORE / --keystore")
 	}
-	return keys, false, nil
+	return keys, false, skipped, nil
 }
 
 // unwrapEntry returns the values in dc.Parameters that name ocikp keys.

@@ -98,7 +98,8 @@ func (s *Store) Create(name string, priv *ecdh.PrivateKey, passphrase []byte) (*
 }
 
 // writeNew writes data to path atomically and without replacing an existing
-// file: a temporary file is written and synced, then hard-linked to path.
+// file: a temporary file is written and synced, then hard-linked to path (so
+// that of two concurrent creates exactly one wins).
 func writeNew(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, ".tmp-*")
@@ -126,7 +127,14 @@ func writeNew(path string, data []byte) error {
 		if errors.As(err, &le) && errors.Is(le.Err, fs.ErrExist) {
 			return fs.ErrExist
 		}
-		return fmt.Errorf("writing key: %w", err)
+		// A filesystem without hard links: rename after checking, which
+		// is atomic for readers but not against a concurrent create.
+		if _, serr := os.Lstat(path); serr == nil {
+			return fs.ErrExist
+		}
+		if rerr := os.Rename(tmp.Name(), path); rerr != nil {
+			return fmt.Errorf("writing key: %w", rerr)
+		}
 	}
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
