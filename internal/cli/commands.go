@@ -43,6 +43,10 @@ func cmdKeyprovider(e *env, args []string) error {
 	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] < request.json"); err != nil {
 		return err
 	}
+	if e.stdinIsTTY {
+		return hint.Wrap(errors.New("keyprovider reads one ocicrypt request on stdin, which is a terminal"),
+			"ocicrypt runs this command; to use ocikp by hand see 'ocikp help'")
+	}
 	st, err := e.store()
 	if err != nil {
 		return err
