@@ -17,6 +17,7 @@ import (
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/legacy"
 	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/plugin"
 	"github.com/ocikp/ocikp/protocol"
 	"github.com/ocikp/ocikp/recipient"
 )
@@ -138,13 +139,14 @@ func (p *Provider) recipientFor(v string) (envelope.Recipient, error) {
 		"recipients look like ocikp-p256:… (see: ocikp recipient KEYNAME); schemes: "+strings.Join(recipient.Schemes(), ", "))
 }
 
-// Unwrap recovers optsdata from an annotation with a local key.
+// Unwrap recovers optsdata from an annotation: with a local key if one
+// opens it, else through the KMS plugin if the layer has KMS stanzas.
 func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 	var params map[string][][]byte
 	if u.DC != nil {
 		params = u.DC.Parameters
 	}
-	keys, selected, skipped, err := p.identities(params)
+	sel, err := p.identities(params)
 	if err != nil {
 		return nil, err
 	}
@@ -152,60 +154,100 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 	env, err := envelope.Parse(blob)
 	switch {
 	case err == nil:
-		ids := make([]envelope.Identity, len(keys))
-		for i, k := range keys {
-			ids[i] = k
-		}
-		p.debug("unwrap", "stanzas", len(env.Recipients), "keys", len(keys))
-		out, err := env.Open(ids...)
-		var nie *envelope.NoIdentityError
-		if errors.As(err, &nie) {
-			nie.Failures = append(nie.Failures, skipped...)
-			return nil, p.noKeyError(nie, keys, selected)
-		}
-		return out, err
+		return p.open(env, sel)
 	case !errors.Is(err, envelope.ErrNotEnvelope):
 		return nil, err
 	case legacy.IsApple(blob):
-		a, err := legacy.ParseApple(blob)
-		if err != nil {
-			return nil, err
-		}
-		failures := skipped
-		for _, k := range keys {
-			kx, err := k.KeyExchanger()
-			if err != nil {
-				failures = append(failures, err)
-				continue
-			}
-			if out, err := a.Open(kx); err == nil {
-				return out, nil
-			}
-		}
-		// The Apple format has no key hints: every key is tried.
-		nie := &envelope.NoIdentityError{Failures: failures,
-			Stanzas: []*envelope.Stanza{{Type: "apple-keychain", KID: safeURL(a.KeyURL)}}}
-		return nil, p.noKeyError(nie, keys, selected)
+		return p.openApple(blob, sel)
 	case isGCPLegacy(blob):
-		return nil, errors.New("this layer was encrypted by the GCP KMS key provider (kmscrypt); reading it needs ocikp's KMS support, which this release does not include yet")
+		if sel.selected && len(sel.kmsKIDs) == 0 {
+			return nil, errors.New("this layer was encrypted by the GCP KMS key provider, and the decryption config names no gcpkms:// key")
+		}
+		return recipient.KMS.OpenLegacy(blob)
 	}
 	return nil, errors.New("the layer's annotation is not an ocikp envelope or a known legacy format")
 }
 
+// open tries local keys first (cheap, offline), then the KMS plugin, so a
+// layer that a local key opens never starts the plugin or calls a KMS.
+func (p *Provider) open(env *envelope.Envelope, sel *selection) ([]byte, error) {
+	ids := make([]envelope.Identity, len(sel.keys))
+	for i, k := range sel.keys {
+		ids[i] = k
+	}
+	p.debug("unwrap", "stanzas", len(env.Recipients), "keys", len(sel.keys))
+	fk, err := env.UnwrapFileKey(ids...)
+	var nie *envelope.NoIdentityError
+	if errors.As(err, &nie) && hasKMSStanza(env) && (!sel.selected || len(sel.kmsKIDs) > 0) {
+		p.debug("unwrap: trying the KMS plugin")
+		failures := nie.Failures
+		fk, err = env.UnwrapFileKey(&plugin.Identity{Client: recipient.KMS, Types: recipient.KMSStanzaTypes, KIDs: sel.kmsKIDs})
+		if errors.As(err, &nie) {
+			nie.Failures = append(failures, nie.Failures...)
+		}
+	}
+	if errors.As(err, &nie) {
+		nie.Failures = append(nie.Failures, sel.skipped...)
+		return nil, p.noKeyError(nie, sel)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return env.OpenPayload(fk)
+}
+
+func hasKMSStanza(env *envelope.Envelope) bool {
+	for _, s := range env.Recipients {
+		for _, t := range recipient.KMSStanzaTypes {
+			if s.Type == t {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (p *Provider) openApple(blob []byte, sel *selection) ([]byte, error) {
+	a, err := legacy.ParseApple(blob)
+	if err != nil {
+		return nil, err
+	}
+	failures := sel.skipped
+	for _, k := range sel.keys {
+		kx, err := k.KeyExchanger()
+		if err != nil {
+			failures = append(failures, err)
+			continue
+		}
+		if out, err := a.Open(kx); err == nil {
+			return out, nil
+		}
+	}
+	// The Apple format has no key hints: every key is tried.
+	nie := &envelope.NoIdentityError{Failures: failures,
+		Stanzas: []*envelope.Stanza{{Type: "apple-keychain", KID: safeURL(a.KeyURL)}}}
+	return nil, p.noKeyError(nie, sel)
+}
+
 // noKeyError explains a failed unwrap: what the layer was encrypted for
 // (in err), which keys were tried, and what to do.
-func (p *Provider) noKeyError(err error, keys []*p256.Identity, selected bool) error {
-	where := "in keystore " + p.Store.Dir
-	if selected {
-		where = "among the keys the decryption config named"
-	}
-	names := make([]string, len(keys))
-	for i, k := range keys {
+func (p *Provider) noKeyError(err error, sel *selection) error {
+	names := make([]string, len(sel.keys))
+	for i, k := range sel.keys {
 		names[i] = k.Name()
 	}
-	tried := fmt.Sprintf("tried %d key(s) %s: %s", len(keys), where, strings.Join(names, ", "))
+	var tried string
+	switch {
+	case sel.selected:
+		tried = fmt.Sprintf("tried the %d key(s) the decryption config named: %s", len(sel.keys)+len(sel.kmsKIDs), strings.Join(append(names, sel.kmsKIDs...), ", "))
+	case len(sel.keys) == 0:
+		tried = fmt.Sprintf("keystore %s has no usable keys", p.Store.Dir)
+	default:
+		tried = fmt.Sprintf("tried %d key(s) in keystore %s: %s", len(sel.keys), p.Store.Dir, strings.Join(names, ", "))
+	}
 	advice := "import the private key of one of those recipients (ocikp import NAME), or point OCIKP_KEYSTORE at a keystore that has one"
-	// A key that matched but could not be used (locked, unreadable) says best what to do.
+	// A key that matched but could not be used (locked, unreadable, a KMS
+	// refusal) says best what to do.
 	var nie *envelope.NoIdentityError
 	if errors.As(err, &nie) {
 		for _, f := range nie.Failures {
@@ -218,42 +260,47 @@ func (p *Provider) noKeyError(err error, keys []*p256.Identity, selected bool) e
 	return hint.Wrap(err, tried, advice)
 }
 
+// selection is what an unwrap may use.
+type selection struct {
+	keys     []*p256.Identity // local keys
+	kmsKIDs  []string         // KMS key URLs named in the decryption config
+	selected bool             // the decryption config named keys: use only those
+	skipped  []error          // key files that could not be read
+}
+
 // identities returns the keys to try: those named in the decryption
-// parameters, else every key in the store.
-// identities returns the keys to try: those named in the decryption
-// parameters, else every key in the store; and the errors of key files that
-// could not be read, to report if no key opens the layer.
-func (p *Provider) identities(params map[string][][]byte) (keys []*p256.Identity, selected bool, skipped []error, err error) {
+// parameters, else every key in the store (and, for KMS stanzas, any KMS
+// key the plugin can use).
+func (p *Provider) identities(params map[string][][]byte) (*selection, error) {
+	sel := &selection{}
 	values := p.unwrapEntry(params)
 	for i, v := range values {
+		sel.selected = true
+		if recipient.IsKMS(string(v)) {
+			sel.kmsKIDs = append(sel.kmsKIDs, string(v))
+			continue
+		}
 		k, err := p.namedKey(string(v))
 		if err != nil {
-			return nil, true, nil, fmt.Errorf("decryption key %d of %d: %w", i+1, len(values), err)
+			return nil, fmt.Errorf("decryption key %d of %d: %w", i+1, len(values), err)
 		}
-		keys = append(keys, k)
+		sel.keys = append(sel.keys, k)
 	}
-	if len(keys) > 0 {
-		return keys, true, nil, nil
+	if sel.selected {
+		return sel, nil
 	}
 	entries, err := p.Store.List()
 	if err != nil {
-		return nil, false, nil, err
+		return nil, err
 	}
 	for _, e := range entries {
 		if e.Err != nil {
-			skipped = append(skipped, e.Err)
+			sel.skipped = append(sel.skipped, e.Err)
 			continue
 		}
-		keys = append(keys, p.storeIdentity(e.Key))
+		sel.keys = append(sel.keys, p.storeIdentity(e.Key))
 	}
-	if len(keys) == 0 {
-		err := fmt.Errorf("no usable keys in keystore %s", p.Store.Dir)
-		if len(skipped) > 0 {
-			err = fmt.Errorf("%w: %w", err, errors.Join(skipped...))
-		}
-		return nil, false, nil, hint.Wrap(err, "create or import a key (ocikp keygen NAME, ocikp import NAME), or set OCIKP_KEYSTORE / --keystore")
-	}
-	return keys, false, skipped, nil
+	return sel, nil
 }
 
 // unwrapEntry returns the values in dc.Parameters that name ocikp keys.
@@ -276,7 +323,7 @@ func (p *Provider) unwrapEntry(params map[string][][]byte) [][]byte {
 		vs = strip(vs)
 		ok := len(vs) > 0
 		for _, v := range vs {
-			ok = ok && p.hasKey(string(v))
+			ok = ok && (p.hasKey(string(v)) || recipient.IsKMS(string(v)))
 		}
 		if ok {
 			return vs

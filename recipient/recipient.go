@@ -6,11 +6,13 @@ package recipient
 
 import (
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/plugin"
 )
 
 // ParseFunc parses one recipient string of a registered scheme.
@@ -27,16 +29,39 @@ func Register(scheme string, f ParseFunc) { schemes[scheme] = f }
 
 func parseP256(s string) (envelope.Recipient, error) { return p256.Parse(s) }
 
-func unavailable(what string) ParseFunc {
-	return func(string) (envelope.Recipient, error) { return nil, errors.New(what) }
+// KMS is the plugin that serves cloud KMS recipients and stanzas. It is
+// started only when one is used.
+var KMS = &plugin.Client{Name: "ocikp-plugin-kms", EnvPath: "OCIKP_PLUGIN_KMS"}
+
+// KMSSchemes are the recipient URL schemes the KMS plugin serves.
+var KMSSchemes = []string{"gcpkms", "awskms", "azurekms", "azurekeyvault", "hashivault"}
+
+// KMSStanzaTypes are the stanza types the KMS plugin writes.
+var KMSStanzaTypes = []string{"gcpkms", "awskms", "azurekms", "hashivault"}
+
+func parseKMS(s string) (envelope.Recipient, error) {
+	scheme, rest, _ := strings.Cut(s, "://")
+	if rest == "" || strings.ContainsAny(s, " \t\n") {
+		return nil, fmt.Errorf("%s recipient: want %s://… (see the README's KMS section)", scheme, scheme)
+	}
+	return &plugin.Recipient{Client: KMS, URL: s}, nil
+}
+
+// IsKMS reports whether s is a KMS key URL.
+func IsKMS(s string) bool {
+	for _, k := range KMSSchemes {
+		if strings.HasPrefix(s, k+"://") {
+			return true
+		}
+	}
+	return false
 }
 
 func init() {
 	Register(p256.Scheme, parseP256)
 	Register("apple-se", parseP256)
-	kms := unavailable("cloud KMS recipients need the ocikp-plugin-kms executable, which this ocikp release does not include yet")
-	for _, s := range []string{"gcpkms", "awskms", "azurekms", "azurekeyvault", "hashivault"} {
-		Register(s, kms)
+	for _, s := range KMSSchemes {
+		Register(s, parseKMS)
 	}
 }
 

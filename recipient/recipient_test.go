@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/plugin"
 )
 
 func TestParse(t *testing.T) {
@@ -23,10 +24,21 @@ func TestParse(t *testing.T) {
 			t.Errorf("%q known", s)
 		}
 	}
-	// Reserved schemes of backends this build lacks say so.
-	_, err := Parse("gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k")
-	if err == nil || errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "ocikp-plugin-kms") {
-		t.Fatalf("gcpkms: %v", err)
+	// KMS URLs become plugin recipients; the plugin checks them in detail.
+	r, err := Parse("gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pr, ok := r.(*plugin.Recipient); !ok || pr.Client != KMS {
+		t.Fatalf("gcpkms recipient is %T", r)
+	}
+	for _, s := range []string{"gcpkms://", "awskms://a b"} {
+		if _, err := Parse(s); err == nil || errors.Is(err, ErrUnknown) {
+			t.Errorf("%q: %v", s, err)
+		}
+	}
+	if !IsKMS("hashivault://k") || IsKMS("ocikp-p256:x") {
+		t.Fatal("IsKMS")
 	}
 	if !strings.Contains(strings.Join(Schemes(), ","), "ocikp-p256") {
 		t.Fatal("ocikp-p256 not registered")

@@ -19,6 +19,7 @@ import (
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/protocol"
+	"github.com/ocikp/ocikp/recipient"
 )
 
 // Environment variables for unattended use.
@@ -40,9 +41,18 @@ func cmdKeyprovider(e *env, args []string) error {
 	fs := e.flags("keyprovider")
 	name := fs.String("name", "", "the provider's name in OCICRYPT_KEYPROVIDER_CONFIG (detected when omitted)")
 	passFile := fs.String("passphrase-file", "", "file holding the passphrase of protected keys")
-	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] < request.json"); err != nil {
+	adc := fs.String("adc", "", "Google Cloud credentials file for gcpkms keys (as the GCP KMS key provider's --adc)")
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] [--adc FILE] < request.json"); err != nil {
 		return err
 	}
+	if *adc != "" {
+		abs, err := filepath.Abs(*adc)
+		if err != nil {
+			return err
+		}
+		recipient.KMS.Env = append(recipient.KMS.Env, "OCIKP_GCPKMS_CREDENTIALS="+abs)
+	}
+	defer recipient.KMS.Close() // a started plugin ends with the request
 	if e.stdinIsTTY {
 		return hint.Wrap(errors.New("keyprovider reads one ocicrypt request on stdin, which is a terminal"),
 			"ocicrypt runs this command; to use ocikp by hand see 'ocikp help'")
