@@ -146,10 +146,10 @@ func TestWrapErrors(t *testing.T) {
 	f := newFixture(t, "alice")
 	p := &Provider{Name: "ocikp", Store: f.st}
 	for name, w := range map[string]*protocol.KeyWrapParams{
-		"empty optsdata": {EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vals(f.recip["alice"])}}},
-		"no entry":       {EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"other": vals(f.recip["alice"])}}, Optsdata: opts},
-		"bad recipient":  {EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vals("ocikp-p256:AAAA")}}, Optsdata: opts},
-		"kms plugin missing":  {EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vals("gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k")}}, Optsdata: opts},
+		"empty optsdata":     {EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vals(f.recip["alice"])}}},
+		"no entry":           {EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"other": vals(f.recip["alice"])}}, Optsdata: opts},
+		"bad recipient":      {EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vals("ocikp-p256:AAAA")}}, Optsdata: opts},
+		"kms plugin missing": {EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vals("gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k")}}, Optsdata: opts},
 	} {
 		if _, err := p.Wrap(w); err == nil {
 			t.Errorf("%s: wrapped", name)
