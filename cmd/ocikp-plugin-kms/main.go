@@ -1,0 +1,79 @@
+// Command ocikp-plugin-kms serves ocikp's cloud KMS recipients and stanzas
+// over the plugin protocol (docs/plugin.md). ocikp starts it only when a
+// layer or a recipient needs a KMS, so the exec binary that ocicrypt runs
+// for every layer does not link the KMS SDKs.
+//
+// Backends: gcpkms (Google Cloud KMS). awskms, azurekms and hashivault are
+// recognised and answer that they are not implemented yet.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/keys/gcpkms"
+	"github.com/ocikp/ocikp/plugin"
+)
+
+type handler struct {
+	gcp    *gcpkms.Backend
+	gcpErr error // a configuration error, reported on use
+}
+
+func (h *handler) backend(kind string) (*gcpkms.Backend, error) {
+	switch kind {
+	case gcpkms.Scheme:
+		return h.gcp, h.gcpErr
+	case "awskms", "azurekms", "azurekeyvault", "hashivault":
+		return nil, fmt.Errorf("%s keys are not implemented yet in ocikp-plugin-kms", kind)
+	}
+	return nil, fmt.Errorf("ocikp-plugin-kms does not serve %.30q", kind)
+}
+
+func (h *handler) Wrap(recipient string, fileKey []byte) (*envelope.Stanza, error) {
+	scheme, _, _ := strings.Cut(recipient, "://")
+	b, err := h.backend(scheme)
+	if err != nil {
+		return nil, err
+	}
+	return b.Wrap(recipient, fileKey)
+}
+
+func (h *handler) Unwrap(s *envelope.Stanza) ([]byte, error) {
+	b, err := h.backend(s.Type)
+	if err != nil {
+		return nil, err
+	}
+	return b.Unwrap(s)
+}
+
+func (h *handler) OpenLegacy(blob []byte) ([]byte, error) {
+	if !gcpkms.IsLegacy(blob) {
+		return nil, fmt.Errorf("not a blob this plugin knows: %w", envelope.ErrIncorrectIdentity)
+	}
+	if h.gcpErr != nil {
+		return nil, h.gcpErr
+	}
+	return h.gcp.OpenLegacy(blob)
+}
+
+func main() {
+	if len(os.Args) > 1 {
+		fmt.Fprintln(os.Stderr, "ocikp-plugin-kms: error: this program is started by ocikp and takes no arguments (docs/plugin.md)")
+		os.Exit(2)
+	}
+	h := &handler{}
+	opts, err := gcpkms.OptionsFromEnv()
+	if err != nil {
+		h.gcpErr = err
+	}
+	h.gcp = gcpkms.New(opts)
+	defer h.gcp.Close()
+	if err := plugin.Serve(os.Stdin, os.Stdout, h); err != nil && !errors.Is(err, os.ErrClosed) {
+		fmt.Fprintln(os.Stderr, "ocikp-plugin-kms: error:", err)
+		os.Exit(1)
+	}
+}

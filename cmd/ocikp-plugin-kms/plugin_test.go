@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/ocikp/ocikp/internal/testkms"
+)
+
+const (
+	keyName = "projects/p/locations/global/keyRings/r/cryptoKeys/k"
+	keyURL  = "gcpkms://" + keyName
+)
+
+// rig is ocikp and ocikp-plugin-kms, built side by side, a fake Cloud KMS,
+// and a wrapper that records every plugin start.
+type rig struct {
+	t          *testing.T
+	dir, ocikp string
+	fake       *testkms.GCP
+	env        []string
+	starts     string
+}
+
+func newRig(t *testing.T) *rig {
+	dir := t.TempDir()
+	for _, p := range []string{"ocikp", "ocikp-plugin-kms"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, p), "github.com/ocikp/ocikp/cmd/"+p).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go build %s: %v\n%s", p, err, out)
+		}
+	}
+	r := &rig{t: t, dir: dir, ocikp: filepath.Join(dir, "ocikp"), fake: testkms.StartGCP(t, keyName), starts: filepath.Join(dir, "starts")}
+	wrapper := filepath.Join(dir, "plugin-counted")
+	os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\necho start >> %q\nexec %q \"$@\"\n", r.starts, filepath.Join(dir, "ocikp-plugin-kms"))), 0o755)
+	r.env = []string{
+		"OCIKP_GCPKMS_ENDPOINT=" + r.fake.Addr, "OCIKP_GCPKMS_INSECURE=1",
+		"OCIKP_PLUGIN_KMS=" + wrapper, "OCIKP_KEYSTORE=" + filepath.Join(dir, "keys"),
+	}
+	return r
+}
+
+func (r *rig) pluginStarts() int {
+	b, _ := os.ReadFile(r.starts)
+	os.Remove(r.starts)
+	return strings.Count(string(b), "start")
+}
+
+func (r *rig) run(stdin []byte, env []string, args ...string) (string, string, error) {
+	cmd := exec.Command(r.ocikp, args...)
+	cmd.Env = append(append(os.Environ(), r.env...), env...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return out.String(), errb.String(), err
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func (r *rig) wrap(opts string, recipients ...string) []byte {
+	var vs []string
+	for _, rc := range recipients {
+		vs = append(vs, b64(rc))
+	}
+	req, _ := json.Marshal(map[string]any{"op": "keywrap", "keywrapparams": map[string]any{
+		"ec": map[string]any{"Parameters": map[string]any{"ocikp": vs}}, "optsdata": b64(opts)}})
+	out, stderr, err := r.run(req, nil, "keyprovider", "--name", "ocikp")
+	if err != nil {
+		r.t.Fatalf("wrap: %v\n%s", err, stderr)
+	}
+	var reply struct {
+		R struct{ Annotation []byte } `json:"keywrapresults"`
+	}
+	json.Unmarshal([]byte(out), &reply)
+	return reply.R.Annotation
+}
+
+func (r *rig) unwrap(ann []byte, env []string, keys ...string) (string, string, error) {
+	var vs []string
+	for _, k := range keys {
+		vs = append(vs, b64(k))
+	}
+	req, _ := json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{
+		"dc": map[string]any{"Parameters": map[string]any{"ocikp": vs}}, "annotation": ann}})
+	out, stderr, err := r.run(req, env, "keyprovider", "--name", "ocikp")
+	if err != nil {
+		return "", stderr, err
+	}
+	var reply struct {
+		R struct{ Optsdata []byte } `json:"keyunwrapresults"`
+	}
+	json.Unmarshal([]byte(out), &reply)
+	return string(reply.R.Optsdata), stderr, nil
+}
+
+func TestKMSThroughOcikp(t *testing.T) {
+	r := newRig(t)
+	rec, stderr, err := r.run(nil, nil, "keygen", "alice")
+	if err != nil {
+		t.Fatalf("keygen: %v %s", err, stderr)
+	}
+	alice := strings.TrimSpace(rec)
+	const opts = `{"symkey":"kms and p256"}`
+
+	ann := r.wrap(opts, keyURL, alice)
+	if n := r.fake.Calls("Encrypt"); n != 1 {
+		t.Fatalf("wrap: %d KMS Encrypt calls, want 1", n)
+	}
+	if n := r.pluginStarts(); n != 1 {
+		t.Fatalf("wrap: plugin started %d times, want 1", n)
+	}
+	var env struct {
+		Recipients []struct{ Type, Kid string }
+	}
+	json.Unmarshal(ann, &env)
+	if len(env.Recipients) != 2 || env.Recipients[0].Type != "gcpkms" || env.Recipients[0].Kid != keyURL || env.Recipients[1].Type != "p256" {
+		t.Fatalf("stanzas: %+v", env.Recipients)
+	}
+
+	t.Run("software key alone: no plugin, no KMS call", func(t *testing.T) {
+		r.fake.ResetCalls()
+		got, stderr, err := r.unwrap(ann, []string{"OCIKP_GCPKMS_ENDPOINT=127.0.0.1:1"})
+		if err != nil || got != opts {
+			t.Fatalf("%v %s", err, stderr)
+		}
+		if n := r.pluginStarts(); n != 0 {
+			t.Fatalf("plugin started %d times", n)
+		}
+	})
+
+	t.Run("KMS alone: one Decrypt", func(t *testing.T) {
+		r.fake.ResetCalls()
+		empty := "OCIKP_KEYSTORE=" + t.TempDir()
+		got, stderr, err := r.unwrap(ann, []string{empty})
+		if err != nil || got != opts {
+			t.Fatalf("%v %s", err, stderr)
+		}
+		if n := r.fake.Calls("Decrypt"); n != 1 {
+			t.Fatalf("%d Decrypt calls, want 1", n)
+		}
+		// The seed's style: the key URL named as the decryption key.
+		got, stderr, err = r.unwrap(ann, []string{empty}, keyURL)
+		if err != nil || got != opts {
+			t.Fatalf("named URL: %v %s", err, stderr)
+		}
+		r.pluginStarts()
+	})
+
+	t.Run("KMS refuses: clear error", func(t *testing.T) {
+		r.fake.SetFault(codes.PermissionDenied)
+		defer r.fake.SetFault(codes.OK)
+		_, stderr, err := r.unwrap(ann, []string{"OCIKP_KEYSTORE=" + t.TempDir()})
+		if err == nil {
+			t.Fatal("decrypted")
+		}
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if !strings.HasPrefix(lines[0], "ocikp: error: no key can decrypt this layer; it was encrypted for 2 recipients: gcpkms "+keyURL) ||
+			!strings.Contains(lines[0], "permission denied: the caller needs cloudkms.cryptoKeyVersions.useToDecrypt") ||
+			len(lines) > 3 || !strings.Contains(stderr, "ocikp: hint: grant roles/cloudkms.cryptoKeyDecrypter") {
+			t.Fatalf("stderr:\n%s", stderr)
+		}
+		r.pluginStarts()
+	})
+
+	t.Run("no plugin installed", func(t *testing.T) {
+		_, stderr, err := r.unwrap(ann, []string{"OCIKP_KEYSTORE=" + t.TempDir(), "OCIKP_PLUGIN_KMS=" + filepath.Join(t.TempDir(), "none")})
+		if err == nil || !strings.Contains(stderr, "starting ocikp-plugin-kms") {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+	})
+
+	t.Run("seed blob", func(t *testing.T) {
+		seedOpts := []byte(`{"symkey":"from kmscrypt"}`)
+		ct, _ := r.fake.Seal(keyName, seedOpts, nil)
+		blob, _ := json.Marshal(map[string]any{"key_url": keyURL, "wrapped_key": ct, "wrap_type": "AES"})
+		for _, keys := range [][]string{nil, {keyURL}} {
+			got, stderr, err := r.unwrap(blob, []string{"OCIKP_KEYSTORE=" + t.TempDir()}, keys...)
+			if err != nil || got != string(seedOpts) {
+				t.Fatalf("keys %v: %v %s", keys, err, stderr)
+			}
+		}
+		r.pluginStarts()
+	})
+}
