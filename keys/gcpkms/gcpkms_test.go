@@ -177,3 +177,15 @@ func TestDeadlineAndRetries(t *testing.T) {
 		t.Fatalf("unavailable: %v after %v and %d attempts", err, took, n)
 	}
 }
+
+func FuzzParseURL(f *testing.F) {
+	f.Add(keyURL)
+	f.Add(keyURL + "/cryptoKeyVersions/1")
+	f.Add("gcpkms://projects//x")
+	f.Fuzz(func(t *testing.T, s string) {
+		name, _, err := ParseURL(s)
+		if err == nil && "gcpkms://"+name != s {
+			t.Fatalf("%q parsed to %q", s, name)
+		}
+	})
+}

@@ -1,0 +1,88 @@
+package plugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/hint"
+)
+
+type echo struct{}
+
+func (echo) Wrap(r string, fk []byte) (*envelope.Stanza, error) {
+	if r == "bad://" {
+		return nil, hint.Wrap(errors.New("no such key"), "check it")
+	}
+	return &envelope.Stanza{Type: "echo", KID: r, Key: fk}, nil
+}
+func (echo) Unwrap(s *envelope.Stanza) ([]byte, error) {
+	if s.Type != "echo" {
+		return nil, fmt.Errorf("not echo: %w", envelope.ErrIncorrectIdentity)
+	}
+	return s.Key, nil
+}
+func (echo) OpenLegacy([]byte) ([]byte, error) { return nil, envelope.ErrIncorrectIdentity }
+
+func TestServe(t *testing.T) {
+	in := strings.Join([]string{
+		`{"v":1,"op":"wrap","recipient":"echo://k","file_key":"AQID"}`,
+		`{"v":1,"op":"unwrap","stanza":{"type":"echo","key":"AQID"}}`,
+		`{"v":1,"op":"unwrap","stanza":{"type":"p256","key":"AQID"}}`,
+		`{"v":1,"op":"wrap","recipient":"bad://"}`,
+		`{"v":2,"op":"wrap"}`,
+		`not json`,
+		`{"v":1,"op":"open-legacy","blob":"AA=="}`,
+	}, "\n") + "\n"
+	var out bytes.Buffer
+	if err := Serve(strings.NewReader(in), &out, echo{}); err != nil {
+		t.Fatal(err)
+	}
+	var got []Response
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var r Response
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r)
+	}
+	if len(got) != 7 {
+		t.Fatalf("%d replies", len(got))
+	}
+	if got[0].Stanza == nil || got[0].Stanza.KID != "echo://k" || !bytes.Equal(got[1].FileKey, []byte{1, 2, 3}) {
+		t.Fatalf("replies: %+v %+v", got[0], got[1])
+	}
+	if got[2].Error == nil || got[2].Error.Kind != KindNotMine || !errors.Is(got[2].Error, envelope.ErrIncorrectIdentity) {
+		t.Fatalf("not mine: %+v", got[2].Error)
+	}
+	if e := got[3].Error; e == nil || e.Kind != KindFailed || e.Message != "no such key" || len(e.Hints) != 1 {
+		t.Fatalf("failure: %+v", e)
+	}
+	for _, i := range []int{4, 5} {
+		if got[i].Error == nil {
+			t.Fatalf("reply %d accepted a bad request", i)
+		}
+	}
+}
+
+func FuzzServe(f *testing.F) {
+	f.Add([]byte(`{"v":1,"op":"wrap","recipient":"echo://k","file_key":"AQID"}` + "\n"))
+	f.Add([]byte(`{"v":1,"op":"unwrap","stanza":null}` + "\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var out bytes.Buffer
+		Serve(bytes.NewReader(b), &out, echo{})
+		for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			if l == "" {
+				continue
+			}
+			var r Response
+			if err := json.Unmarshal([]byte(l), &r); err != nil {
+				t.Fatalf("invalid reply line %q", l)
+			}
+		}
+	})
+}
