@@ -50,7 +50,8 @@ var (
 	buildErr  error
 )
 
-// ocikpBinary builds cmd/ocikp once per test run.
+// ocikpBinary builds cmd/ocikp and cmd/ocikp-plugin-kms once per test run
+// and returns the path of ocikp.
 func ocikpBinary(t *testing.T) string {
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ocikp-e2e-bin-")
@@ -59,9 +60,13 @@ func ocikpBinary(t *testing.T) string {
 			return
 		}
 		builtBin = filepath.Join(dir, "ocikp")
-		out, err := exec.Command("go", "build", "-o", builtBin, "github.com/ocikp/ocikp/cmd/ocikp").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		// The KMS plugin goes beside ocikp, where ocikp looks for it.
+		for _, p := range []string{"ocikp", "ocikp-plugin-kms"} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, p), "github.com/ocikp/ocikp/cmd/"+p).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", p, err, out)
+				return
+			}
 		}
 	})
 	if buildErr != nil {
@@ -184,7 +189,11 @@ func daemon(t *testing.T, bin string, args ...string) *bytes.Buffer {
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("%s log:\n%s", filepath.Base(bin), logs.String())
+			l := logs.String()
+			if len(l) > 3000 {
+				l = "…" + l[len(l)-3000:]
+			}
+			t.Logf("%s log (end):\n%s", filepath.Base(bin), l)
 		}
 	})
 	return &logs

@@ -18,6 +18,7 @@ type skopeo struct {
 	bin    string
 	policy string
 	p      *provider
+	env    []string // more environment for skopeo and so for ocikp
 }
 
 func newSkopeo(t *testing.T, p *provider) *skopeo {
@@ -31,8 +32,24 @@ func newSkopeo(t *testing.T, p *provider) *skopeo {
 func (s *skopeo) copy(keystore string, flags []string, src, dst string) (string, error) {
 	args := append([]string{"--policy", s.policy, "copy", "--src-tls-verify=false", "--dest-tls-verify=false"}, flags...)
 	args = append(args, src, dst)
-	env := []string{"OCICRYPT_KEYPROVIDER_CONFIG=" + s.p.config, "OCIKP_KEYSTORE=" + keystore}
+	env := append([]string{"OCICRYPT_KEYPROVIDER_CONFIG=" + s.p.config, "OCIKP_KEYSTORE=" + keystore}, s.env...)
 	return run(s.t, env, 3*time.Minute, s.bin, args...)
+}
+
+// ociLayerDigests returns the layer digests of the one image in an OCI layout.
+func ociLayerDigests(t *testing.T, dir string) []string {
+	t.Helper()
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := lp.ImageIndex()
+	im, _ := idx.IndexManifest()
+	img, err := lp.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return layerDigests(t, img)
 }
 
 func TestSkopeo(t *testing.T) {
@@ -75,17 +92,7 @@ func TestSkopeo(t *testing.T) {
 		if err != nil {
 			return out, nil, err
 		}
-		lp, err := layout.FromPath(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		idx, _ := lp.ImageIndex()
-		im, _ := idx.IndexManifest()
-		img, err := lp.Image(im.Manifests[0].Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out, layerDigests(t, img), nil
+		return out, ociLayerDigests(t, dir), nil
 	}
 
 	t.Run("decrypt with A", func(t *testing.T) {

@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"google.golang.org/grpc/codes"
+
+	"github.com/ocikp/ocikp/internal/testkms"
+)
+
+const (
+	gcpKeyName = "projects/p/locations/global/keyRings/r/cryptoKeys/layers"
+	gcpKeyURL  = "gcpkms://" + gcpKeyName
+)
+
+// kmsEnv points ocikp-plugin-kms at a fake Cloud KMS on loopback.
+func kmsEnv(fake *testkms.GCP) []string {
+	return []string{"OCIKP_GCPKMS_ENDPOINT=" + fake.Addr, "OCIKP_GCPKMS_INSECURE=1"}
+}
+
+func TestSkopeoKMS(t *testing.T) {
+	p := newProvider(t, "ocikp")
+	sk := newSkopeo(t, p)
+	reg := startRegistry(t)
+	fake := testkms.StartGCP(t, gcpKeyName)
+	ksA, ra := p.keystore(t, "alice")
+	ksEmpty := t.TempDir()
+	const layers = 3
+	orig := pushImage(t, reg+"/kms:1", layers)
+	want := layerDigests(t, orig)
+	sk.env = kmsEnv(fake)
+
+	out, err := sk.copy(ksEmpty, []string{
+		"--encryption-key", "provider:ocikp:" + gcpKeyURL,
+		"--encryption-key", "provider:ocikp:" + ra["alice"],
+	}, "docker://"+reg+"/kms:1", "docker://"+reg+"/kms:enc")
+	if err != nil {
+		t.Fatalf("encrypt: %v\n%s", err, out)
+	}
+	if n := fake.Calls("Encrypt"); n != layers {
+		t.Errorf("encrypt: %d KMS Encrypt calls for %d layers", n, layers)
+	}
+	p.calls(t)
+
+	decrypt := func(t *testing.T, ks, key, tag string) []string {
+		t.Helper()
+		dir := t.TempDir() + "/oci"
+		out, err := sk.copy(ks, []string{"--decryption-key", key}, "docker://"+reg+"/kms:"+tag, "oci:"+dir+":out")
+		if err != nil {
+			t.Fatalf("decrypt: %v\n%s", err, out)
+		}
+		return ociLayerDigests(t, dir)
+	}
+
+	t.Run("software key alone, KMS unreachable", func(t *testing.T) {
+		saved := sk.env
+		sk.env = []string{"OCIKP_GCPKMS_ENDPOINT=127.0.0.1:1", "OCIKP_GCPKMS_INSECURE=1"}
+		defer func() { sk.env = saved }()
+		fake.ResetCalls()
+		if got := decrypt(t, ksA, "provider:ocikp", "enc"); !slices.Equal(got, want) {
+			t.Fatalf("layers %v, want %v", got, want)
+		}
+	})
+
+	t.Run("KMS alone: one Decrypt per layer", func(t *testing.T) {
+		fake.ResetCalls()
+		p.calls(t)
+		if got := decrypt(t, ksEmpty, "provider:ocikp", "enc"); !slices.Equal(got, want) {
+			t.Fatalf("layers %v, want %v", got, want)
+		}
+		if n := fake.Calls("Decrypt"); n != layers {
+			t.Errorf("%d KMS Decrypt calls for %d layers", n, layers)
+		}
+		if n := p.calls(t); n != layers {
+			t.Errorf("%d provider calls for %d layers", n, layers)
+		}
+	})
+
+	t.Run("KMS denies: our message through skopeo", func(t *testing.T) {
+		fake.SetFault(codes.PermissionDenied)
+		defer fake.SetFault(codes.OK)
+		out, err := sk.copy(ksEmpty, []string{"--decryption-key", "provider:ocikp"}, "docker://"+reg+"/kms:enc", "oci:"+t.TempDir()+"/oci:out")
+		if err == nil {
+			t.Fatal("decrypted although the KMS refused")
+		}
+		if !strings.Contains(out, "permission denied: the caller needs cloudkms.cryptoKeyVersions.useToDecrypt") {
+			t.Fatalf("output:\n%s", out)
+		}
+	})
+
+	// Images encrypted by the GCP KMS key provider (provider name
+	// "kmscrypt", blob {"key_url","wrapped_key","wrap_type":"AES"}) decrypt
+	// with ocikp configured under that name.
+	t.Run("seed kmscrypt image", func(t *testing.T) {
+		seed := newProvider(t, "kmscrypt")
+		ssk := newSkopeo(t, seed)
+		ssk.env = kmsEnv(fake)
+		makeSeedImage(t, p, ksA, fake, reg+"/kms:enc", reg+"/kms:seed")
+		dir := t.TempDir() + "/oci"
+		fake.ResetCalls()
+		out, err := ssk.copy(ksEmpty, []string{"--decryption-key", "provider:kmscrypt:" + gcpKeyURL}, "docker://"+reg+"/kms:seed", "oci:"+dir+":out")
+		if err != nil {
+			t.Fatalf("decrypt seed image: %v\n%s", err, out)
+		}
+		if got := ociLayerDigests(t, dir); !slices.Equal(got, want) {
+			t.Fatalf("layers %v, want %v", got, want)
+		}
+		if n := fake.Calls("Decrypt"); n != layers {
+			t.Errorf("%d KMS Decrypt calls for %d layers", n, layers)
+		}
+	})
+}
+
+// makeSeedImage rewrites an ocikp-encrypted image as the GCP KMS key provider
+// would have written it: each layer's optsdata (recovered with ocikp and
+// alice's key) wrapped directly by KMS Encrypt, stored under the
+// "kmscrypt" annotation.
+func makeSeedImage(t *testing.T, p *provider, ks string, fake *testkms.GCP, src, dst string) {
+	srcRef, _ := name.ParseReference(src, name.Insecure)
+	desc, err := remote.Get(srcRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	json.Unmarshal(desc.Manifest, &m)
+	for _, l := range m["layers"].([]any) {
+		ann := l.(map[string]any)["annotations"].(map[string]any)
+		ocikpAnn, _ := base64.StdEncoding.DecodeString(ann[annotationPrefix+"ocikp"].(string))
+		opts := unwrapWithOcikp(t, p.bin, ks, ocikpAnn)
+		ct, err := fake.Seal(gcpKeyName, opts, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blob, _ := json.Marshal(map[string]any{"key_url": gcpKeyURL, "wrapped_key": ct, "wrap_type": "AES"})
+		delete(ann, annotationPrefix+"ocikp")
+		ann[annotationPrefix+"kmscrypt"] = base64.StdEncoding.EncodeToString(blob)
+	}
+	raw, _ := json.Marshal(m)
+	dstRef, _ := name.ParseReference(dst, name.Insecure)
+	if err := remote.Put(dstRef, rawManifest{raw, desc.MediaType}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func unwrapWithOcikp(t *testing.T, bin, ks string, ann []byte) []byte {
+	req, _ := json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{
+		"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": ann}})
+	cmd := exec.Command(bin, "--keystore", ks, "keyprovider")
+	cmd.Stdin = bytes.NewReader(req)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("unwrap with ocikp: %v", err)
+	}
+	var reply struct {
+		R struct{ Optsdata []byte } `json:"keyunwrapresults"`
+	}
+	json.Unmarshal(out, &reply)
+	return reply.R.Optsdata
+}
+
+type rawManifest struct {
+	raw []byte
+	mt  types.MediaType
+}
+
+func (r rawManifest) RawManifest() ([]byte, error)        { return r.raw, nil }
+func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
