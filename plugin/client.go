@@ -131,15 +131,21 @@ func (c *Client) died(err error) error {
 	return c.err
 }
 
-// Close ends the plugin, if it was started.
-func (c *Client) Close() error {
+// Close tells the plugin to end (by closing its stdin) and, with wait,
+// waits for it. The exec provider does not wait: its caller waits for the
+// provider's exit, and a plugin's shutdown (closing KMS connections) adds
+// nothing the caller needs; the plugin ends on its own at end of input.
+func (c *Client) Close(wait bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cmd == nil {
 		return nil
 	}
 	c.in.Close()
-	err := c.cmd.Wait()
+	var err error
+	if wait {
+		err = c.cmd.Wait()
+	}
 	c.cmd = nil
 	return err
 }

@@ -52,7 +52,7 @@ func cmdKeyprovider(e *env, args []string) error {
 		}
 		recipient.KMS.Env = append(recipient.KMS.Env, "OCIKP_GCPKMS_CREDENTIALS="+abs)
 	}
-	defer recipient.KMS.Close() // a started plugin ends with the request
+	defer recipient.KMS.Close(false) // a started plugin ends with the request
 	if e.stdinIsTTY {
 		return hint.Wrap(errors.New("keyprovider reads one ocicrypt request on stdin, which is a terminal"),
 			"ocicrypt runs this command; to use ocikp by hand see 'ocikp help'")

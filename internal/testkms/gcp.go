@@ -28,6 +28,7 @@ type GCP struct {
 	kmspb.UnimplementedKeyManagementServiceServer
 	Addr string
 
+	srv   *grpc.Server
 	mu    sync.Mutex
 	keys  map[string][]byte
 	calls map[string]int
@@ -38,6 +39,16 @@ type GCP struct {
 // StartGCP serves a fake KMS on 127.0.0.1 until the test ends. names are
 // the key resource names it holds (projects/…/cryptoKeys/K).
 func StartGCP(t testing.TB, names ...string) *GCP {
+	g, err := NewGCP(names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
+}
+
+// NewGCP serves a fake KMS on 127.0.0.1 until Close.
+func NewGCP(names ...string) (*GCP, error) {
 	g := &GCP{keys: map[string][]byte{}, calls: map[string]int{}}
 	for _, n := range names {
 		k := make([]byte, 32)
@@ -46,17 +57,19 @@ func StartGCP(t testing.TB, names ...string) *GCP {
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	g.Addr = l.Addr().String()
-	srv := grpc.NewServer()
-	kmspb.RegisterKeyManagementServiceServer(srv, g)
-	go srv.Serve(l)
-	t.Cleanup(func() {
-		g.SetHang(false)
-		srv.Stop()
-	})
-	return g
+	g.srv = grpc.NewServer()
+	kmspb.RegisterKeyManagementServiceServer(g.srv, g)
+	go g.srv.Serve(l)
+	return g, nil
+}
+
+// Close stops the server.
+func (g *GCP) Close() {
+	g.SetHang(false)
+	g.srv.Stop()
 }
 
 // Calls returns how many requests of a method ("Encrypt", "Decrypt") arrived.
