@@ -22,9 +22,23 @@ const (
 	gcpKeyURL  = "gcpkms://" + gcpKeyName
 )
 
+const (
+	awsKeyID  = "1234abcd-12ab-34cd-56ef-1234567890ab"
+	awsKeyURL = "awskms:///alias/layers?region=eu-west-1"
+)
+
 // kmsEnv points ocikp-plugin-kms at a fake Cloud KMS on loopback.
 func kmsEnv(fake *testkms.GCP) []string {
 	return []string{"OCIKP_GCPKMS_ENDPOINT=" + fake.Addr, "OCIKP_GCPKMS_INSECURE=1"}
+}
+
+// awsEnv points the AWS SDK in ocikp-plugin-kms at a fake on loopback, with
+// dummy credentials, no shared config and no instance metadata service.
+func awsEnv(t *testing.T, fake *testkms.AWS) []string {
+	dir := t.TempDir()
+	return []string{"AWS_ENDPOINT_URL_KMS=" + fake.URL, "AWS_ACCESS_KEY_ID=AKIDTEST", "AWS_SECRET_ACCESS_KEY=secret",
+		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=" + dir + "/config", "AWS_SHARED_CREDENTIALS_FILE=" + dir + "/credentials",
+		"AWS_PROFILE="}
 }
 
 func TestSkopeoKMS(t *testing.T) {
@@ -32,22 +46,25 @@ func TestSkopeoKMS(t *testing.T) {
 	sk := newSkopeo(t, p)
 	reg := startRegistry(t)
 	fake := testkms.StartGCP(t, gcpKeyName)
+	aws := testkms.StartAWS(t, []string{awsKeyID}, map[string]string{"alias/layers": awsKeyID})
 	ksA, ra := p.keystore(t, "alice")
 	ksEmpty := t.TempDir()
 	const layers = 3
 	orig := pushImage(t, reg+"/kms:1", layers)
 	want := layerDigests(t, orig)
-	sk.env = kmsEnv(fake)
+	sk.env = append(kmsEnv(fake), awsEnv(t, aws)...)
 
+	// One layer, three recipients: a GCP key, an AWS key, a software key.
 	out, err := sk.copy(ksEmpty, []string{
 		"--encryption-key", "provider:ocikp:" + gcpKeyURL,
+		"--encryption-key", "provider:ocikp:" + awsKeyURL,
 		"--encryption-key", "provider:ocikp:" + ra["alice"],
 	}, "docker://"+reg+"/kms:1", "docker://"+reg+"/kms:enc")
 	if err != nil {
 		t.Fatalf("encrypt: %v\n%s", err, out)
 	}
-	if n := fake.Calls("Encrypt"); n != layers {
-		t.Errorf("encrypt: %d KMS Encrypt calls for %d layers", n, layers)
+	if n, m := fake.Calls("Encrypt"), aws.Calls("Encrypt"); n != layers || m != layers {
+		t.Errorf("encrypt: %d GCP and %d AWS Encrypt calls for %d layers", n, m, layers)
 	}
 	p.calls(t)
 
@@ -63,7 +80,7 @@ func TestSkopeoKMS(t *testing.T) {
 
 	t.Run("software key alone, KMS unreachable", func(t *testing.T) {
 		saved := sk.env
-		sk.env = []string{"OCIKP_GCPKMS_ENDPOINT=127.0.0.1:1", "OCIKP_GCPKMS_INSECURE=1"}
+		sk.env = []string{"OCIKP_GCPKMS_ENDPOINT=127.0.0.1:1", "OCIKP_GCPKMS_INSECURE=1", "AWS_ENDPOINT_URL_KMS=http://127.0.0.1:1"}
 		defer func() { sk.env = saved }()
 		fake.ResetCalls()
 		if got := decrypt(t, ksA, "provider:ocikp", "enc"); !slices.Equal(got, want) {
@@ -85,14 +102,39 @@ func TestSkopeoKMS(t *testing.T) {
 		}
 	})
 
+	t.Run("AWS alone (GCP denies): one AWS Decrypt per layer", func(t *testing.T) {
+		fake.SetFault(codes.PermissionDenied)
+		defer fake.SetFault(codes.OK)
+		aws.ResetCalls()
+		if got := decrypt(t, ksEmpty, "provider:ocikp", "enc"); !slices.Equal(got, want) {
+			t.Fatalf("layers %v, want %v", got, want)
+		}
+		if n := aws.Calls("Decrypt"); n != layers {
+			t.Errorf("%d AWS Decrypt calls for %d layers", n, layers)
+		}
+		// Naming the AWS key selects its stanza only: GCP is not called.
+		fake.ResetCalls()
+		aws.ResetCalls()
+		if got := decrypt(t, ksEmpty, "provider:ocikp:"+awsKeyURL, "enc"); !slices.Equal(got, want) {
+			t.Fatalf("layers %v, want %v", got, want)
+		}
+		if n, m := fake.Calls("Decrypt"), aws.Calls("Decrypt"); n != 0 || m != layers {
+			t.Errorf("named AWS key: %d GCP and %d AWS Decrypt calls", n, m)
+		}
+		p.calls(t)
+	})
+
 	t.Run("KMS denies: our message through skopeo", func(t *testing.T) {
+		aws.SetFault("AccessDeniedException", 400)
+		defer aws.SetFault("", 0)
 		fake.SetFault(codes.PermissionDenied)
 		defer fake.SetFault(codes.OK)
 		out, err := sk.copy(ksEmpty, []string{"--decryption-key", "provider:ocikp"}, "docker://"+reg+"/kms:enc", "oci:"+t.TempDir()+"/oci:out")
 		if err == nil {
 			t.Fatal("decrypted although the KMS refused")
 		}
-		if !strings.Contains(out, "permission denied: the caller needs cloudkms.cryptoKeyVersions.useToDecrypt") {
+		if !strings.Contains(out, "permission denied: the caller needs cloudkms.cryptoKeyVersions.useToDecrypt") ||
+			!strings.Contains(out, "permission denied: the caller needs kms:Decrypt") {
 			t.Fatalf("output:\n%s", out)
 		}
 	})

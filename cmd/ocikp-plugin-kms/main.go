@@ -3,8 +3,8 @@
 // layer or a recipient needs a KMS, so the exec binary that ocicrypt runs
 // for every layer does not link the KMS SDKs.
 //
-// Backends: gcpkms (Google Cloud KMS). awskms, azurekms and hashivault are
-// recognised and answer that they are not implemented yet.
+// Backends: gcpkms (Google Cloud KMS) and awskms (AWS KMS). azurekms and
+// hashivault are recognised and answer that they are not implemented yet.
 package main
 
 import (
@@ -14,20 +14,30 @@ import (
 	"strings"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/keys/awskms"
 	"github.com/ocikp/ocikp/keys/gcpkms"
 	"github.com/ocikp/ocikp/plugin"
 )
 
-type handler struct {
-	gcp    *gcpkms.Backend
-	gcpErr error // a configuration error, reported on use
+// backend is one KMS: it wraps for its key URLs and unwraps its stanzas.
+type backend interface {
+	Wrap(url string, fileKey []byte) (*envelope.Stanza, error)
+	Unwrap(s *envelope.Stanza) ([]byte, error)
 }
 
-func (h *handler) backend(kind string) (*gcpkms.Backend, error) {
+type handler struct {
+	gcp    *gcpkms.Backend
+	aws    *awskms.Backend
+	optsErr error // a configuration error, reported on use
+}
+
+func (h *handler) backend(kind string) (backend, error) {
 	switch kind {
 	case gcpkms.Scheme:
-		return h.gcp, h.gcpErr
-	case "awskms", "azurekms", "azurekeyvault", "hashivault":
+		return h.gcp, h.optsErr
+	case awskms.Scheme:
+		return h.aws, h.optsErr
+	case "azurekms", "azurekeyvault", "hashivault":
 		return nil, fmt.Errorf("%s keys are not implemented yet in ocikp-plugin-kms", kind)
 	}
 	return nil, fmt.Errorf("ocikp-plugin-kms does not serve %.30q", kind)
@@ -54,8 +64,8 @@ func (h *handler) OpenLegacy(blob []byte) ([]byte, error) {
 	if !gcpkms.IsLegacy(blob) {
 		return nil, fmt.Errorf("not a blob this plugin knows: %w", envelope.ErrIncorrectIdentity)
 	}
-	if h.gcpErr != nil {
-		return nil, h.gcpErr
+	if h.optsErr != nil {
+		return nil, h.optsErr
 	}
 	return h.gcp.OpenLegacy(blob)
 }
@@ -68,10 +78,11 @@ func main() {
 	h := &handler{}
 	opts, err := gcpkms.OptionsFromEnv()
 	if err != nil {
-		h.gcpErr = err
+		h.optsErr = err
 	}
 	h.gcp = gcpkms.New(opts)
 	defer h.gcp.Close()
+	h.aws = awskms.New(opts.Timeout)
 	if err := plugin.Serve(os.Stdin, os.Stdout, h); err != nil && !errors.Is(err, os.ErrClosed) {
 		fmt.Fprintln(os.Stderr, "ocikp-plugin-kms: error:", err)
 		os.Exit(1)

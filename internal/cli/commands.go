@@ -42,8 +42,12 @@ func cmdKeyprovider(e *env, args []string) error {
 	name := fs.String("name", "", "the provider's name in OCICRYPT_KEYPROVIDER_CONFIG (detected when omitted)")
 	passFile := fs.String("passphrase-file", "", "file holding the passphrase of protected keys")
 	adc := fs.String("adc", "", "Google Cloud credentials file for gcpkms keys (as the GCP KMS key provider's --adc)")
-	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] [--adc FILE] < request.json"); err != nil {
+	awsProfile := fs.String("aws-profile", "", "AWS shared-config profile for awskms keys")
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] [--adc FILE] [--aws-profile P] < request.json"); err != nil {
 		return err
+	}
+	if *awsProfile != "" {
+		recipient.KMS.Env = append(recipient.KMS.Env, "OCIKP_AWS_PROFILE="+*awsProfile)
 	}
 	if *adc != "" {
 		abs, err := filepath.Abs(*adc)

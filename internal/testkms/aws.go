@@ -1,0 +1,224 @@
+package testkms
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// AWS is an httptest stand-in for the AWS KMS JSON API (TrentService
+// Encrypt and Decrypt), driven by the real SDK through its endpoint setting.
+// Ciphertexts embed the key id, as the real service's do.
+type AWS struct {
+	URL string
+
+	mu      sync.Mutex
+	keys    map[string][]byte // "key/ID" → AES key
+	aliases map[string]string // "alias/NAME" → "key/ID"
+	calls   map[string]int
+	regions []string
+	fault   string // error type to return, e.g. "AccessDeniedException"
+	status  int
+	hang    bool
+	release chan struct{} // closed at the end: frees hung requests
+}
+
+// StartAWS serves a fake AWS KMS on 127.0.0.1 until the test ends. Each key
+// is a key id; aliases maps alias names ("alias/x") to key ids.
+func StartAWS(t testing.TB, keyIDs []string, aliases map[string]string) *AWS {
+	a := &AWS{keys: map[string][]byte{}, aliases: map[string]string{}, calls: map[string]int{}, release: make(chan struct{})}
+	for _, id := range keyIDs {
+		k := make([]byte, 32)
+		rand.Read(k)
+		a.keys["key/"+id] = k
+	}
+	for al, id := range aliases {
+		a.aliases[al] = "key/" + id
+	}
+	srv := httptest.NewServer(http.HandlerFunc(a.serve))
+	a.URL = srv.URL
+	t.Cleanup(func() {
+		close(a.release)
+		srv.Close()
+	})
+	return a
+}
+
+// Calls returns how many requests of an operation ("Encrypt", "Decrypt") arrived.
+func (a *AWS) Calls(op string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls[op]
+}
+
+// ResetCalls zeroes the counters.
+func (a *AWS) ResetCalls() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = map[string]int{}
+	a.regions = nil
+}
+
+// Regions returns the signing regions of the requests so far.
+func (a *AWS) Regions() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.regions...)
+}
+
+// SetFault makes every request fail with an AWS error type and HTTP status
+// ("" for none).
+func (a *AWS) SetFault(errType string, status int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.fault, a.status = errType, status
+}
+
+// SetHang makes every request wait until the client gives up.
+func (a *AWS) SetHang(h bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.hang = h
+}
+
+var credentialRegion = regexp.MustCompile(`Credential=[^/]+/[0-9]+/([^/]+)/kms/`)
+
+func (a *AWS) serve(w http.ResponseWriter, r *http.Request) {
+	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
+	a.mu.Lock()
+	a.calls[op]++
+	if m := credentialRegion.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
+		a.regions = append(a.regions, m[1])
+	}
+	fault, status, hang := a.fault, a.status, a.hang
+	a.mu.Unlock()
+	if hang {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-a.release:
+			return
+		case <-time.After(time.Minute):
+		}
+	}
+	if fault != "" {
+		awsError(w, status, fault, "injected fault")
+		return
+	}
+	var req struct {
+		KeyID             string            `json:"KeyId"`
+		Plaintext         []byte            `json:"Plaintext"`
+		CiphertextBlob    []byte            `json:"CiphertextBlob"`
+		EncryptionContext map[string]string `json:"EncryptionContext"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		awsError(w, 400, "SerializationException", "bad JSON")
+		return
+	}
+	ad := contextAD(req.EncryptionContext)
+	switch op {
+	case "Encrypt":
+		id, key, ok := a.resolve(req.KeyID)
+		if !ok {
+			awsError(w, 400, "NotFoundException", "Key '"+req.KeyID+"' does not exist")
+			return
+		}
+		g := gcm(key)
+		nonce := make([]byte, g.NonceSize())
+		rand.Read(nonce)
+		ct := append([]byte{byte(len(id))}, id...)
+		ct = append(ct, g.Seal(nonce, nonce, req.Plaintext, ad)...)
+		reply(w, map[string]any{"CiphertextBlob": ct, "KeyId": a.arn(id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"})
+	case "Decrypt":
+		ct := req.CiphertextBlob
+		if len(ct) < 1 || len(ct) < 1+int(ct[0])+12 {
+			awsError(w, 400, "InvalidCiphertextException", "")
+			return
+		}
+		id := string(ct[1 : 1+ct[0]])
+		if req.KeyID != "" {
+			if want, _, ok := a.resolve(req.KeyID); !ok || want != id {
+				awsError(w, 400, "IncorrectKeyException", "The key ID in the request does not identify a KMS key that can perform this operation.")
+				return
+			}
+		}
+		_, key, ok := a.resolve(id)
+		if !ok {
+			awsError(w, 400, "NotFoundException", "")
+			return
+		}
+		g := gcm(key)
+		body := ct[1+ct[0]:]
+		pt, err := g.Open(nil, body[:12], body[12:], ad)
+		if err != nil {
+			awsError(w, 400, "InvalidCiphertextException", "")
+			return
+		}
+		reply(w, map[string]any{"Plaintext": pt, "KeyId": a.arn(id), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"})
+	default:
+		awsError(w, 400, "UnknownOperationException", "")
+	}
+}
+
+// resolve maps a key id, key ARN, alias name or alias ARN to "key/ID".
+func (a *AWS) resolve(keyID string) (string, []byte, bool) {
+	if strings.HasPrefix(keyID, "arn:") {
+		parts := strings.SplitN(keyID, ":", 6)
+		if len(parts) < 6 {
+			return "", nil, false
+		}
+		keyID = parts[5]
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if strings.HasPrefix(keyID, "alias/") {
+		keyID = a.aliases[keyID]
+	} else if !strings.HasPrefix(keyID, "key/") {
+		keyID = "key/" + keyID
+	}
+	k, ok := a.keys[keyID]
+	return keyID, k, ok
+}
+
+func (a *AWS) arn(id string) string { return "arn:aws:kms:us-east-1:111122223333:" + id }
+
+func gcm(key []byte) cipher.AEAD {
+	b, _ := aes.NewCipher(key)
+	g, _ := cipher.NewGCM(b)
+	return g
+}
+
+func contextAD(ctx map[string]string) []byte {
+	keys := make([]string, 0, len(ctx))
+	for k := range ctx {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%q=%q;", k, ctx[k])
+	}
+	return []byte(b.String())
+}
+
+func reply(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	json.NewEncoder(w).Encode(v)
+}
+
+func awsError(w http.ResponseWriter, status int, errType, msg string) {
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("X-Amzn-ErrorType", errType)
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"__type": errType, "message": msg})
+}

@@ -1,0 +1,224 @@
+// Package awskms is the AWS KMS backend: file keys wrapped by KMS Encrypt
+// under a symmetric key, with the encryption context {"ocikp": "v1"}
+// binding them to the envelope version. Credentials come from the SDK's
+// default chain (environment, shared config and profiles, SSO, web identity,
+// ECS and EC2 roles); OCIKP_AWS_PROFILE or ocikp keyprovider --aws-profile
+// pick a profile.
+//
+// It links the AWS SDK, so it is linked only into ocikp-plugin-kms.
+package awskms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/smithy-go"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/hint"
+)
+
+// StanzaType is the envelope stanza type of AWS KMS recipients.
+const StanzaType = "awskms"
+
+// Scheme of AWS KMS key URLs.
+const Scheme = "awskms"
+
+// EnvProfile names the shared-config profile to use (what --aws-profile sets).
+const EnvProfile = "OCIKP_AWS_PROFILE"
+
+// encryptionContext binds a wrapped file key to the envelope format.
+var encryptionContext = map[string]string{"ocikp": "v1"}
+
+// Key is a parsed awskms:// URL.
+type Key struct {
+	URL      string
+	KeyID    string // key id, key ARN, alias name or alias ARN
+	Region   string // "" for the SDK's default
+	Endpoint string // "" for the default endpoint
+}
+
+var keyIDPattern = regexp.MustCompile(`^(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$`)
+
+// ParseURL reads the forms cosign and gocloud.dev users write:
+//
+//	awskms:///KEY                 KEY: key id, key ARN, alias/NAME or alias ARN
+//	awskms://KEYID                a bare key id
+//	awskms://alias/NAME           (gocloud.dev)
+//	awskms://HOST[:PORT]/KEY      a specific endpoint (cosign)
+//
+// with an optional ?region=R. Otherwise the region comes from a key ARN,
+// then from the SDK's configuration (AWS_REGION, the profile).
+func ParseURL(s string) (*Key, error) {
+	bad := errors.New("awskms key URL: want awskms:///KEY-ID-OR-ARN-OR-alias/NAME[?region=R] (or awskms://alias/NAME)")
+	if !strings.HasPrefix(s, Scheme+"://") {
+		return nil, bad
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User != nil || u.Fragment != "" {
+		return nil, bad
+	}
+	k := &Key{URL: s}
+	path := strings.TrimPrefix(u.Path, "/")
+	switch {
+	case u.Host == "":
+		k.KeyID = path
+	case u.Host == "alias":
+		k.KeyID = "alias/" + path
+	case keyIDPattern.MatchString(u.Host) && path == "":
+		k.KeyID = u.Host
+	default:
+		k.Endpoint, k.KeyID = "https://"+u.Host, path
+	}
+	for key, vs := range u.Query() {
+		if key != "region" || len(vs) != 1 || vs[0] == "" {
+			return nil, fmt.Errorf("awskms key URL: unknown or repeated query parameter %.20q (only region)", key)
+		}
+		k.Region = vs[0]
+	}
+	if k.KeyID == "" || strings.ContainsAny(k.KeyID, " \t\n") || k.KeyID == "alias/" {
+		return nil, bad
+	}
+	if strings.HasPrefix(k.KeyID, "arn:") {
+		parts := strings.Split(k.KeyID, ":")
+		if len(parts) < 6 || parts[2] != "kms" || parts[3] == "" {
+			return nil, fmt.Errorf("awskms key URL: %.100q is not a KMS ARN", k.KeyID)
+		}
+		if k.Region == "" {
+			k.Region = parts[3]
+		}
+	}
+	return k, nil
+}
+
+// Backend talks to AWS KMS, with one client per region and endpoint.
+type Backend struct {
+	Timeout time.Duration
+	mu      sync.Mutex
+	clients map[string]*kms.Client
+}
+
+// New returns a backend; timeout bounds each call, retries included.
+func New(timeout time.Duration) *Backend {
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	return &Backend{Timeout: timeout, clients: map[string]*kms.Client{}}
+}
+
+func (b *Backend) client(ctx context.Context, k *Key) (*kms.Client, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	id := k.Region + " " + k.Endpoint
+	if c, ok := b.clients[id]; ok {
+		return c, nil
+	}
+	var opts []func(*config.LoadOptions) error
+	if p := os.Getenv(EnvProfile); p != "" {
+		opts = append(opts, config.WithSharedConfigProfile(p))
+	}
+	if k.Region != "" {
+		opts = append(opts, config.WithRegion(k.Region))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, hint.Wrap(fmt.Errorf("awskms: loading AWS configuration: %w", err), "check AWS_PROFILE / "+EnvProfile+" and ~/.aws/config")
+	}
+	if cfg.Region == "" {
+		return nil, hint.Wrap(fmt.Errorf("awskms: no region for %s", k.URL), "add ?region=R to the key URL, use a key ARN, or set AWS_REGION")
+	}
+	c := kms.NewFromConfig(cfg, func(o *kms.Options) {
+		if k.Endpoint != "" {
+			o.BaseEndpoint = aws.String(k.Endpoint)
+		}
+	})
+	b.clients[id] = c
+	return c, nil
+}
+
+// Wrap encrypts fileKey under the key at url.
+func (b *Backend) Wrap(u string, fileKey []byte) (*envelope.Stanza, error) {
+	k, err := ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
+	defer cancel()
+	c, err := b.client(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(k.KeyID), Plaintext: fileKey, EncryptionContext: encryptionContext})
+	if err != nil {
+		return nil, explain(err, u, "encrypt", "kms:Encrypt")
+	}
+	return &envelope.Stanza{Type: StanzaType, KID: u, Key: out.CiphertextBlob}, nil
+}
+
+// Unwrap decrypts an awskms stanza.
+func (b *Backend) Unwrap(s *envelope.Stanza) ([]byte, error) {
+	if s.Type != StanzaType {
+		return nil, envelope.ErrIncorrectIdentity
+	}
+	k, err := ParseURL(s.KID)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
+	defer cancel()
+	c, err := b.client(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.Decrypt(ctx, &kms.DecryptInput{KeyId: aws.String(k.KeyID), CiphertextBlob: s.Key, EncryptionContext: encryptionContext})
+	if err != nil {
+		return nil, explain(err, s.KID, "decrypt", "kms:Decrypt")
+	}
+	return out.Plaintext, nil
+}
+
+// explain names the key and what to do; AWS error messages are bounded and
+// never carry key material.
+func explain(err error, u, op, permission string) error {
+	base := fmt.Sprintf("awskms: %s with %s", op, u)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return hint.Wrap(fmt.Errorf("%s: no answer in time", base), "check the network path to AWS KMS, or raise OCIKP_KMS_TIMEOUT")
+	}
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return hint.Wrap(fmt.Errorf("%s: %v", base, err), "check the network path to AWS KMS")
+	}
+	msg := ae.ErrorMessage()
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	switch ae.ErrorCode() {
+	case "AccessDeniedException":
+		return hint.Wrap(fmt.Errorf("%s: permission denied: the caller needs %s", base, permission),
+			"allow "+permission+" on the key in its key policy or the caller's IAM policy")
+	case "NotFoundException":
+		return hint.Wrap(fmt.Errorf("%s: key not found", base), "check the key id, alias and region")
+	case "DisabledException", "KMSInvalidStateException":
+		return hint.Wrap(fmt.Errorf("%s: the key cannot be used (disabled or pending deletion): %s", base, msg), "enable the key")
+	case "InvalidKeyUsageException":
+		return fmt.Errorf("%s: the key is not a symmetric ENCRYPT_DECRYPT key", base)
+	case "InvalidCiphertextException", "IncorrectKeyException":
+		return fmt.Errorf("%s: rejected (a layer wrapped under another key, or corrupted)", base)
+	case "UnrecognizedClientException", "ExpiredTokenException", "InvalidSignatureException", "InvalidClientTokenId":
+		return hint.Wrap(fmt.Errorf("%s: credentials missing, invalid or expired (%s)", base, ae.ErrorCode()),
+			"check the AWS credentials ocikp runs with (AWS_PROFILE, aws sso login, the instance or pod role)")
+	case "ThrottlingException":
+		return hint.Wrap(fmt.Errorf("%s: throttled (retried)", base), "retry later, or raise the KMS request quota")
+	}
+	return fmt.Errorf("%s: %s: %s", base, ae.ErrorCode(), msg)
+}
