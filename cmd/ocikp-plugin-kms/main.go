@@ -26,8 +26,8 @@ type backend interface {
 }
 
 type handler struct {
-	gcp    *gcpkms.Backend
-	aws    *awskms.Backend
+	gcp     *gcpkms.Backend
+	aws     *awskms.Backend
 	optsErr error // a configuration error, reported on use
 }
 
