@@ -3,8 +3,9 @@
 // layer or a recipient needs a KMS, so the exec binary that ocicrypt runs
 // for every layer does not link the KMS SDKs.
 //
-// Backends: gcpkms (Google Cloud KMS) and awskms (AWS KMS). azurekms and
-// hashivault are recognised and answer that they are not implemented yet.
+// Backends: gcpkms (Google Cloud KMS), awskms (AWS KMS) and hashivault
+// (Vault / OpenBao Transit). azurekms is recognised and answers that it is
+// not implemented yet.
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/keys/awskms"
 	"github.com/ocikp/ocikp/keys/gcpkms"
+	"github.com/ocikp/ocikp/keys/vault"
 	"github.com/ocikp/ocikp/plugin"
 )
 
@@ -28,6 +30,7 @@ type backend interface {
 type handler struct {
 	gcp     *gcpkms.Backend
 	aws     *awskms.Backend
+	vault   *vault.Backend
 	optsErr error // a configuration error, reported on use
 }
 
@@ -37,7 +40,9 @@ func (h *handler) backend(kind string) (backend, error) {
 		return h.gcp, h.optsErr
 	case awskms.Scheme:
 		return h.aws, h.optsErr
-	case "azurekms", "azurekeyvault", "hashivault":
+	case vault.Scheme:
+		return h.vault, h.optsErr
+	case "azurekms", "azurekeyvault":
 		return nil, fmt.Errorf("%s keys are not implemented yet in ocikp-plugin-kms", kind)
 	}
 	return nil, fmt.Errorf("ocikp-plugin-kms does not serve %.30q", kind)
@@ -83,6 +88,7 @@ func main() {
 	h.gcp = gcpkms.New(opts)
 	defer h.gcp.Close()
 	h.aws = awskms.New(opts.Timeout)
+	h.vault = vault.New(opts.Timeout)
 	if err := plugin.Serve(os.Stdin, os.Stdout, h); err != nil && !errors.Is(err, os.ErrClosed) {
 		fmt.Fprintln(os.Stderr, "ocikp-plugin-kms: error:", err)
 		os.Exit(1)

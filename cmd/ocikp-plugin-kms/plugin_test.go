@@ -192,3 +192,22 @@ func TestKMSThroughOcikp(t *testing.T) {
 		r.pluginStarts()
 	})
 }
+
+func TestVaultThroughOcikp(t *testing.T) {
+	r := newRig(t)
+	v := testkms.StartVault(t, "s.tok", "transit/layers")
+	r.env = append(r.env, "VAULT_ADDR="+v.URL, "VAULT_TOKEN=s.tok", "OCIKP_VAULT_TOKEN_FILE="+filepath.Join(t.TempDir(), "none"))
+	const opts = `{"symkey":"vault"}`
+	ann := r.wrap(opts, "hashivault://layers")
+	got, stderr, err := r.unwrap(ann, nil)
+	if err != nil || got != opts {
+		t.Fatalf("%v %s", err, stderr)
+	}
+	if v.Calls("encrypt") != 1 || v.Calls("decrypt") != 1 {
+		t.Fatalf("calls %d/%d", v.Calls("encrypt"), v.Calls("decrypt"))
+	}
+	_, stderr, err = r.unwrap(ann, []string{"VAULT_TOKEN=wrong"})
+	if err == nil || !strings.Contains(stderr, "permission denied: the token needs the update capability on transit/decrypt/layers") {
+		t.Fatalf("wrong token: %v\n%s", err, stderr)
+	}
+}

@@ -1,0 +1,168 @@
+package testkms
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Vault is an httptest stand-in for Vault's (and OpenBao's) Transit secrets
+// engine: encrypt and decrypt under named AES-256-GCM keys with associated
+// data, token checks, namespaces, request counting and fault injection,
+// driven by Vault's real API client.
+type Vault struct {
+	URL   string
+	Token string
+
+	mu         sync.Mutex
+	keys       map[string][]byte // "mount/name" → key
+	calls      map[string]int
+	namespaces []string
+	status     int
+	hang       bool
+	release    chan struct{}
+}
+
+// StartVault serves a fake Vault on 127.0.0.1 until the test ends; keys
+// are "mount/name", e.g. "transit/layers".
+func StartVault(t testing.TB, token string, keys ...string) *Vault {
+	v := &Vault{Token: token, keys: map[string][]byte{}, calls: map[string]int{}, release: make(chan struct{})}
+	for _, k := range keys {
+		b := make([]byte, 32)
+		rand.Read(b)
+		v.keys[k] = b
+	}
+	srv := httptest.NewServer(http.HandlerFunc(v.serve))
+	v.URL = srv.URL
+	t.Cleanup(func() {
+		close(v.release)
+		srv.Close()
+	})
+	return v
+}
+
+// Calls returns how many requests of an operation ("encrypt", "decrypt") arrived.
+func (v *Vault) Calls(op string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.calls[op]
+}
+
+// ResetCalls zeroes the counters.
+func (v *Vault) ResetCalls() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.calls = map[string]int{}
+	v.namespaces = nil
+}
+
+// Namespaces returns the X-Vault-Namespace of the requests so far.
+func (v *Vault) Namespaces() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]string(nil), v.namespaces...)
+}
+
+// SetFault makes every request fail with an HTTP status (0: none).
+func (v *Vault) SetFault(status int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.status = status
+}
+
+// SetHang makes every request wait until the client gives up.
+func (v *Vault) SetHang(h bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.hang = h
+}
+
+func vaultError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string][]string{"errors": {msg}})
+}
+
+func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
+	// /v1/MOUNT.../(encrypt|decrypt)/NAME
+	p := strings.TrimPrefix(r.URL.Path, "/v1/")
+	i := strings.LastIndex(p, "/")
+	j := strings.LastIndex(p[:max(i, 0)], "/")
+	if i < 0 || j < 0 {
+		vaultError(w, 404, "unsupported path")
+		return
+	}
+	mount, op, name := p[:j], p[j+1:i], p[i+1:]
+	v.mu.Lock()
+	v.calls[op]++
+	v.namespaces = append(v.namespaces, r.Header.Get("X-Vault-Namespace"))
+	status, hang, key := v.status, v.hang, v.keys[mount+"/"+name]
+	v.mu.Unlock()
+	if hang {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-v.release:
+			return
+		case <-time.After(time.Minute):
+		}
+	}
+	if status != 0 {
+		vaultError(w, status, "injected fault")
+		return
+	}
+	if r.Header.Get("X-Vault-Token") != v.Token {
+		vaultError(w, 403, "permission denied")
+		return
+	}
+	if key == nil {
+		vaultError(w, 400, "encryption key not found")
+		return
+	}
+	var req struct {
+		Plaintext      string `json:"plaintext"`
+		Ciphertext     string `json:"ciphertext"`
+		AssociatedData string `json:"associated_data"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		vaultError(w, 400, "bad JSON")
+		return
+	}
+	ad, _ := base64.StdEncoding.DecodeString(req.AssociatedData)
+	g := gcm(key)
+	var data map[string]string
+	switch op {
+	case "encrypt":
+		pt, err := base64.StdEncoding.DecodeString(req.Plaintext)
+		if err != nil {
+			vaultError(w, 400, "failed to base64-decode plaintext")
+			return
+		}
+		nonce := make([]byte, 12)
+		rand.Read(nonce)
+		data = map[string]string{"ciphertext": "vault:v1:" + base64.StdEncoding.EncodeToString(g.Seal(nonce, nonce, pt, ad))}
+	case "decrypt":
+		raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(req.Ciphertext, "vault:v1:"))
+		if err != nil || !strings.HasPrefix(req.Ciphertext, "vault:v1:") || len(raw) < 12 {
+			vaultError(w, 400, "invalid ciphertext")
+			return
+		}
+		pt, err := g.Open(nil, raw[:12], raw[12:], ad)
+		if err != nil {
+			vaultError(w, 400, "cipher: message authentication failed")
+			return
+		}
+		data = map[string]string{"plaintext": base64.StdEncoding.EncodeToString(pt)}
+	default:
+		vaultError(w, 404, "unsupported operation")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"data": data})
+}

@@ -1,0 +1,220 @@
+// Package vault is the HashiCorp Vault / OpenBao Transit backend: file keys
+// wrapped by transit/encrypt under a named key, with the envelope version as
+// associated data (AEAD keys). Address, token and namespace come from the
+// usual VAULT_* variables; a token file is read if VAULT_TOKEN is unset.
+//
+// It links Vault's API client, so it is linked only into ocikp-plugin-kms.
+package vault
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/hint"
+)
+
+// StanzaType is the envelope stanza type of Transit recipients.
+const StanzaType = "hashivault"
+
+// Scheme of Transit key URLs.
+const Scheme = "hashivault"
+
+// EnvTokenFile names a file holding the Vault token (default ~/.vault-token).
+const EnvTokenFile = "OCIKP_VAULT_TOKEN_FILE"
+
+var associatedData = base64.StdEncoding.EncodeToString([]byte("ocikp/v1 hashivault"))
+
+// Key is a parsed hashivault:// URL.
+type Key struct {
+	URL   string
+	Name  string // transit key name
+	Mount string // secrets engine mount, default "transit"
+	Addr  string // "" for VAULT_ADDR
+}
+
+// ParseURL reads hashivault://KEY[?addr=https://vault:8200&mount=transit].
+func ParseURL(s string) (*Key, error) {
+	bad := errors.New("hashivault key URL: want hashivault://KEY[?addr=URL&mount=PATH]")
+	if !strings.HasPrefix(s, Scheme+"://") {
+		return nil, bad
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User != nil || u.Fragment != "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, bad
+	}
+	k := &Key{URL: s, Name: u.Host, Mount: "transit"}
+	for key, vs := range u.Query() {
+		if len(vs) != 1 || vs[0] == "" {
+			return nil, fmt.Errorf("hashivault key URL: query parameter %.20q must appear once, not empty", key)
+		}
+		switch key {
+		case "addr":
+			a, err := url.Parse(vs[0])
+			if err != nil || (a.Scheme != "https" && a.Scheme != "http") || a.Host == "" {
+				return nil, errors.New("hashivault key URL: addr must be an http(s) URL")
+			}
+			k.Addr = vs[0]
+		case "mount":
+			k.Mount = strings.Trim(vs[0], "/")
+		default:
+			return nil, fmt.Errorf("hashivault key URL: unknown query parameter %.20q (addr, mount)", key)
+		}
+	}
+	for _, c := range k.Name + k.Mount {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_./", c)) {
+			return nil, bad
+		}
+	}
+	if strings.Contains(k.Mount, "..") || k.Mount == "" {
+		return nil, bad
+	}
+	return k, nil
+}
+
+// Backend talks to Vault, one client per address.
+type Backend struct {
+	Timeout time.Duration
+	mu      sync.Mutex
+	clients map[string]*api.Client
+}
+
+// New returns a backend; timeout bounds each call, retries included.
+func New(timeout time.Duration) *Backend {
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	return &Backend{Timeout: timeout, clients: map[string]*api.Client{}}
+}
+
+func (b *Backend) client(k *Key) (*api.Client, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c, ok := b.clients[k.Addr]; ok {
+		return c, nil
+	}
+	cfg := api.DefaultConfig() // VAULT_ADDR, VAULT_CACERT, VAULT_SKIP_VERIFY, …
+	if cfg.Error != nil {
+		return nil, fmt.Errorf("hashivault: configuration: %w", cfg.Error)
+	}
+	if k.Addr != "" {
+		cfg.Address = k.Addr
+	}
+	cfg.Timeout = b.Timeout
+	c, err := api.NewClient(cfg) // VAULT_TOKEN, VAULT_NAMESPACE
+	if err != nil {
+		return nil, fmt.Errorf("hashivault: %w", err)
+	}
+	if c.Token() == "" {
+		path := os.Getenv(EnvTokenFile)
+		if path == "" {
+			if home, err := os.UserHomeDir(); err == nil {
+				path = filepath.Join(home, ".vault-token")
+			}
+		}
+		if data, err := os.ReadFile(path); err == nil {
+			c.SetToken(strings.TrimSpace(string(data)))
+		}
+	}
+	if c.Token() == "" {
+		return nil, hint.Wrap(errors.New("hashivault: no Vault token"), "set VAULT_TOKEN or "+EnvTokenFile+", or log in so that ~/.vault-token exists")
+	}
+	b.clients[k.Addr] = c
+	return c, nil
+}
+
+func (b *Backend) call(k *Key, op string, data map[string]any) (map[string]any, error) {
+	c, err := b.client(k)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
+	defer cancel()
+	path := k.Mount + "/" + op + "/" + k.Name
+	secret, err := c.Logical().WriteWithContext(ctx, path, data)
+	if err != nil {
+		return nil, explain(err, k, op, path)
+	}
+	if secret == nil || secret.Data == nil {
+		return nil, fmt.Errorf("hashivault: %s with %s: empty response", op, k.URL)
+	}
+	return secret.Data, nil
+}
+
+// Wrap encrypts fileKey under the transit key at u.
+func (b *Backend) Wrap(u string, fileKey []byte) (*envelope.Stanza, error) {
+	k, err := ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	data, err := b.call(k, "encrypt", map[string]any{
+		"plaintext": base64.StdEncoding.EncodeToString(fileKey), "associated_data": associatedData})
+	if err != nil {
+		return nil, err
+	}
+	ct, _ := data["ciphertext"].(string)
+	if !strings.HasPrefix(ct, "vault:") {
+		return nil, fmt.Errorf("hashivault: encrypt with %s: no ciphertext in the response", u)
+	}
+	return &envelope.Stanza{Type: StanzaType, KID: u, Key: []byte(ct)}, nil
+}
+
+// Unwrap decrypts a hashivault stanza.
+func (b *Backend) Unwrap(s *envelope.Stanza) ([]byte, error) {
+	if s.Type != StanzaType {
+		return nil, envelope.ErrIncorrectIdentity
+	}
+	k, err := ParseURL(s.KID)
+	if err != nil {
+		return nil, err
+	}
+	data, err := b.call(k, "decrypt", map[string]any{"ciphertext": string(s.Key), "associated_data": associatedData})
+	if err != nil {
+		return nil, err
+	}
+	pt, _ := data["plaintext"].(string)
+	out, err := base64.StdEncoding.DecodeString(pt)
+	if err != nil || len(out) == 0 {
+		return nil, fmt.Errorf("hashivault: decrypt with %s: no plaintext in the response", s.KID)
+	}
+	return out, nil
+}
+
+func explain(err error, k *Key, op, path string) error {
+	base := fmt.Sprintf("hashivault: %s with %s", op, k.URL)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return hint.Wrap(fmt.Errorf("%s: no answer in time", base), "check VAULT_ADDR and the network path to Vault, or raise OCIKP_KMS_TIMEOUT")
+	}
+	var re *api.ResponseError
+	if !errors.As(err, &re) {
+		return hint.Wrap(fmt.Errorf("%s: Vault unreachable: %v", base, err), "check VAULT_ADDR and the network path to Vault")
+	}
+	msg := strings.Join(re.Errors, "; ")
+	if len(msg) > 200 {
+		msg = msg[:200] + "…"
+	}
+	switch {
+	case re.StatusCode == 403:
+		return hint.Wrap(fmt.Errorf("%s: permission denied: the token needs the update capability on %s", base, path),
+			"grant it in the token's policy, or check that the token has not expired (VAULT_TOKEN, VAULT_NAMESPACE)")
+	case re.StatusCode == 400 && strings.Contains(msg, "not found"):
+		return hint.Wrap(fmt.Errorf("%s: key not found: %s", base, msg), "check the key name and the mount (?mount=)")
+	case re.StatusCode == 400:
+		return fmt.Errorf("%s: rejected: %s (a layer wrapped under another key, or corrupted)", base, msg)
+	case re.StatusCode == 429:
+		return hint.Wrap(fmt.Errorf("%s: rate limited", base), "retry later")
+	case re.StatusCode == 503:
+		return hint.Wrap(fmt.Errorf("%s: Vault is sealed or unavailable", base), "unseal Vault, or check its health")
+	}
+	return fmt.Errorf("%s: HTTP %d: %s", base, re.StatusCode, msg)
+}
