@@ -3,9 +3,8 @@
 // layer or a recipient needs a KMS, so the exec binary that ocicrypt runs
 // for every layer does not link the KMS SDKs.
 //
-// Backends: gcpkms (Google Cloud KMS), awskms (AWS KMS) and hashivault
-// (Vault / OpenBao Transit). azurekms is recognised and answers that it is
-// not implemented yet.
+// Backends: gcpkms (Google Cloud KMS), awskms (AWS KMS), azurekms and
+// azurekeyvault (Azure Key Vault) and hashivault (Vault / OpenBao Transit).
 package main
 
 import (
@@ -16,6 +15,7 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/keys/awskms"
+	"github.com/ocikp/ocikp/keys/azurekv"
 	"github.com/ocikp/ocikp/keys/gcpkms"
 	"github.com/ocikp/ocikp/keys/vault"
 	"github.com/ocikp/ocikp/plugin"
@@ -31,6 +31,7 @@ type handler struct {
 	gcp     *gcpkms.Backend
 	aws     *awskms.Backend
 	vault   *vault.Backend
+	azure   *azurekv.Backend
 	optsErr error // a configuration error, reported on use
 }
 
@@ -42,8 +43,8 @@ func (h *handler) backend(kind string) (backend, error) {
 		return h.aws, h.optsErr
 	case vault.Scheme:
 		return h.vault, h.optsErr
-	case "azurekms", "azurekeyvault":
-		return nil, fmt.Errorf("%s keys are not implemented yet in ocikp-plugin-kms", kind)
+	case azurekv.StanzaType, "azurekeyvault":
+		return h.azure, h.optsErr
 	}
 	return nil, fmt.Errorf("ocikp-plugin-kms does not serve %.30q", kind)
 }
@@ -89,6 +90,7 @@ func main() {
 	defer h.gcp.Close()
 	h.aws = awskms.New(opts.Timeout)
 	h.vault = vault.New(opts.Timeout)
+	h.azure = azurekv.New(opts.Timeout)
 	if err := plugin.Serve(os.Stdin, os.Stdout, h); err != nil && !errors.Is(err, os.ErrClosed) {
 		fmt.Fprintln(os.Stderr, "ocikp-plugin-kms: error:", err)
 		os.Exit(1)

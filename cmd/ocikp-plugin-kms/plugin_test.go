@@ -211,3 +211,25 @@ func TestVaultThroughOcikp(t *testing.T) {
 		t.Fatalf("wrong token: %v\n%s", err, stderr)
 	}
 }
+
+func TestAzureThroughOcikp(t *testing.T) {
+	r := newRig(t)
+	az := testkms.StartAzure(t, "tok", "layers")
+	r.env = append(r.env, "SSL_CERT_FILE="+az.CAFile, "OCIKP_AZURE_ACCESS_TOKEN=tok")
+	host := strings.TrimPrefix(az.URL, "https://")
+	const opts = `{"symkey":"azure"}`
+	// gocloud.dev's spelling for wrap; the stanza pins the key version.
+	ann := r.wrap(opts, "azurekeyvault://"+host+"/layers")
+	got, stderr, err := r.unwrap(ann, nil)
+	if err != nil || got != opts {
+		t.Fatalf("%v %s", err, stderr)
+	}
+	if az.Calls("wrapkey") != 1 || az.Calls("unwrapkey") != 1 {
+		t.Fatalf("calls %d/%d", az.Calls("wrapkey"), az.Calls("unwrapkey"))
+	}
+	az.SetFault(403)
+	_, stderr, err = r.unwrap(ann, nil)
+	if err == nil || !strings.Contains(stderr, "permission denied: the caller needs the unwrapKey key permission") {
+		t.Fatalf("denied: %v\n%s", err, stderr)
+	}
+}

@@ -64,7 +64,7 @@ func TestWrapUnwrap(t *testing.T) {
 }
 
 func TestNamespaceAndTokenFile(t *testing.T) {
-	b, fake := newBackend(t, 5*time.Second)
+	_, fake := newBackend(t, 5*time.Second)
 	t.Setenv("VAULT_NAMESPACE", "team-a")
 	t.Setenv("VAULT_TOKEN", "")
 	tf := filepath.Join(t.TempDir(), "token")
@@ -72,7 +72,7 @@ func TestNamespaceAndTokenFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv(EnvTokenFile, tf)
-	b = New(5 * time.Second)
+	b := New(5 * time.Second)
 	if _, err := b.Wrap("hashivault://layers", []byte("k")); err != nil {
 		t.Fatal(err)
 	}

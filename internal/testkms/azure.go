@@ -1,0 +1,167 @@
+package testkms
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Azure is an httptest TLS stand-in for the Key Vault keys API (wrapKey and
+// unwrapKey with RSA-OAEP-256) with Key Vault's challenge-based bearer
+// authentication, driven by the real azkeys client.
+type Azure struct {
+	URL    string // https://127.0.0.1:PORT
+	Token  string
+	CAFile string // PEM of the server certificate, for SSL_CERT_FILE
+
+	mu      sync.Mutex
+	keys    map[string]*rsa.PrivateKey // name → key (one version)
+	version string
+	calls   map[string]int
+	status  int
+	hang    bool
+	release chan struct{}
+}
+
+// StartAzure serves a fake Key Vault on 127.0.0.1 until the test ends.
+func StartAzure(t testing.TB, token string, names ...string) *Azure {
+	a := &Azure{Token: token, keys: map[string]*rsa.PrivateKey{}, version: "0123456789abcdef0123456789abcdef",
+		calls: map[string]int{}, release: make(chan struct{})}
+	for _, n := range names {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.keys[n] = k
+	}
+	srv := httptest.NewTLSServer(http.HandlerFunc(a.serve))
+	a.URL = srv.URL
+	a.CAFile = filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(a.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
+	t.Cleanup(func() {
+		close(a.release)
+		srv.Close()
+	})
+	return a
+}
+
+// Calls returns how many requests of an operation ("wrapkey", "unwrapkey") arrived.
+func (a *Azure) Calls(op string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls[op]
+}
+
+// ResetCalls zeroes the counters.
+func (a *Azure) ResetCalls() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = map[string]int{}
+}
+
+// SetFault makes every authenticated request fail with an HTTP status (0: none).
+func (a *Azure) SetFault(status int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.status = status
+}
+
+// SetHang makes every request wait until the client gives up.
+func (a *Azure) SetHang(h bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.hang = h
+}
+
+func azError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+var b64url = base64.RawURLEncoding
+
+func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="https://vault.azure.net"`)
+		azError(w, 401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
+		return
+	}
+	// /keys/NAME[/VERSION]/(wrapkey|unwrapkey)
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if len(parts) < 3 || parts[0] != "keys" {
+		azError(w, 404, "NotFound", "")
+		return
+	}
+	name, op := parts[1], parts[len(parts)-1]
+	version := ""
+	if len(parts) == 4 {
+		version = parts[2]
+	}
+	a.mu.Lock()
+	a.calls[op]++
+	status, hang, key, cur := a.status, a.hang, a.keys[name], a.version
+	a.mu.Unlock()
+	if hang {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-a.release:
+			return
+		case <-time.After(time.Minute):
+		}
+	}
+	if r.Header.Get("Authorization") != "Bearer "+a.Token {
+		azError(w, 401, "Unauthorized", "AKV10032: Invalid issuer.")
+		return
+	}
+	if status != 0 {
+		azError(w, status, "Forbidden", "injected fault")
+		return
+	}
+	if key == nil || (version != "" && version != cur) {
+		azError(w, 404, "KeyNotFound", "A key with (name/id) "+name+" was not found in this key vault.")
+		return
+	}
+	var req struct {
+		Alg   string `json:"alg"`
+		Value string `json:"value"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Alg != "RSA-OAEP-256" {
+		azError(w, 400, "BadParameter", "bad request")
+		return
+	}
+	in, err := b64url.DecodeString(strings.TrimRight(req.Value, "="))
+	if err != nil {
+		azError(w, 400, "BadParameter", "value")
+		return
+	}
+	var out []byte
+	switch op {
+	case "wrapkey":
+		out, err = rsa.EncryptOAEP(sha256.New(), rand.Reader, &key.PublicKey, in, nil)
+	case "unwrapkey":
+		out, err = key.Decrypt(rand.Reader, in, &rsa.OAEPOptions{Hash: crypto.SHA256})
+	default:
+		azError(w, 404, "NotFound", "")
+		return
+	}
+	if err != nil {
+		azError(w, 400, "BadParameter", "Error while unwrapping")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]string{"kid": a.URL + "/keys/" + name + "/" + cur, "value": b64url.EncodeToString(out)})
+}
