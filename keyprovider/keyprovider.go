@@ -11,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keys/kmspub"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/legacy"
 	"github.com/ocikp/ocikp/p256"
@@ -122,6 +124,11 @@ func (p *Provider) wrapEntry(params map[string][][]byte) ([][]byte, error) {
 // recipientFor parses a recipient string, or, when a provider name is set,
 // a keystore key name (provider:ocikp:alice).
 func (p *Provider) recipientFor(v string) (envelope.Recipient, error) {
+	if recipient.IsKMS(v) {
+		if r, err := p.offlineKMS(v); r != nil || err != nil {
+			return r, err
+		}
+	}
 	r, err := recipient.Parse(v)
 	if !errors.Is(err, recipient.ErrUnknown) {
 		return r, err
@@ -137,6 +144,46 @@ func (p *Provider) recipientFor(v string) (envelope.Recipient, error) {
 	}
 	return nil, hint.Wrap(errors.New("not an ocikp recipient or key name"),
 		"recipients look like ocikp-p256:… (see: ocikp recipient KEYNAME); schemes: "+strings.Join(recipient.Schemes(), ", "))
+}
+
+// KMSCache is the cache of asymmetric KMS public keys in the keystore.
+func (p *Provider) KMSCache() *kmspub.Cache {
+	return &kmspub.Cache{Dir: filepath.Join(p.Store.Dir, "kms")}
+}
+
+// offlineKMS returns an offline recipient for an asymmetric KMS key: from
+// the cache, or, for a GCP key version, fetched once through the plugin and
+// cached. It returns nil, nil for keys the KMS wraps itself.
+func (p *Provider) offlineKMS(url string) (envelope.Recipient, error) {
+	cache := p.KMSCache()
+	e, err := cache.Get(url)
+	if err == nil {
+		return e.Recipient()
+	}
+	if !errors.Is(err, kmspub.ErrNotCached) {
+		return nil, err
+	}
+	if !strings.HasPrefix(url, "gcpkms://") || !strings.Contains(url, "/cryptoKeyVersions/") {
+		return nil, nil
+	}
+	e, err = FetchPublicKey(url)
+	if err != nil {
+		return nil, err
+	}
+	if err := cache.Put(e); err != nil {
+		// A read-only keystore only costs the next wrap another fetch.
+		p.debug("could not cache the KMS public key", "url", url, "err", err)
+	}
+	return e.Recipient()
+}
+
+// FetchPublicKey asks the KMS plugin for an asymmetric key's public key.
+func FetchPublicKey(url string) (*kmspub.Entry, error) {
+	pk, err := recipient.KMS.PublicKey(url)
+	if err != nil {
+		return nil, err
+	}
+	return &kmspub.Entry{URL: url, StanzaType: pk.StanzaType, KID: pk.KID, N: pk.N, E: pk.E, Fetched: time.Now().UTC().Truncate(time.Second)}, nil
 }
 
 // Unwrap recovers optsdata from an annotation: with a local key if one

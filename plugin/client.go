@@ -206,6 +206,18 @@ func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	return resp.FileKey, nil
 }
 
+// PublicKey asks the plugin for the public key of an asymmetric KMS key.
+func (c *Client) PublicKey(recipient string) (*PublicKey, error) {
+	resp, err := c.Call(&Request{Op: OpPublicKey, Recipient: recipient})
+	if err != nil {
+		return nil, hinted(err)
+	}
+	if resp.PublicKey == nil {
+		return nil, fmt.Errorf("%s: pubkey reply without a key", c.Name)
+	}
+	return resp.PublicKey, nil
+}
+
 // OpenLegacy asks the plugin to open a legacy blob.
 func (c *Client) OpenLegacy(blob []byte) ([]byte, error) {
 	resp, err := c.Call(&Request{Op: OpOpenLegacy, Blob: blob})

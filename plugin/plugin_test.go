@@ -26,7 +26,8 @@ func (echo) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	}
 	return s.Key, nil
 }
-func (echo) OpenLegacy([]byte) ([]byte, error) { return nil, envelope.ErrIncorrectIdentity }
+func (echo) OpenLegacy([]byte) ([]byte, error)    { return nil, envelope.ErrIncorrectIdentity }
+func (echo) PublicKey(string) (*PublicKey, error) { return nil, errors.New("symmetric") }
 
 func TestServe(t *testing.T) {
 	in := strings.Join([]string{

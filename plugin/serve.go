@@ -21,6 +21,9 @@ type Handler interface {
 	// OpenLegacy returns an error wrapping envelope.ErrIncorrectIdentity for
 	// a blob it does not know.
 	OpenLegacy(blob []byte) ([]byte, error)
+	// PublicKey returns the RSA public key of an asymmetric KMS key, or an
+	// error if the key is not one ocikp can wrap for offline.
+	PublicKey(recipient string) (*PublicKey, error)
 }
 
 // Serve answers requests from in on out until in ends. It is the whole
@@ -90,6 +93,12 @@ func handle(line []byte, h Handler) *Response {
 			return failure(err)
 		}
 		return &Response{FileKey: fk}
+	case OpPublicKey:
+		pk, err := h.PublicKey(req.Recipient)
+		if err != nil {
+			return failure(err)
+		}
+		return &Response{PublicKey: pk}
 	case OpOpenLegacy:
 		secret, err := h.OpenLegacy(req.Blob)
 		if err != nil {

@@ -12,6 +12,7 @@ const (
 	OpWrap       = "wrap"        // recipient + file_key → stanza
 	OpUnwrap     = "unwrap"      // stanza → file_key, or error kind "not_mine"
 	OpOpenLegacy = "open-legacy" // blob (a legacy annotation) → secret
+	OpPublicKey  = "pubkey"      // recipient → public_key, for wrapping offline
 )
 
 // Error kinds.
@@ -32,10 +33,21 @@ type Request struct {
 
 // Response is one line on the plugin's stdout.
 type Response struct {
-	Stanza  *Stanza `json:"stanza,omitempty"`
-	FileKey []byte  `json:"file_key,omitempty"`
-	Secret  []byte  `json:"secret,omitempty"`
-	Error   *Error  `json:"error,omitempty"`
+	PublicKey *PublicKey `json:"public_key,omitempty"`
+	Stanza    *Stanza    `json:"stanza,omitempty"`
+	FileKey   []byte     `json:"file_key,omitempty"`
+	Secret    []byte     `json:"secret,omitempty"`
+	Error     *Error     `json:"error,omitempty"`
+}
+
+// PublicKey is an RSA public key that ocikp may wrap file keys for offline,
+// with RSA-OAEP and SHA-256 (empty label), writing stanzas of StanzaType with
+// KID; the plugin can unwrap those.
+type PublicKey struct {
+	StanzaType string `json:"stanza_type"`
+	KID        string `json:"kid"`
+	N          []byte `json:"n"` // big-endian modulus
+	E          int    `json:"e"`
 }
 
 // Error is a plugin's failure, written for the user: never secrets.

@@ -59,11 +59,29 @@ func (h *handler) Wrap(recipient string, fileKey []byte) (*envelope.Stanza, erro
 }
 
 func (h *handler) Unwrap(s *envelope.Stanza) ([]byte, error) {
-	b, err := h.backend(s.Type)
+	kind := s.Type
+	if kind == gcpkms.RSAStanzaType {
+		kind = gcpkms.Scheme
+	}
+	b, err := h.backend(kind)
 	if err != nil {
 		return nil, err
 	}
 	return b.Unwrap(s)
+}
+
+func (h *handler) PublicKey(recipient string) (*plugin.PublicKey, error) {
+	scheme, _, _ := strings.Cut(recipient, "://")
+	if scheme != gcpkms.Scheme {
+		if _, err := h.backend(scheme); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s: offline wrapping with a public key is not supported yet; the KMS wraps", scheme)
+	}
+	if h.optsErr != nil {
+		return nil, h.optsErr
+	}
+	return h.gcp.PublicKey(recipient)
 }
 
 func (h *handler) OpenLegacy(blob []byte) ([]byte, error) {

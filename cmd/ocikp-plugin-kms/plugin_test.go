@@ -17,8 +17,10 @@ import (
 )
 
 const (
-	keyName = "projects/p/locations/global/keyRings/r/cryptoKeys/k"
-	keyURL  = "gcpkms://" + keyName
+	keyName    = "projects/p/locations/global/keyRings/r/cryptoKeys/k"
+	keyURL     = "gcpkms://" + keyName
+	rsaVersion = "projects/p/locations/global/keyRings/r/cryptoKeys/rsa/cryptoKeyVersions/1"
+	rsaURL     = "gcpkms://" + rsaVersion
 )
 
 // rig is ocikp and ocikp-plugin-kms, built side by side, a fake Cloud KMS,
@@ -39,7 +41,7 @@ func newRig(t *testing.T) *rig {
 			t.Fatalf("go build %s: %v\n%s", p, err, out)
 		}
 	}
-	r := &rig{t: t, dir: dir, ocikp: filepath.Join(dir, "ocikp"), fake: testkms.StartGCP(t, keyName), starts: filepath.Join(dir, "starts")}
+	r := &rig{t: t, dir: dir, ocikp: filepath.Join(dir, "ocikp"), fake: testkms.StartGCP(t, keyName, rsaVersion), starts: filepath.Join(dir, "starts")}
 	wrapper := filepath.Join(dir, "plugin-counted")
 	os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\necho start >> %q\nexec %q \"$@\"\n", r.starts, filepath.Join(dir, "ocikp-plugin-kms"))), 0o755)
 	r.env = []string{
@@ -231,5 +233,52 @@ func TestAzureThroughOcikp(t *testing.T) {
 	_, stderr, err = r.unwrap(ann, nil)
 	if err == nil || !strings.Contains(stderr, "permission denied: the caller needs the unwrapKey key permission") {
 		t.Fatalf("denied: %v\n%s", err, stderr)
+	}
+}
+
+// An asymmetric key version: the public key is fetched once and cached, and
+// from then on encrypting needs no plugin and no KMS request.
+func TestGCPAsymmetricOffline(t *testing.T) {
+	r := newRig(t)
+	const opts = `{"symkey":"rsa"}`
+	ann := r.wrap(opts, rsaURL)
+	if n, m := r.fake.Calls("GetPublicKey"), r.fake.Calls("Encrypt"); n != 1 || m != 0 {
+		t.Fatalf("first wrap: %d GetPublicKey, %d Encrypt", n, m)
+	}
+	r.pluginStarts()
+	r.fake.ResetCalls()
+	for range 3 {
+		ann = r.wrap(opts, rsaURL)
+	}
+	if n := r.fake.Calls("GetPublicKey") + r.fake.Calls("Encrypt"); n != 0 {
+		t.Fatalf("cached wraps made %d KMS requests", n)
+	}
+	if n := r.pluginStarts(); n != 0 {
+		t.Fatalf("cached wraps started the plugin %d times", n)
+	}
+	var env struct{ Recipients []struct{ Type, Kid string } }
+	json.Unmarshal(ann, &env)
+	if len(env.Recipients) != 1 || env.Recipients[0].Type != "gcpkms-rsa" || env.Recipients[0].Kid != rsaURL {
+		t.Fatalf("stanzas %+v", env.Recipients)
+	}
+	got, stderr, err := r.unwrap(ann, []string{"OCIKP_KEYSTORE=" + t.TempDir()})
+	if err != nil || got != opts {
+		t.Fatalf("unwrap: %v %s", err, stderr)
+	}
+	if n := r.fake.Calls("AsymmetricDecrypt"); n != 1 {
+		t.Fatalf("%d AsymmetricDecrypt calls", n)
+	}
+	// The cache shows in ocikp list; kms pubkey refuses symmetric keys.
+	out, _, err := r.run(nil, nil, "list")
+	if err != nil || !strings.Contains(out, rsaURL) || !strings.Contains(out, "gcpkms-rsa (cached public key)") {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	_, stderr, err = r.run(nil, nil, "kms", "pubkey", keyURL)
+	if err == nil || !strings.Contains(stderr, "symmetric keys are wrapped by the KMS") {
+		t.Fatalf("kms pubkey symmetric: %v %s", err, stderr)
+	}
+	out, stderr, err = r.run(nil, []string{"OCIKP_KEYSTORE=" + t.TempDir()}, "kms", "pubkey", rsaURL)
+	if err != nil || strings.TrimSpace(out) != rsaURL || !strings.Contains(stderr, "cached the RSA-2048 public key") {
+		t.Fatalf("kms pubkey: %v %q %s", err, out, stderr)
 	}
 }

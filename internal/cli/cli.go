@@ -30,6 +30,7 @@ Usage:
   ocikp recipient NAME                 print a key's recipient string
   ocikp delete NAME                    delete a key
   ocikp config [--name NAME]           print an OCICRYPT_KEYPROVIDER_CONFIG file
+  ocikp kms pubkey URL                 fetch and cache an asymmetric KMS key's public key
   ocikp version
 
 Global flags (before or after the command):
@@ -111,6 +112,7 @@ func init() {
 		{"recipient", cmdRecipient},
 		{"delete", cmdDelete},
 		{"config", cmdConfig},
+		{"kms", cmdKMS},
 		{"version", cmdVersion},
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -244,6 +245,9 @@ func cmdList(e *env, args []string) error {
 		}
 		out = append(out, l)
 	}
+	for _, k := range (&keyprovider.Provider{Store: st}).KMSCache().List() {
+		out = append(out, listed{Name: k.URL, Type: k.StanzaType + " (cached public key)", Recipient: k.URL, Created: k.Fetched.Format(time.RFC3339)})
+	}
 	if *asJSON {
 		b, _ := json.MarshalIndent(out, "", "  ")
 		fmt.Fprintf(e.stdout, "%s\n", b)
@@ -277,6 +281,39 @@ func (e *env) nameAndStore(cmd string, args []string) (string, *soft.Store, erro
 	}
 	st, err := e.store()
 	return pos[0], st, err
+}
+
+// cmdKMS: "kms pubkey URL" fetches the public key of an asymmetric KMS key
+// through the plugin and caches it in the keystore, so that encrypting for
+// it needs no KMS call. (GCP key versions are fetched on first use anyway.)
+func cmdKMS(e *env, args []string) error {
+	if len(args) == 0 || args[0] != "pubkey" {
+		return usagef("usage: ocikp kms pubkey URL")
+	}
+	fs := e.flags("kms pubkey")
+	pos, err := e.parse(fs, args[1:], 1, 1, "URL")
+	if err != nil {
+		return err
+	}
+	if !recipient.IsKMS(pos[0]) {
+		return usagef("not a KMS key URL (schemes: %s)", strings.Join(recipient.KMSSchemes, ", "))
+	}
+	st, err := e.store()
+	if err != nil {
+		return err
+	}
+	defer recipient.KMS.Close(true)
+	entry, err := keyprovider.FetchPublicKey(pos[0])
+	if err != nil {
+		return err
+	}
+	p := &keyprovider.Provider{Store: st}
+	if err := p.KMSCache().Put(entry); err != nil {
+		return fmt.Errorf("caching the public key: %w", err)
+	}
+	fmt.Fprintln(e.stdout, entry.URL)
+	fmt.Fprintf(e.stderr, "ocikp: cached the RSA-%d public key of %s in %s; encrypting for it needs no KMS call\n", entry.Bits(), entry.URL, p.KMSCache().Dir)
+	return nil
 }
 
 func cmdRecipient(e *env, args []string) error {

@@ -8,8 +8,13 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
 	"hash/crc32"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +36,7 @@ type GCP struct {
 	srv   *grpc.Server
 	mu    sync.Mutex
 	keys  map[string][]byte
+	rsa   map[string]*rsa.PrivateKey // key version names
 	calls map[string]int
 	fault codes.Code
 	hang  bool
@@ -47,10 +53,19 @@ func StartGCP(t testing.TB, names ...string) *GCP {
 	return g
 }
 
-// NewGCP serves a fake KMS on 127.0.0.1 until Close.
+// NewGCP serves a fake KMS on 127.0.0.1 until Close. Names with
+// /cryptoKeyVersions/ are RSA_DECRYPT_OAEP_2048_SHA256 key versions.
 func NewGCP(names ...string) (*GCP, error) {
-	g := &GCP{keys: map[string][]byte{}, calls: map[string]int{}}
+	g := &GCP{keys: map[string][]byte{}, rsa: map[string]*rsa.PrivateKey{}, calls: map[string]int{}}
 	for _, n := range names {
+		if strings.Contains(n, "/cryptoKeyVersions/") {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				return nil, err
+			}
+			g.rsa[n] = k
+			continue
+		}
 		k := make([]byte, 32)
 		rand.Read(k)
 		g.keys[n] = k
@@ -185,4 +200,46 @@ func (g *GCP) Decrypt(ctx context.Context, req *kmspb.DecryptRequest) (*kmspb.De
 		return nil, status.Error(codes.InvalidArgument, "Decryption failed: the ciphertext is invalid.")
 	}
 	return &kmspb.DecryptResponse{Plaintext: pt, PlaintextCrc32C: crc(pt), UsedPrimary: true}, nil
+}
+
+func (g *GCP) rsaKey(name string) (*rsa.PrivateKey, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k, ok := g.rsa[name]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "CryptoKeyVersion %s not found.", name)
+	}
+	return k, nil
+}
+
+// GetPublicKey implements KeyManagementServiceServer.
+func (g *GCP) GetPublicKey(ctx context.Context, req *kmspb.GetPublicKeyRequest) (*kmspb.PublicKey, error) {
+	if err := g.enter(ctx, "GetPublicKey"); err != nil {
+		return nil, err
+	}
+	k, err := g.rsaKey(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	p := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	return &kmspb.PublicKey{Pem: p, PemCrc32C: crc([]byte(p)), Name: req.Name,
+		Algorithm: kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_2048_SHA256}, nil
+}
+
+// AsymmetricDecrypt implements KeyManagementServiceServer.
+func (g *GCP) AsymmetricDecrypt(ctx context.Context, req *kmspb.AsymmetricDecryptRequest) (*kmspb.AsymmetricDecryptResponse, error) {
+	if err := g.enter(ctx, "AsymmetricDecrypt"); err != nil {
+		return nil, err
+	}
+	k, err := g.rsaKey(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := rsa.DecryptOAEP(sha256.New(), nil, k, req.Ciphertext, nil)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, "Decryption failed: the ciphertext is invalid.")
+	}
+	return &kmspb.AsymmetricDecryptResponse{Plaintext: pt, PlaintextCrc32C: crc(pt),
+		VerifiedCiphertextCrc32C: req.CiphertextCrc32C != nil}, nil
 }

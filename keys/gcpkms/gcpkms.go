@@ -9,7 +9,10 @@ package gcpkms
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -30,10 +33,15 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/plugin"
 )
 
-// StanzaType is the envelope stanza type of GCP KMS recipients.
+// StanzaType is the envelope stanza type of GCP KMS symmetric recipients.
 const StanzaType = "gcpkms"
+
+// RSAStanzaType is the stanza type of file keys wrapped offline for an
+// asymmetric (RSA_DECRYPT_OAEP_*_SHA256) key version.
+const RSAStanzaType = "gcpkms-rsa"
 
 // Scheme of GCP KMS key URLs.
 const Scheme = "gcpkms"
@@ -213,12 +221,80 @@ func (b *Backend) Wrap(url string, fileKey []byte) (*envelope.Stanza, error) {
 	return &envelope.Stanza{Type: StanzaType, KID: url, Key: resp.Ciphertext}, nil
 }
 
-// Unwrap decrypts a gcpkms stanza.
+// Unwrap decrypts a gcpkms or gcpkms-rsa stanza.
 func (b *Backend) Unwrap(s *envelope.Stanza) ([]byte, error) {
-	if s.Type != StanzaType {
-		return nil, envelope.ErrIncorrectIdentity
+	switch s.Type {
+	case StanzaType:
+		return b.decrypt(s.KID, s.Key, aad)
+	case RSAStanzaType:
+		return b.asymmetricDecrypt(s.KID, s.Key)
 	}
-	return b.decrypt(s.KID, s.Key, aad)
+	return nil, envelope.ErrIncorrectIdentity
+}
+
+// PublicKey fetches the public key of an asymmetric key version, for
+// wrapping offline. Only RSA_DECRYPT_OAEP_*_SHA256 versions qualify.
+func (b *Backend) PublicKey(url string) (*plugin.PublicKey, error) {
+	name, version, err := ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	if !version {
+		return nil, fmt.Errorf("gcpkms: %s is a key, not a key version: symmetric keys are wrapped by the KMS, not offline", url)
+	}
+	c, err := b.getClient()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
+	defer cancel()
+	resp, err := c.GetPublicKey(ctx, &kmspb.GetPublicKeyRequest{Name: name})
+	if err != nil {
+		return nil, explain(err, url, "get public key", "cloudkms.cryptoKeyVersions.viewPublicKey", "roles/cloudkms.publicKeyViewer")
+	}
+	if resp.PemCrc32C == nil || crc([]byte(resp.Pem)).Value != resp.PemCrc32C.Value {
+		return nil, fmt.Errorf("gcpkms: public key of %s corrupted in transit (CRC32C mismatch)", url)
+	}
+	switch resp.Algorithm {
+	case kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_2048_SHA256, kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_3072_SHA256,
+		kmspb.CryptoKeyVersion_RSA_DECRYPT_OAEP_4096_SHA256:
+	default:
+		return nil, fmt.Errorf("gcpkms: %s has algorithm %s; ocikp wraps offline only for RSA_DECRYPT_OAEP_*_SHA256 keys", url, resp.Algorithm)
+	}
+	block, _ := pem.Decode([]byte(resp.Pem))
+	if block == nil {
+		return nil, fmt.Errorf("gcpkms: public key of %s is not PEM", url)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	rpub, ok := pub.(*rsa.PublicKey)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("gcpkms: public key of %s is not an RSA key", url)
+	}
+	return &plugin.PublicKey{StanzaType: RSAStanzaType, KID: url, N: rpub.N.Bytes(), E: rpub.E}, nil
+}
+
+func (b *Backend) asymmetricDecrypt(url string, ciphertext []byte) ([]byte, error) {
+	name, version, err := ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	if !version {
+		return nil, fmt.Errorf("gcpkms: %s stanza without a key version", RSAStanzaType)
+	}
+	c, err := b.getClient()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
+	defer cancel()
+	resp, err := c.AsymmetricDecrypt(ctx, &kmspb.AsymmetricDecryptRequest{Name: name, Ciphertext: ciphertext, CiphertextCrc32C: crc(ciphertext)})
+	if err != nil {
+		return nil, explain(err, url, "decrypt", "cloudkms.cryptoKeyVersions.useToDecrypt", "roles/cloudkms.cryptoKeyDecrypter")
+	}
+	if !resp.VerifiedCiphertextCrc32C || resp.PlaintextCrc32C == nil || crc(resp.Plaintext).Value != resp.PlaintextCrc32C.Value {
+		return nil, fmt.Errorf("gcpkms: decrypt with %s: corrupted in transit (CRC32C mismatch)", url)
+	}
+	return resp.Plaintext, nil
 }
 
 func (b *Backend) decrypt(url string, ciphertext, ad []byte) ([]byte, error) {
