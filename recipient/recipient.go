@@ -37,7 +37,7 @@ var KMS = &plugin.Client{Name: "ocikp-plugin-kms", EnvPath: "OCIKP_PLUGIN_KMS"}
 var KMSSchemes = []string{"gcpkms", "awskms", "azurekms", "azurekeyvault", "hashivault"}
 
 // KMSStanzaTypes are the stanza types the KMS plugin writes.
-var KMSStanzaTypes = []string{"gcpkms", "gcpkms-rsa", "awskms", "azurekms", "hashivault"}
+var KMSStanzaTypes = []string{"gcpkms", "gcpkms-rsa", "awskms", "awskms-rsa", "azurekms", "hashivault"}
 
 func parseKMS(s string) (envelope.Recipient, error) {
 	scheme, rest, _ := strings.Cut(s, "://")

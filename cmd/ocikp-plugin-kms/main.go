@@ -59,10 +59,7 @@ func (h *handler) Wrap(recipient string, fileKey []byte) (*envelope.Stanza, erro
 }
 
 func (h *handler) Unwrap(s *envelope.Stanza) ([]byte, error) {
-	kind := s.Type
-	if kind == gcpkms.RSAStanzaType {
-		kind = gcpkms.Scheme
-	}
+	kind := strings.TrimSuffix(s.Type, "-rsa") // gcpkms-rsa, awskms-rsa
 	b, err := h.backend(kind)
 	if err != nil {
 		return nil, err
@@ -72,16 +69,17 @@ func (h *handler) Unwrap(s *envelope.Stanza) ([]byte, error) {
 
 func (h *handler) PublicKey(recipient string) (*plugin.PublicKey, error) {
 	scheme, _, _ := strings.Cut(recipient, "://")
-	if scheme != gcpkms.Scheme {
-		if _, err := h.backend(scheme); err != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%s: offline wrapping with a public key is not supported yet; the KMS wraps", scheme)
+	b, err := h.backend(scheme)
+	if err != nil {
+		return nil, err
 	}
-	if h.optsErr != nil {
-		return nil, h.optsErr
+	pb, ok := b.(interface {
+		PublicKey(string) (*plugin.PublicKey, error)
+	})
+	if !ok {
+		return nil, fmt.Errorf("%s: offline wrapping with a public key is not supported; the KMS wraps", scheme)
 	}
-	return h.gcp.PublicKey(recipient)
+	return pb.PublicKey(recipient)
 }
 
 func (h *handler) OpenLegacy(blob []byte) ([]byte, error) {

@@ -282,3 +282,54 @@ func TestGCPAsymmetricOffline(t *testing.T) {
 		t.Fatalf("kms pubkey: %v %q %s", err, out, stderr)
 	}
 }
+
+// AWS RSA and Azure keys, cached with ocikp kms pubkey: wrapping makes no
+// KMS request and starts no plugin; unwrapping makes one.
+func TestCachedPublicKeysAWSAndAzure(t *testing.T) {
+	r := newRig(t)
+	const rsaID = "2222abcd-12ab-34cd-56ef-1234567890ab"
+	aws := testkms.StartAWS(t, nil, map[string]string{"alias/rsa": rsaID})
+	aws.AddRSAKey(t, rsaID)
+	az := testkms.StartAzure(t, "tok", "layers")
+	dir := t.TempDir()
+	r.env = append(r.env, "AWS_ENDPOINT_URL_KMS="+aws.URL, "AWS_ACCESS_KEY_ID=AKIDTEST", "AWS_SECRET_ACCESS_KEY=secret",
+		"AWS_REGION=eu-west-1", "AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE="+dir+"/c", "AWS_SHARED_CREDENTIALS_FILE="+dir+"/s",
+		"SSL_CERT_FILE="+az.CAFile, "OCIKP_AZURE_ACCESS_TOKEN=tok")
+	awsURL := "awskms:///alias/rsa"
+	azURL := "azurekms://" + strings.TrimPrefix(az.URL, "https://") + "/layers"
+	for _, u := range []string{awsURL, azURL} {
+		if out, stderr, err := r.run(nil, nil, "kms", "pubkey", u); err != nil || strings.TrimSpace(out) != u {
+			t.Fatalf("kms pubkey %s: %v %s", u, err, stderr)
+		}
+	}
+	r.pluginStarts()
+	aws.ResetCalls()
+	az.ResetCalls()
+	const opts = `{"symkey":"offline"}`
+	ann := r.wrap(opts, awsURL, azURL)
+	if n := r.pluginStarts(); n != 0 {
+		t.Fatalf("wrap started the plugin %d times", n)
+	}
+	if n := aws.Calls("Encrypt") + aws.Calls("GetPublicKey") + az.Calls("wrapkey") + az.Calls("getkey"); n != 0 {
+		t.Fatalf("wrap made %d KMS requests", n)
+	}
+	var env struct{ Recipients []struct{ Type, Kid string } }
+	json.Unmarshal(ann, &env)
+	if len(env.Recipients) != 2 || env.Recipients[0].Type != "awskms-rsa" || env.Recipients[1].Type != "azurekms" ||
+		!strings.HasSuffix(env.Recipients[1].Kid, "/layers/0123456789abcdef0123456789abcdef") {
+		t.Fatalf("stanzas %+v", env.Recipients)
+	}
+	empty := "OCIKP_KEYSTORE=" + t.TempDir()
+	got, stderr, err := r.unwrap(ann, []string{empty}, awsURL)
+	if err != nil || got != opts || aws.Calls("Decrypt") != 1 {
+		t.Fatalf("AWS unwrap: %v %s (%d Decrypt)", err, stderr, aws.Calls("Decrypt"))
+	}
+	got, stderr, err = r.unwrap(ann, []string{empty}, env.Recipients[1].Kid)
+	if err != nil || got != opts || az.Calls("unwrapkey") != 1 {
+		t.Fatalf("Azure unwrap: %v %s (%d unwrapkey)", err, stderr, az.Calls("unwrapkey"))
+	}
+	// Vault keys cannot be cached: the KMS wraps.
+	if _, stderr, err := r.run(nil, []string{"VAULT_ADDR=http://127.0.0.1:1", "VAULT_TOKEN=x"}, "kms", "pubkey", "hashivault://k"); err == nil || !strings.Contains(stderr, "not supported") {
+		t.Fatalf("vault pubkey: %v %s", err, stderr)
+	}
+}

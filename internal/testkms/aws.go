@@ -4,6 +4,9 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -23,8 +26,9 @@ type AWS struct {
 	URL string
 
 	mu      sync.Mutex
-	keys    map[string][]byte // "key/ID" → AES key
-	aliases map[string]string // "alias/NAME" → "key/ID"
+	keys    map[string][]byte          // "key/ID" → AES key
+	rsa     map[string]*rsa.PrivateKey // "key/ID" → RSA key (asymmetric keys)
+	aliases map[string]string          // "alias/NAME" → "key/ID"
 	calls   map[string]int
 	regions []string
 	fault   string // error type to return, e.g. "AccessDeniedException"
@@ -36,7 +40,7 @@ type AWS struct {
 // StartAWS serves a fake AWS KMS on 127.0.0.1 until the test ends. Each key
 // is a key id; aliases maps alias names ("alias/x") to key ids.
 func StartAWS(t testing.TB, keyIDs []string, aliases map[string]string) *AWS {
-	a := &AWS{keys: map[string][]byte{}, aliases: map[string]string{}, calls: map[string]int{}, release: make(chan struct{})}
+	a := &AWS{keys: map[string][]byte{}, rsa: map[string]*rsa.PrivateKey{}, aliases: map[string]string{}, calls: map[string]int{}, release: make(chan struct{})}
 	for _, id := range keyIDs {
 		k := make([]byte, 32)
 		rand.Read(k)
@@ -52,6 +56,33 @@ func StartAWS(t testing.TB, keyIDs []string, aliases map[string]string) *AWS {
 		srv.Close()
 	})
 	return a
+}
+
+// AddRSAKey adds an RSA_2048 ENCRYPT_DECRYPT key.
+func (a *AWS) AddRSAKey(t testing.TB, id string) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.rsa["key/"+id] = k
+}
+
+func (a *AWS) rsaKey(keyID string) (*rsa.PrivateKey, string) {
+	if strings.HasPrefix(keyID, "arn:") {
+		if parts := strings.SplitN(keyID, ":", 6); len(parts) == 6 {
+			keyID = parts[5]
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if al, ok := a.aliases[keyID]; ok {
+		keyID = al
+	} else if !strings.HasPrefix(keyID, "key/") {
+		keyID = "key/" + keyID
+	}
+	return a.rsa[keyID], keyID
 }
 
 // Calls returns how many requests of an operation ("Encrypt", "Decrypt") arrived.
@@ -116,17 +147,38 @@ func (a *AWS) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req struct {
-		KeyID             string            `json:"KeyId"`
-		Plaintext         []byte            `json:"Plaintext"`
-		CiphertextBlob    []byte            `json:"CiphertextBlob"`
-		EncryptionContext map[string]string `json:"EncryptionContext"`
+		EncryptionAlgorithm string            `json:"EncryptionAlgorithm"`
+		KeyID               string            `json:"KeyId"`
+		Plaintext           []byte            `json:"Plaintext"`
+		CiphertextBlob      []byte            `json:"CiphertextBlob"`
+		EncryptionContext   map[string]string `json:"EncryptionContext"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		awsError(w, 400, "SerializationException", "bad JSON")
 		return
 	}
 	ad := contextAD(req.EncryptionContext)
+	if rk, id := a.rsaKey(req.KeyID); rk != nil {
+		switch {
+		case op == "GetPublicKey":
+			der, _ := x509.MarshalPKIXPublicKey(&rk.PublicKey)
+			reply(w, map[string]any{"KeyId": a.arn(id), "PublicKey": der, "KeySpec": "RSA_2048", "KeyUsage": "ENCRYPT_DECRYPT",
+				"EncryptionAlgorithms": []string{"RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"}})
+		case op == "Decrypt" && req.EncryptionAlgorithm == "RSAES_OAEP_SHA_256" && len(req.EncryptionContext) == 0:
+			pt, err := rsa.DecryptOAEP(sha256.New(), nil, rk, req.CiphertextBlob, nil)
+			if err != nil {
+				awsError(w, 400, "InvalidCiphertextException", "")
+				return
+			}
+			reply(w, map[string]any{"Plaintext": pt, "KeyId": a.arn(id), "EncryptionAlgorithm": "RSAES_OAEP_SHA_256"})
+		default:
+			awsError(w, 400, "InvalidKeyUsageException", "wrong operation or algorithm for an RSA key")
+		}
+		return
+	}
 	switch op {
+	case "GetPublicKey":
+		awsError(w, 400, "UnsupportedOperationException", "symmetric keys have no public key")
 	case "Encrypt":
 		id, key, ok := a.resolve(req.KeyID)
 		if !ok {

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -99,8 +100,12 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 		azError(w, 401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
 		return
 	}
-	// /keys/NAME[/VERSION]/(wrapkey|unwrapkey)
+	// /keys/NAME[/VERSION]/(wrapkey|unwrapkey), GET /keys/NAME[/VERSION]
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	if r.Method == http.MethodGet && len(parts) >= 2 && len(parts) <= 3 && parts[0] == "keys" {
+		a.getKey(w, r, parts)
+		return
+	}
 	if len(parts) < 3 || parts[0] != "keys" {
 		azError(w, 404, "NotFound", "")
 		return
@@ -164,4 +169,24 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(map[string]string{"kid": a.URL + "/keys/" + name + "/" + cur, "value": b64url.EncodeToString(out)})
+}
+
+func (a *Azure) getKey(w http.ResponseWriter, r *http.Request, parts []string) {
+	a.mu.Lock()
+	a.calls["getkey"]++
+	key, cur := a.keys[parts[1]], a.version
+	a.mu.Unlock()
+	if r.Header.Get("Authorization") != "Bearer "+a.Token {
+		azError(w, 401, "Unauthorized", "AKV10032: Invalid issuer.")
+		return
+	}
+	if key == nil || (len(parts) == 3 && parts[2] != "" && parts[2] != cur) {
+		azError(w, 404, "KeyNotFound", "")
+		return
+	}
+	e := big.NewInt(int64(key.E)).Bytes()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"key": map[string]any{
+		"kid": a.URL + "/keys/" + parts[1] + "/" + cur, "kty": "RSA", "key_ops": []string{"wrapKey", "unwrapKey"},
+		"n": b64url.EncodeToString(key.N.Bytes()), "e": b64url.EncodeToString(e)}})
 }

@@ -10,11 +10,14 @@ package awskms
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,14 +25,20 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/plugin"
 )
 
-// StanzaType is the envelope stanza type of AWS KMS recipients.
+// StanzaType is the envelope stanza type of AWS KMS symmetric recipients.
 const StanzaType = "awskms"
+
+// RSAStanzaType is the stanza type of file keys wrapped offline for an RSA
+// key (RSAES_OAEP_SHA_256) whose public key is cached.
+const RSAStanzaType = "awskms-rsa"
 
 // Scheme of AWS KMS key URLs.
 const Scheme = "awskms"
@@ -165,9 +174,37 @@ func (b *Backend) Wrap(u string, fileKey []byte) (*envelope.Stanza, error) {
 	return &envelope.Stanza{Type: StanzaType, KID: u, Key: out.CiphertextBlob}, nil
 }
 
-// Unwrap decrypts an awskms stanza.
+// PublicKey fetches the public key of an RSA ENCRYPT_DECRYPT key that
+// supports RSAES_OAEP_SHA_256, for wrapping offline.
+func (b *Backend) PublicKey(u string) (*plugin.PublicKey, error) {
+	k, err := ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
+	defer cancel()
+	c, err := b.client(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(k.KeyID)})
+	if err != nil {
+		return nil, explain(err, u, "get public key", "kms:GetPublicKey")
+	}
+	if out.KeyUsage != types.KeyUsageTypeEncryptDecrypt || !slices.Contains(out.EncryptionAlgorithms, types.EncryptionAlgorithmSpecRsaesOaepSha256) {
+		return nil, fmt.Errorf("awskms: %s is not an RSA encryption key with RSAES_OAEP_SHA_256", u)
+	}
+	pub, err := x509.ParsePKIXPublicKey(out.PublicKey)
+	rpub, ok := pub.(*rsa.PublicKey)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("awskms: public key of %s is not an RSA key", u)
+	}
+	return &plugin.PublicKey{StanzaType: RSAStanzaType, KID: u, N: rpub.N.Bytes(), E: rpub.E}, nil
+}
+
+// Unwrap decrypts an awskms or awskms-rsa stanza.
 func (b *Backend) Unwrap(s *envelope.Stanza) ([]byte, error) {
-	if s.Type != StanzaType {
+	if s.Type != StanzaType && s.Type != RSAStanzaType {
 		return nil, envelope.ErrIncorrectIdentity
 	}
 	k, err := ParseURL(s.KID)
@@ -180,7 +217,12 @@ func (b *Backend) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := c.Decrypt(ctx, &kms.DecryptInput{KeyId: aws.String(k.KeyID), CiphertextBlob: s.Key, EncryptionContext: encryptionContext})
+	in := &kms.DecryptInput{KeyId: aws.String(k.KeyID), CiphertextBlob: s.Key, EncryptionContext: encryptionContext}
+	if s.Type == RSAStanzaType {
+		// Asymmetric decryption takes no encryption context.
+		in.EncryptionContext, in.EncryptionAlgorithm = nil, types.EncryptionAlgorithmSpecRsaesOaepSha256
+	}
+	out, err := c.Decrypt(ctx, in)
 	if err != nil {
 		return nil, explain(err, s.KID, "decrypt", "kms:Decrypt")
 	}

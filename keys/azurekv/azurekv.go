@@ -25,6 +25,7 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/plugin"
 )
 
 // StanzaType is the envelope stanza type of Azure Key Vault recipients.
@@ -159,6 +160,39 @@ func (b *Backend) Wrap(u string, fileKey []byte) (*envelope.Stanza, error) {
 		kid = strings.TrimSuffix(u, "/") + "/" + resp.KID.Version()
 	}
 	return &envelope.Stanza{Type: StanzaType, KID: kid, Key: resp.Result}, nil
+}
+
+// PublicKey fetches the public half of an RSA key, so that file keys can be
+// wrapped offline; unwrapKey opens what RSA-OAEP-256 wraps either way. The
+// key id returned pins the version.
+func (b *Backend) PublicKey(u string) (*plugin.PublicKey, error) {
+	k, err := ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	c, err := b.client(k)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
+	defer cancel()
+	resp, err := c.GetKey(ctx, k.Name, k.Version, nil)
+	if err != nil {
+		return nil, explain(err, u, "get key", "get")
+	}
+	jwk := resp.Key
+	if jwk == nil || jwk.Kty == nil || (*jwk.Kty != azkeys.KeyTypeRSA && *jwk.Kty != azkeys.KeyTypeRSAHSM) || len(jwk.N) == 0 || len(jwk.E) == 0 || len(jwk.E) > 4 {
+		return nil, fmt.Errorf("azurekms: %s is not an RSA key", u)
+	}
+	e := 0
+	for _, x := range jwk.E {
+		e = e<<8 | int(x)
+	}
+	kid := u
+	if k.Version == "" && jwk.KID != nil && jwk.KID.Version() != "" {
+		kid = strings.TrimSuffix(u, "/") + "/" + jwk.KID.Version()
+	}
+	return &plugin.PublicKey{StanzaType: StanzaType, KID: kid, N: jwk.N, E: e}, nil
 }
 
 // Unwrap unwraps an azurekms stanza.
