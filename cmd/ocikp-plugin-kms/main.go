@@ -98,8 +98,9 @@ func main() {
 		os.Exit(2)
 	}
 	h := &handler{}
+	h.optsErr = applyConfig()
 	opts, err := gcpkms.OptionsFromEnv()
-	if err != nil {
+	if err != nil && h.optsErr == nil {
 		h.optsErr = err
 	}
 	h.gcp = gcpkms.New(opts)

@@ -208,6 +208,13 @@ func TestVaultThroughOcikp(t *testing.T) {
 	if v.Calls("encrypt") != 1 || v.Calls("decrypt") != 1 {
 		t.Fatalf("calls %d/%d", v.Calls("encrypt"), v.Calls("decrypt"))
 	}
+	// The address from the KMS settings file alone.
+	cfg := filepath.Join(t.TempDir(), "kms.json")
+	os.WriteFile(cfg, []byte(`{"vault":{"addr":"`+v.URL+`"}}`), 0o600)
+	got, stderr, err = r.unwrap(ann, []string{"VAULT_ADDR=", "OCIKP_KMS_CONFIG=" + cfg})
+	if err != nil || got != opts {
+		t.Fatalf("address from the settings file: %v %s", err, stderr)
+	}
 	_, stderr, err = r.unwrap(ann, []string{"VAULT_TOKEN=wrong"})
 	if err == nil || !strings.Contains(stderr, "permission denied: the token needs the update capability on transit/decrypt/layers") {
 		t.Fatalf("wrong token: %v\n%s", err, stderr)

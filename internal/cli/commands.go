@@ -44,11 +44,19 @@ func cmdKeyprovider(e *env, args []string) error {
 	passFile := fs.String("passphrase-file", "", "file holding the passphrase of protected keys")
 	adc := fs.String("adc", "", "Google Cloud credentials file for gcpkms keys (as the GCP KMS key provider's --adc)")
 	awsProfile := fs.String("aws-profile", "", "AWS shared-config profile for awskms keys")
-	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] [--adc FILE] [--aws-profile P] < request.json"); err != nil {
+	kmsConfig := fs.String("kms-config", "", "KMS settings file (default $OCIKP_KMS_CONFIG, else ~/.config/ocikp/kms.json)")
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] [--adc FILE] [--aws-profile P] [--kms-config FILE] < request.json"); err != nil {
 		return err
 	}
 	if *awsProfile != "" {
 		recipient.KMS.Env = append(recipient.KMS.Env, "OCIKP_AWS_PROFILE="+*awsProfile)
+	}
+	if *kmsConfig != "" {
+		abs, err := filepath.Abs(*kmsConfig)
+		if err != nil {
+			return err
+		}
+		recipient.KMS.Env = append(recipient.KMS.Env, "OCIKP_KMS_CONFIG="+abs)
 	}
 	if *adc != "" {
 		abs, err := filepath.Abs(*adc)

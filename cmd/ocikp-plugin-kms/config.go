@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// EnvConfig names the KMS settings file (what ocikp keyprovider --kms-config sets).
+const EnvConfig = "OCIKP_KMS_CONFIG"
+
+// fileConfig is the KMS settings file: what flags and environment
+// variables set, for callers (ocicrypt) that pass fixed arguments.
+type fileConfig struct {
+	Timeout string `json:"timeout,omitempty"`
+	GCP     struct {
+		CredentialsFile string `json:"credentials_file,omitempty"`
+		Endpoint        string `json:"endpoint,omitempty"`
+	} `json:"gcp"`
+	AWS struct {
+		Profile string `json:"profile,omitempty"`
+		Region  string `json:"region,omitempty"`
+	} `json:"aws"`
+	Azure struct {
+		TenantID string `json:"tenant_id,omitempty"`
+		ClientID string `json:"client_id,omitempty"`
+	} `json:"azure"`
+	Vault struct {
+		Addr      string `json:"addr,omitempty"`
+		Namespace string `json:"namespace,omitempty"`
+		TokenFile string `json:"token_file,omitempty"`
+		CACert    string `json:"ca_cert,omitempty"`
+	} `json:"vault"`
+}
+
+// parseConfig decodes a settings file strictly: unknown keys are errors, so
+// that a misspelt setting does not silently fall back to a default.
+func parseConfig(data []byte) (*fileConfig, error) {
+	if len(data) > 64<<10 {
+		return nil, errors.New("too large")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var c fileConfig
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("invalid: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("invalid: trailing data")
+	}
+	if c.Timeout != "" {
+		if d, err := time.ParseDuration(c.Timeout); err != nil || d <= 0 {
+			return nil, errors.New(`invalid: "timeout" must be a duration such as "30s"`)
+		}
+	}
+	return &c, nil
+}
+
+// configPath returns the settings file to read, "" for none.
+func configPath() string {
+	if p := os.Getenv(EnvConfig); p != "" {
+		return p
+	}
+	dir := os.Getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return ""
+		}
+		dir = filepath.Join(home, ".config")
+	}
+	p := filepath.Join(dir, "ocikp", "kms.json")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// applyConfig reads the settings file and sets the environment variables
+// it stands for, where they are not already set: the environment (and so
+// ocikp's flags) wins over the file.
+func applyConfig() error {
+	path := configPath()
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("KMS settings %s: %w", path, err)
+	}
+	c, err := parseConfig(data)
+	if err != nil {
+		return fmt.Errorf("KMS settings %s: %w", path, err)
+	}
+	for env, v := range map[string]string{
+		"OCIKP_KMS_TIMEOUT":        c.Timeout,
+		"OCIKP_GCPKMS_CREDENTIALS": c.GCP.CredentialsFile,
+		"OCIKP_GCPKMS_ENDPOINT":    c.GCP.Endpoint,
+		"OCIKP_AWS_PROFILE":        c.AWS.Profile,
+		"AWS_REGION":               c.AWS.Region,
+		"AZURE_TENANT_ID":          c.Azure.TenantID,
+		"AZURE_CLIENT_ID":          c.Azure.ClientID,
+		"VAULT_ADDR":               c.Vault.Addr,
+		"VAULT_NAMESPACE":          c.Vault.Namespace,
+		"OCIKP_VAULT_TOKEN_FILE":   c.Vault.TokenFile,
+		"VAULT_CACERT":             c.Vault.CACert,
+	} {
+		if v != "" && os.Getenv(env) == "" {
+			os.Setenv(env, v)
+		}
+	}
+	return nil
+}
