@@ -3,6 +3,8 @@ package awskms
 import (
 	"bytes"
 	"errors"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -167,4 +169,43 @@ func FuzzParseURL(f *testing.F) {
 			t.Fatalf("%q: %+v", s, k)
 		}
 	})
+}
+
+func TestUnreachable(t *testing.T) {
+	fake := testkms.StartAWS(t, []string{keyID}, nil)
+	Env(t, fake)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	t.Setenv("AWS_ENDPOINT_URL_KMS", "http://"+l.Addr().String())
+	l.Close()
+	start := time.Now()
+	_, err := New(3*time.Second).Wrap("awskms:///"+keyID, make([]byte, 32))
+	if err == nil || time.Since(start) > 8*time.Second || !strings.Contains(strings.Join(hint.Of(err), " "), "network path") {
+		t.Fatalf("%v after %v", err, time.Since(start))
+	}
+}
+
+// --aws-profile / OCIKP_AWS_PROFILE: credentials and region from a named
+// profile in the shared config files.
+func TestProfile(t *testing.T) {
+	fake := testkms.StartAWS(t, []string{keyID}, nil)
+	Env(t, fake)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "config"), []byte("[profile layers]\nregion = ca-central-1\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "credentials"), []byte("[layers]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = s\n"), 0o600)
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_REGION", "")
+	t.Setenv(EnvProfile, "layers")
+	if _, err := New(5*time.Second).Wrap("awskms:///"+keyID, make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if r := fake.Regions(); len(r) != 1 || r[0] != "ca-central-1" {
+		t.Fatalf("signed for %v, want the profile's ca-central-1", r)
+	}
+	t.Setenv(EnvProfile, "nosuch")
+	if _, err := New(5*time.Second).Wrap("awskms:///"+keyID, make([]byte, 32)); err == nil {
+		t.Fatal("unknown profile accepted")
+	}
 }

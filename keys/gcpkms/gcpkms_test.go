@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -188,4 +189,27 @@ func FuzzParseURL(f *testing.F) {
 			t.Fatalf("%q parsed to %q", s, name)
 		}
 	})
+}
+
+// A KMS that cannot be reached yields a clear error within the deadline.
+func TestUnreachable(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close() // nothing listens here now
+	t.Setenv(EnvEndpoint, addr)
+	t.Setenv(EnvInsecure, "1")
+	o, err := OptionsFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Timeout = 2 * time.Second
+	b := New(o)
+	defer b.Close()
+	start := time.Now()
+	_, err = b.Wrap(keyURL, make([]byte, 32))
+	took := time.Since(start)
+	if err == nil || took > 6*time.Second || !(strings.Contains(err.Error(), "unreachable") || strings.Contains(err.Error(), "no answer in time")) {
+		t.Fatalf("%v after %v", err, took)
+	}
+	t.Logf("%v (after %v)", err, took.Round(time.Millisecond))
 }
