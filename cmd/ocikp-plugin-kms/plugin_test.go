@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -338,5 +340,69 @@ func TestCachedPublicKeysAWSAndAzure(t *testing.T) {
 	// Vault keys cannot be cached: the KMS wraps.
 	if _, stderr, err := r.run(nil, []string{"VAULT_ADDR=http://127.0.0.1:1", "VAULT_TOKEN=x"}, "kms", "pubkey", "hashivault://k"); err == nil || !strings.Contains(stderr, "not supported") {
 		t.Fatalf("vault pubkey: %v %s", err, stderr)
+	}
+}
+
+// A Workload Identity Federation credentials file (external_account, subject
+// token from a file) given with --adc: the real auth library exchanges the
+// token at a fake STS, and the real client calls a TLS fake KMS with the
+// access token it got. All offline, on loopback.
+func TestWorkloadIdentityFederation(t *testing.T) {
+	r := newRig(t)
+	const access = "ya29.from-sts"
+	fake := testkms.StartGCPTLS(t, access, keyName)
+	var exchanged int
+	sts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		req.ParseForm()
+		if req.Form.Get("subject_token") != "oidc-subject-token" || req.Form.Get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange" {
+			http.Error(w, `{"error":"invalid_grant"}`, 400)
+			return
+		}
+		exchanged++
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":%q,"issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":3600}`, access)
+	}))
+	defer sts.Close()
+	dir := t.TempDir()
+	subject := filepath.Join(dir, "subject")
+	os.WriteFile(subject, []byte("oidc-subject-token"), 0o600)
+	creds := filepath.Join(dir, "wif.json")
+	os.WriteFile(creds, []byte(fmt.Sprintf(`{"type":"external_account",
+	  "audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+	  "subject_token_type":"urn:ietf:params:oauth:token-type:jwt",
+	  "token_url":%q, "credential_source":{"file":%q}}`, sts.URL, subject)), 0o600)
+	r.env = []string{"OCIKP_GCPKMS_ENDPOINT=" + fake.Addr, "SSL_CERT_FILE=" + fake.CAFile,
+		"OCIKP_KEYSTORE=" + filepath.Join(dir, "keys"), "GOOGLE_APPLICATION_CREDENTIALS=" + filepath.Join(dir, "none.json")}
+
+	req, _ := json.Marshal(map[string]any{"op": "keywrap", "keywrapparams": map[string]any{
+		"ec": map[string]any{"Parameters": map[string]any{"ocikp": []string{b64(keyURL)}}}, "optsdata": b64("wif")}})
+	out, stderr, err := r.run(req, nil, "keyprovider", "--name", "ocikp", "--adc", creds)
+	if err != nil {
+		t.Fatalf("wrap with an external_account file: %v\n%s", err, stderr)
+	}
+	if exchanged == 0 || fake.Calls("Encrypt") != 1 {
+		t.Fatalf("%d token exchanges, %d Encrypt calls", exchanged, fake.Calls("Encrypt"))
+	}
+	var reply struct {
+		R struct{ Annotation []byte } `json:"keywrapresults"`
+	}
+	json.Unmarshal([]byte(out), &reply)
+	ureq, _ := json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{
+		"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": reply.R.Annotation}})
+	out, stderr, err = r.run(ureq, nil, "keyprovider", "--name", "ocikp", "--adc", creds)
+	if err != nil || !strings.Contains(out, b64("wif")) {
+		t.Fatalf("unwrap: %v\n%s", err, stderr)
+	}
+	// Without credentials the TLS KMS refuses, and says what to check.
+	_, stderr, err = r.run(ureq, nil, "keyprovider", "--name", "ocikp")
+	if err == nil || !strings.Contains(stderr, "credentials") {
+		t.Fatalf("no credentials: %v\n%s", err, stderr)
+	}
+	// A credentials file of an unknown type is refused before any request.
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"type":"api_key"}`), 0o600)
+	_, stderr, err = r.run(ureq, nil, "keyprovider", "--name", "ocikp", "--adc", bad)
+	if err == nil || !strings.Contains(stderr, `unsupported type "api_key"`) {
+		t.Fatalf("bad type: %v\n%s", err, stderr)
 	}
 }

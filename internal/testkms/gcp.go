@@ -7,13 +7,20 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"hash/crc32"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +29,8 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -33,13 +42,17 @@ type GCP struct {
 	kmspb.UnimplementedKeyManagementServiceServer
 	Addr string
 
-	srv   *grpc.Server
-	mu    sync.Mutex
-	keys  map[string][]byte
-	rsa   map[string]*rsa.PrivateKey // key version names
-	calls map[string]int
-	fault codes.Code
-	hang  bool
+	srv *grpc.Server
+	// With TLS: the CA file to trust (SSL_CERT_FILE) and the bearer token
+	// every request must carry.
+	CAFile string
+	token  string
+	mu     sync.Mutex
+	keys   map[string][]byte
+	rsa    map[string]*rsa.PrivateKey // key version names
+	calls  map[string]int
+	fault  codes.Code
+	hang   bool
 }
 
 // StartGCP serves a fake KMS on 127.0.0.1 until the test ends. names are
@@ -53,9 +66,56 @@ func StartGCP(t testing.TB, names ...string) *GCP {
 	return g
 }
 
+// StartGCPTLS serves a fake KMS over TLS that requires "Bearer token" on
+// every request, as the real service does with real credentials.
+func StartGCPTLS(t testing.TB, token string, names ...string) *GCP {
+	certPEM, keyPEM, err := selfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := newGCP([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}}))}, names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.token = token
+	g.CAFile = filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(g.CAFile, certPEM, 0o644)
+	t.Cleanup(g.Close)
+	return g
+}
+
+// selfSigned makes a certificate for 127.0.0.1.
+func selfSigned() (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "testkms"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}
+
 // NewGCP serves a fake KMS on 127.0.0.1 until Close. Names with
 // /cryptoKeyVersions/ are RSA_DECRYPT_OAEP_2048_SHA256 key versions.
-func NewGCP(names ...string) (*GCP, error) {
+func NewGCP(names ...string) (*GCP, error) { return newGCP(nil, names...) }
+
+func newGCP(opts []grpc.ServerOption, names ...string) (*GCP, error) {
 	g := &GCP{keys: map[string][]byte{}, rsa: map[string]*rsa.PrivateKey{}, calls: map[string]int{}}
 	for _, n := range names {
 		if strings.Contains(n, "/cryptoKeyVersions/") {
@@ -75,7 +135,7 @@ func NewGCP(names ...string) (*GCP, error) {
 		return nil, err
 	}
 	g.Addr = l.Addr().String()
-	g.srv = grpc.NewServer()
+	g.srv = grpc.NewServer(opts...)
 	kmspb.RegisterKeyManagementServiceServer(g.srv, g)
 	go g.srv.Serve(l)
 	return g, nil
@@ -116,6 +176,12 @@ func (g *GCP) SetHang(h bool) {
 }
 
 func (g *GCP) enter(ctx context.Context, method string) error {
+	if g.token != "" {
+		md, _ := metadata.FromIncomingContext(ctx)
+		if a := md.Get("authorization"); len(a) != 1 || a[0] != "Bearer "+g.token {
+			return status.Error(codes.Unauthenticated, "Request had invalid authentication credentials.")
+		}
+	}
 	g.mu.Lock()
 	g.calls[method]++
 	fault, hang := g.fault, g.hang

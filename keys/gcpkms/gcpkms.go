@@ -129,7 +129,8 @@ func (b *Backend) getClient() (*kms.KeyManagementClient, error) {
 		defer cancel()
 		b.client, b.err = kms.NewKeyManagementClient(ctx, opts...)
 		if b.err != nil {
-			b.err = fmt.Errorf("gcpkms: creating the client: %w", b.err)
+			b.err = hint.Wrap(fmt.Errorf("gcpkms: no usable credentials: %w", b.err),
+				"check GOOGLE_APPLICATION_CREDENTIALS or --adc, or run: gcloud auth application-default login")
 		}
 	})
 	return b.client, b.err
