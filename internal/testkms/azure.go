@@ -94,9 +94,54 @@ func azError(w http.ResponseWriter, status int, code, msg string) {
 
 var b64url = base64.RawURLEncoding
 
+// Tenant is the tenant in the fake's authentication challenge.
+const Tenant = "00000000-0000-0000-0000-000000000000"
+
+// TokenRequests returns how many client-credentials token requests the
+// fake's Entra ID endpoint answered (for AZURE_AUTHORITY_HOST=URL).
+func (a *Azure) TokenRequests() int { return a.Calls("token") }
+
+// ClientSecret is what the fake's Entra ID endpoint accepts for any client.
+const ClientSecret = "fake-client-secret"
+
+// entra serves the two Microsoft Entra ID endpoints MSAL uses for a client
+// secret when instance discovery is disabled: tenant discovery and token.
+func (a *Azure) entra(w http.ResponseWriter, r *http.Request) bool {
+	p := r.URL.Path
+	switch {
+	case strings.HasSuffix(p, "/v2.0/.well-known/openid-configuration"):
+		tenant := strings.Split(strings.Trim(p, "/"), "/")[0]
+		base := a.URL + "/" + tenant
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{
+			"token_endpoint": base + "/oauth2/v2.0/token", "authorization_endpoint": base + "/oauth2/v2.0/authorize",
+			"device_authorization_endpoint": base + "/oauth2/v2.0/devicecode", "issuer": base + "/v2.0",
+		})
+		return true
+	case strings.HasSuffix(p, "/oauth2/v2.0/token"):
+		a.mu.Lock()
+		a.calls["token"]++
+		a.mu.Unlock()
+		r.ParseForm()
+		if r.Form.Get("grant_type") != "client_credentials" || r.Form.Get("client_secret") != ClientSecret {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(401)
+			json.NewEncoder(w).Encode(map[string]any{"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."})
+			return true
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600, "access_token": a.Token})
+		return true
+	}
+	return false
+}
+
 func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
+	if a.entra(w, r) {
+		return
+	}
 	if r.Header.Get("Authorization") == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="https://vault.azure.net"`)
+		w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/`+Tenant+`", resource="https://vault.azure.net"`)
 		azError(w, 401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
 		return
 	}

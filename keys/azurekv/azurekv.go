@@ -40,6 +40,11 @@ var Schemes = []string{"azurekms", "azurekeyvault"}
 // az account get-access-token --resource https://vault.azure.net).
 const EnvAccessToken = "OCIKP_AZURE_ACCESS_TOKEN"
 
+// EnvDisableInstanceDiscovery ("1") skips Microsoft Entra instance
+// discovery, for disconnected and private clouds (Azure Stack) whose
+// authority (AZURE_AUTHORITY_HOST) Microsoft's cloud does not know.
+const EnvDisableInstanceDiscovery = "OCIKP_AZURE_DISABLE_INSTANCE_DISCOVERY"
+
 // Key is a parsed key URL.
 type Key struct {
 	URL      string
@@ -110,7 +115,8 @@ func (b *Backend) client(k *Key) (*azkeys.Client, error) {
 		if tok := os.Getenv(EnvAccessToken); tok != "" {
 			b.cred = staticToken(tok)
 		} else {
-			cred, err := azidentity.NewDefaultAzureCredential(nil)
+			cred, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
+				DisableInstanceDiscovery: os.Getenv(EnvDisableInstanceDiscovery) == "1"})
 			if err != nil {
 				return nil, hint.Wrap(fmt.Errorf("azurekms: no Azure credentials: %w", err),
 					"set AZURE_CLIENT_ID/AZURE_TENANT_ID (with a secret, certificate or workload identity), run az login, or use a managed identity")

@@ -120,3 +120,33 @@ func FuzzParseURL(f *testing.F) {
 		}
 	})
 }
+
+// DefaultAzureCredential with an environment service principal (client
+// secret), against a fake Entra ID on the fake vault's address; instance
+// discovery off as for a disconnected cloud, and the chain restricted to the
+// environment credential so that nothing reaches for instance metadata.
+func TestDefaultAzureCredentialEnvironment(t *testing.T) {
+	fake := testkms.StartAzure(t, "tok-from-entra", "layers")
+	t.Setenv("SSL_CERT_FILE", fake.CAFile)
+	t.Setenv(EnvAccessToken, "")
+	t.Setenv(EnvDisableInstanceDiscovery, "1")
+	t.Setenv("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential")
+	t.Setenv("AZURE_AUTHORITY_HOST", fake.URL)
+	t.Setenv("AZURE_TENANT_ID", testkms.Tenant)
+	t.Setenv("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111")
+	t.Setenv("AZURE_CLIENT_SECRET", testkms.ClientSecret)
+	u, _ := url.Parse(fake.URL)
+	kurl := "azurekms://" + u.Host + "/layers"
+	s, err := New(10 * time.Second).Wrap(kurl, bytes.Repeat([]byte{8}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fake.TokenRequests() != 1 || fake.Calls("wrapkey") != 1 {
+		t.Fatalf("%d token requests, %d wrapkey", fake.TokenRequests(), fake.Calls("wrapkey"))
+	}
+	t.Setenv("AZURE_CLIENT_SECRET", "wrong")
+	_, err = New(10 * time.Second).Unwrap(s)
+	if err == nil || !strings.Contains(err.Error(), "authentication failed") {
+		t.Fatalf("wrong secret: %v", err)
+	}
+}
