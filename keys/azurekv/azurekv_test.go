@@ -137,7 +137,7 @@ func TestDefaultAzureCredentialEnvironment(t *testing.T) {
 	t.Setenv("AZURE_CLIENT_SECRET", testkms.ClientSecret)
 	u, _ := url.Parse(fake.URL)
 	kurl := "azurekms://" + u.Host + "/layers"
-	s, err := New(10 * time.Second).Wrap(kurl, bytes.Repeat([]byte{8}, 32))
+	s, err := New(10*time.Second).Wrap(kurl, bytes.Repeat([]byte{8}, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
