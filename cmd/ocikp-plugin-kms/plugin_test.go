@@ -393,6 +393,12 @@ func TestWorkloadIdentityFederation(t *testing.T) {
 	if err != nil || !strings.Contains(out, b64("wif")) {
 		t.Fatalf("unwrap: %v\n%s", err, stderr)
 	}
+	// The same file through Application Default Credentials.
+	before := exchanged
+	out, stderr, err = r.run(ureq, []string{"GOOGLE_APPLICATION_CREDENTIALS=" + creds}, "keyprovider", "--name", "ocikp")
+	if err != nil || !strings.Contains(out, b64("wif")) || exchanged == before {
+		t.Fatalf("unwrap with GOOGLE_APPLICATION_CREDENTIALS: %v\n%s", err, stderr)
+	}
 	// Without credentials the TLS KMS refuses, and says what to check.
 	_, stderr, err = r.run(ureq, nil, "keyprovider", "--name", "ocikp")
 	if err == nil || !strings.Contains(stderr, "credentials") {
