@@ -14,33 +14,29 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
 // AWS is an httptest stand-in for the AWS KMS JSON API (TrentService
 // Encrypt and Decrypt), driven by the real SDK through its endpoint setting.
 // Ciphertexts embed the key id, as the real service's do.
 type AWS struct {
+	base
 	URL string
 
-	mu      sync.Mutex
 	keys    map[string][]byte          // "key/ID" → AES key
 	rsa     map[string]*rsa.PrivateKey // "key/ID" → RSA key (asymmetric keys)
 	aliases map[string]string          // "alias/NAME" → "key/ID"
-	calls   map[string]int
 	regions []string
 	fault   string // error type to return, e.g. "AccessDeniedException"
 	status  int
-	hang    bool
-	release chan struct{} // closed at the end: frees hung requests
 }
 
 // StartAWS serves a fake AWS KMS on 127.0.0.1 until the test ends. Each key
 // is a key id; aliases maps alias names ("alias/x") to key ids.
 func StartAWS(t testing.TB, keyIDs []string, aliases map[string]string) *AWS {
-	a := &AWS{keys: map[string][]byte{}, rsa: map[string]*rsa.PrivateKey{}, aliases: map[string]string{}, calls: map[string]int{}, release: make(chan struct{})}
+	a := &AWS{keys: map[string][]byte{}, rsa: map[string]*rsa.PrivateKey{}, aliases: map[string]string{}}
+	a.init()
 	for _, id := range keyIDs {
 		k := make([]byte, 32)
 		rand.Read(k)
@@ -52,7 +48,7 @@ func StartAWS(t testing.TB, keyIDs []string, aliases map[string]string) *AWS {
 	srv := httptest.NewServer(http.HandlerFunc(a.serve))
 	a.URL = srv.URL
 	t.Cleanup(func() {
-		close(a.release)
+		a.stop()
 		srv.Close()
 	})
 	return a
@@ -85,18 +81,11 @@ func (a *AWS) rsaKey(keyID string) (*rsa.PrivateKey, string) {
 	return a.rsa[keyID], keyID
 }
 
-// Calls returns how many requests of an operation ("Encrypt", "Decrypt") arrived.
-func (a *AWS) Calls(op string) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.calls[op]
-}
-
-// ResetCalls zeroes the counters.
+// ResetCalls zeroes the counters and the recorded regions.
 func (a *AWS) ResetCalls() {
+	a.base.ResetCalls()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.calls = map[string]int{}
 	a.regions = nil
 }
 
@@ -115,33 +104,19 @@ func (a *AWS) SetFault(errType string, status int) {
 	a.fault, a.status = errType, status
 }
 
-// SetHang makes every request wait until the client gives up.
-func (a *AWS) SetHang(h bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.hang = h
-}
-
 var credentialRegion = regexp.MustCompile(`Credential=[^/]+/[0-9]+/([^/]+)/kms/`)
 
 func (a *AWS) serve(w http.ResponseWriter, r *http.Request) {
 	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
+	if a.count(r.Context(), op) {
+		return
+	}
 	a.mu.Lock()
-	a.calls[op]++
 	if m := credentialRegion.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
 		a.regions = append(a.regions, m[1])
 	}
-	fault, status, hang := a.fault, a.status, a.hang
+	fault, status := a.fault, a.status
 	a.mu.Unlock()
-	if hang {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-a.release:
-			return
-		case <-time.After(time.Minute):
-		}
-	}
 	if fault != "" {
 		awsError(w, status, fault, "injected fault")
 		return

@@ -14,32 +14,27 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
 // Azure is an httptest TLS stand-in for the Key Vault keys API (wrapKey and
 // unwrapKey with RSA-OAEP-256) with Key Vault's challenge-based bearer
 // authentication, driven by the real azkeys client.
 type Azure struct {
+	base
 	URL    string // https://127.0.0.1:PORT
 	Token  string
 	CAFile string // PEM of the server certificate, for SSL_CERT_FILE
 
-	mu      sync.Mutex
 	keys    map[string]*rsa.PrivateKey // name → key (one version)
 	version string
-	calls   map[string]int
 	status  int
-	hang    bool
-	release chan struct{}
 }
 
 // StartAzure serves a fake Key Vault on 127.0.0.1 until the test ends.
 func StartAzure(t testing.TB, token string, names ...string) *Azure {
-	a := &Azure{Token: token, keys: map[string]*rsa.PrivateKey{}, version: "0123456789abcdef0123456789abcdef",
-		calls: map[string]int{}, release: make(chan struct{})}
+	a := &Azure{Token: token, keys: map[string]*rsa.PrivateKey{}, version: "0123456789abcdef0123456789abcdef"}
+	a.init()
 	for _, n := range names {
 		k, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
@@ -52,24 +47,10 @@ func StartAzure(t testing.TB, token string, names ...string) *Azure {
 	a.CAFile = filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(a.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
 	t.Cleanup(func() {
-		close(a.release)
+		a.stop()
 		srv.Close()
 	})
 	return a
-}
-
-// Calls returns how many requests of an operation ("wrapkey", "unwrapkey") arrived.
-func (a *Azure) Calls(op string) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.calls[op]
-}
-
-// ResetCalls zeroes the counters.
-func (a *Azure) ResetCalls() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.calls = map[string]int{}
 }
 
 // SetFault makes every authenticated request fail with an HTTP status (0: none).
@@ -77,13 +58,6 @@ func (a *Azure) SetFault(status int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.status = status
-}
-
-// SetHang makes every request wait until the client gives up.
-func (a *Azure) SetHang(h bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.hang = h
 }
 
 func azError(w http.ResponseWriter, status int, code, msg string) {
@@ -119,9 +93,7 @@ func (a *Azure) entra(w http.ResponseWriter, r *http.Request) bool {
 		})
 		return true
 	case strings.HasSuffix(p, "/oauth2/v2.0/token"):
-		a.mu.Lock()
-		a.calls["token"]++
-		a.mu.Unlock()
+		a.count(r.Context(), "token")
 		r.ParseForm()
 		if r.Form.Get("grant_type") != "client_credentials" || r.Form.Get("client_secret") != ClientSecret {
 			w.Header().Set("Content-Type", "application/json")
@@ -160,19 +132,12 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 	if len(parts) == 4 {
 		version = parts[2]
 	}
-	a.mu.Lock()
-	a.calls[op]++
-	status, hang, key, cur := a.status, a.hang, a.keys[name], a.version
-	a.mu.Unlock()
-	if hang {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-a.release:
-			return
-		case <-time.After(time.Minute):
-		}
+	if a.count(r.Context(), op) {
+		return
 	}
+	a.mu.Lock()
+	status, key, cur := a.status, a.keys[name], a.version
+	a.mu.Unlock()
 	if r.Header.Get("Authorization") != "Bearer "+a.Token {
 		azError(w, 401, "Unauthorized", "AKV10032: Invalid issuer.")
 		return
@@ -217,8 +182,8 @@ func (a *Azure) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Azure) getKey(w http.ResponseWriter, r *http.Request, parts []string) {
+	a.count(r.Context(), "getkey")
 	a.mu.Lock()
-	a.calls["getkey"]++
 	key, cur := a.keys[parts[1]], a.version
 	a.mu.Unlock()
 	if r.Header.Get("Authorization") != "Bearer "+a.Token {

@@ -22,7 +22,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +39,7 @@ import (
 // does them, request counting and fault injection.
 type GCP struct {
 	kmspb.UnimplementedKeyManagementServiceServer
+	base
 	Addr string
 
 	srv *grpc.Server
@@ -47,12 +47,9 @@ type GCP struct {
 	// every request must carry.
 	CAFile string
 	token  string
-	mu     sync.Mutex
 	keys   map[string][]byte
 	rsa    map[string]*rsa.PrivateKey // key version names
-	calls  map[string]int
 	fault  codes.Code
-	hang   bool
 }
 
 // StartGCP serves a fake KMS on 127.0.0.1 until the test ends. names are
@@ -116,7 +113,8 @@ func selfSigned() (certPEM, keyPEM []byte, err error) {
 func NewGCP(names ...string) (*GCP, error) { return newGCP(nil, names...) }
 
 func newGCP(opts []grpc.ServerOption, names ...string) (*GCP, error) {
-	g := &GCP{keys: map[string][]byte{}, rsa: map[string]*rsa.PrivateKey{}, calls: map[string]int{}}
+	g := &GCP{keys: map[string][]byte{}, rsa: map[string]*rsa.PrivateKey{}}
+	g.init()
 	for _, n := range names {
 		if strings.Contains(n, "/cryptoKeyVersions/") {
 			k, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -143,22 +141,8 @@ func newGCP(opts []grpc.ServerOption, names ...string) (*GCP, error) {
 
 // Close stops the server.
 func (g *GCP) Close() {
-	g.SetHang(false)
+	g.stop()
 	g.srv.Stop()
-}
-
-// Calls returns how many requests of a method ("Encrypt", "Decrypt") arrived.
-func (g *GCP) Calls(method string) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.calls[method]
-}
-
-// ResetCalls zeroes the counters.
-func (g *GCP) ResetCalls() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.calls = map[string]int{}
 }
 
 // SetFault makes every request fail with code (codes.OK: none).
@@ -168,13 +152,6 @@ func (g *GCP) SetFault(c codes.Code) {
 	g.fault = c
 }
 
-// SetHang makes every request wait until its deadline.
-func (g *GCP) SetHang(h bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.hang = h
-}
-
 func (g *GCP) enter(ctx context.Context, method string) error {
 	if g.token != "" {
 		md, _ := metadata.FromIncomingContext(ctx)
@@ -182,17 +159,12 @@ func (g *GCP) enter(ctx context.Context, method string) error {
 			return status.Error(codes.Unauthenticated, "Request had invalid authentication credentials.")
 		}
 	}
-	g.mu.Lock()
-	g.calls[method]++
-	fault, hang := g.fault, g.hang
-	g.mu.Unlock()
-	if hang {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Minute):
-		}
+	if g.count(ctx, method) && ctx.Err() != nil {
+		return ctx.Err()
 	}
+	g.mu.Lock()
+	fault := g.fault
+	g.mu.Unlock()
 	if fault != codes.OK {
 		return status.Error(fault, "injected fault")
 	}

@@ -7,9 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
 // Vault is an httptest stand-in for Vault's (and OpenBao's) Transit secrets
@@ -17,22 +15,20 @@ import (
 // data, token checks, namespaces, request counting and fault injection,
 // driven by Vault's real API client.
 type Vault struct {
+	base
 	URL   string
 	Token string
 
-	mu         sync.Mutex
 	keys       map[string][]byte // "mount/name" → key
-	calls      map[string]int
 	namespaces []string
 	status     int
-	hang       bool
-	release    chan struct{}
 }
 
 // StartVault serves a fake Vault on 127.0.0.1 until the test ends; keys
 // are "mount/name", e.g. "transit/layers".
 func StartVault(t testing.TB, token string, keys ...string) *Vault {
-	v := &Vault{Token: token, keys: map[string][]byte{}, calls: map[string]int{}, release: make(chan struct{})}
+	v := &Vault{Token: token, keys: map[string][]byte{}}
+	v.init()
 	for _, k := range keys {
 		b := make([]byte, 32)
 		rand.Read(b)
@@ -41,24 +37,17 @@ func StartVault(t testing.TB, token string, keys ...string) *Vault {
 	srv := httptest.NewServer(http.HandlerFunc(v.serve))
 	v.URL = srv.URL
 	t.Cleanup(func() {
-		close(v.release)
+		v.stop()
 		srv.Close()
 	})
 	return v
 }
 
-// Calls returns how many requests of an operation ("encrypt", "decrypt") arrived.
-func (v *Vault) Calls(op string) int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.calls[op]
-}
-
-// ResetCalls zeroes the counters.
+// ResetCalls zeroes the counters and the recorded namespaces.
 func (v *Vault) ResetCalls() {
+	v.base.ResetCalls()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.calls = map[string]int{}
 	v.namespaces = nil
 }
 
@@ -74,13 +63,6 @@ func (v *Vault) SetFault(status int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.status = status
-}
-
-// SetHang makes every request wait until the client gives up.
-func (v *Vault) SetHang(h bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.hang = h
 }
 
 func vaultError(w http.ResponseWriter, status int, msg string) {
@@ -99,20 +81,13 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mount, op, name := p[:j], p[j+1:i], p[i+1:]
-	v.mu.Lock()
-	v.calls[op]++
-	v.namespaces = append(v.namespaces, r.Header.Get("X-Vault-Namespace"))
-	status, hang, key := v.status, v.hang, v.keys[mount+"/"+name]
-	v.mu.Unlock()
-	if hang {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-v.release:
-			return
-		case <-time.After(time.Minute):
-		}
+	if v.count(r.Context(), op) {
+		return
 	}
+	v.mu.Lock()
+	v.namespaces = append(v.namespaces, r.Header.Get("X-Vault-Namespace"))
+	status, key := v.status, v.keys[mount+"/"+name]
+	v.mu.Unlock()
 	if status != 0 {
 		vaultError(w, status, "injected fault")
 		return
