@@ -183,7 +183,8 @@ func FetchPublicKey(url string) (*kmspub.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kmspub.Entry{URL: url, StanzaType: pk.StanzaType, KID: pk.KID, N: pk.N, E: pk.E, Fetched: time.Now().UTC().Truncate(time.Second)}, nil
+	return &kmspub.Entry{URL: url, StanzaType: pk.StanzaType, KID: pk.KID, N: pk.N, E: pk.E, Prefix: pk.Prefix,
+		Fetched: time.Now().UTC().Truncate(time.Second)}, nil
 }
 
 // Unwrap recovers optsdata from an annotation: with a local key if one

@@ -48,6 +48,9 @@ type PublicKey struct {
 	KID        string `json:"kid"`
 	N          []byte `json:"n"` // big-endian modulus
 	E          int    `json:"e"`
+	// Prefix, if set, makes the stanza key Prefix ‖ base64(ciphertext) in
+	// ASCII rather than the raw ciphertext (Vault's "vault:vN:" form).
+	Prefix string `json:"prefix,omitempty"`
 }
 
 // Error is a plugin's failure, written for the user: never secrets.

@@ -337,9 +337,37 @@ func TestCachedPublicKeysAWSAndAzure(t *testing.T) {
 	if err != nil || got != opts || az.Calls("unwrapkey") != 1 {
 		t.Fatalf("Azure unwrap: %v %s (%d unwrapkey)", err, stderr, az.Calls("unwrapkey"))
 	}
-	// Vault keys cannot be cached: the KMS wraps.
-	if _, stderr, err := r.run(nil, []string{"VAULT_ADDR=http://127.0.0.1:1", "VAULT_TOKEN=x"}, "kms", "pubkey", "hashivault://k"); err == nil || !strings.Contains(stderr, "not supported") {
-		t.Fatalf("vault pubkey: %v %s", err, stderr)
+}
+
+// A Transit rsa-2048 key: public key cached with ocikp kms pubkey, wraps
+// offline in Transit's own ciphertext form, transit/decrypt opens them; an
+// AES key is refused for caching.
+func TestVaultRSAOffline(t *testing.T) {
+	r := newRig(t)
+	v := testkms.StartVault(t, "s.tok", "transit/aes")
+	v.AddRSAKey(t, "transit/rsa")
+	r.env = append(r.env, "VAULT_ADDR="+v.URL, "VAULT_TOKEN=s.tok", "OCIKP_VAULT_TOKEN_FILE="+filepath.Join(t.TempDir(), "none"))
+	if out, stderr, err := r.run(nil, nil, "kms", "pubkey", "hashivault://rsa"); err != nil || strings.TrimSpace(out) != "hashivault://rsa" {
+		t.Fatalf("kms pubkey: %v %s", err, stderr)
+	}
+	if _, stderr, err := r.run(nil, nil, "kms", "pubkey", "hashivault://aes"); err == nil || !strings.Contains(stderr, "needs an rsa-* key") {
+		t.Fatalf("aes pubkey: %v %s", err, stderr)
+	}
+	r.pluginStarts()
+	v.ResetCalls()
+	const opts = `{"symkey":"vault rsa"}`
+	ann := r.wrap(opts, "hashivault://rsa")
+	if n := r.pluginStarts(); n != 0 || v.Calls("encrypt")+v.Calls("keys") != 0 {
+		t.Fatalf("offline wrap: %d plugin starts, %d Vault requests", n, v.Calls("encrypt")+v.Calls("keys"))
+	}
+	var env struct{ Recipients []struct{ Type, Key string } }
+	json.Unmarshal(ann, &env)
+	if k, _ := base64.StdEncoding.DecodeString(env.Recipients[0].Key); env.Recipients[0].Type != "hashivault" || !strings.HasPrefix(string(k), "vault:v1:") {
+		t.Fatalf("stanza %+v", env.Recipients)
+	}
+	got, stderr, err := r.unwrap(ann, []string{"OCIKP_KEYSTORE=" + t.TempDir()})
+	if err != nil || got != opts || v.Calls("decrypt") != 1 {
+		t.Fatalf("unwrap: %v %s (%d decrypt)", err, stderr, v.Calls("decrypt"))
 	}
 }
 

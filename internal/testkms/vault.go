@@ -2,8 +2,12 @@ package testkms
 
 import (
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,6 +24,7 @@ type Vault struct {
 	Token string
 
 	keys       map[string][]byte // "mount/name" → key
+	rsaKeys    map[string]*rsa.PrivateKey
 	namespaces []string
 	status     int
 }
@@ -27,7 +32,7 @@ type Vault struct {
 // StartVault serves a fake Vault on 127.0.0.1 until the test ends; keys
 // are "mount/name", e.g. "transit/layers".
 func StartVault(t testing.TB, token string, keys ...string) *Vault {
-	v := &Vault{Token: token, keys: map[string][]byte{}}
+	v := &Vault{Token: token, keys: map[string][]byte{}, rsaKeys: map[string]*rsa.PrivateKey{}}
 	v.init()
 	for _, k := range keys {
 		b := make([]byte, 32)
@@ -41,6 +46,18 @@ func StartVault(t testing.TB, token string, keys ...string) *Vault {
 		srv.Close()
 	})
 	return v
+}
+
+// AddRSAKey adds an rsa-2048 Transit key, "mount/name". As Transit does, it
+// encrypts with RSA-OAEP, SHA-256 and an empty label.
+func (v *Vault) AddRSAKey(t testing.TB, name string) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.rsaKeys[name] = k
 }
 
 // ResetCalls zeroes the counters and the recorded namespaces.
@@ -86,7 +103,7 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	v.mu.Lock()
 	v.namespaces = append(v.namespaces, r.Header.Get("X-Vault-Namespace"))
-	status, key := v.status, v.keys[mount+"/"+name]
+	status, key, rkey := v.status, v.keys[mount+"/"+name], v.rsaKeys[mount+"/"+name]
 	v.mu.Unlock()
 	if status != 0 {
 		vaultError(w, status, "injected fault")
@@ -96,8 +113,17 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 		vaultError(w, 403, "permission denied")
 		return
 	}
+	if rkey != nil {
+		v.serveRSA(w, r, op, rkey)
+		return
+	}
 	if key == nil {
 		vaultError(w, 400, "encryption key not found")
+		return
+	}
+	if op == "keys" && r.Method == http.MethodGet {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"type": "aes256-gcm96", "latest_version": 1, "keys": map[string]any{"1": 1700000000}}})
 		return
 	}
 	var req struct {
@@ -136,6 +162,37 @@ func (v *Vault) serve(w http.ResponseWriter, r *http.Request) {
 		data = map[string]string{"plaintext": base64.StdEncoding.EncodeToString(pt)}
 	default:
 		vaultError(w, 404, "unsupported operation")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"data": data})
+}
+
+func (v *Vault) serveRSA(w http.ResponseWriter, r *http.Request, op string, k *rsa.PrivateKey) {
+	var data map[string]any
+	switch {
+	case op == "keys" && r.Method == http.MethodGet:
+		der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+		data = map[string]any{"type": "rsa-2048", "latest_version": 1, "keys": map[string]any{
+			"1": map[string]any{"name": "rsa-2048", "public_key": string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))}}}
+	case op == "decrypt":
+		var req struct {
+			Ciphertext string `json:"ciphertext"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(req.Ciphertext, "vault:v1:"))
+		if err != nil || !strings.HasPrefix(req.Ciphertext, "vault:v1:") {
+			vaultError(w, 400, "invalid ciphertext")
+			return
+		}
+		pt, err := rsa.DecryptOAEP(sha256.New(), nil, k, raw, nil)
+		if err != nil {
+			vaultError(w, 500, "failed to RSA decrypt the ciphertext")
+			return
+		}
+		data = map[string]any{"plaintext": base64.StdEncoding.EncodeToString(pt)}
+	default:
+		vaultError(w, 400, "unsupported operation for an RSA key in this fake")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,7 @@ type Entry struct {
 	KID        string    `json:"kid"`
 	N          []byte    `json:"n"`
 	E          int       `json:"e"`
+	Prefix     string    `json:"prefix,omitempty"` // see plugin.PublicKey
 	Fetched    time.Time `json:"fetched"`
 }
 
@@ -125,6 +127,9 @@ func Parse(data []byte) (*Entry, error) {
 	if e.URL == "" || e.StanzaType == "" || e.KID == "" {
 		return nil, errors.New("cached KMS public key: missing url, stanza_type or kid")
 	}
+	if len(e.Prefix) > 64 || strings.ContainsFunc(e.Prefix, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return nil, errors.New("cached KMS public key: invalid prefix")
+	}
 	if _, err := e.publicKey(); err != nil {
 		return nil, err
 	}
@@ -162,6 +167,9 @@ func (r *Recipient) Wrap(fileKey []byte) (*envelope.Stanza, error) {
 	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, r.pub, fileKey, nil)
 	if err != nil {
 		return nil, err
+	}
+	if r.e.Prefix != "" {
+		ct = []byte(r.e.Prefix + base64.StdEncoding.EncodeToString(ct))
 	}
 	return &envelope.Stanza{Type: r.e.StanzaType, KID: r.e.KID, Key: ct}, nil
 }

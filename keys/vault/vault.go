@@ -8,7 +8,10 @@ package vault
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -22,6 +25,7 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/plugin"
 )
 
 // StanzaType is the envelope stanza type of Transit recipients.
@@ -188,6 +192,58 @@ func (b *Backend) Unwrap(s *envelope.Stanza) ([]byte, error) {
 		return nil, fmt.Errorf("hashivault: decrypt with %s: no plaintext in the response", s.KID)
 	}
 	return out, nil
+}
+
+// PublicKey reads the latest version of a Transit RSA key (rsa-2048, -3072,
+// -4096) for wrapping offline. Transit encrypts with RSA-OAEP, SHA-256 and
+// an empty label, and writes "vault:vN:" ‖ base64; offline stanzas are made
+// the same way, so transit/decrypt opens them.
+func (b *Backend) PublicKey(u string) (*plugin.PublicKey, error) {
+	k, err := ParseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	c, err := b.client(k)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
+	defer cancel()
+	path := k.Mount + "/keys/" + k.Name
+	secret, err := c.Logical().ReadWithContext(ctx, path)
+	if err != nil {
+		return nil, explainRead(err, k, path)
+	}
+	if secret == nil || secret.Data == nil {
+		return nil, hint.Wrap(fmt.Errorf("hashivault: %s: key not found", u), "check the key name and the mount (?mount=)")
+	}
+	typ, _ := secret.Data["type"].(string)
+	if !strings.HasPrefix(typ, "rsa-") {
+		return nil, fmt.Errorf("hashivault: %s is a %.20q key; offline wrapping needs an rsa-* key (the KMS wraps others)", u, typ)
+	}
+	ver := fmt.Sprint(secret.Data["latest_version"])
+	keys, _ := secret.Data["keys"].(map[string]any)
+	entry, _ := keys[ver].(map[string]any)
+	pemText, _ := entry["public_key"].(string)
+	block, _ := pem.Decode([]byte(pemText))
+	if block == nil {
+		return nil, fmt.Errorf("hashivault: %s: no public key for version %.10s", u, ver)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	rpub, ok := pub.(*rsa.PublicKey)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("hashivault: %s: the public key is not RSA", u)
+	}
+	return &plugin.PublicKey{StanzaType: StanzaType, KID: u, N: rpub.N.Bytes(), E: rpub.E, Prefix: "vault:v" + ver + ":"}, nil
+}
+
+func explainRead(err error, k *Key, path string) error {
+	var re *api.ResponseError
+	if errors.As(err, &re) && re.StatusCode == 403 {
+		return hint.Wrap(fmt.Errorf("hashivault: read %s: permission denied: the token needs the read capability on %s", k.URL, path),
+			"grant it in the token's policy")
+	}
+	return explain(err, k, "read", path)
 }
 
 func explain(err error, k *Key, op, path string) error {
