@@ -50,8 +50,8 @@ var (
 	buildErr  error
 )
 
-// ocikpBinary builds cmd/ocikp and cmd/ocikp-plugin-kms once per test run
-// and returns the path of ocikp.
+// ocikpBinary builds cmd/ocikp and the KMS plugins once per test run and
+// returns the path of ocikp.
 func ocikpBinary(t *testing.T) string {
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ocikp-e2e-bin-")
@@ -61,7 +61,7 @@ func ocikpBinary(t *testing.T) string {
 		}
 		builtBin = filepath.Join(dir, "ocikp")
 		// The KMS plugin goes beside ocikp, where ocikp looks for it.
-		for _, p := range []string{"ocikp", "ocikp-plugin-kms"} {
+		for _, p := range []string{"ocikp", "ocikp-plugin-gcpkms", "ocikp-plugin-awskms", "ocikp-plugin-azurekms", "ocikp-plugin-hashivault"} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, p), "github.com/ocikp/ocikp/cmd/"+p).CombinedOutput()
 			if err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", p, err, out)

@@ -27,12 +27,12 @@ const (
 	awsKeyURL = "awskms:///alias/layers?region=eu-west-1"
 )
 
-// kmsEnv points ocikp-plugin-kms at a fake Cloud KMS on loopback.
+// kmsEnv points ocikp-plugin-gcpkms at a fake Cloud KMS on loopback.
 func kmsEnv(fake *testkms.GCP) []string {
 	return []string{"OCIKP_GCPKMS_ENDPOINT=" + fake.Addr, "OCIKP_GCPKMS_INSECURE=1"}
 }
 
-// awsEnv points the AWS SDK in ocikp-plugin-kms at a fake on loopback, with
+// awsEnv points the AWS SDK in ocikp-plugin-awskms at a fake on loopback, with
 // dummy credentials, no shared config and no instance metadata service.
 func awsEnv(t *testing.T, fake *testkms.AWS) []string {
 	dir := t.TempDir()

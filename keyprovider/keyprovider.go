@@ -179,7 +179,8 @@ func (p *Provider) offlineKMS(url string) (envelope.Recipient, error) {
 
 // FetchPublicKey asks the KMS plugin for an asymmetric key's public key.
 func FetchPublicKey(url string) (*kmspub.Entry, error) {
-	pk, err := recipient.KMS.PublicKey(url)
+	scheme, _, _ := strings.Cut(url, "://")
+	pk, err := recipient.KMSPlugin(scheme).PublicKey(url)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +212,7 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 		if sel.selected && len(sel.kmsKIDs) == 0 {
 			return nil, errors.New("this layer was encrypted by the GCP KMS key provider, and the decryption config names no gcpkms:// key")
 		}
-		return recipient.KMS.OpenLegacy(blob)
+		return recipient.KMSPlugin("gcpkms").OpenLegacy(blob)
 	}
 	return nil, errors.New("the layer's annotation is not an ocikp envelope or a known legacy format")
 }
@@ -229,7 +230,7 @@ func (p *Provider) open(env *envelope.Envelope, sel *selection) ([]byte, error) 
 	if errors.As(err, &nie) && hasKMSStanza(env) && (!sel.selected || len(sel.kmsKIDs) > 0) {
 		p.debug("unwrap: trying the KMS plugin")
 		failures := nie.Failures
-		fk, err = env.UnwrapFileKey(&plugin.Identity{Client: recipient.KMS, Types: recipient.KMSStanzaTypes, KIDs: sel.kmsKIDs})
+		fk, err = env.UnwrapFileKey(kmsIdentities(env, sel.kmsKIDs)...)
 		if errors.As(err, &nie) {
 			nie.Failures = append(failures, nie.Failures...)
 		}
@@ -242,6 +243,22 @@ func (p *Provider) open(env *envelope.Envelope, sel *selection) ([]byte, error) 
 		return nil, err
 	}
 	return env.OpenPayload(fk)
+}
+
+// kmsIdentities returns one plugin identity per KMS stanza type in env, so
+// that each stanza goes to the plugin of its cloud.
+func kmsIdentities(env *envelope.Envelope, kids []string) []envelope.Identity {
+	var ids []envelope.Identity
+	seen := map[string]bool{}
+	for _, s := range env.Recipients {
+		c := recipient.KMSPlugin(s.Type)
+		if c == nil || seen[s.Type] {
+			continue
+		}
+		seen[s.Type] = true
+		ids = append(ids, &plugin.Identity{Client: c, Types: []string{s.Type}, KIDs: kids})
+	}
+	return ids
 }
 
 func hasKMSStanza(env *envelope.Envelope) bool {

@@ -142,7 +142,7 @@ func TestNameDetection(t *testing.T) {
 }
 
 func TestWrapErrors(t *testing.T) {
-	t.Setenv("OCIKP_PLUGIN_KMS", filepath.Join(t.TempDir(), "no-such-plugin"))
+	t.Setenv("OCIKP_PLUGIN_DIR", filepath.Join(t.TempDir(), "no-plugins"))
 	f := newFixture(t, "alice")
 	p := &Provider{Name: "ocikp", Store: f.st}
 	for name, w := range map[string]*protocol.KeyWrapParams{

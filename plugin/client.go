@@ -22,10 +22,8 @@ const maxLine = 1 << 20
 
 // Client runs one plugin executable, started on first use.
 type Client struct {
-	// Name is the executable's name, e.g. "ocikp-plugin-kms".
+	// Name is the executable's name, e.g. "ocikp-plugin-gcpkms".
 	Name string
-	// EnvPath names an environment variable that overrides where it is.
-	EnvPath string
 	// Env is added to the plugin's environment.
 	Env []string
 
@@ -37,11 +35,15 @@ type Client struct {
 	err    error // a start failure, kept
 }
 
-// Find returns the plugin's path: $EnvPath, else next to the running
-// executable, else on PATH.
+// EnvDir names the environment variable of a directory searched for
+// plugins before any other.
+const EnvDir = "OCIKP_PLUGIN_DIR"
+
+// Find returns the plugin's path: in $OCIKP_PLUGIN_DIR if set, else next to
+// the running executable, else on PATH.
 func (c *Client) Find() (string, error) {
-	if p := os.Getenv(c.EnvPath); c.EnvPath != "" && p != "" {
-		return p, nil
+	if d := os.Getenv(EnvDir); d != "" {
+		return filepath.Join(d, c.Name), nil
 	}
 	if exe, err := os.Executable(); err == nil {
 		p := filepath.Join(filepath.Dir(exe), c.Name)
@@ -53,7 +55,7 @@ func (c *Client) Find() (string, error) {
 		return p, nil
 	}
 	return "", hint.Wrap(fmt.Errorf("%s is not installed: it is looked for next to ocikp and on PATH", c.Name),
-		"install it beside ocikp (go install ./cmd/...)", "or set "+c.EnvPath+" to its path")
+		"install it beside ocikp (go install ./cmd/...)", "or set "+EnvDir+" to the directory that holds it")
 }
 
 func (c *Client) start() error {

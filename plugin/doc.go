@@ -1,5 +1,5 @@
 // Package plugin runs key backends that live in separate executables, such
-// as ocikp-plugin-kms with the cloud KMS SDKs, so that the exec binary
+// as ocikp-plugin-gcpkms with a cloud KMS SDK, so that the exec binary
 // ocicrypt starts for every layer does not link them (DESIGN.md, "Binaries").
 //
 // A plugin is started only when a recipient or a stanza needs it, and serves

@@ -29,22 +29,54 @@ func Register(scheme string, f ParseFunc) { schemes[scheme] = f }
 
 func parseP256(s string) (envelope.Recipient, error) { return p256.Parse(s) }
 
-// KMS is the plugin that serves cloud KMS recipients and stanzas. It is
-// started only when one is used.
-var KMS = &plugin.Client{Name: "ocikp-plugin-kms", EnvPath: "OCIKP_PLUGIN_KMS"}
+// kmsPlugins are the KMS plugins, one executable per cloud so that each
+// links one SDK; each is started only when one of its keys is used.
+var kmsPlugins = map[string]*plugin.Client{
+	"gcpkms":     {Name: "ocikp-plugin-gcpkms"},
+	"awskms":     {Name: "ocikp-plugin-awskms"},
+	"azurekms":   {Name: "ocikp-plugin-azurekms"},
+	"hashivault": {Name: "ocikp-plugin-hashivault"},
+}
 
-// KMSSchemes are the recipient URL schemes the KMS plugin serves.
+// kmsKinds maps URL schemes and stanza types to their plugin.
+var kmsKinds = map[string]string{
+	"gcpkms": "gcpkms", "gcpkms-rsa": "gcpkms",
+	"awskms": "awskms", "awskms-rsa": "awskms",
+	"azurekms": "azurekms", "azurekeyvault": "azurekms",
+	"hashivault": "hashivault",
+}
+
+// KMSSchemes are the recipient URL schemes the KMS plugins serve.
 var KMSSchemes = []string{"gcpkms", "awskms", "azurekms", "azurekeyvault", "hashivault"}
 
-// KMSStanzaTypes are the stanza types the KMS plugin writes.
+// KMSStanzaTypes are the stanza types the KMS plugins write.
 var KMSStanzaTypes = []string{"gcpkms", "gcpkms-rsa", "awskms", "awskms-rsa", "azurekms", "hashivault"}
+
+// KMSPlugin returns the plugin for a URL scheme or stanza type, or nil.
+func KMSPlugin(kind string) *plugin.Client {
+	return kmsPlugins[kmsKinds[kind]]
+}
+
+// AddKMSEnv adds KEY=VALUE to the environment of every KMS plugin.
+func AddKMSEnv(kv string) {
+	for _, c := range kmsPlugins {
+		c.Env = append(c.Env, kv)
+	}
+}
+
+// CloseKMS ends the KMS plugins that were started.
+func CloseKMS(wait bool) {
+	for _, c := range kmsPlugins {
+		c.Close(wait)
+	}
+}
 
 func parseKMS(s string) (envelope.Recipient, error) {
 	scheme, rest, _ := strings.Cut(s, "://")
 	if rest == "" || strings.ContainsAny(s, " \t\n") {
 		return nil, fmt.Errorf("%s recipient: want %s://… (see the README's KMS section)", scheme, scheme)
 	}
-	return &plugin.Recipient{Client: KMS, URL: s}, nil
+	return &plugin.Recipient{Client: KMSPlugin(scheme), URL: s}, nil
 }
 
 // IsKMS reports whether s is a KMS key URL.

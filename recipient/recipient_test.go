@@ -29,7 +29,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pr, ok := r.(*plugin.Recipient); !ok || pr.Client != KMS {
+	if pr, ok := r.(*plugin.Recipient); !ok || pr.Client.Name != "ocikp-plugin-gcpkms" {
 		t.Fatalf("gcpkms recipient is %T", r)
 	}
 	for _, s := range []string{"gcpkms://", "awskms://a b"} {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the KMS plugin design costs, measured against a fake Cloud KMS on
-# loopback: software-key unwraps with and without ocikp-plugin-kms installed
+# loopback: software-key unwraps with and without ocikp-plugin-gcpkms installed
 # (must be equal), and a KMS unwrap through ocikp against a bare SDK call in
 # its own process (target: at most 1.1x plus one ocikp process start).
 #
@@ -10,6 +10,6 @@ cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 go build -o "$out/ocikp" ./cmd/ocikp
-go build -o "$out/ocikp-plugin-kms" ./cmd/ocikp-plugin-kms
+go build -o "$out/ocikp-plugin-gcpkms" ./cmd/ocikp-plugin-gcpkms
 go build -o "$out/kmsbench" ./internal/cmd/kmsbench
 "$out/kmsbench" -ocikp "$out/ocikp" -runs "${RUNS:-200}"

@@ -49,23 +49,23 @@ func cmdKeyprovider(e *env, args []string) error {
 		return err
 	}
 	if *awsProfile != "" {
-		recipient.KMS.Env = append(recipient.KMS.Env, "OCIKP_AWS_PROFILE="+*awsProfile)
+		recipient.AddKMSEnv("OCIKP_AWS_PROFILE=" + *awsProfile)
 	}
 	if *kmsConfig != "" {
 		abs, err := filepath.Abs(*kmsConfig)
 		if err != nil {
 			return err
 		}
-		recipient.KMS.Env = append(recipient.KMS.Env, "OCIKP_KMS_CONFIG="+abs)
+		recipient.AddKMSEnv("OCIKP_KMS_CONFIG=" + abs)
 	}
 	if *adc != "" {
 		abs, err := filepath.Abs(*adc)
 		if err != nil {
 			return err
 		}
-		recipient.KMS.Env = append(recipient.KMS.Env, "OCIKP_GCPKMS_CREDENTIALS="+abs)
+		recipient.AddKMSEnv("OCIKP_GCPKMS_CREDENTIALS=" + abs)
 	}
-	defer recipient.KMS.Close(false) // a started plugin ends with the request
+	defer recipient.CloseKMS(false) // started plugins end with the request
 	if e.stdinIsTTY {
 		return hint.Wrap(errors.New("keyprovider reads one ocicrypt request on stdin, which is a terminal"),
 			"ocicrypt runs this command; to use ocikp by hand see 'ocikp help'")
@@ -310,7 +310,7 @@ func cmdKMS(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer recipient.KMS.Close(true)
+	defer recipient.CloseKMS(true)
 	entry, err := keyprovider.FetchPublicKey(pos[0])
 	if err != nil {
 		return err

@@ -5,7 +5,7 @@
 // ECS and EC2 roles); OCIKP_AWS_PROFILE or ocikp keyprovider --aws-profile
 // pick a profile.
 //
-// It links the AWS SDK, so it is linked only into ocikp-plugin-kms.
+// It links the AWS SDK, so it is linked only into ocikp-plugin-awskms.
 package awskms
 
 import (

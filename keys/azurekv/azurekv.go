@@ -4,7 +4,7 @@
 // identity, managed identity, Azure CLI), or a bearer token in
 // OCIKP_AZURE_ACCESS_TOKEN.
 //
-// It links the Azure SDK, so it is linked only into ocikp-plugin-kms.
+// It links the Azure SDK, so it is linked only into ocikp-plugin-azurekms.
 package azurekv
 
 import (

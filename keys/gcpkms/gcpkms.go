@@ -4,7 +4,7 @@
 // also opens the blobs of the GCP KMS key provider ocikp replaces.
 //
 // It links the Cloud KMS client (gRPC, protobuf, auth), so it is linked only
-// into ocikp-plugin-kms, never into the exec binary.
+// into ocikp-plugin-gcpkms, never into the exec binary.
 package gcpkms
 
 import (
@@ -402,3 +402,6 @@ func explain(err error, url, op, permission, role string) error {
 	}
 	return fmt.Errorf("%s: %s: %s", base, st.Code(), msg)
 }
+
+// IsLegacy reports the GCP KMS key provider's blob (method form, for plugins).
+func (b *Backend) IsLegacy(blob []byte) bool { return IsLegacy(blob) }

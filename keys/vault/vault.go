@@ -3,7 +3,7 @@
 // associated data (AEAD keys). Address, token and namespace come from the
 // usual VAULT_* variables; a token file is read if VAULT_TOKEN is unset.
 //
-// It links Vault's API client, so it is linked only into ocikp-plugin-kms.
+// It links Vault's API client, so it is linked only into ocikp-plugin-hashivault.
 package vault
 
 import (

@@ -1,9 +1,9 @@
 // Command kmsbench measures what the KMS plugin design costs, against a fake
 // Cloud KMS on loopback (scripts/bench-kms.sh builds and runs it):
 //
-//   - a software-key unwrap by ocikp with ocikp-plugin-kms installed beside it
-//     and with OCIKP_PLUGIN_KMS pointing at a missing file (as good as not
-//     installed): the plugin must not be started, so both must be equal.
+//   - a software-key unwrap by ocikp with ocikp-plugin-gcpkms installed beside
+//     it and with OCIKP_PLUGIN_DIR pointing at an empty directory (as good as
+//     not installed): the plugin must not be started, so both must be equal.
 //     Both use one binary file: two byte-identical copies of ocikp measured
 //     0.90x to 1.05x of each other here, which would drown the comparison;
 //   - a KMS unwrap through ocikp (ocikp process + plugin process + one
@@ -38,7 +38,7 @@ import (
 const keyName = "projects/p/locations/global/keyRings/r/cryptoKeys/bench"
 
 func main() {
-	withPlugin := flag.String("ocikp", "", "ocikp binary with ocikp-plugin-kms beside it")
+	withPlugin := flag.String("ocikp", "", "ocikp binary with ocikp-plugin-gcpkms beside it")
 	runs := flag.Int("runs", 200, "timed runs of each command")
 	bare := flag.Bool("bare", false, "internal: one bare SDK Decrypt of $BENCH_CT against $BENCH_ENDPOINT")
 	flag.Parse()
@@ -87,7 +87,7 @@ func bench(withPlugin string, runs int) error {
 	}
 	defer os.RemoveAll(dir)
 	ks := filepath.Join(dir, "keys")
-	env := append(os.Environ(), "OCIKP_GCPKMS_ENDPOINT="+fake.Addr, "OCIKP_GCPKMS_INSECURE=1", "OCIKP_KEYSTORE="+ks, "OCIKP_PLUGIN_KMS=")
+	env := append(os.Environ(), "OCIKP_GCPKMS_ENDPOINT="+fake.Addr, "OCIKP_GCPKMS_INSECURE=1", "OCIKP_KEYSTORE="+ks, "OCIKP_PLUGIN_DIR=")
 	out, err := run(env, nil, withPlugin, "keygen", "soft")
 	if err != nil {
 		return err
@@ -133,7 +133,7 @@ func bench(withPlugin string, runs int) error {
 		args []string
 	}{
 		{"software-key unwrap, plugin installed", env, softReq, withPlugin, []string{"keyprovider"}},
-		{"software-key unwrap, no plugin", append(env[:len(env):len(env)], "OCIKP_PLUGIN_KMS="+filepath.Join(dir, "missing")), softReq, withPlugin, []string{"keyprovider"}},
+		{"software-key unwrap, no plugin", append(env[:len(env):len(env)], "OCIKP_PLUGIN_DIR="+filepath.Join(dir, "empty")), softReq, withPlugin, []string{"keyprovider"}},
 		{"bare SDK Decrypt (own process)", bareEnv, nil, self, []string{"-bare"}},
 		{"KMS unwrap through ocikp", emptyKS, kmsReq, withPlugin, []string{"keyprovider"}},
 		{"ocikp version (one process start)", env, nil, withPlugin, []string{"version"}},

@@ -1,4 +1,4 @@
-package main
+package kmsplugin
 
 import (
 	"bytes"
@@ -25,8 +25,8 @@ const (
 	rsaURL     = "gcpkms://" + rsaVersion
 )
 
-// rig is ocikp and ocikp-plugin-kms, built side by side, a fake Cloud KMS,
-// and a wrapper that records every plugin start.
+// rig is ocikp and the KMS plugins, built side by side, a fake Cloud KMS,
+// and wrappers (in OCIKP_PLUGIN_DIR) that record every plugin start.
 type rig struct {
 	t          *testing.T
 	dir, ocikp string
@@ -37,21 +37,26 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	dir := t.TempDir()
-	for _, p := range []string{"ocikp", "ocikp-plugin-kms"} {
+	for _, p := range append([]string{"ocikp"}, plugins...) {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, p), "github.com/ocikp/ocikp/cmd/"+p).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go build %s: %v\n%s", p, err, out)
 		}
 	}
 	r := &rig{t: t, dir: dir, ocikp: filepath.Join(dir, "ocikp"), fake: testkms.StartGCP(t, keyName, rsaVersion), starts: filepath.Join(dir, "starts")}
-	wrapper := filepath.Join(dir, "plugin-counted")
-	os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\necho start >> %q\nexec %q \"$@\"\n", r.starts, filepath.Join(dir, "ocikp-plugin-kms"))), 0o755)
+	wrappers := filepath.Join(dir, "wrappers")
+	os.Mkdir(wrappers, 0o755)
+	for _, p := range plugins {
+		os.WriteFile(filepath.Join(wrappers, p), []byte(fmt.Sprintf("#!/bin/sh\necho start %s >> %q\nexec %q \"$@\"\n", p, r.starts, filepath.Join(dir, p))), 0o755)
+	}
 	r.env = []string{
 		"OCIKP_GCPKMS_ENDPOINT=" + r.fake.Addr, "OCIKP_GCPKMS_INSECURE=1",
-		"OCIKP_PLUGIN_KMS=" + wrapper, "OCIKP_KEYSTORE=" + filepath.Join(dir, "keys"),
+		"OCIKP_PLUGIN_DIR=" + wrappers, "OCIKP_KEYSTORE=" + filepath.Join(dir, "keys"),
 	}
 	return r
 }
+
+var plugins = []string{"ocikp-plugin-gcpkms", "ocikp-plugin-awskms", "ocikp-plugin-azurekms", "ocikp-plugin-hashivault"}
 
 func (r *rig) pluginStarts() int {
 	b, _ := os.ReadFile(r.starts)
@@ -177,8 +182,8 @@ func TestKMSThroughOcikp(t *testing.T) {
 	})
 
 	t.Run("no plugin installed", func(t *testing.T) {
-		_, stderr, err := r.unwrap(ann, []string{"OCIKP_KEYSTORE=" + t.TempDir(), "OCIKP_PLUGIN_KMS=" + filepath.Join(t.TempDir(), "none")})
-		if err == nil || !strings.Contains(stderr, "starting ocikp-plugin-kms") {
+		_, stderr, err := r.unwrap(ann, []string{"OCIKP_KEYSTORE=" + t.TempDir(), "OCIKP_PLUGIN_DIR=" + t.TempDir()})
+		if err == nil || !strings.Contains(stderr, "starting ocikp-plugin-gcpkms") {
 			t.Fatalf("%v\n%s", err, stderr)
 		}
 	})
