@@ -31,6 +31,7 @@ Usage:
   ocikp delete NAME                    delete a key
   ocikp config [--name NAME]           print an OCICRYPT_KEYPROVIDER_CONFIG file
   ocikp kms pubkey URL                 fetch and cache an asymmetric KMS key's public key
+  ocikp serve [--listen ADDR] …        run the gRPC key provider service (ocikp serve -h)
   ocikp version
 
 Global flags (before or after the command):
@@ -113,6 +114,7 @@ func init() {
 		{"delete", cmdDelete},
 		{"config", cmdConfig},
 		{"kms", cmdKMS},
+		{"serve", cmdServe},
 		{"version", cmdVersion},
 	}
 }

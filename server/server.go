@@ -1,0 +1,322 @@
+// Package server is ocikp's gRPC key provider service: ocicrypt's
+// KeyProviderService (WrapKey, UnWrapKey, the exec protocol's JSON in one
+// bytes field) on the same core as the exec path (package keyprovider).
+//
+// It is secure by default: plaintext only on a unix socket or a loopback
+// address, TLS (optionally requiring client certificates) anywhere else
+// unless --insecure is given; certificates reload without dropping
+// connections. It links grpc-go, so it lives in its own executable,
+// ocikp-serve, which `ocikp serve` runs.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	kpb "github.com/containers/ocicrypt/utils/keyprovider"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keyprovider"
+	"github.com/ocikp/ocikp/protocol"
+)
+
+// Config is what the service runs with.
+type Config struct {
+	Listen   string // host:port or unix:///path
+	TLSCert  string
+	TLSKey   string
+	ClientCA string // if set, clients must present a certificate it signed
+	Insecure bool   // allow plaintext on a non-loopback TCP address
+
+	RequestTimeout time.Duration // per call (default 30s)
+	MaxMessage     int           // bytes (default protocol.MaxRequestSize)
+	MaxConcurrent  int           // calls served at once (default 64)
+	DrainTimeout   time.Duration // graceful shutdown limit (default 30s)
+
+	Provider *keyprovider.Provider
+	Log      *slog.Logger
+}
+
+// Listener describes a parsed --listen address.
+type Listener struct {
+	Network, Address string
+	Local            bool // a unix socket or a loopback address
+}
+
+// ParseListen reads host:port or unix:///path.
+func ParseListen(addr string) (Listener, error) {
+	if p, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if !strings.HasPrefix(p, "/") {
+			return Listener{}, errors.New("unix socket address must be absolute: unix:///path/to/sock")
+		}
+		return Listener{Network: "unix", Address: p, Local: true}, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return Listener{}, fmt.Errorf("listen address %.60q: want host:port or unix:///path", addr)
+	}
+	local := host == "localhost"
+	if ip := net.ParseIP(host); ip != nil {
+		local = ip.IsLoopback()
+	}
+	return Listener{Network: "tcp", Address: addr, Local: local}, nil
+}
+
+// Server is a configured service.
+type Server struct {
+	cfg    Config
+	lis    Listener
+	certs  *certs
+	grpc   *grpc.Server
+	health *health.Server
+	sem    chan struct{}
+	served atomic.Int64
+}
+
+// New checks the configuration and loads certificates.
+func New(cfg Config) (*Server, error) {
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 30 * time.Second
+	}
+	if cfg.MaxMessage <= 0 {
+		cfg.MaxMessage = protocol.MaxRequestSize
+	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 64
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	lis, err := ParseListen(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	useTLS := cfg.TLSCert != "" || cfg.TLSKey != ""
+	switch {
+	case useTLS && (cfg.TLSCert == "" || cfg.TLSKey == ""):
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	case cfg.ClientCA != "" && !useTLS:
+		return nil, errors.New("--client-ca needs --tls-cert and --tls-key")
+	case !useTLS && !lis.Local && !cfg.Insecure:
+		return nil, hint.Wrap(fmt.Errorf("refusing plaintext on %s: it is not a unix socket or a loopback address", cfg.Listen),
+			"give --tls-cert and --tls-key (and --client-ca to require client certificates)", "or --insecure if a network layer you trust protects it")
+	}
+	s := &Server{cfg: cfg, lis: lis, sem: make(chan struct{}, cfg.MaxConcurrent), health: health.NewServer()}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.MaxMessage + 1024), // the field plus protobuf framing
+		grpc.MaxSendMsgSize(cfg.MaxMessage + 1024),
+	}
+	if useTLS {
+		s.certs = &certs{certFile: cfg.TLSCert, keyFile: cfg.TLSKey, caFile: cfg.ClientCA}
+		if err := s.certs.load(); err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.certs.config())))
+	}
+	s.grpc = grpc.NewServer(opts...)
+	kpb.RegisterKeyProviderServiceServer(s.grpc, &service{s: s})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	return s, nil
+}
+
+// Reload rereads the TLS certificate, key and client CA; connections keep
+// going, new handshakes use the new files.
+func (s *Server) Reload() error {
+	if s.certs == nil {
+		return nil
+	}
+	return s.certs.load()
+}
+
+// Served returns the number of calls answered.
+func (s *Server) Served() int64 { return s.served.Load() }
+
+// Listen opens the listening socket (separate from Serve so that callers
+// and tests know the address, e.g. for port 0).
+func (s *Server) Listen() (net.Listener, error) {
+	if s.lis.Network == "unix" {
+		// A stale socket from a previous run would make Listen fail.
+		if fi, err := os.Lstat(s.lis.Address); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(s.lis.Address)
+		}
+	}
+	l, err := net.Listen(s.lis.Network, s.lis.Address)
+	if err != nil {
+		return nil, err
+	}
+	if s.lis.Network == "unix" {
+		if err := os.Chmod(s.lis.Address, 0o660); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// Serve answers calls on l until ctx ends, then drains in-flight calls (up
+// to DrainTimeout) and returns.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(kpb.KeyProviderService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(l) }()
+	s.cfg.Log.Info("serving", "listen", s.cfg.Listen, "tls", s.certs != nil, "client_certs", s.certs != nil && s.certs.caFile != "")
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.health.Shutdown()
+	s.cfg.Log.Info("shutting down: draining calls in flight", "limit", s.cfg.DrainTimeout)
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.DrainTimeout):
+		s.cfg.Log.Warn("drain limit reached: stopping")
+		s.grpc.Stop()
+	}
+	<-errc
+	return nil
+}
+
+type service struct {
+	kpb.UnimplementedKeyProviderServiceServer
+	s *Server
+}
+
+func (v *service) WrapKey(ctx context.Context, in *kpb.KeyProviderKeyWrapProtocolInput) (*kpb.KeyProviderKeyWrapProtocolOutput, error) {
+	return v.s.call(ctx, protocol.OpKeyWrap, in.GetKeyProviderKeyWrapProtocolInput())
+}
+
+func (v *service) UnWrapKey(ctx context.Context, in *kpb.KeyProviderKeyWrapProtocolInput) (*kpb.KeyProviderKeyWrapProtocolOutput, error) {
+	return v.s.call(ctx, protocol.OpKeyUnwrap, in.GetKeyProviderKeyWrapProtocolInput())
+}
+
+// call runs one request on the shared core, bounded in concurrency and time.
+// Errors carry the same text as the exec path's stderr, never request data.
+func (s *Server) call(ctx context.Context, op string, data []byte) (*kpb.KeyProviderKeyWrapProtocolOutput, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	case <-ctx.Done():
+		return nil, s.done(op, start, status.FromContextError(ctx.Err()).Err())
+	}
+	req, err := protocol.DecodeRequest(data)
+	if err == nil && req.Op != op {
+		err = fmt.Errorf("%w: op %q sent to the %s method", protocol.ErrMalformed, req.Op, op)
+	}
+	if err != nil {
+		return nil, s.done(op, start, status.Error(codes.InvalidArgument, message(err)))
+	}
+	type result struct {
+		reply []byte
+		err   error
+	}
+	rc := make(chan result, 1)
+	go func() {
+		reply, err := s.cfg.Provider.Handle(req)
+		rc <- result{reply, err}
+	}()
+	select {
+	case r := <-rc:
+		if r.err != nil {
+			return nil, s.done(op, start, status.Error(codes.FailedPrecondition, message(r.err)))
+		}
+		s.served.Add(1)
+		s.done(op, start, nil)
+		return &kpb.KeyProviderKeyWrapProtocolOutput{KeyProviderKeyWrapProtocolOutput: r.reply}, nil
+	case <-ctx.Done():
+		// The backend keeps its goroutine until it returns; the caller is
+		// answered now.
+		return nil, s.done(op, start, status.FromContextError(ctx.Err()).Err())
+	}
+}
+
+func (s *Server) done(op string, start time.Time, err error) error {
+	s.cfg.Log.Debug("call", "op", op, "code", status.Code(err).String(), "duration", time.Since(start))
+	return err
+}
+
+// message is the error as the exec path prints it: the error, then hints.
+func message(err error) string {
+	parts := []string{"ocikp: error: " + oneLine(err.Error())}
+	for i, h := range hint.Of(err) {
+		if i == 2 {
+			break
+		}
+		parts = append(parts, "ocikp: hint: "+oneLine(h))
+	}
+	return strings.Join(parts, "\n")
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+}
+
+// certs holds the current TLS material; handshakes read it through
+// callbacks, so a reload takes effect without restarting the listener.
+type certs struct {
+	certFile, keyFile, caFile string
+	mu                        sync.RWMutex
+	cert                      *tls.Certificate
+	pool                      *x509.CertPool
+}
+
+func (c *certs) load() error {
+	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	if err != nil {
+		return fmt.Errorf("loading the TLS certificate: %w", err)
+	}
+	var pool *x509.CertPool
+	if c.caFile != "" {
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return fmt.Errorf("reading the client CA: %w", err)
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("no certificates in the client CA file %s", c.caFile)
+		}
+	}
+	c.mu.Lock()
+	c.cert, c.pool = &cert, pool
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *certs) config() *tls.Config {
+	base := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}, Certificates: []tls.Certificate{*c.cert}}
+		if c.pool != nil {
+			cfg.ClientCAs, cfg.ClientAuth = c.pool, tls.RequireAndVerifyClientCert
+		}
+		return cfg, nil
+	}
+	return base
+}
