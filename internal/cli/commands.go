@@ -353,11 +353,22 @@ func cmdConfig(e *env, args []string) error {
 	fs := e.flags("config")
 	name := fs.String("name", "ocikp", "provider name (the NAME in provider:NAME:…)")
 	path := fs.String("path", "", "path of the ocikp binary (default: this one)")
-	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN]"); err != nil {
+	grpcAddr := fs.String("grpc", "", "point at an ocikp serve service at host:port or unix:///path instead")
+	tlsCA := fs.String("tls-ca", "", "with --grpc: CA file that signed the service's certificate")
+	tlsCert := fs.String("tls-cert", "", "with --grpc: client certificate (for --client-ca services)")
+	tlsKey := fs.String("tls-key", "", "with --grpc: client key")
+	serverName := fs.String("server-name", "", "with --grpc: name to verify in the service's certificate")
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN] | [--grpc ADDR [--tls-ca F] [--tls-cert F --tls-key F] [--server-name N]]"); err != nil {
 		return err
 	}
 	if !validProviderName(*name) {
 		return usagef("invalid provider name %.40q: use letters, digits, '-', '_' or '.'", *name)
+	}
+	if *grpcAddr != "" {
+		return e.grpcConfig(*name, *grpcAddr, *tlsCA, *tlsCert, *tlsKey, *serverName)
+	}
+	if *tlsCA != "" || *tlsCert != "" || *tlsKey != "" || *serverName != "" {
+		return usagef("--tls-ca, --tls-cert, --tls-key and --server-name go with --grpc")
 	}
 	bin := *path
 	if bin == "" {
@@ -383,6 +394,34 @@ func cmdConfig(e *env, args []string) error {
 		*name: map[string]any{"cmd": map[string]any{"path": bin, "args": cmdArgs}},
 	}}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
+	fmt.Fprintf(e.stdout, "%s\n", b)
+	return nil
+}
+
+// grpcConfig prints a config entry for an ocikp serve service; the
+// grpc-tls block is ocicrypt 1.3's (older callers speak plaintext only).
+func (e *env) grpcConfig(name, addr, ca, cert, key, serverName string) error {
+	if (cert == "") != (key == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	entry := map[string]any{"grpc": addr}
+	if ca != "" || cert != "" || serverName != "" {
+		t := map[string]string{}
+		for k, v := range map[string]string{"root-ca-file": ca, "cert-file": cert, "key-file": key} {
+			if v != "" {
+				abs, err := filepath.Abs(v)
+				if err != nil {
+					return err
+				}
+				t[k] = abs
+			}
+		}
+		if serverName != "" {
+			t["server-name"] = serverName
+		}
+		entry["grpc-tls"] = t
+	}
+	b, _ := json.MarshalIndent(map[string]any{"key-providers": map[string]any{name: entry}}, "", "  ")
 	fmt.Fprintf(e.stdout, "%s\n", b)
 	return nil
 }
