@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startServe runs `ocikp serve` on a free loopback port with a keystore and
+// returns an ocicrypt config file pointing at it.
+func startServe(t *testing.T, bin, keystore string) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	daemon(t, bin, "--keystore", keystore, "serve", "--listen", addr, "--name", "ocikp")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ocikp serve did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, err := exec.Command(bin, "config", "--grpc", addr).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "ocicrypt-grpc.json")
+	os.WriteFile(cfg, out, 0o644)
+	return cfg
+}
+
+// Real skopeo v1.16.1 (ocicrypt 1.2: plaintext gRPC) against ocikp serve on
+// a loopback port: several recipients, no key parameters, the wrong key.
+func TestSkopeoGRPC(t *testing.T) {
+	p := newProvider(t, "ocikp")
+	sk := newSkopeo(t, p)
+	reg := startRegistry(t)
+	ksAB, r := p.keystore(t, "alice", "bob")
+	ksC, _ := p.keystore(t, "carol")
+	orig := pushImage(t, reg+"/grpc:1", 3)
+	want := layerDigests(t, orig)
+
+	good := startServe(t, p.bin, ksAB)
+	bad := startServe(t, p.bin, ksC)
+	run := func(cfg string, flags []string, src, dst string) (string, error) {
+		sk.p = &provider{bin: p.bin, config: cfg, countFile: p.countFile}
+		return sk.copy(t.TempDir(), flags, src, dst)
+	}
+	out, err := run(good, []string{"--encryption-key", "provider:ocikp:" + r["alice"], "--encryption-key", "provider:ocikp:" + r["bob"]},
+		"docker://"+reg+"/grpc:1", "docker://"+reg+"/grpc:enc")
+	if err != nil {
+		t.Fatalf("encrypt over gRPC: %v\n%s", err, out)
+	}
+	m := remoteManifest(t, reg+"/grpc:enc")
+	for _, l := range m.Layers {
+		if !strings.HasSuffix(string(l.MediaType), "+encrypted") {
+			t.Fatalf("layer not encrypted: %s", l.MediaType)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "oci")
+	out, err = run(good, []string{"--decryption-key", "provider:ocikp"}, "docker://"+reg+"/grpc:enc", "oci:"+dir+":out")
+	if err != nil {
+		t.Fatalf("decrypt over gRPC: %v\n%s", err, out)
+	}
+	if got := ociLayerDigests(t, dir); !slices.Equal(got, want) {
+		t.Fatalf("layers %v, want %v", got, want)
+	}
+	out, err = run(bad, []string{"--decryption-key", "provider:ocikp"}, "docker://"+reg+"/grpc:enc", "oci:"+t.TempDir()+"/oci:out")
+	if err == nil || !strings.Contains(out, "ocikp: error: no key can decrypt this layer") {
+		t.Fatalf("wrong keystore over gRPC: %v\n%s", err, out)
+	}
+	t.Logf("wrong-key output through skopeo over gRPC:\n%s", out)
+}
