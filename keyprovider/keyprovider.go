@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ocikp/ocikp/envelope"
@@ -39,6 +40,20 @@ type Provider struct {
 	Passphrase func(keyName string) ([]byte, error)
 	// Log receives debug events; nil for none. It never sees secrets.
 	Log *slog.Logger
+	// CacheKeys keeps the keystore's keys, and their private halves once
+	// used, between requests, until the keystore directory changes. For a
+	// long-lived service; the exec path reads the keystore every time.
+	CacheKeys bool
+
+	cache keyCache
+}
+
+// keyCache holds the keystore's identities as of the directory's mtime.
+type keyCache struct {
+	mu      sync.Mutex
+	stamp   time.Time
+	keys    []*p256.Identity
+	skipped []error
 }
 
 // Handle answers one request and returns the JSON reply.
@@ -354,9 +369,39 @@ func (p *Provider) identities(params map[string][][]byte) (*selection, error) {
 	if sel.selected {
 		return sel, nil
 	}
+	if p.CacheKeys {
+		return p.cachedKeys(sel)
+	}
+	return sel, p.listKeys(sel)
+}
+
+// cachedKeys returns the cached identities, reloading them when the
+// keystore directory changed (keys are created, replaced and deleted by
+// link, rename and unlink, all of which change its mtime).
+func (p *Provider) cachedKeys(sel *selection) (*selection, error) {
+	var stamp time.Time
+	if fi, err := os.Stat(p.Store.Dir); err == nil {
+		stamp = fi.ModTime()
+	}
+	c := &p.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.keys == nil || !stamp.Equal(c.stamp) {
+		fresh := &selection{}
+		if err := p.listKeys(fresh); err != nil {
+			return nil, err
+		}
+		c.keys, c.skipped, c.stamp = fresh.keys, fresh.skipped, stamp
+	}
+	sel.keys, sel.skipped = c.keys, c.skipped
+	return sel, nil
+}
+
+// listKeys reads every key of the store into sel.
+func (p *Provider) listKeys(sel *selection) error {
 	entries, err := p.Store.List()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, e := range entries {
 		if e.Err != nil {
@@ -365,7 +410,7 @@ func (p *Provider) identities(params map[string][][]byte) (*selection, error) {
 		}
 		sel.keys = append(sel.keys, p.storeIdentity(e.Key))
 	}
-	return sel, nil
+	return nil
 }
 
 // unwrapEntry returns the values in dc.Parameters that name ocikp keys.

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/ocikp/ocikp/envelope"
 )
@@ -99,6 +100,7 @@ type Identity struct {
 	comp []byte
 	name string
 	load func() (ecdh.KeyExchanger, error)
+	mu   sync.Mutex // guards kx: a long-lived service shares identities
 	kx   ecdh.KeyExchanger
 }
 
@@ -119,6 +121,8 @@ func (id *Identity) Name() string { return id.name }
 
 // KeyExchanger returns the private half, loading it on first use.
 func (id *Identity) KeyExchanger() (ecdh.KeyExchanger, error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
 	if id.kx == nil {
 		kx, err := id.load()
 		if err != nil {

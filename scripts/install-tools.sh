@@ -56,7 +56,7 @@ build_from_proxy() {
 for w in $want; do
   case $w in
   skopeo)
-    apt_install docker-registry
+    apt_install docker-registry openssl
     build_from_proxy github.com/containers/skopeo v1.16.1 cmd/skopeo skopeo \
       "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper"
     ;;

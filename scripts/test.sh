@@ -5,6 +5,7 @@
 # (scripts/install-tools.sh; builds are cached in $OCIKP_TOOLS).
 #
 #   FUZZTIME=10s   how long each fuzz target runs (0 to skip fuzzing)
+#   LOADTIME=60s   how long the gRPC load test runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,9 @@ fi
 
 step "go test (unit, CLI, end-to-end)"
 go test -count=1 ./...
+
+step "load: ocikp serve over loopback TLS, 64 clients for ${LOADTIME:-60s}, zero errors allowed"
+CLIENTS=64 DURATION=${LOADTIME:-60s} scripts/load-serve.sh
 
 FUZZTIME=${FUZZTIME:-10s}
 if [ "$FUZZTIME" != 0 ]; then

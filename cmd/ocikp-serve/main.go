@@ -59,7 +59,7 @@ func run(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	p := &keyprovider.Provider{Name: *name, Store: &soft.Store{Dir: dir}, Log: log}
+	p := &keyprovider.Provider{Name: *name, Store: &soft.Store{Dir: dir}, Log: log, CacheKeys: true}
 	if *passFile != "" {
 		p.Passphrase = func(string) ([]byte, error) {
 			b, err := os.ReadFile(*passFile)

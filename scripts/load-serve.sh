@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Load test and benchmark of ocikp serve: a TLS service on a loopback port,
+# CLIENTS concurrent clients for DURATION (bounded), throughput, p50/p99,
+# service RSS before/after, and the exec path's throughput in the same run.
+#
+#   CLIENTS=64 DURATION=60s scripts/load-serve.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(mktemp -d)
+pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$out"' EXIT
+go build -o "$out/ocikp" ./cmd/ocikp
+go build -o "$out/ocikp-serve" ./cmd/ocikp-serve
+go build -o "$out/grpcload" ./internal/cmd/grpcload
+ks=$out/keys
+R=$("$out/ocikp" --keystore "$ks" keygen load 2>/dev/null)
+# A throwaway CA and a server certificate for 127.0.0.1.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=load-ca \
+  -keyout "$out/ca-key.pem" -out "$out/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+  -keyout "$out/key.pem" -out "$out/req.pem" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$out/ext"
+openssl x509 -req -in "$out/req.pem" -CA "$out/ca.pem" -CAkey "$out/ca-key.pem" -CAcreateserial -days 1 \
+  -extfile "$out/ext" -out "$out/cert.pem" 2>/dev/null
+port=$(( 20000 + RANDOM % 20000 ))
+"$out/ocikp" --keystore "$ks" serve --listen "127.0.0.1:$port" --tls-cert "$out/cert.pem" --tls-key "$out/key.pem" \
+  --max-concurrent 256 --log-level warn &
+pid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+"$out/grpcload" -addr "127.0.0.1:$port" -tls-ca "$out/ca.pem" -recipient "$R" -pid "$pid" \
+  -clients "${CLIENTS:-64}" -duration "${DURATION:-60s}" -ocikp "$out/ocikp" -keystore "$ks"
