@@ -175,6 +175,12 @@ func headerMAC(fileKey []byte, stanzas []*Stanza) []byte {
 // key, checked against the header MAC. Without a match it returns a
 // *NoIdentityError.
 func (e *Envelope) UnwrapFileKey(ids ...Identity) ([]byte, error) {
+	fk, _, err := e.UnwrapStanza(ids...)
+	return fk, err
+}
+
+// UnwrapStanza is UnwrapFileKey that also returns the stanza that opened.
+func (e *Envelope) UnwrapStanza(ids ...Identity) ([]byte, *Stanza, error) {
 	var failures []error
 	for _, s := range e.Recipients {
 		for _, id := range ids {
@@ -191,12 +197,12 @@ func (e *Envelope) UnwrapFileKey(ids ...Identity) ([]byte, error) {
 				continue
 			}
 			if !hmac.Equal(headerMAC(fk, e.Recipients), e.MAC) {
-				return nil, ErrTampered
+				return nil, nil, ErrTampered
 			}
-			return fk, nil
+			return fk, s, nil
 		}
 	}
-	return nil, &NoIdentityError{Stanzas: e.Recipients, Failures: failures}
+	return nil, nil, &NoIdentityError{Stanzas: e.Recipients, Failures: failures}
 }
 
 // Open returns the secret sealed in e for any one of ids.

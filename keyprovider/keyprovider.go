@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -58,21 +59,32 @@ type keyCache struct {
 
 // Handle answers one request and returns the JSON reply.
 func (p *Provider) Handle(req *protocol.Request) ([]byte, error) {
+	reply, _, err := p.HandleBackend(req)
+	return reply, err
+}
+
+// HandleBackend is Handle that also names the backend that served the
+// request, for metrics: the stanza type that opened a layer ("p256",
+// "gcpkms", …, "legacy-apple", "legacy-gcpkms"), or the recipient kinds of a
+// wrap ("gcpkms+p256").
+func (p *Provider) HandleBackend(req *protocol.Request) ([]byte, string, error) {
 	switch req.Op {
 	case protocol.OpKeyWrap:
-		ann, err := p.Wrap(req.KeyWrapParams)
+		ann, backend, err := p.wrap(req.KeyWrapParams)
 		if err != nil {
-			return nil, err
+			return nil, backend, err
 		}
-		return protocol.EncodeWrapResponse(ann)
+		reply, err := protocol.EncodeWrapResponse(ann)
+		return reply, backend, err
 	case protocol.OpKeyUnwrap:
-		opts, err := p.Unwrap(req.KeyUnwrapParams)
+		opts, backend, err := p.unwrap(req.KeyUnwrapParams)
 		if err != nil {
-			return nil, err
+			return nil, backend, err
 		}
-		return protocol.EncodeUnwrapResponse(opts)
+		reply, err := protocol.EncodeUnwrapResponse(opts)
+		return reply, backend, err
 	}
-	return nil, fmt.Errorf("%w: unknown op", protocol.ErrMalformed)
+	return nil, "", fmt.Errorf("%w: unknown op", protocol.ErrMalformed)
 }
 
 func (p *Provider) debug(msg string, args ...any) {
@@ -84,23 +96,40 @@ func (p *Provider) debug(msg string, args ...any) {
 // Wrap seals optsdata for every recipient in the provider's entry of
 // ec.Parameters.
 func (p *Provider) Wrap(w *protocol.KeyWrapParams) ([]byte, error) {
+	ann, _, err := p.wrap(w)
+	return ann, err
+}
+
+func (p *Provider) wrap(w *protocol.KeyWrapParams) ([]byte, string, error) {
 	if len(w.Optsdata) == 0 {
-		return nil, errors.New("keywrap request has no optsdata to wrap")
+		return nil, "", errors.New("keywrap request has no optsdata to wrap")
 	}
 	values, err := p.wrapEntry(w.EC.Parameters)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var rs []envelope.Recipient
+	kinds := map[string]bool{}
 	for i, v := range values {
 		r, err := p.recipientFor(string(v))
 		if err != nil {
-			return nil, fmt.Errorf("encryption key %d of %d: %w", i+1, len(values), err)
+			return nil, "", fmt.Errorf("encryption key %d of %d: %w", i+1, len(values), err)
 		}
 		rs = append(rs, r)
+		kind := recipient.Scheme(string(v))
+		if kind == p256.Scheme || kind == "apple-se" || kind == "" {
+			kind = p256.StanzaType
+		}
+		kinds[kind] = true
 	}
 	p.debug("wrap", "recipients", len(rs))
-	return envelope.Seal(w.Optsdata, rs...)
+	var names []string
+	for k := range kinds {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	ann, err := envelope.Seal(w.Optsdata, rs...)
+	return ann, strings.Join(names, "+"), err
 }
 
 // wrapEntry picks the provider's values out of ec.Parameters.
@@ -206,13 +235,18 @@ func FetchPublicKey(url string) (*kmspub.Entry, error) {
 // Unwrap recovers optsdata from an annotation: with a local key if one
 // opens it, else through the KMS plugin if the layer has KMS stanzas.
 func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
+	opts, _, err := p.unwrap(u)
+	return opts, err
+}
+
+func (p *Provider) unwrap(u *protocol.KeyUnwrapParams) ([]byte, string, error) {
 	var params map[string][][]byte
 	if u.DC != nil {
 		params = u.DC.Parameters
 	}
 	sel, err := p.identities(params)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	blob := u.Annotation
 	env, err := envelope.Parse(blob)
@@ -220,44 +254,47 @@ func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
 	case err == nil:
 		return p.open(env, sel)
 	case !errors.Is(err, envelope.ErrNotEnvelope):
-		return nil, err
+		return nil, "", err
 	case legacy.IsApple(blob):
-		return p.openApple(blob, sel)
+		out, err := p.openApple(blob, sel)
+		return out, "legacy-apple", err
 	case isGCPLegacy(blob):
 		if sel.selected && len(sel.kmsKIDs) == 0 {
-			return nil, errors.New("this layer was encrypted by the GCP KMS key provider, and the decryption config names no gcpkms:// key")
+			return nil, "legacy-gcpkms", errors.New("this layer was encrypted by the GCP KMS key provider, and the decryption config names no gcpkms:// key")
 		}
-		return recipient.KMSPlugin("gcpkms").OpenLegacy(blob)
+		out, err := recipient.KMSPlugin("gcpkms").OpenLegacy(blob)
+		return out, "legacy-gcpkms", err
 	}
-	return nil, errors.New("the layer's annotation is not an ocikp envelope or a known legacy format")
+	return nil, "", errors.New("the layer's annotation is not an ocikp envelope or a known legacy format")
 }
 
 // open tries local keys first (cheap, offline), then the KMS plugin, so a
 // layer that a local key opens never starts the plugin or calls a KMS.
-func (p *Provider) open(env *envelope.Envelope, sel *selection) ([]byte, error) {
+func (p *Provider) open(env *envelope.Envelope, sel *selection) ([]byte, string, error) {
 	ids := make([]envelope.Identity, len(sel.keys))
 	for i, k := range sel.keys {
 		ids[i] = k
 	}
 	p.debug("unwrap", "stanzas", len(env.Recipients), "keys", len(sel.keys))
-	fk, err := env.UnwrapFileKey(ids...)
+	fk, s, err := env.UnwrapStanza(ids...)
 	var nie *envelope.NoIdentityError
 	if errors.As(err, &nie) && hasKMSStanza(env) && (!sel.selected || len(sel.kmsKIDs) > 0) {
 		p.debug("unwrap: trying the KMS plugin")
 		failures := nie.Failures
-		fk, err = env.UnwrapFileKey(kmsIdentities(env, sel.kmsKIDs)...)
+		fk, s, err = env.UnwrapStanza(kmsIdentities(env, sel.kmsKIDs)...)
 		if errors.As(err, &nie) {
 			nie.Failures = append(failures, nie.Failures...)
 		}
 	}
 	if errors.As(err, &nie) {
 		nie.Failures = append(nie.Failures, sel.skipped...)
-		return nil, p.noKeyError(nie, sel)
+		return nil, "", p.noKeyError(nie, sel)
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return env.OpenPayload(fk)
+	out, err := env.OpenPayload(fk)
+	return out, s.Type, err
 }
 
 // kmsIdentities returns one plugin identity per KMS stanza type in env, so

@@ -49,6 +49,8 @@ type Config struct {
 	MaxConcurrent  int           // calls served at once (default 64)
 	DrainTimeout   time.Duration // graceful shutdown limit (default 30s)
 
+	Metrics string // host:port for Prometheus metrics over HTTP ("" for none)
+
 	Provider *keyprovider.Provider
 	Log      *slog.Logger
 }
@@ -87,6 +89,7 @@ type Server struct {
 	health *health.Server
 	sem    chan struct{}
 	served atomic.Int64
+	m      *metrics
 }
 
 // New checks the configuration and loads certificates.
@@ -120,7 +123,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, hint.Wrap(fmt.Errorf("refusing plaintext on %s: it is not a unix socket or a loopback address", cfg.Listen),
 			"give --tls-cert and --tls-key (and --client-ca to require client certificates)", "or --insecure if a network layer you trust protects it")
 	}
-	s := &Server{cfg: cfg, lis: lis, sem: make(chan struct{}, cfg.MaxConcurrent), health: health.NewServer()}
+	s := &Server{cfg: cfg, lis: lis, sem: make(chan struct{}, cfg.MaxConcurrent), health: health.NewServer(), m: newMetrics()}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxMessage + 1024), // the field plus protobuf framing
 		grpc.MaxSendMsgSize(cfg.MaxMessage + 1024),
@@ -179,6 +182,15 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.health.SetServingStatus(kpb.KeyProviderService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(l) }()
+	if s.cfg.Metrics != "" {
+		stop, err := s.m.serve(s.cfg.Metrics, s.cfg.Log)
+		if err != nil {
+			s.grpc.Stop()
+			<-errc
+			return err
+		}
+		defer stop()
+	}
 	s.cfg.Log.Info("serving", "listen", s.cfg.Listen, "tls", s.certs != nil, "client_certs", s.certs != nil && s.certs.caFile != "")
 	select {
 	case err := <-errc:
@@ -214,8 +226,14 @@ func (v *service) UnWrapKey(ctx context.Context, in *kpb.KeyProviderKeyWrapProto
 
 // call runs one request on the shared core, bounded in concurrency and time.
 // Errors carry the same text as the exec path's stderr, never request data.
-func (s *Server) call(ctx context.Context, op string, data []byte) (*kpb.KeyProviderKeyWrapProtocolOutput, error) {
+func (s *Server) call(ctx context.Context, op string, data []byte) (out *kpb.KeyProviderKeyWrapProtocolOutput, err error) {
 	start := time.Now()
+	backend := ""
+	s.m.inFlight.Inc()
+	defer func() {
+		s.m.inFlight.Dec()
+		s.m.observe(op, backend, status.Code(err).String(), time.Since(start))
+	}()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	select {
@@ -232,16 +250,18 @@ func (s *Server) call(ctx context.Context, op string, data []byte) (*kpb.KeyProv
 		return nil, s.done(op, start, status.Error(codes.InvalidArgument, message(err)))
 	}
 	type result struct {
-		reply []byte
-		err   error
+		reply   []byte
+		backend string
+		err     error
 	}
 	rc := make(chan result, 1)
 	go func() {
-		reply, err := s.cfg.Provider.Handle(req)
-		rc <- result{reply, err}
+		reply, backend, err := s.cfg.Provider.HandleBackend(req)
+		rc <- result{reply, backend, err}
 	}()
 	select {
 	case r := <-rc:
+		backend = r.backend
 		if r.err != nil {
 			return nil, s.done(op, start, status.Error(codes.FailedPrecondition, message(r.err)))
 		}

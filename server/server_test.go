@@ -10,8 +10,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -332,5 +334,42 @@ func TestDeadlineAndDrain(t *testing.T) {
 	}
 	if _, err := c.UnWrapKey(context.Background(), &kpb.KeyProviderKeyWrapProtocolInput{KeyProviderKeyWrapProtocolInput: req}); err != nil || s.Served() != 1 {
 		t.Fatalf("after a cancel: %v (served %d)", err, s.Served())
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	f := newFixture(t)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	maddr := l.Addr().String()
+	l.Close()
+	addr, _, _ := f.start(Config{Listen: "127.0.0.1:0", Metrics: maddr})
+	if err := f.roundTrip(kpconfig.KeyProviderAttrs{Grpc: addr}); err != nil {
+		t.Fatal(err)
+	}
+	rawClient(t, addr).WrapKey(context.Background(), &kpb.KeyProviderKeyWrapProtocolInput{KeyProviderKeyWrapProtocolInput: []byte("{")})
+	var body string
+	for range 50 { // the metrics listener starts beside the gRPC one
+		resp, err := http.Get("http://" + maddr + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range []string{
+		`ocikp_requests_total{backend="p256",op="keywrap",result="OK"} 1`,
+		`ocikp_requests_total{backend="p256",op="keyunwrap",result="OK"} 1`,
+		`ocikp_requests_total{backend="none",op="keywrap",result="InvalidArgument"} 1`,
+		`ocikp_request_duration_seconds_count{op="keyunwrap"} 1`,
+		`ocikp_requests_in_flight 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(body, "symkey") {
+		t.Error("metrics contain request data")
 	}
 }

@@ -35,6 +35,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.MaxMessage, "max-message-bytes", 1<<20, "largest request accepted")
 	fs.IntVar(&cfg.MaxConcurrent, "max-concurrent", 64, "calls served at once")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long calls in flight may finish")
+	fs.StringVar(&cfg.Metrics, "metrics", "", "host:port to serve Prometheus metrics on (/metrics)")
 	keystore := fs.String("keystore", "", "keystore directory (default $OCIKP_KEYSTORE, else the XDG default)")
 	name := fs.String("name", "", "provider name in the clients' OCICRYPT_KEYPROVIDER_CONFIG (detected when omitted)")
 	passFile := fs.String("passphrase-file", "", "passphrase of protected keys")
