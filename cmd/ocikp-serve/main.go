@@ -40,11 +40,17 @@ func run(args []string) int {
 	name := fs.String("name", "", "provider name in the clients' OCICRYPT_KEYPROVIDER_CONFIG (detected when omitted)")
 	passFile := fs.String("passphrase-file", "", "passphrase of protected keys")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	configFile := fs.String("config", "", "JSON file of these settings, keyed by flag name (flags win)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
 		}
 		return 2
+	}
+	if *configFile != "" {
+		if err := applyConfigFile(fs, *configFile); err != nil {
+			return fail(err)
+		}
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "ocikp: error: unexpected argument %.40q\n", fs.Arg(0))
