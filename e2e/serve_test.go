@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"github.com/ocikp/ocikp/internal/testkms"
 	"net"
 	"os"
 	"os/exec"
@@ -12,15 +13,16 @@ import (
 )
 
 // startServe runs `ocikp serve` on a free loopback port with a keystore and
-// returns an ocicrypt config file pointing at it.
-func startServe(t *testing.T, bin, keystore string) string {
+// returns an ocicrypt config file pointing at it (with tlsArgs, TLS: the
+// config then names tlsCA).
+func startServe(t *testing.T, bin, keystore string, tlsCA string, tlsArgs ...string) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close()
-	daemon(t, bin, "--keystore", keystore, "serve", "--listen", addr, "--name", "ocikp")
+	daemon(t, bin, append([]string{"--keystore", keystore, "serve", "--listen", addr, "--name", "ocikp"}, tlsArgs...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if c, err := net.Dial("tcp", addr); err == nil {
@@ -32,7 +34,11 @@ func startServe(t *testing.T, bin, keystore string) string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	out, err := exec.Command(bin, "config", "--grpc", addr).Output()
+	cfgArgs := []string{"config", "--grpc", addr}
+	if tlsCA != "" {
+		cfgArgs = append(cfgArgs, "--tls-ca", tlsCA)
+	}
+	out, err := exec.Command(bin, cfgArgs...).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +58,8 @@ func TestSkopeoGRPC(t *testing.T) {
 	orig := pushImage(t, reg+"/grpc:1", 3)
 	want := layerDigests(t, orig)
 
-	good := startServe(t, p.bin, ksAB)
-	bad := startServe(t, p.bin, ksC)
+	good := startServe(t, p.bin, ksAB, "")
+	bad := startServe(t, p.bin, ksC, "")
 	run := func(cfg string, flags []string, src, dst string) (string, error) {
 		sk.p = &provider{bin: p.bin, config: cfg, countFile: p.countFile}
 		return sk.copy(t.TempDir(), flags, src, dst)
@@ -82,4 +88,40 @@ func TestSkopeoGRPC(t *testing.T) {
 		t.Fatalf("wrong keystore over gRPC: %v\n%s", err, out)
 	}
 	t.Logf("wrong-key output through skopeo over gRPC:\n%s", out)
+}
+
+// skopeo v1.16.1 rebuilt on ocicrypt v1.3.2, whose key provider client speaks
+// TLS (grpc-tls), against ocikp serve with a certificate.
+func TestSkopeoGRPCTLS(t *testing.T) {
+	p := newProvider(t, "ocikp")
+	sk := newSkopeo(t, p)
+	sk.bin = need(t, "skopeo-ocicrypt13")
+	reg := startRegistry(t)
+	ks, r := p.keystore(t, "alice")
+	orig := pushImage(t, reg+"/tls:1", 3)
+	want := layerDigests(t, orig)
+	cert, key := testkms.SelfSignedFiles(t, t.TempDir())
+	cfg := startServe(t, p.bin, ks, cert, "--tls-cert", cert, "--tls-key", key)
+	sk.p = &provider{bin: p.bin, config: cfg, countFile: p.countFile}
+	out, err := sk.copy(t.TempDir(), []string{"--encryption-key", "provider:ocikp:" + r["alice"]}, "docker://"+reg+"/tls:1", "docker://"+reg+"/tls:enc")
+	if err != nil {
+		t.Fatalf("encrypt over TLS: %v\n%s", err, out)
+	}
+	dir := filepath.Join(t.TempDir(), "oci")
+	out, err = sk.copy(t.TempDir(), []string{"--decryption-key", "provider:ocikp"}, "docker://"+reg+"/tls:enc", "oci:"+dir+":out")
+	if err != nil {
+		t.Fatalf("decrypt over TLS: %v\n%s", err, out)
+	}
+	if got := ociLayerDigests(t, dir); !slices.Equal(got, want) {
+		t.Fatalf("layers %v, want %v", got, want)
+	}
+	// The same service refuses a client that does not trust its certificate.
+	other, _ := testkms.SelfSignedFiles(t, t.TempDir())
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	b, _ := os.ReadFile(cfg)
+	os.WriteFile(bad, []byte(strings.Replace(string(b), cert, other, 1)), 0o644)
+	sk.p = &provider{bin: p.bin, config: bad, countFile: p.countFile}
+	if out, err := sk.copy(t.TempDir(), []string{"--decryption-key", "provider:ocikp"}, "docker://"+reg+"/tls:enc", "oci:"+t.TempDir()+"/o:out"); err == nil {
+		t.Fatalf("a client with the wrong CA decrypted:\n%s", out)
+	}
 }

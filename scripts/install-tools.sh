@@ -3,7 +3,8 @@
 #   Debian: docker-registry (a local registry), containerd, runc
 #   built from the Go module proxy (go install is refused for these modules,
 #   so: go mod download, then go build in a writable copy):
-#     skopeo v1.16.1, imgcrypt v1.1.8 ctd-decoder, nerdctl v1.7.7
+#     skopeo v1.16.1 (and a copy on ocicrypt v1.3.2), imgcrypt v1.1.8
+#     ctd-decoder, nerdctl v1.7.7
 # Built binaries are cached in $OCIKP_TOOLS (default ~/.cache/ocikp/tools) and
 # reused when present. Prints the tools directory on stdout.
 #
@@ -59,6 +60,11 @@ for w in $want; do
     apt_install docker-registry openssl
     build_from_proxy github.com/containers/skopeo v1.16.1 cmd/skopeo skopeo \
       "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper"
+    # The same skopeo on ocicrypt v1.3.2, whose key provider client speaks
+    # gRPC over TLS (grpc-tls), for the ocikp serve TLS test.
+    build_from_proxy github.com/containers/skopeo v1.16.1 cmd/skopeo skopeo-ocicrypt13 \
+      "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper" \
+      github.com/containers/ocicrypt@v1.3.2
     ;;
   containerd)
     apt_install containerd runc

@@ -1,10 +1,16 @@
 package kmsplugin
 
 import (
+	"net"
+	"time"
+
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	ocicfg "github.com/containers/ocicrypt/config"
+	kpconfig "github.com/containers/ocicrypt/config/keyprovider-config"
+	ockp "github.com/containers/ocicrypt/keywrap/keyprovider"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -37,7 +43,7 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	dir := t.TempDir()
-	for _, p := range append([]string{"ocikp"}, plugins...) {
+	for _, p := range append([]string{"ocikp", "ocikp-serve"}, plugins...) {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, p), "github.com/ocikp/ocikp/cmd/"+p).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go build %s: %v\n%s", p, err, out)
@@ -49,6 +55,8 @@ func newRig(t *testing.T) *rig {
 	for _, p := range plugins {
 		os.WriteFile(filepath.Join(wrappers, p), []byte(fmt.Sprintf("#!/bin/sh\necho start %s >> %q\nexec %q \"$@\"\n", p, r.starts, filepath.Join(dir, p))), 0o755)
 	}
+	// ocikp serve finds ocikp-serve where it finds plugins.
+	os.Symlink(filepath.Join(dir, "ocikp-serve"), filepath.Join(wrappers, "ocikp-serve"))
 	r.env = []string{
 		"OCIKP_GCPKMS_ENDPOINT=" + r.fake.Addr, "OCIKP_GCPKMS_INSECURE=1",
 		"OCIKP_PLUGIN_DIR=" + wrappers, "OCIKP_KEYSTORE=" + filepath.Join(dir, "keys"),
@@ -443,5 +451,53 @@ func TestWorkloadIdentityFederation(t *testing.T) {
 	_, stderr, err = r.run(ureq, nil, "keyprovider", "--name", "ocikp", "--adc", bad)
 	if err == nil || !strings.Contains(stderr, `unsupported type "api_key"`) {
 		t.Fatalf("bad type: %v\n%s", err, stderr)
+	}
+}
+
+// KMS recipients through ocikp serve: the GCP plugin starts once and stays
+// warm across calls (no process start per call).
+func TestKMSThroughServe(t *testing.T) {
+	r := newRig(t)
+	rec, _, err := r.run(nil, nil, "keygen", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	empty := t.TempDir()
+	cmd := exec.Command(r.ocikp, "--keystore", empty, "serve", "--listen", addr, "--name", "ocikp")
+	cmd.Env = append(os.Environ(), r.env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if i > 200 {
+			t.Fatal("ocikp serve did not start")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	kw := ockp.NewKeyWrapper("ocikp", kpconfig.KeyProviderAttrs{Grpc: addr})
+	opts := []byte(`{"symkey":"kms over grpc"}`)
+	ann, err := kw.WrapKeys(&ocicfg.EncryptConfig{Parameters: map[string][][]byte{"ocikp": {[]byte(keyURL), []byte(strings.TrimSpace(rec))}}}, opts)
+	if err != nil {
+		t.Fatalf("wrap over gRPC: %v", err)
+	}
+	for range 3 {
+		got, err := kw.UnwrapKey(&ocicfg.DecryptConfig{Parameters: map[string][][]byte{}}, ann)
+		if err != nil || string(got) != string(opts) {
+			t.Fatalf("unwrap over gRPC with an empty keystore: %v", err)
+		}
+	}
+	if n := r.fake.Calls("Decrypt"); n != 3 {
+		t.Errorf("%d KMS Decrypt calls for 3 unwraps", n)
+	}
+	if n := r.pluginStarts(); n != 1 {
+		t.Errorf("the plugin started %d times for 4 calls; want 1 (kept warm)", n)
 	}
 }

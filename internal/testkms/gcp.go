@@ -85,6 +85,19 @@ func StartGCPTLS(t testing.TB, token string, names ...string) *GCP {
 	return g
 }
 
+// SelfSignedFiles writes a self-signed certificate for 127.0.0.1 (its own
+// CA) and its key into dir, for tests of TLS servers.
+func SelfSignedFiles(t testing.TB, dir string) (certFile, keyFile string) {
+	certPEM, keyPEM, err := selfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, certPEM, 0o644)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	return certFile, keyFile
+}
+
 // selfSigned makes a certificate for 127.0.0.1.
 func selfSigned() (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
