@@ -123,14 +123,22 @@ func TestErrors(t *testing.T) {
 		fake.SetFault(c.errType, c.status)
 		fake.ResetCalls()
 		_, err := b.Unwrap(s)
-		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "awskms:///alias/layers") {
+		if err == nil || !strings.Contains(err.Error(), "awskms:///alias/layers") {
+			t.Fatalf("%s: %v", c.errType, err)
+		}
+		if n := fake.Calls("Decrypt"); n < 1 || n > c.maxCalls {
+			t.Errorf("%s: %d attempts, want 1..%d", c.errType, n, c.maxCalls)
+		}
+		// Transient errors are retried with jittered backoff, which may run
+		// into the deadline first: then the error says so instead.
+		if c.maxCalls > 1 && strings.Contains(err.Error(), "no answer in time") {
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v", c.errType, err)
 		}
 		if h := strings.Join(hint.Of(err), " "); !strings.Contains(h, c.hint) {
 			t.Errorf("%s: hints %q", c.errType, h)
-		}
-		if n := fake.Calls("Decrypt"); n < 1 || n > c.maxCalls {
-			t.Errorf("%s: %d attempts, want 1..%d", c.errType, n, c.maxCalls)
 		}
 	}
 	fake.SetFault("", 0)
