@@ -8,12 +8,12 @@
 # Built binaries are cached in $OCIKP_TOOLS (default ~/.cache/ocikp/tools) and
 # reused when present. Prints the tools directory on stdout.
 #
-# Usage: scripts/install-tools.sh [skopeo] [containerd]   (default: all)
+# Usage: scripts/install-tools.sh [skopeo] [skopeo13] [containerd]   (default: all)
 set -euo pipefail
 
 TOOLS=${OCIKP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/ocikp/tools}
 mkdir -p "$TOOLS/bin"
-want=${*:-skopeo containerd}
+want=${*:-skopeo skopeo13 containerd}
 
 log() { echo "install-tools: $*" >&2; }
 
@@ -60,6 +60,8 @@ for w in $want; do
     apt_install docker-registry openssl
     build_from_proxy github.com/containers/skopeo v1.16.1 cmd/skopeo skopeo \
       "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper"
+    ;;
+  skopeo13)
     # The same skopeo on ocicrypt v1.3.2, whose key provider client speaks
     # gRPC over TLS (grpc-tls), for the ocikp serve TLS test.
     build_from_proxy github.com/containers/skopeo v1.16.1 cmd/skopeo skopeo-ocicrypt13 \
