@@ -121,15 +121,17 @@ func (c *Client) Call(req *Request) (*Response, error) {
 	return &resp, nil
 }
 
-// died reports a plugin that stopped answering, with the end of its stderr.
+// died reports a plugin that stopped answering (err: what the pipe said),
+// with its exit status and the end of its stderr.
 func (c *Client) died(err error) error {
 	c.in.Close()
-	werr := c.cmd.Wait()
-	c.err = fmt.Errorf("%s stopped: %v", c.Name, werr)
-	if tail := strings.TrimSpace(c.stderr.String()); tail != "" {
-		c.err = fmt.Errorf("%s stopped (%v): %s", c.Name, werr, lastLine(tail))
+	if werr := c.cmd.Wait(); werr != nil {
+		err = werr
 	}
-	_ = err
+	c.err = fmt.Errorf("%s stopped: %v", c.Name, err)
+	if tail := strings.TrimSpace(c.stderr.String()); tail != "" {
+		c.err = fmt.Errorf("%s stopped (%v): %s", c.Name, err, lastLine(tail))
+	}
 	return c.err
 }
 

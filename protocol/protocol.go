@@ -50,20 +50,6 @@ type DecryptConfig struct {
 	Parameters map[string][][]byte `json:"Parameters"`
 }
 
-// WrapResponse is the reply to a keywrap request.
-type WrapResponse struct {
-	KeyWrapResults struct {
-		Annotation []byte `json:"annotation"`
-	} `json:"keywrapresults"`
-}
-
-// UnwrapResponse is the reply to a keyunwrap request.
-type UnwrapResponse struct {
-	KeyUnwrapResults struct {
-		OptsData []byte `json:"optsdata"`
-	} `json:"keyunwrapresults"`
-}
-
 // ErrMalformed is returned (wrapped) for every request that cannot be used.
 var ErrMalformed = errors.New("malformed key provider request")
 

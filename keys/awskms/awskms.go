@@ -155,41 +155,47 @@ func (b *Backend) client(ctx context.Context, k *Key) (*kms.Client, error) {
 	return c, nil
 }
 
-// Wrap encrypts fileKey under the key at url.
-func (b *Backend) Wrap(u string, fileKey []byte) (*envelope.Stanza, error) {
+// with parses u, gets its client and runs f under the call deadline.
+func (b *Backend) with(u string, f func(ctx context.Context, k *Key, c *kms.Client) error) error {
 	k, err := ParseURL(u)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
 	defer cancel()
 	c, err := b.client(ctx, k)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(k.KeyID), Plaintext: fileKey, EncryptionContext: encryptionContext})
-	if err != nil {
-		return nil, explain(err, u, "encrypt", "kms:Encrypt")
-	}
-	return &envelope.Stanza{Type: StanzaType, KID: u, Key: out.CiphertextBlob}, nil
+	return f(ctx, k, c)
+}
+
+// Wrap encrypts fileKey under the key at url.
+func (b *Backend) Wrap(u string, fileKey []byte) (*envelope.Stanza, error) {
+	var s *envelope.Stanza
+	err := b.with(u, func(ctx context.Context, k *Key, c *kms.Client) error {
+		out, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(k.KeyID), Plaintext: fileKey, EncryptionContext: encryptionContext})
+		if err != nil {
+			return explain(err, u, "encrypt", "kms:Encrypt")
+		}
+		s = &envelope.Stanza{Type: StanzaType, KID: u, Key: out.CiphertextBlob}
+		return nil
+	})
+	return s, err
 }
 
 // PublicKey fetches the public key of an RSA ENCRYPT_DECRYPT key that
 // supports RSAES_OAEP_SHA_256, for wrapping offline.
 func (b *Backend) PublicKey(u string) (*plugin.PublicKey, error) {
-	k, err := ParseURL(u)
+	var out *kms.GetPublicKeyOutput
+	err := b.with(u, func(ctx context.Context, k *Key, c *kms.Client) (err error) {
+		if out, err = c.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(k.KeyID)}); err != nil {
+			return explain(err, u, "get public key", "kms:GetPublicKey")
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
-	defer cancel()
-	c, err := b.client(ctx, k)
-	if err != nil {
-		return nil, err
-	}
-	out, err := c.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(k.KeyID)})
-	if err != nil {
-		return nil, explain(err, u, "get public key", "kms:GetPublicKey")
 	}
 	if out.KeyUsage != types.KeyUsageTypeEncryptDecrypt || !slices.Contains(out.EncryptionAlgorithms, types.EncryptionAlgorithmSpecRsaesOaepSha256) {
 		return nil, fmt.Errorf("awskms: %s is not an RSA encryption key with RSAES_OAEP_SHA_256", u)
@@ -207,26 +213,21 @@ func (b *Backend) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	if s.Type != StanzaType && s.Type != RSAStanzaType {
 		return nil, envelope.ErrIncorrectIdentity
 	}
-	k, err := ParseURL(s.KID)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
-	defer cancel()
-	c, err := b.client(ctx, k)
-	if err != nil {
-		return nil, err
-	}
-	in := &kms.DecryptInput{KeyId: aws.String(k.KeyID), CiphertextBlob: s.Key, EncryptionContext: encryptionContext}
-	if s.Type == RSAStanzaType {
-		// Asymmetric decryption takes no encryption context.
-		in.EncryptionContext, in.EncryptionAlgorithm = nil, types.EncryptionAlgorithmSpecRsaesOaepSha256
-	}
-	out, err := c.Decrypt(ctx, in)
-	if err != nil {
-		return nil, explain(err, s.KID, "decrypt", "kms:Decrypt")
-	}
-	return out.Plaintext, nil
+	var plain []byte
+	err := b.with(s.KID, func(ctx context.Context, k *Key, c *kms.Client) error {
+		in := &kms.DecryptInput{KeyId: aws.String(k.KeyID), CiphertextBlob: s.Key, EncryptionContext: encryptionContext}
+		if s.Type == RSAStanzaType {
+			// Asymmetric decryption takes no encryption context.
+			in.EncryptionContext, in.EncryptionAlgorithm = nil, types.EncryptionAlgorithmSpecRsaesOaepSha256
+		}
+		out, err := c.Decrypt(ctx, in)
+		if err != nil {
+			return explain(err, s.KID, "decrypt", "kms:Decrypt")
+		}
+		plain = out.Plaintext
+		return nil
+	})
+	return plain, err
 }
 
 // explain names the key and what to do; AWS error messages are bounded and

@@ -143,62 +143,66 @@ func (b *Backend) client(k *Key) (*azkeys.Client, error) {
 
 var alg = azkeys.EncryptionAlgorithmRSAOAEP256
 
-// Wrap wraps fileKey with the key at u.
-func (b *Backend) Wrap(u string, fileKey []byte) (*envelope.Stanza, error) {
+// with parses u, gets its client and runs f under the call deadline.
+func (b *Backend) with(u string, f func(ctx context.Context, k *Key, c *azkeys.Client) error) error {
 	k, err := ParseURL(u)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c, err := b.client(k)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
 	defer cancel()
-	resp, err := c.WrapKey(ctx, k.Name, k.Version, azkeys.KeyOperationParameters{Algorithm: &alg, Value: fileKey}, nil)
-	if err != nil {
-		return nil, explain(err, u, "wrapKey", "wrapKey")
+	return f(ctx, k, c)
+}
+
+// pinned returns u with the key version that answered, when u named none,
+// so that unwrapping keeps working after the key is rotated.
+func pinned(u string, k *Key, id *azkeys.ID) string {
+	if k.Version == "" && id != nil && id.Version() != "" {
+		return strings.TrimSuffix(u, "/") + "/" + id.Version()
 	}
-	// Pin the key version that wrapped, so that unwrapping keeps working
-	// after the key is rotated.
-	kid := u
-	if k.Version == "" && resp.KID != nil && resp.KID.Version() != "" {
-		kid = strings.TrimSuffix(u, "/") + "/" + resp.KID.Version()
-	}
-	return &envelope.Stanza{Type: StanzaType, KID: kid, Key: resp.Result}, nil
+	return u
+}
+
+// Wrap wraps fileKey with the key at u.
+func (b *Backend) Wrap(u string, fileKey []byte) (*envelope.Stanza, error) {
+	var s *envelope.Stanza
+	err := b.with(u, func(ctx context.Context, k *Key, c *azkeys.Client) error {
+		resp, err := c.WrapKey(ctx, k.Name, k.Version, azkeys.KeyOperationParameters{Algorithm: &alg, Value: fileKey}, nil)
+		if err != nil {
+			return explain(err, u, "wrapKey", "wrapKey")
+		}
+		s = &envelope.Stanza{Type: StanzaType, KID: pinned(u, k, resp.KID), Key: resp.Result}
+		return nil
+	})
+	return s, err
 }
 
 // PublicKey fetches the public half of an RSA key, so that file keys can be
 // wrapped offline; unwrapKey opens what RSA-OAEP-256 wraps either way. The
 // key id returned pins the version.
 func (b *Backend) PublicKey(u string) (*plugin.PublicKey, error) {
-	k, err := ParseURL(u)
-	if err != nil {
-		return nil, err
-	}
-	c, err := b.client(k)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
-	defer cancel()
-	resp, err := c.GetKey(ctx, k.Name, k.Version, nil)
-	if err != nil {
-		return nil, explain(err, u, "get key", "get")
-	}
-	jwk := resp.Key
-	if jwk == nil || jwk.Kty == nil || (*jwk.Kty != azkeys.KeyTypeRSA && *jwk.Kty != azkeys.KeyTypeRSAHSM) || len(jwk.N) == 0 || len(jwk.E) == 0 || len(jwk.E) > 4 {
-		return nil, fmt.Errorf("azurekms: %s is not an RSA key", u)
-	}
-	e := 0
-	for _, x := range jwk.E {
-		e = e<<8 | int(x)
-	}
-	kid := u
-	if k.Version == "" && jwk.KID != nil && jwk.KID.Version() != "" {
-		kid = strings.TrimSuffix(u, "/") + "/" + jwk.KID.Version()
-	}
-	return &plugin.PublicKey{StanzaType: StanzaType, KID: kid, N: jwk.N, E: e}, nil
+	var pk *plugin.PublicKey
+	err := b.with(u, func(ctx context.Context, k *Key, c *azkeys.Client) error {
+		resp, err := c.GetKey(ctx, k.Name, k.Version, nil)
+		if err != nil {
+			return explain(err, u, "get key", "get")
+		}
+		jwk := resp.Key
+		if jwk == nil || jwk.Kty == nil || (*jwk.Kty != azkeys.KeyTypeRSA && *jwk.Kty != azkeys.KeyTypeRSAHSM) || len(jwk.N) == 0 || len(jwk.E) == 0 || len(jwk.E) > 4 {
+			return fmt.Errorf("azurekms: %s is not an RSA key", u)
+		}
+		e := 0
+		for _, x := range jwk.E {
+			e = e<<8 | int(x)
+		}
+		pk = &plugin.PublicKey{StanzaType: StanzaType, KID: pinned(u, k, jwk.KID), N: jwk.N, E: e}
+		return nil
+	})
+	return pk, err
 }
 
 // Unwrap unwraps an azurekms stanza.
@@ -206,21 +210,16 @@ func (b *Backend) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	if s.Type != StanzaType {
 		return nil, envelope.ErrIncorrectIdentity
 	}
-	k, err := ParseURL(s.KID)
-	if err != nil {
-		return nil, err
-	}
-	c, err := b.client(k)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
-	defer cancel()
-	resp, err := c.UnwrapKey(ctx, k.Name, k.Version, azkeys.KeyOperationParameters{Algorithm: &alg, Value: s.Key}, nil)
-	if err != nil {
-		return nil, explain(err, s.KID, "unwrapKey", "unwrapKey")
-	}
-	return resp.Result, nil
+	var plain []byte
+	err := b.with(s.KID, func(ctx context.Context, k *Key, c *azkeys.Client) error {
+		resp, err := c.UnwrapKey(ctx, k.Name, k.Version, azkeys.KeyOperationParameters{Algorithm: &alg, Value: s.Key}, nil)
+		if err != nil {
+			return explain(err, s.KID, "unwrapKey", "unwrapKey")
+		}
+		plain = resp.Result
+		return nil
+	})
+	return plain, err
 }
 
 func explain(err error, u, op, permission string) error {
