@@ -29,3 +29,6 @@ pid=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
 "$out/grpcload" -addr "127.0.0.1:$port" -tls-ca "$out/ca.pem" -recipient "$R" -pid "$pid" \
   -clients "${CLIENTS:-64}" -duration "${DURATION:-60s}" -ocikp "$out/ocikp" -keystore "$ks"
+# Latency at a lighter load: the same service, 8 clients for a few seconds.
+"$out/grpcload" -addr "127.0.0.1:$port" -tls-ca "$out/ca.pem" -recipient "$R" \
+  -clients 8 -duration "${LIGHTTIME:-6s}" | head -1

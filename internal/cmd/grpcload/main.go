@@ -9,6 +9,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -19,10 +21,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	kpb "github.com/containers/ocicrypt/utils/keyprovider"
@@ -91,6 +95,7 @@ func run(addr, caFile, recipient string, clients int, duration time.Duration, ma
 		"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": reply.R.Annotation}})
 
 	rssBefore := rss(pid)
+	svcCPU0, ownCPU0 := cpuTime(pid), ownCPU()
 	var (
 		count, failures atomic.Int64
 		firstErr        atomic.Value
@@ -133,6 +138,7 @@ func run(addr, caFile, recipient string, clients int, duration time.Duration, ma
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	svcCPU, genCPU := cpuTime(pid)-svcCPU0, ownCPU()-ownCPU0
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if len(lat) == 0 {
 		return errors.New("no request succeeded")
@@ -142,6 +148,18 @@ func run(addr, caFile, recipient string, clients int, duration time.Duration, ma
 		clients, elapsed.Round(time.Millisecond), len(lat), failures.Load(), rate, ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]))
 	if pid > 0 {
 		fmt.Printf("service RSS: %d KiB before, %d KiB after\n", rssBefore, rss(pid))
+		// CPU per call separates the service's cost from the load
+		// generator's, which shares the machine's cores.
+		n := float64(len(lat)) + float64(failures.Load())
+		perSvc := float64(svcCPU.Microseconds()) / n
+		perGen := float64(genCPU.Microseconds()) / n
+		fmt.Printf("CPU per call: service %.0f µs, load generator %.0f µs; service alone on %d cores: %.0f/s\n",
+			perSvc, perGen, runtime.NumCPU(), float64(runtime.NumCPU())*1e6/perSvc)
+		// The floor: each unwrap needs one P-256 ECDH (HPKE decapsulation),
+		// whatever else the service does.
+		e := ecdhCost()
+		fmt.Printf("floor: one P-256 ECDH %.1f µs + load generator %.0f µs per call: at most %.0f/s on %d cores if the service did nothing else\n",
+			e, perGen, float64(runtime.NumCPU())*1e6/(e+perGen), runtime.NumCPU())
 	}
 	if ocikp != "" {
 		// The exec path, as ocicrypt uses it: one process per unwrap, two at a time (2 cores).
@@ -191,6 +209,47 @@ func rss(pid int) int {
 		}
 	}
 	return 0
+}
+
+// cpuTime is a process's user+system CPU time, from /proc (clock ticks of
+// 10 ms: runs of seconds are needed for meaningful figures).
+func cpuTime(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var u, s int64
+	fmt.Sscan(f[11], &u)
+	fmt.Sscan(f[12], &s)
+	return time.Duration(u+s) * 10 * time.Millisecond
+}
+
+func ownCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// ecdhCost is the CPU time of one P-256 ECDH on this machine, in µs.
+func ecdhCost() float64 {
+	k, _ := ecdh.P256().GenerateKey(rand.Reader)
+	p, _ := ecdh.P256().GenerateKey(rand.Reader)
+	const n = 2000
+	t0 := ownCPU()
+	for range n {
+		k.ECDH(p.PublicKey())
+	}
+	return float64((ownCPU() - t0).Nanoseconds()) / n / 1e3
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
