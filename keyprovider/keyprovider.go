@@ -17,6 +17,7 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/kmspub"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/legacy"
@@ -45,14 +46,27 @@ type Provider struct {
 	// used, between requests, until the keystore directory changes. For a
 	// long-lived service; the exec path reads the keystore every time.
 	CacheKeys bool
+	// Keychain holds the keys the keystore's Keychain references name
+	// (nil: this machine's; elsewhere than macOS, none).
+	Keychain *keychain.Keychain
 
 	cache keyCache
 }
 
+func (p *Provider) keychain() *keychain.Keychain {
+	if p.Keychain != nil {
+		return p.Keychain
+	}
+	return keychain.System()
+}
+
+// Refs is the keystore's record of Keychain keys.
+func (p *Provider) Refs() *keychain.Refs { return keychain.RefsIn(p.Store.Dir) }
+
 // keyCache holds the keystore's identities as of the directory's mtime.
 type keyCache struct {
 	mu      sync.Mutex
-	stamp   time.Time
+	stamp   [2]time.Time // keystore and Keychain references
 	keys    []*p256.Identity
 	skipped []error
 }
@@ -182,6 +196,13 @@ func (p *Provider) recipientFor(v string) (envelope.Recipient, error) {
 			pub, err := k.PublicKey()
 			if err != nil {
 				return nil, fmt.Errorf("key %q: %w", k.Name, err)
+			}
+			return p256.NewRecipient(pub)
+		}
+		if ref, kerr := p.Refs().Get(v); kerr == nil {
+			pub, err := ref.PublicKey()
+			if err != nil {
+				return nil, fmt.Errorf("key %q: %w", ref.Name, err)
 			}
 			return p256.NewRecipient(pub)
 		}
@@ -397,6 +418,14 @@ func (p *Provider) identities(params map[string][][]byte) (*selection, error) {
 			sel.kmsKIDs = append(sel.kmsKIDs, string(v))
 			continue
 		}
+		if keychain.IsDecryptURL(string(v)) {
+			ks, err := p.taggedKeys(string(v))
+			if err != nil {
+				return nil, fmt.Errorf("decryption key %d of %d: %w", i+1, len(values), err)
+			}
+			sel.keys = append(sel.keys, ks...)
+			continue
+		}
 		k, err := p.namedKey(string(v))
 		if err != nil {
 			return nil, fmt.Errorf("decryption key %d of %d: %w", i+1, len(values), err)
@@ -416,14 +445,15 @@ func (p *Provider) identities(params map[string][][]byte) (*selection, error) {
 // keystore directory changed (keys are created, replaced and deleted by
 // link, rename and unlink, all of which change its mtime).
 func (p *Provider) cachedKeys(sel *selection) (*selection, error) {
-	var stamp time.Time
+	var stamp [2]time.Time
 	if fi, err := os.Stat(p.Store.Dir); err == nil {
-		stamp = fi.ModTime()
+		stamp[0] = fi.ModTime()
 	}
+	stamp[1] = p.Refs().Stamp()
 	c := &p.cache
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.keys == nil || !stamp.Equal(c.stamp) {
+	if c.keys == nil || !stamp[0].Equal(c.stamp[0]) || !stamp[1].Equal(c.stamp[1]) {
 		fresh := &selection{}
 		if err := p.listKeys(fresh); err != nil {
 			return nil, err
@@ -447,7 +477,47 @@ func (p *Provider) listKeys(sel *selection) error {
 		}
 		sel.keys = append(sel.keys, p.storeIdentity(e.Key))
 	}
+	for _, e := range p.Refs().List() {
+		if e.Err != nil {
+			sel.skipped = append(sel.skipped, e.Err)
+			continue
+		}
+		sel.keys = append(sel.keys, p.refIdentity(e.Ref))
+	}
 	return nil
+}
+
+// refIdentity is a Keychain key the keystore records: matched by its
+// recorded public key, the Keychain asked only for the ECDH.
+func (p *Provider) refIdentity(r *keychain.Ref) *p256.Identity {
+	return p256.NewIdentity(r.Name, r.Compressed(), func() (ecdh.KeyExchanger, error) {
+		pub, err := r.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", r.Name, err)
+		}
+		k, err := p.keychain().Select(r.Tag, pub)
+		if err != nil {
+			return nil, fmt.Errorf("key %q (%s): %w", r.Name, r.Kind(), err)
+		}
+		return k, nil
+	})
+}
+
+// taggedKeys are the Keychain keys an apple-se decryption URL names by tag.
+func (p *Provider) taggedKeys(url string) ([]*p256.Identity, error) {
+	tag, err := keychain.ParseDecryptURL(url)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := p.keychain().Find(tag)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]*p256.Identity, len(keys))
+	for i, k := range keys {
+		ids[i] = p256.NewIdentityFromKey(fmt.Sprintf("keychain tag %q", tag), k)
+	}
+	return ids, nil
 }
 
 // unwrapEntry returns the values in dc.Parameters that name ocikp keys.
@@ -470,7 +540,7 @@ func (p *Provider) unwrapEntry(params map[string][][]byte) [][]byte {
 		vs = strip(vs)
 		ok := len(vs) > 0
 		for _, v := range vs {
-			ok = ok && (p.hasKey(string(v)) || recipient.IsKMS(string(v)))
+			ok = ok && (p.hasKey(string(v)) || recipient.IsKMS(string(v)) || keychain.IsDecryptURL(string(v)))
 		}
 		if ok {
 			return vs
@@ -484,7 +554,7 @@ func (p *Provider) hasKey(name string) bool {
 		return false
 	}
 	_, err := os.Stat(filepath.Join(p.Store.Dir, name+".key"))
-	return err == nil
+	return err == nil || p.Refs().Has(name)
 }
 
 // namedKey resolves a decryption key value: a keystore name, or a path to a
@@ -496,6 +566,13 @@ func (p *Provider) namedKey(v string) (*p256.Identity, error) {
 			return nil, hint.Wrap(errors.New("neither a key name nor a key file path"), keyParamHint)
 		}
 		k, err := p.Store.Get(v)
+		if errors.Is(err, soft.ErrNotFound) && p.Refs().Has(v) {
+			ref, err := p.Refs().Get(v)
+			if err != nil {
+				return nil, err
+			}
+			return p.refIdentity(ref), nil
+		}
 		if errors.Is(err, soft.ErrNotFound) {
 			return nil, hint.Wrap(fmt.Errorf("no key of that name in keystore %s", p.Store.Dir), keyParamHint)
 		}

@@ -2,12 +2,8 @@ package keyprovider
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ecdh"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,8 +12,8 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/legacytest"
 	"github.com/ocikp/ocikp/keys/soft"
-	"github.com/ocikp/ocikp/legacy"
 	"github.com/ocikp/ocikp/protocol"
 )
 
@@ -203,16 +199,7 @@ func TestPassphraseProtectedKey(t *testing.T) {
 func TestLegacyApple(t *testing.T) {
 	f := newFixture(t, "old", "new")
 	p := &Provider{Name: "ocikp", Store: f.st}
-	eph, _ := ecdh.P256().GenerateKey(rand.Reader)
-	shared, _ := eph.ECDH(f.priv["old"].PublicKey())
-	b, _ := aes.NewCipher(legacy.AppleKey(shared))
-	g, _ := cipher.NewGCM(b)
-	nonce := make([]byte, 12)
-	blob, _ := json.Marshal(map[string]string{
-		"KeyUrl": "apple-se://se?label=old", "WrapType": "AES-GCM",
-		"EphPub":     base64.StdEncoding.EncodeToString(eph.PublicKey().Bytes()),
-		"WrappedKey": base64.StdEncoding.EncodeToString(g.Seal(nonce, nonce, opts, nil)),
-	})
+	blob, _ := legacytest.AppleBlob(t, f.priv["old"].PublicKey(), opts, false)
 	if got, err := unwrap(p, blob, nil); err != nil || !bytes.Equal(got, opts) {
 		t.Fatalf("legacy: %v", err)
 	}

@@ -2,43 +2,16 @@ package legacy
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ecdh"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"math/big"
 	"testing"
+
+	"github.com/ocikp/ocikp/internal/legacytest"
 )
 
-// writeAppleBlob is a test-only writer of the Apple Keychain provider's
-// algorithm. With stripZeros it derives the key from big.Int.Bytes() of the
-// shared secret, as the seed's Go code did. It returns whether the shared
-// secret had a leading zero byte.
 func writeAppleBlob(t testing.TB, to *ecdh.PublicKey, optsdata []byte, stripZeros bool) ([]byte, bool) {
-	t.Helper()
-	eph, _ := ecdh.P256().GenerateKey(rand.Reader)
-	shared, err := eph.ECDH(to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret := shared
-	if stripZeros {
-		secret = new(big.Int).SetBytes(shared).Bytes()
-	}
-	b, _ := aes.NewCipher(AppleKey(secret))
-	g, _ := cipher.NewGCM(b)
-	nonce := make([]byte, 12)
-	rand.Read(nonce)
-	blob, _ := json.Marshal(map[string]string{
-		"KeyUrl":     "apple-se://se?label=test",
-		"EphPub":     base64.StdEncoding.EncodeToString(eph.PublicKey().Bytes()),
-		"WrappedKey": base64.StdEncoding.EncodeToString(g.Seal(nonce, nonce, optsdata, nil)),
-		"WrapType":   "AES-GCM",
-	})
-	return blob, shared[0] == 0
+	return legacytest.AppleBlob(t, to, optsdata, stripZeros)
 }
 
 func TestAppleOpen(t *testing.T) {

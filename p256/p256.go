@@ -151,11 +151,17 @@ func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	priv, err := hpke.NewDHKEMPrivateKey(kx)
+	// A hardware or Keychain key can fail its ECDH (a locked token, a
+	// refused prompt); that is the key's failure, not the stanza's.
+	rec := &ecdhErr{KeyExchanger: kx}
+	priv, err := hpke.NewDHKEMPrivateKey(rec)
 	if err != nil {
 		return nil, err
 	}
 	r, err := hpke.NewRecipient(s.Enc, priv, kdf, aead, []byte(info))
+	if rec.err != nil {
+		return nil, fmt.Errorf("key %q: %w", id.name, rec.err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("key %q: %w", id.name, errStanza(s))
 	}
@@ -167,6 +173,20 @@ func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 		return nil, fmt.Errorf("key %q: %w", id.name, errStanza(s))
 	}
 	return fk, nil
+}
+
+// ecdhErr remembers the error of the key's own ECDH.
+type ecdhErr struct {
+	ecdh.KeyExchanger
+	err error
+}
+
+func (e *ecdhErr) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
+	s, err := e.KeyExchanger.ECDH(peer)
+	if err != nil {
+		e.err = err
+	}
+	return s, err
 }
 
 func errStanza(s *envelope.Stanza) error {
@@ -257,29 +277,70 @@ func ParsePoint(raw []byte) (*ecdh.PublicKey, error) {
 // parseAppleSE reads apple-se://se?mode=encrypt&pub=… without net/url,
 // which the exec binary does not link (see DESIGN.md, "Binaries").
 func parseAppleSE(s string) ([]byte, error) {
-	const prefix = "apple-se://se?"
 	bad := errors.New("apple-se recipient: want apple-se://se?mode=encrypt&pub=<base64url of a 65-byte point>")
-	if !strings.HasPrefix(s, prefix) {
-		return nil, bad
-	}
-	var pub string
-	mode := ""
-	for _, kv := range strings.Split(s[len(prefix):], "&") {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "pub":
-			pub = v
-		case "mode":
-			mode = v
-		}
-	}
-	if mode != "encrypt" || pub == "" {
+	q, err := AppleSEQuery(s)
+	if err != nil || q["mode"] != "encrypt" || q["pub"] == "" {
 		return nil, bad
 	}
 	// The seed wrote base64url, sometimes padded; accept both, nothing else.
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(pub, "="))
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(q["pub"], "="))
 	if err != nil || len(raw) != 65 {
 		return nil, bad
 	}
 	return raw, nil
+}
+
+// AppleSEQuery returns the query parameters of an Apple key provider URL,
+// apple-se://se?k=v&…, percent-decoded; a repeated or malformed parameter is
+// an error. (net/url is not used: the exec binary links no net packages.)
+func AppleSEQuery(s string) (map[string]string, error) {
+	const prefix = "apple-se://se?"
+	bad := errors.New("not an apple-se://se?… URL")
+	rest, ok := strings.CutPrefix(s, prefix)
+	if !ok || len(s) > 1024 || strings.ContainsAny(rest, "#?") {
+		return nil, bad
+	}
+	q := map[string]string{}
+	for _, kv := range strings.Split(rest, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		k, kerr := unescape(k)
+		v, verr := unescape(v)
+		if _, dup := q[k]; dup || kerr != nil || verr != nil || k == "" {
+			return nil, bad
+		}
+		q[k] = v
+	}
+	return q, nil
+}
+
+func unescape(s string) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", errors.New("bad escape")
+		}
+		var c byte
+		for _, h := range s[i+1 : i+3] {
+			switch {
+			case h >= '0' && h <= '9':
+				c = c<<4 | byte(h-'0')
+			case h >= 'a' && h <= 'f':
+				c = c<<4 | byte(h-'a'+10)
+			case h >= 'A' && h <= 'F':
+				c = c<<4 | byte(h-'A'+10)
+			default:
+				return "", errors.New("bad escape")
+			}
+		}
+		b.WriteByte(c)
+		i += 2
+	}
+	return b.String(), nil
 }

@@ -25,7 +25,11 @@ const usage = `ocikp — an OCIcrypt key provider
 Usage:
   ocikp keyprovider [--name NAME]      answer one ocicrypt request (stdin → stdout)
   ocikp keygen NAME                    create a key; prints its recipient
+  ocikp keygen --backend keychain [--secure-enclave] [--require-presence] [--tag TAG] NAME
+                                       create a macOS Keychain / Secure Enclave key
   ocikp import NAME [--file PEM]       import a P-256 private key (PKCS#8 or SEC1 PEM)
+  ocikp import --backend keychain --tag TAG NAME
+                                       record an existing Keychain key (e.g. the Apple provider's)
   ocikp list [--json]                  list keys
   ocikp recipient NAME                 print a key's recipient string
   ocikp delete NAME                    delete a key

@@ -12,12 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/keyprovider"
+	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/protocol"
 	"github.com/ocikp/ocikp/recipient"
@@ -153,9 +155,15 @@ func cmdKeygen(e *env, args []string) error {
 	fs := e.flags("keygen")
 	prompt := fs.Bool("passphrase", false, "protect the key with a passphrase typed at the terminal")
 	passFile := fs.String("passphrase-file", "", "protect the key with the passphrase in this file")
-	pos, err := e.parse(fs, args, 1, 1, "[--passphrase | --passphrase-file FILE] NAME")
+	kf := e.addKeychainFlags(fs, true)
+	pos, err := e.parse(fs, args, 1, 1, "[--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] NAME")
 	if err != nil {
 		return err
+	}
+	if kc, err := kf.check(*prompt || *passFile != ""); err != nil {
+		return err
+	} else if kc {
+		return e.keychainKeygen(pos[0], kf)
 	}
 	priv, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
@@ -193,9 +201,18 @@ func cmdImport(e *env, args []string) error {
 	file := fs.String("file", "", "PEM file to import (default: stdin)")
 	prompt := fs.Bool("passphrase", false, "protect the key with a passphrase typed at the terminal")
 	passFile := fs.String("passphrase-file", "", "protect the key with the passphrase in this file")
-	pos, err := e.parse(fs, args, 1, 1, "[--file PEM] [--passphrase | --passphrase-file FILE] NAME")
+	kf := e.addKeychainFlags(fs, false)
+	pos, err := e.parse(fs, args, 1, 1, "[--file PEM] [--passphrase | --passphrase-file FILE] NAME | --backend keychain --tag TAG NAME")
 	if err != nil {
 		return err
+	}
+	if kc, err := kf.check(*prompt || *passFile != ""); err != nil {
+		return err
+	} else if kc {
+		if *file != "" {
+			return usagef("--file is for --backend soft")
+		}
+		return e.keychainImport(pos[0], kf)
 	}
 	var data []byte
 	if *file != "" {
@@ -250,6 +267,16 @@ func cmdList(e *env, args []string) error {
 			if !en.Key.Created.IsZero() {
 				l.Created = en.Key.Created.Format(time.RFC3339)
 			}
+		}
+		out = append(out, l)
+	}
+	for _, en := range keychain.RefsIn(st.Dir).List() {
+		l := listed{Name: en.Name, Type: "p256 (keychain)"}
+		if en.Err != nil {
+			l.Error = oneLine(en.Err.Error())
+		} else {
+			l.Type = "p256 (" + en.Ref.Kind() + ", tag " + strconv.Quote(en.Ref.Tag) + ")"
+			l.Recipient, l.Protected, l.Created = en.Ref.Recipient, en.Ref.RequirePresence, en.Ref.Created.Format(time.RFC3339)
 		}
 		out = append(out, l)
 	}
@@ -330,6 +357,12 @@ func cmdRecipient(e *env, args []string) error {
 		return err
 	}
 	k, err := st.Get(name)
+	if errors.Is(err, soft.ErrNotFound) {
+		if ref, rerr := keychain.RefsIn(st.Dir).Get(name); rerr == nil {
+			fmt.Fprintln(e.stdout, ref.Recipient)
+			return nil
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -341,6 +374,9 @@ func cmdDelete(e *env, args []string) error {
 	name, st, err := e.nameAndStore("delete", args)
 	if err != nil {
 		return err
+	}
+	if refs := keychain.RefsIn(st.Dir); soft.ValidName(name) && refs.Has(name) {
+		return e.keychainDelete(refs, name)
 	}
 	if err := st.Delete(name); err != nil {
 		return err

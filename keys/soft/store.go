@@ -87,7 +87,7 @@ func (s *Store) Create(name string, priv *ecdh.PrivateKey, passphrase []byte) (*
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating keystore: %w", err)
 	}
-	if err := writeNew(s.path(name), data); err != nil {
+	if err := WriteNew(s.path(name), data); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, hint.Wrap(fmt.Errorf("key %q: %w in %s", name, ErrExists, s.Dir),
 				"choose another name, or remove the old key with: ocikp delete "+name)
@@ -97,10 +97,10 @@ func (s *Store) Create(name string, priv *ecdh.PrivateKey, passphrase []byte) (*
 	return k, nil
 }
 
-// writeNew writes data to path atomically and without replacing an existing
+// WriteNew writes data to path atomically and without replacing an existing
 // file: a temporary file is written and synced, then hard-linked to path (so
 // that of two concurrent creates exactly one wins).
-func writeNew(path string, data []byte) error {
+func WriteNew(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {

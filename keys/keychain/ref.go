@@ -1,0 +1,248 @@
+package keychain
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/p256"
+)
+
+// MaxTag bounds a tag's length (the seed's are short strings).
+const MaxTag = 256
+
+// maxRefSize bounds a reference file.
+const maxRefSize = 4096
+
+// Ref is a keystore's record of a Keychain key: enough to list it and to
+// match stanzas to it without asking the Keychain.
+type Ref struct {
+	Name            string    `json:"name"`
+	Tag             string    `json:"tag"`
+	SecureEnclave   bool      `json:"secure_enclave"`
+	RequirePresence bool      `json:"require_presence"`
+	Recipient       string    `json:"recipient"`
+	Created         time.Time `json:"created"`
+
+	compressed []byte
+}
+
+// Compressed returns the key's compressed public point.
+func (r *Ref) Compressed() []byte { return r.compressed }
+
+// PublicKey returns the key's public key.
+func (r *Ref) PublicKey() (*ecdh.PublicKey, error) { return p256.ParsePoint(r.compressed) }
+
+// Kind names where the key lives, for listings.
+func (r *Ref) Kind() string {
+	if r.SecureEnclave {
+		return "secure-enclave"
+	}
+	return "keychain"
+}
+
+// ValidTag reports whether tag is usable: non-empty, bounded, printable.
+func ValidTag(tag string) bool {
+	if tag == "" || len(tag) > MaxTag {
+		return false
+	}
+	for _, c := range tag {
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseRef reads a reference file's contents, strictly.
+func ParseRef(data []byte) (*Ref, error) {
+	if len(data) > maxRefSize {
+		return nil, fmt.Errorf("keychain reference: %d bytes, at most %d", len(data), maxRefSize)
+	}
+	var w struct {
+		V int `json:"v"`
+		Ref
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&w); err != nil || dec.More() {
+		return nil, errors.New("keychain reference: not a JSON object of the documented fields")
+	}
+	r := w.Ref
+	switch {
+	case w.V != 1:
+		return nil, fmt.Errorf("keychain reference: version %d, this ocikp reads version 1", w.V)
+	case !soft.ValidName(r.Name):
+		return nil, errors.New("keychain reference: invalid key name")
+	case !ValidTag(r.Tag):
+		return nil, errors.New("keychain reference: invalid tag")
+	}
+	c, err := p256.ParseCompressed(r.Recipient)
+	if err != nil {
+		return nil, fmt.Errorf("keychain reference: %w", err)
+	}
+	r.compressed = c
+	return &r, nil
+}
+
+// Marshal encodes r as stored.
+func (r *Ref) Marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(struct {
+		V int `json:"v"`
+		*Ref
+	}{1, r}, "", "  ")
+	return append(b, '\n'), err
+}
+
+// Refs is the keystore's directory of Keychain references (DIR/keychain).
+type Refs struct{ Dir string }
+
+// RefsIn returns the references of the keystore at dir.
+func RefsIn(keystore string) *Refs { return &Refs{Dir: filepath.Join(keystore, "keychain")} }
+
+func (rs *Refs) path(name string) string { return filepath.Join(rs.Dir, name+".json") }
+
+// Get reads one reference; ErrNotFound if there is none of that name.
+func (rs *Refs) Get(name string) (*Ref, error) {
+	if !soft.ValidName(name) {
+		return nil, fmt.Errorf("invalid key name %.70q", name)
+	}
+	data, err := readBounded(rs.path(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("key %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, err := ParseRef(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", rs.path(name), err)
+	}
+	if r.Name != name {
+		return nil, fmt.Errorf("%s: names key %q", rs.path(name), r.Name)
+	}
+	return r, nil
+}
+
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, maxRefSize+1)
+	n, err := f.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// Has reports whether a reference of that name exists.
+func (rs *Refs) Has(name string) bool {
+	if !soft.ValidName(name) {
+		return false
+	}
+	_, err := os.Stat(rs.path(name))
+	return err == nil
+}
+
+// Put records a new reference; it never replaces one.
+func (rs *Refs) Put(r *Ref) error {
+	data, err := r.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(rs.Dir, 0o700); err != nil {
+		return err
+	}
+	if err := soft.WriteNew(rs.path(r.Name), data); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return hint.Wrap(fmt.Errorf("key %q already exists in %s", r.Name, rs.Dir), "choose another name")
+		}
+		return err
+	}
+	return nil
+}
+
+// Remove deletes a reference.
+func (rs *Refs) Remove(name string) error {
+	if !soft.ValidName(name) {
+		return fmt.Errorf("invalid key name %.70q", name)
+	}
+	return os.Remove(rs.path(name))
+}
+
+// Entry is one listed reference, or why it could not be read.
+type Entry struct {
+	Name string
+	Ref  *Ref
+	Err  error
+}
+
+// List returns every reference, by name. No directory means none.
+func (rs *Refs) List() []Entry {
+	des, err := os.ReadDir(rs.Dir)
+	if err != nil {
+		return nil
+	}
+	var out []Entry
+	for _, de := range des {
+		name, ok := strings.CutSuffix(de.Name(), ".json")
+		if !ok || !soft.ValidName(name) {
+			continue
+		}
+		r, err := rs.Get(name)
+		out = append(out, Entry{Name: name, Ref: r, Err: err})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Stamp is the directory's modification time (zero if absent), for caches.
+func (rs *Refs) Stamp() time.Time {
+	if fi, err := os.Stat(rs.Dir); err == nil {
+		return fi.ModTime()
+	}
+	return time.Time{}
+}
+
+// IsDecryptURL reports whether s is the Apple key provider's decryption
+// key, apple-se://se?mode=decrypt[&tag=TAG].
+func IsDecryptURL(s string) bool {
+	_, err := ParseDecryptURL(s)
+	return err == nil
+}
+
+// ParseDecryptURL returns the tag an apple-se decryption URL names
+// (DefaultTag when it names none).
+func ParseDecryptURL(s string) (string, error) {
+	bad := errors.New("Apple key provider decryption key: want apple-se://se?mode=decrypt[&tag=TAG]")
+	q, err := p256.AppleSEQuery(s)
+	if err != nil || q["mode"] != "decrypt" {
+		return "", bad
+	}
+	for k := range q {
+		if k != "mode" && k != "tag" {
+			return "", bad
+		}
+	}
+	tag, ok := q["tag"]
+	if !ok {
+		tag = DefaultTag
+	}
+	if !ValidTag(tag) {
+		return "", errors.New("Apple key provider decryption key: the tag must be 1-256 printable characters")
+	}
+	return tag, nil
+}
