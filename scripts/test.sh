@@ -21,11 +21,19 @@ if [ -n "$bad" ]; then echo "not gofmt-formatted:"; echo "$bad"; exit 1; fi
 step "go vet"
 go vet ./...
 
+step "macOS cross-build and vet (the keychain backend, no cgo)"
+for arch in arm64 amd64; do
+  GOOS=darwin GOARCH=$arch CGO_ENABLED=0 go build ./...
+  GOOS=darwin GOARCH=$arch CGO_ENABLED=0 go vet ./...
+  GOOS=darwin GOARCH=$arch CGO_ENABLED=0 go test -c -o /dev/null ./keys/keychain
+done
+
 step "staticcheck"
 if [ ! -x "$TOOLS_BIN/staticcheck" ]; then
   GOBIN=$TOOLS_BIN go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
 "$TOOLS_BIN/staticcheck" ./...
+GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 "$TOOLS_BIN/staticcheck" ./keys/keychain/...
 
 step "go test (unit, CLI, end-to-end)"
 go test -count=1 ./...

@@ -104,10 +104,3 @@ func tagQuery(tag string) Dict {
 func deleteQuery(h Handle) Dict {
 	return Dict{{"kSecClass", Const("kSecClassKey")}, {"kSecValueRef", h}}
 }
-
-// peerKeyAttrs describe the peer's public key for SecKeyCreateWithData.
-var peerKeyAttrs = Dict{
-	{"kSecAttrKeyType", Const("kSecAttrKeyTypeECSECPrimeRandom")},
-	{"kSecAttrKeyClass", Const("kSecAttrKeyClassPublic")},
-	{"kSecAttrKeySizeInBits", 256},
-}

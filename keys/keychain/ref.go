@@ -227,7 +227,7 @@ func IsDecryptURL(s string) bool {
 // ParseDecryptURL returns the tag an apple-se decryption URL names
 // (DefaultTag when it names none).
 func ParseDecryptURL(s string) (string, error) {
-	bad := errors.New("Apple key provider decryption key: want apple-se://se?mode=decrypt[&tag=TAG]")
+	bad := errors.New("apple-se decryption key: want apple-se://se?mode=decrypt[&tag=TAG]")
 	q, err := p256.AppleSEQuery(s)
 	if err != nil || q["mode"] != "decrypt" {
 		return "", bad
@@ -242,7 +242,7 @@ func ParseDecryptURL(s string) (string, error) {
 		tag = DefaultTag
 	}
 	if !ValidTag(tag) {
-		return "", errors.New("Apple key provider decryption key: the tag must be 1-256 printable characters")
+		return "", errors.New("apple-se decryption key: the tag must be 1-256 printable characters")
 	}
 	return tag, nil
 }

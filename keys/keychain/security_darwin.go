@@ -67,7 +67,7 @@ func load() error {
 		defer func() {
 			// RegisterLibFunc panics on a missing symbol: an older macOS.
 			if r := recover(); r != nil {
-				loadErr = fmt.Errorf("Security.framework: %v", r)
+				loadErr = fmt.Errorf("loading Security.framework: %v", r)
 			}
 		}()
 		purego.RegisterLibFunc(&cfRelease, cf, "CFRelease")
@@ -118,7 +118,7 @@ func constant(name Const) (uintptr, error) {
 	addr, err := purego.Dlsym(sec, string(name))
 	if err != nil {
 		if addr, err = purego.Dlsym(cf, string(name)); err != nil {
-			return 0, fmt.Errorf("Security.framework has no %s", name)
+			return 0, fmt.Errorf("no %s in Security.framework or CoreFoundation", name)
 		}
 	}
 	v := **(**uintptr)(unsafe.Pointer(&addr)) // the symbol holds the object's pointer
@@ -256,6 +256,13 @@ func osStatus(fn string, st int32) error {
 		cfRelease(s)
 	}
 	return &Status{Func: fn, Code: st, Desc: desc}
+}
+
+// peerKeyAttrs describe the peer's public key for SecKeyCreateWithData.
+var peerKeyAttrs = Dict{
+	{"kSecAttrKeyType", Const("kSecAttrKeyTypeECSECPrimeRandom")},
+	{"kSecAttrKeyClass", Const("kSecAttrKeyClassPublic")},
+	{"kSecAttrKeySizeInBits", 256},
 }
 
 type darwinSecurity struct{}
