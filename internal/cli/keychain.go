@@ -76,17 +76,24 @@ func nameFree(st *soft.Store, refs *keychain.Refs, name string) error {
 	return nil
 }
 
-// keychainKeygen creates a Keychain or Secure Enclave key and records it.
-func (e *env) keychainKeygen(name string, k keychainFlags) error {
+// keychainTarget checks that name is free and returns where its record
+// goes and the key's tag.
+func (e *env) keychainTarget(name string, k keychainFlags) (*keychain.Refs, string, error) {
 	st, err := e.store()
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	refs := keychain.RefsIn(st.Dir)
 	if err := nameFree(st, refs, name); err != nil {
-		return err
+		return nil, "", err
 	}
 	tag, err := k.tagFor(name)
+	return refs, tag, err
+}
+
+// keychainKeygen creates a Keychain or Secure Enclave key and records it.
+func (e *env) keychainKeygen(name string, k keychainFlags) error {
+	refs, tag, err := e.keychainTarget(name, k)
 	if err != nil {
 		return err
 	}
@@ -115,15 +122,7 @@ func (e *env) keychainImport(name string, k keychainFlags) error {
 	if *k.tag == "" {
 		return usagef("import --backend keychain needs --tag TAG (the Apple key provider's default is %s)", keychain.DefaultTag)
 	}
-	st, err := e.store()
-	if err != nil {
-		return err
-	}
-	refs := keychain.RefsIn(st.Dir)
-	if err := nameFree(st, refs, name); err != nil {
-		return err
-	}
-	tag, err := k.tagFor(name)
+	refs, tag, err := e.keychainTarget(name, k)
 	if err != nil {
 		return err
 	}
