@@ -86,10 +86,20 @@ func createParams(s Spec) Dict {
 	if s.SecureEnclave {
 		d = append(d, KV{"kSecAttrTokenID", Const("kSecAttrTokenIDSecureEnclave")})
 	}
+	if s.SecureEnclave || s.RequirePresence {
+		d = append(d, KV{"kSecUseDataProtectionKeychain", true}) // access control lives there
+	}
 	return append(d, KV{"kSecPrivateKeyAttrs", priv})
 }
 
-// tagQuery selects every P-256 private key with tag, as references.
+// tagQueries select every P-256 private key with tag, as references: in
+// the file-based login keychain (where the Apple provider's and plain
+// ocikp keys live) and in the data-protection keychain (Secure Enclave and
+// access-controlled keys), which macOS searches only when asked to.
+func tagQueries(tag string) []Dict {
+	return []Dict{tagQuery(tag), append(tagQuery(tag), KV{"kSecUseDataProtectionKeychain", true})}
+}
+
 func tagQuery(tag string) Dict {
 	return append(Dict{
 		{"kSecClass", Const("kSecClassKey")},

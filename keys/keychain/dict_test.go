@@ -43,7 +43,11 @@ func TestCreateParams(t *testing.T) {
 }
 
 func TestQueries(t *testing.T) {
-	q := tagQuery("se.ocicrypt.default.tag")
+	qs := tagQueries("se.ocicrypt.default.tag")
+	if len(qs) != 2 || qs[0].Get("kSecUseDataProtectionKeychain") != nil || qs[1].Get("kSecUseDataProtectionKeychain") != true {
+		t.Fatalf("queries %v", qs)
+	}
+	q := qs[0]
 	want := map[string]any{
 		"kSecClass":              Const("kSecClassKey"),
 		"kSecAttrKeyClass":       Const("kSecAttrKeyClassPrivate"),

@@ -89,16 +89,11 @@ func (kc *Keychain) key(tag string, h Handle) (*Key, error) {
 // Find returns the P-256 private keys with tag (several Keychain items may
 // share one). It needs no user approval: only public keys are read.
 func (kc *Keychain) Find(tag string) ([]*Key, error) {
-	hs, err := kc.sec.CopyMatching(tagQuery(tag))
+	hs, err := kc.matching(tag)
 	if err != nil {
-		err = explain(fmt.Sprintf("looking up Keychain keys with tag %q", tag), err)
-		return nil, err
+		return nil, explain(fmt.Sprintf("looking up Keychain keys with tag %q", tag), err)
 	}
-	defer func() {
-		for _, h := range hs {
-			kc.sec.Release(h)
-		}
-	}()
+	defer kc.release(hs)
 	if len(hs) == 0 {
 		return nil, fmt.Errorf("tag %q: %w", tag, ErrNotFound)
 	}
@@ -111,6 +106,32 @@ func (kc *Keychain) Find(tag string) ([]*Key, error) {
 		keys = append(keys, k)
 	}
 	return keys, nil
+}
+
+// matching returns references to the keys with tag in both keychains. A
+// binary without the entitlements of the data-protection keychain cannot
+// have keys there: that refusal means none.
+func (kc *Keychain) matching(tag string) ([]Handle, error) {
+	var all []Handle
+	for i, q := range tagQueries(tag) {
+		hs, err := kc.sec.CopyMatching(q)
+		var st *Status
+		if i > 0 && errors.As(err, &st) && st.Code == errSecMissingEntitlement {
+			continue
+		}
+		if err != nil {
+			kc.release(all)
+			return nil, err
+		}
+		all = append(all, hs...)
+	}
+	return all, nil
+}
+
+func (kc *Keychain) release(hs []Handle) {
+	for _, h := range hs {
+		kc.sec.Release(h)
+	}
 }
 
 // Select returns the key with tag and public key pub.
@@ -131,15 +152,11 @@ func (kc *Keychain) Select(tag string, pub *ecdh.PublicKey) (*Key, error) {
 // public key, looked up afresh (references are not kept between calls, so
 // a key deleted or replaced meanwhile is noticed).
 func (k *Key) withHandle(what string, f func(Handle) error) error {
-	hs, err := k.kc.sec.CopyMatching(tagQuery(k.Tag))
+	hs, err := k.kc.matching(k.Tag)
 	if err != nil {
 		return explain(what, err)
 	}
-	defer func() {
-		for _, h := range hs {
-			k.kc.sec.Release(h)
-		}
-	}()
+	defer k.kc.release(hs)
 	for _, h := range hs {
 		raw, err := k.kc.sec.PublicKey(h)
 		if err == nil && bytes.Equal(raw, k.pubRaw) {

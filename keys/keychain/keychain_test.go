@@ -100,8 +100,17 @@ func TestSecureEnclaveNeedsEntitlement(t *testing.T) {
 		}
 	}
 	f.Entitled = true
-	if _, err := kc.Create(keychain.Spec{Tag: "se", SecureEnclave: true, RequirePresence: true}); err != nil {
+	k, err := kc.Create(keychain.Spec{Tag: "se", SecureEnclave: true, RequirePresence: true})
+	if err != nil {
 		t.Fatalf("entitled: %v", err)
+	}
+	// Found in the data-protection keychain, and usable.
+	if got, err := kc.Select("se", k.Public); err != nil || !got.Public.Equal(k.Public) {
+		t.Fatalf("select in the data-protection keychain: %v", err)
+	}
+	peer, _ := ecdh.P256().GenerateKey(rand.Reader)
+	if _, err := k.ECDH(peer.PublicKey()); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -21,12 +21,14 @@ type Call struct {
 type item struct {
 	tag  string
 	priv *ecdh.PrivateKey
+	dp   bool // in the data-protection keychain
 }
 
 // Fake implements keychain.Security.
 type Fake struct {
-	// Entitled lets Secure Enclave and access-controlled keys be created;
-	// without it, as for an unsigned binary, creation fails with
+	// Entitled opens the data-protection keychain, where Secure Enclave
+	// and access-controlled keys live; without it, as for an unsigned
+	// binary, creating or looking for such keys fails with
 	// errSecMissingEntitlement.
 	Entitled bool
 	// Fail makes a function ("SecKeyCopyKeyExchangeResult", …) fail with
@@ -96,7 +98,7 @@ func (f *Fake) CreateRandomKey(params keychain.Dict) (keychain.Handle, error) {
 	}
 	tag, _ := priv.Get("kSecAttrApplicationTag").([]byte)
 	k, _ := ecdh.P256().GenerateKey(rand.Reader)
-	it := &item{tag: string(tag), priv: k}
+	it := &item{tag: string(tag), priv: k, dp: params.Get("kSecUseDataProtectionKeychain") == true}
 	f.items = append(f.items, it)
 	return f.handle(it), nil
 }
@@ -108,10 +110,14 @@ func (f *Fake) CopyMatching(q keychain.Dict) ([]keychain.Handle, error) {
 	if err := f.record("SecItemCopyMatching", q); err != nil {
 		return nil, err
 	}
+	dp := q.Get("kSecUseDataProtectionKeychain") == true
+	if dp && !f.Entitled {
+		return nil, &keychain.Status{Func: "SecItemCopyMatching", Code: -34018, Desc: "A required entitlement isn't present."}
+	}
 	tag, _ := q.Get("kSecAttrApplicationTag").([]byte)
 	var hs []keychain.Handle
 	for _, it := range f.items {
-		if it.tag == string(tag) {
+		if it.tag == string(tag) && it.dp == dp {
 			hs = append(hs, f.handle(it))
 		}
 	}
