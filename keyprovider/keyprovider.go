@@ -566,14 +566,14 @@ func (p *Provider) namedKey(v string) (*p256.Identity, error) {
 			return nil, hint.Wrap(errors.New("neither a key name nor a key file path"), keyParamHint)
 		}
 		k, err := p.Store.Get(v)
-		if errors.Is(err, soft.ErrNotFound) && p.Refs().Has(v) {
-			ref, err := p.Refs().Get(v)
-			if err != nil {
-				return nil, err
-			}
-			return p.refIdentity(ref), nil
-		}
 		if errors.Is(err, soft.ErrNotFound) {
+			ref, rerr := p.Refs().Get(v)
+			if rerr == nil {
+				return p.refIdentity(ref), nil
+			}
+			if !errors.Is(rerr, keychain.ErrNotFound) {
+				return nil, rerr
+			}
 			return nil, hint.Wrap(fmt.Errorf("no key of that name in keystore %s", p.Store.Dir), keyParamHint)
 		}
 		if err != nil {

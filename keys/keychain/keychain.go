@@ -47,7 +47,6 @@ type Key struct {
 	Tag    string
 	Public *ecdh.PublicKey
 	kc     *Keychain
-	pubRaw []byte
 }
 
 // Create makes a new P-256 key. A tag that already names a key is refused:
@@ -83,7 +82,7 @@ func (kc *Keychain) key(tag string, h Handle) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the Keychain key with tag %q is not a P-256 key", tag)
 	}
-	return &Key{Tag: tag, Public: pub, kc: kc, pubRaw: raw}, nil
+	return &Key{Tag: tag, Public: pub, kc: kc}, nil
 }
 
 // Find returns the P-256 private keys with tag (several Keychain items may
@@ -159,7 +158,7 @@ func (k *Key) withHandle(what string, f func(Handle) error) error {
 	defer k.kc.release(hs)
 	for _, h := range hs {
 		raw, err := k.kc.sec.PublicKey(h)
-		if err == nil && bytes.Equal(raw, k.pubRaw) {
+		if err == nil && bytes.Equal(raw, k.Public.Bytes()) {
 			return f(h)
 		}
 	}
