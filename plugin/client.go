@@ -20,19 +20,33 @@ import (
 // maxLine bounds a plugin's reply.
 const maxLine = 1 << 20
 
-// Client runs one plugin executable, started on first use.
+// Client runs a plugin executable, started on first use. Each process
+// answers one request at a time; a Client runs up to MaxProcs of them for
+// concurrent calls (the service), reuses idle ones, replaces one that died,
+// and after Restart starts new ones (new settings, new credentials).
 type Client struct {
 	// Name is the executable's name, e.g. "ocikp-plugin-gcpkms".
 	Name string
 	// Env is added to the plugin's environment.
 	Env []string
+	// MaxProcs bounds the processes run at once (0 means 1).
+	MaxProcs int
 
-	mu     sync.Mutex
+	mu      sync.Mutex
+	freed   *sync.Cond // signalled when a process becomes idle or ends
+	idle    []*proc
+	running int // processes started and not yet ended, idle or busy
+	gen     int // bumped by Restart and Close: older processes end after their call
+}
+
+// proc is one running plugin process.
+type proc struct {
 	cmd    *exec.Cmd
 	in     io.WriteCloser
 	out    *bufio.Reader
 	stderr *tailBuffer
-	err    error // a start failure, kept
+	gen    int
+	reused bool // it has answered before
 }
 
 // EnvDir names the environment variable of a directory searched for
@@ -58,55 +72,104 @@ func (c *Client) Find() (string, error) {
 		"install it beside ocikp (go install ./cmd/...)", "or set "+EnvDir+" to the directory that holds it")
 }
 
-func (c *Client) start() error {
-	if c.cmd != nil || c.err != nil {
-		return c.err
-	}
+func (c *Client) start(gen int) (*proc, error) {
 	path, err := c.Find()
 	if err != nil {
-		c.err = err
-		return err
+		return nil, err
 	}
 	cmd := exec.Command(path)
 	cmd.Env = append(os.Environ(), c.Env...)
-	c.stderr = &tailBuffer{max: 4096}
-	cmd.Stderr = c.stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		c.err = err
-		return err
+	p := &proc{cmd: cmd, stderr: &tailBuffer{max: 4096}, gen: gen}
+	cmd.Stderr = p.stderr
+	if p.in, err = cmd.StdinPipe(); err != nil {
+		return nil, err
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		c.err = err
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		c.err = fmt.Errorf("starting %s: %w", c.Name, err)
-		return c.err
-	}
-	c.cmd, c.in, c.out = cmd, in, bufio.NewReaderSize(out, 64<<10)
-	return nil
-}
-
-// Call sends one request and reads its reply.
-func (c *Client) Call(req *Request) (*Response, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.start(); err != nil {
 		return nil, err
 	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", c.Name, err)
+	}
+	p.out = bufio.NewReaderSize(out, 64<<10)
+	return p, nil
+}
+
+// acquire returns an idle process, or starts one if fewer than MaxProcs
+// run, or waits for one to be freed.
+func (c *Client) acquire() (*proc, error) {
+	c.mu.Lock()
+	if c.freed == nil {
+		c.freed = sync.NewCond(&c.mu)
+	}
+	limit := max(c.MaxProcs, 1)
+	for len(c.idle) == 0 && c.running >= limit {
+		c.freed.Wait()
+	}
+	if n := len(c.idle); n > 0 {
+		p := c.idle[n-1]
+		c.idle = c.idle[:n-1]
+		c.mu.Unlock()
+		return p, nil
+	}
+	c.running++
+	gen := c.gen
+	c.mu.Unlock()
+	p, err := c.start(gen)
+	if err != nil {
+		c.mu.Lock()
+		c.running--
+		c.freed.Signal()
+		c.mu.Unlock()
+	}
+	return p, err
+}
+
+// release returns a process after a call: to the idle list if it is alive
+// and current, else it ends.
+func (c *Client) release(p *proc, alive bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if alive && p.gen == c.gen {
+		p.reused = true
+		c.idle = append(c.idle, p)
+	} else {
+		c.running--
+		if alive {
+			p.end(false)
+		}
+	}
+	c.freed.Signal()
+}
+
+// Call sends one request to a process of the plugin and reads its reply. A
+// process that stops answering fails this call only: the next call starts
+// a new one. If a process that had been idle turns out dead (killed while
+// waiting), the request goes once to a new process: every request is
+// idempotent for the caller.
+func (c *Client) Call(req *Request) (*Response, error) {
 	req.V = ProtocolVersion
 	line, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.in.Write(append(line, '\n')); err != nil {
-		return nil, c.died(err)
-	}
-	reply, err := c.out.ReadSlice('\n')
-	if err != nil {
-		return nil, c.died(err)
+	line = append(line, '\n')
+	var reply []byte
+	for attempt := 0; ; attempt++ {
+		p, err := c.acquire()
+		if err != nil {
+			return nil, err
+		}
+		reply, err = p.roundTrip(line)
+		if err == nil {
+			c.release(p, true)
+			break
+		}
+		err = c.died(p, err)
+		c.release(p, false)
+		if !p.reused || attempt > 0 {
+			return nil, err
+		}
 	}
 	if len(reply) > maxLine {
 		return nil, fmt.Errorf("%s: reply too large", c.Name)
@@ -121,37 +184,74 @@ func (c *Client) Call(req *Request) (*Response, error) {
 	return &resp, nil
 }
 
-// died reports a plugin that stopped answering (err: what the pipe said),
-// with its exit status and the end of its stderr.
-func (c *Client) died(err error) error {
-	c.in.Close()
-	if werr := c.cmd.Wait(); werr != nil {
-		err = werr
+func (p *proc) roundTrip(line []byte) ([]byte, error) {
+	if _, err := p.in.Write(line); err != nil {
+		return nil, err
 	}
-	c.err = fmt.Errorf("%s stopped: %v", c.Name, err)
-	if tail := strings.TrimSpace(c.stderr.String()); tail != "" {
-		c.err = fmt.Errorf("%s stopped (%v): %s", c.Name, err, lastLine(tail))
+	reply, err := p.out.ReadSlice('\n')
+	if err != nil {
+		return nil, err
 	}
-	return c.err
+	// The reader's buffer is reused by the next call on this process.
+	return bytes.Clone(reply), nil
 }
 
-// Close tells the plugin to end (by closing its stdin) and, with wait,
-// waits for it. The exec provider does not wait: its caller waits for the
-// provider's exit, and a plugin's shutdown (closing KMS connections) adds
-// nothing the caller needs; the plugin ends on its own at end of input.
+// died reports a process that stopped answering (err: what the pipe said),
+// with its exit status and the end of its stderr.
+func (c *Client) died(p *proc, err error) error {
+	if werr := p.end(true); werr != nil {
+		err = werr
+	}
+	if tail := strings.TrimSpace(p.stderr.String()); tail != "" {
+		return fmt.Errorf("%s stopped (%v): %s", c.Name, err, lastLine(tail))
+	}
+	return fmt.Errorf("%s stopped: %v", c.Name, err)
+}
+
+// end closes the process's input, which tells a plugin to exit, and with
+// wait waits for it; without, it is reaped in the background.
+func (p *proc) end(wait bool) error {
+	p.in.Close()
+	if wait {
+		return p.cmd.Wait()
+	}
+	go p.cmd.Wait()
+	return nil
+}
+
+// Restart ends the idle processes now and busy ones after their call; the
+// next call starts a process that reads its settings and credentials anew.
+func (c *Client) Restart() { c.Close(false) }
+
+// Close tells the idle processes to end (by closing their stdin) and, with
+// wait, waits for them; busy ones end after their call. The exec provider
+// does not wait: its caller waits for the provider's exit, and a plugin's
+// shutdown (closing KMS connections) adds nothing the caller needs; the
+// plugin ends on its own at end of input.
 func (c *Client) Close(wait bool) error {
 	c.mu.Lock()
+	idle := c.idle
+	c.idle = nil
+	c.gen++
+	c.running -= len(idle)
+	if c.freed != nil {
+		c.freed.Broadcast()
+	}
+	c.mu.Unlock()
+	var first error
+	for _, p := range idle {
+		if err := p.end(wait); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Running reports how many processes of the plugin run now.
+func (c *Client) Running() int {
+	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cmd == nil {
-		return nil
-	}
-	c.in.Close()
-	var err error
-	if wait {
-		err = c.cmd.Wait()
-	}
-	c.cmd = nil
-	return err
+	return c.running
 }
 
 func (e *Error) Error() string { return e.Message }

@@ -7,6 +7,8 @@ package recipient
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -57,11 +59,38 @@ func KMSPlugin(kind string) *plugin.Client {
 	return kmsPlugins[kmsKinds[kind]]
 }
 
-// AddKMSEnv adds KEY=VALUE to the environment of every KMS plugin.
-func AddKMSEnv(kv string) {
-	for _, c := range kmsPlugins {
-		c.Env = append(c.Env, kv)
+// KMSSettings are what a command's flags pass to the KMS plugins, through
+// their environment.
+type KMSSettings struct {
+	ConfigFile string // KMS settings file (OCIKP_KMS_CONFIG)
+	GCPADC     string // Google Cloud credentials file
+	AWSProfile string // AWS shared-config profile
+}
+
+// ConfigureKMS passes s to every KMS plugin started from now on, through
+// this process's environment (which plugins inherit, and which a service
+// reads to know what to watch); files are made absolute, as plugins may run
+// in another directory.
+func ConfigureKMS(s KMSSettings) error {
+	set := map[string]string{"OCIKP_AWS_PROFILE": s.AWSProfile}
+	for env, f := range map[string]string{"OCIKP_KMS_CONFIG": s.ConfigFile, "OCIKP_GCPKMS_CREDENTIALS": s.GCPADC} {
+		if f == "" {
+			continue
+		}
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			return err
+		}
+		set[env] = abs
 	}
+	for env, v := range set {
+		if v != "" {
+			if err := os.Setenv(env, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // CloseKMS ends the KMS plugins that were started.
@@ -69,6 +98,32 @@ func CloseKMS(wait bool) {
 	for _, c := range kmsPlugins {
 		c.Close(wait)
 	}
+}
+
+// RestartKMS makes every KMS plugin start anew on its next call, reading
+// its settings file and credentials again; calls in flight finish on the
+// old processes.
+func RestartKMS() {
+	for _, c := range kmsPlugins {
+		c.Restart()
+	}
+}
+
+// SetKMSProcs lets each KMS plugin run up to n processes, for concurrent
+// calls (the service); the exec provider runs one.
+func SetKMSProcs(n int) {
+	for _, c := range kmsPlugins {
+		c.MaxProcs = n
+	}
+}
+
+// KMSRunning reports how many KMS plugin processes run now.
+func KMSRunning() int {
+	n := 0
+	for _, c := range kmsPlugins {
+		n += c.Running()
+	}
+	return n
 }
 
 func parseKMS(s string) (envelope.Recipient, error) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/kmsplugin"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/recipient"
@@ -24,6 +25,9 @@ import (
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "health" {
+		return health(args[1:])
+	}
 	fs := flag.NewFlagSet("ocikp serve", flag.ContinueOnError)
 	var cfg server.Config
 	fs.StringVar(&cfg.Listen, "listen", "unix:///run/ocikp/ocikp.sock", "host:port or unix:///path")
@@ -41,6 +45,12 @@ func run(args []string) int {
 	passFile := fs.String("passphrase-file", "", "passphrase of protected keys")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	configFile := fs.String("config", "", "JSON file of these settings, keyed by flag name (flags win)")
+	var kms recipient.KMSSettings
+	fs.StringVar(&kms.ConfigFile, "kms-config", "", "KMS settings file (default $OCIKP_KMS_CONFIG, else ~/.config/ocikp/kms.json)")
+	fs.StringVar(&kms.GCPADC, "adc", "", "Google Cloud credentials file for gcpkms keys")
+	fs.StringVar(&kms.AWSProfile, "aws-profile", "", "AWS shared-config profile for awskms keys")
+	kmsProcs := fs.Int("kms-procs", 4, "processes each KMS plugin may run for concurrent calls")
+	reloadEvery := fs.Duration("reload-interval", 10*time.Second, "how often to check certificate and KMS credential files for changes (0: only on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -76,6 +86,14 @@ func run(args []string) int {
 			return []byte(strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r")), nil
 		}
 	}
+	if *kmsProcs < 1 {
+		fmt.Fprintln(os.Stderr, "ocikp: error: --kms-procs must be at least 1")
+		return 2
+	}
+	if err := recipient.ConfigureKMS(kms); err != nil {
+		return fail(err)
+	}
+	recipient.SetKMSProcs(*kmsProcs)
 	defer recipient.CloseKMS(true) // plugins stay warm between calls
 	cfg.Provider, cfg.Log = p, log
 	srv, err := server.New(cfg)
@@ -88,49 +106,16 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go reloadOnSignalOrChange(ctx, srv, log, cfg.TLSCert, cfg.TLSKey, cfg.ClientCA)
+	w := &watcher{
+		log: log, every: *reloadEvery, tls: []string{cfg.TLSCert, cfg.TLSKey, cfg.ClientCA}, kms: kmsplugin.WatchedFiles,
+		reloadTLS: srv.Reload, restartKMS: recipient.RestartKMS,
+	}
+	go w.run(ctx)
 	if err := srv.Serve(ctx, l); err != nil {
 		return fail(err)
 	}
 	log.Info("stopped", "calls", srv.Served())
 	return 0
-}
-
-// reloadOnSignalOrChange reloads the certificates on SIGHUP and when one
-// of their files changes (checked every 10 s).
-func reloadOnSignalOrChange(ctx context.Context, srv *server.Server, log *slog.Logger, files ...string) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	stamp := func() string {
-		var b strings.Builder
-		for _, f := range files {
-			if fi, err := os.Stat(f); err == nil {
-				fmt.Fprintf(&b, "%s:%d:%d;", f, fi.Size(), fi.ModTime().UnixNano())
-			}
-		}
-		return b.String()
-	}
-	last := stamp()
-	tick := time.NewTicker(10 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-		case <-tick.C:
-			if now := stamp(); now == last {
-				continue
-			}
-		}
-		last = stamp()
-		if err := srv.Reload(); err != nil {
-			log.Error("certificate reload failed; keeping the old ones", "err", err)
-		} else {
-			log.Info("certificates reloaded")
-		}
-	}
 }
 
 func fail(err error) int {

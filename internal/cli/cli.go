@@ -36,6 +36,7 @@ Usage:
   ocikp config [--name NAME]           print an OCICRYPT_KEYPROVIDER_CONFIG file
   ocikp kms pubkey URL                 fetch and cache an asymmetric KMS key's public key
   ocikp serve [--listen ADDR] …        run the gRPC key provider service (ocikp serve -h)
+  ocikp health [--grpc ADDR] …         ask a service whether it serves (exit 0) (ocikp health -h)
   ocikp version
 
 Global flags (before or after the command):
@@ -119,6 +120,7 @@ func init() {
 		{"config", cmdConfig},
 		{"kms", cmdKMS},
 		{"serve", cmdServe},
+		{"health", cmdHealth},
 		{"version", cmdVersion},
 	}
 }

@@ -50,22 +50,8 @@ func cmdKeyprovider(e *env, args []string) error {
 	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] [--adc FILE] [--aws-profile P] [--kms-config FILE] < request.json"); err != nil {
 		return err
 	}
-	if *awsProfile != "" {
-		recipient.AddKMSEnv("OCIKP_AWS_PROFILE=" + *awsProfile)
-	}
-	if *kmsConfig != "" {
-		abs, err := filepath.Abs(*kmsConfig)
-		if err != nil {
-			return err
-		}
-		recipient.AddKMSEnv("OCIKP_KMS_CONFIG=" + abs)
-	}
-	if *adc != "" {
-		abs, err := filepath.Abs(*adc)
-		if err != nil {
-			return err
-		}
-		recipient.AddKMSEnv("OCIKP_GCPKMS_CREDENTIALS=" + abs)
+	if err := recipient.ConfigureKMS(recipient.KMSSettings{ConfigFile: *kmsConfig, GCPADC: *adc, AWSProfile: *awsProfile}); err != nil {
+		return err
 	}
 	defer recipient.CloseKMS(false) // started plugins end with the request
 	if e.stdinIsTTY {

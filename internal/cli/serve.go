@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"fmt"
 	"os"
 	"syscall"
 
+	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/plugin"
 )
 
@@ -11,13 +13,22 @@ import (
 // $OCIKP_PLUGIN_DIR, beside ocikp, or on PATH), so that the exec provider
 // does not link grpc-go. Signals then reach the service directly.
 func cmdServe(e *env, args []string) error {
-	c := &plugin.Client{Name: "ocikp-serve"}
-	path, err := c.Find()
-	if err != nil {
-		return err
-	}
 	if e.keystore != "" {
 		args = append([]string{"--keystore", e.keystore}, args...)
 	}
-	return syscall.Exec(path, append([]string{"ocikp serve"}, args...), os.Environ())
+	return execServe("ocikp serve", args)
+}
+
+// cmdHealth runs ocikp-serve's health probe, which needs a gRPC client.
+func cmdHealth(e *env, args []string) error {
+	return execServe("ocikp health", append([]string{"health"}, args...))
+}
+
+func execServe(argv0 string, args []string) error {
+	path, err := (&plugin.Client{Name: "ocikp-serve"}).Find()
+	if err != nil {
+		return err
+	}
+	err = syscall.Exec(path, append([]string{argv0}, args...), os.Environ())
+	return hint.Wrap(fmt.Errorf("running %s: %w", path, err), "ocikp-serve is installed with ocikp (go install ./cmd/...); it is looked for in $"+plugin.EnvDir+", next to ocikp and on PATH")
 }

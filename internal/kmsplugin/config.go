@@ -61,8 +61,10 @@ func parseConfig(data []byte) (*fileConfig, error) {
 	return &c, nil
 }
 
-// configPath returns the settings file to read, "" for none.
-func configPath() string {
+// SettingsFile returns the KMS settings file that plugins read: $OCIKP_KMS_CONFIG,
+// else ~/.config/ocikp/kms.json (which need not exist); "" if neither can
+// be named.
+func SettingsFile() string {
 	if p := os.Getenv(EnvConfig); p != "" {
 		return p
 	}
@@ -74,11 +76,53 @@ func configPath() string {
 		}
 		dir = filepath.Join(home, ".config")
 	}
-	p := filepath.Join(dir, "ocikp", "kms.json")
+	return filepath.Join(dir, "ocikp", "kms.json")
+}
+
+// configPath returns the settings file to read, "" for none: the default
+// file is optional, a named one is not.
+func configPath() string {
+	p := SettingsFile()
+	if p == "" || os.Getenv(EnvConfig) != "" {
+		return p
+	}
 	if _, err := os.Stat(p); err != nil {
 		return ""
 	}
 	return p
+}
+
+// WatchedFiles lists the files whose change should restart warm plugins (so
+// that they read them again): the settings file, the credential files it or
+// the environment names, and the SDKs' default credential files. A service
+// stats them; missing ones are listed too, so that creating one counts.
+func WatchedFiles() []string {
+	files := []string{}
+	add := func(f string) {
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	settings := SettingsFile()
+	add(settings)
+	if data, err := os.ReadFile(settings); err == nil {
+		if c, err := parseConfig(data); err == nil {
+			add(c.GCP.CredentialsFile)
+			add(c.Vault.TokenFile)
+			add(c.Vault.CACert)
+		}
+	}
+	for _, env := range []string{"OCIKP_GCPKMS_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS", "OCIKP_VAULT_TOKEN_FILE",
+		"VAULT_CACERT", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"} {
+		add(os.Getenv(env))
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		add(filepath.Join(home, ".vault-token"))
+		add(filepath.Join(home, ".aws", "config"))
+		add(filepath.Join(home, ".aws", "credentials"))
+		add(filepath.Join(home, ".config", "gcloud", "application_default_credentials.json"))
+	}
+	return files
 }
 
 // applyConfig reads the settings file and sets the environment variables

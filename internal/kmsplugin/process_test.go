@@ -16,7 +16,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -462,26 +464,7 @@ func TestKMSThroughServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	empty := t.TempDir()
-	cmd := exec.Command(r.ocikp, "--keystore", empty, "serve", "--listen", addr, "--name", "ocikp")
-	cmd.Env = append(os.Environ(), r.env...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
-	for i := 0; ; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if i > 200 {
-			t.Fatal("ocikp serve did not start")
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	addr, _ := r.serve(r.env)
 	kw := ockp.NewKeyWrapper("ocikp", kpconfig.KeyProviderAttrs{Grpc: addr})
 	opts := []byte(`{"symkey":"kms over grpc"}`)
 	ann, err := kw.WrapKeys(&ocicfg.EncryptConfig{Parameters: map[string][][]byte{"ocikp": {[]byte(keyURL), []byte(strings.TrimSpace(rec))}}}, opts)
@@ -499,5 +482,132 @@ func TestKMSThroughServe(t *testing.T) {
 	}
 	if n := r.pluginStarts(); n != 1 {
 		t.Errorf("the plugin started %d times for 4 calls; want 1 (kept warm)", n)
+	}
+}
+
+// serve runs ocikp serve on a loopback port with an empty keystore (so
+// unwraps need the KMS) and the given environment, until the test ends.
+func (r *rig) serve(env []string, args ...string) (string, *exec.Cmd) {
+	t := r.t
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(r.ocikp, append([]string{"--keystore", t.TempDir(), "serve", "--listen", addr, "--name", "ocikp"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if i > 200 {
+			t.Fatal("ocikp serve did not start")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return addr, cmd
+}
+
+// children lists the processes whose parent is pid.
+func children(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …: comm may hold spaces, so read after ')'.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// The service's KMS plugins read the KMS settings again when the settings
+// file changes (polled) or on SIGHUP, and a plugin killed behind the
+// service's back is replaced without a failed call.
+func TestServeReloadsKMSSettings(t *testing.T) {
+	r := newRig(t)
+	opts := []byte(`{"symkey":"reloaded"}`)
+	ann := r.wrap(string(opts), keyURL)
+	r.pluginStarts() // the wrap's
+	settings := filepath.Join(t.TempDir(), "kms.json")
+	write := func(endpoint string) {
+		// Write-then-rename, as configuration management does.
+		tmp := settings + ".new"
+		os.WriteFile(tmp, []byte(`{"timeout":"2s","gcp":{"endpoint":"`+endpoint+`"}}`), 0o600)
+		os.Rename(tmp, settings)
+	}
+	write("127.0.0.1:1") // nothing listens there
+	var env []string
+	for _, e := range r.env {
+		if !strings.HasPrefix(e, "OCIKP_GCPKMS_ENDPOINT=") {
+			env = append(env, e)
+		}
+	}
+	addr, serve := r.serve(env, "--kms-config", settings, "--reload-interval", "100ms", "--log-level", "error")
+	kw := ockp.NewKeyWrapper("ocikp", kpconfig.KeyProviderAttrs{Grpc: addr})
+	unwrap := func() error {
+		got, err := kw.UnwrapKey(&ocicfg.DecryptConfig{Parameters: map[string][][]byte{}}, ann)
+		if err == nil && string(got) != string(opts) {
+			t.Fatalf("unwrapped %q", got)
+		}
+		return err
+	}
+	if err := unwrap(); err == nil || !strings.Contains(err.Error(), "gcpkms") {
+		t.Fatalf("unwrap through a KMS endpoint where nothing listens: %v", err)
+	}
+	if n := r.pluginStarts(); n != 1 {
+		t.Fatalf("%d plugin starts", n)
+	}
+	write(r.fake.Addr)
+	var err error
+	for range 50 {
+		if err = unwrap(); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("the changed settings file was not picked up: %v", err)
+	}
+	if n := r.pluginStarts(); n != 1 {
+		t.Fatalf("%d plugin starts after the settings changed, want 1", n)
+	}
+	// SIGHUP restarts the plugins too.
+	serve.Process.Signal(syscall.SIGHUP)
+	for i := 0; ; i++ {
+		if err := unwrap(); err != nil {
+			t.Fatal(err)
+		}
+		if n := r.pluginStarts(); n == 1 {
+			break
+		} else if i > 50 {
+			t.Fatalf("no plugin restart after SIGHUP (%d starts)", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A plugin killed while idle: the next call succeeds on a new process.
+	kids := children(serve.Process.Pid)
+	if len(kids) != 1 {
+		t.Fatalf("%d child processes, want the one plugin", len(kids))
+	}
+	syscall.Kill(kids[0], syscall.SIGKILL)
+	time.Sleep(100 * time.Millisecond)
+	if err := unwrap(); err != nil {
+		t.Fatalf("after the plugin was killed: %v", err)
+	}
+	if n := r.pluginStarts(); n != 1 {
+		t.Fatalf("%d plugin starts after the kill, want 1", n)
 	}
 }

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The deployment files run as written: each one's service command starts
+// the real binaries (paths, socket and keystore moved into a temporary
+// directory) and its health probe command answers SERVING.
+func TestDeploymentFilesRun(t *testing.T) {
+	dir := filepath.Dir(bin(t))
+	ocikp := filepath.Join(dir, "ocikp")
+	if out, err := exec.Command("go", "build", "-o", ocikp, "github.com/ocikp/ocikp/cmd/ocikp").CombinedOutput(); err != nil {
+		t.Fatalf("build ocikp: %v\n%s", err, out)
+	}
+	tmp := t.TempDir()
+	sock := filepath.Join(tmp, "s.sock")
+	local := strings.NewReplacer(
+		"/usr/local/bin/ocikp", ocikp,
+		"unix:///run/ocikp/ocikp.sock", "unix://"+sock,
+		"/etc/ocikp/keys", filepath.Join(tmp, "keys"),
+		"/keys", filepath.Join(tmp, "keys"),
+	)
+	localize := func(args []string) []string {
+		out := make([]string, len(args))
+		for i, a := range args {
+			out[i] = local.Replace(a)
+		}
+		return out
+	}
+	root := filepath.Join("..", "..", "deploy")
+
+	var ds struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					Containers []struct {
+						Args           []string
+						ReadinessProbe struct{ Exec struct{ Command []string } } `yaml:"readinessProbe"`
+						LivenessProbe  struct{ Exec struct{ Command []string } } `yaml:"livenessProbe"`
+					}
+				}
+			}
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(root, "kubernetes", "daemonset.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &ds); err != nil {
+		t.Fatalf("daemonset.yaml: %v", err)
+	}
+	c := ds.Spec.Template.Spec.Containers
+	if len(c) != 1 || len(c[0].ReadinessProbe.Exec.Command) == 0 || len(c[0].LivenessProbe.Exec.Command) == 0 {
+		t.Fatalf("daemonset.yaml: want one container with exec readiness and liveness probes: %+v", c)
+	}
+
+	docker, err := os.ReadFile(filepath.Join(root, "container", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonLine := func(directive string) []string {
+		m := regexp.MustCompile(`(?m)^` + directive + ` (\[.*\])$`).FindSubmatch(docker)
+		if m == nil {
+			t.Fatalf("Dockerfile: no %s [...] line", directive)
+		}
+		var v []string
+		if err := json.Unmarshal(m[1], &v); err != nil {
+			t.Fatalf("Dockerfile %s: %v", directive, err)
+		}
+		return v
+	}
+	entry, cmd := jsonLine("ENTRYPOINT"), jsonLine("CMD")
+	hc := regexp.MustCompile(`(?m)^HEALTHCHECK .*CMD (\[.*\])$`).FindSubmatch(docker)
+	var healthcheck []string
+	if hc == nil || json.Unmarshal(hc[1], &healthcheck) != nil {
+		t.Fatal("Dockerfile: no HEALTHCHECK … CMD [...] line")
+	}
+	// Every command of the module is in the image.
+	var built, cmds []string
+	for _, m := range regexp.MustCompile(`\./cmd/([a-z0-9-]+)`).FindAllSubmatch(docker, -1) {
+		built = append(built, string(m[1]))
+	}
+	ents, _ := os.ReadDir("..")
+	for _, e := range ents {
+		if e.IsDir() {
+			cmds = append(cmds, e.Name())
+		}
+	}
+	sort.Strings(built)
+	if strings.Join(built, " ") != strings.Join(cmds, " ") {
+		t.Errorf("Dockerfile builds %v; the module's commands are %v", built, cmds)
+	}
+
+	unit, err := os.ReadFile(filepath.Join(root, "systemd", "ocikp.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^ExecStart=(.*)$`).FindSubmatch(unit)
+	if m == nil {
+		t.Fatal("ocikp.service: no ExecStart")
+	}
+	execStart := strings.Fields(string(m[1]))
+
+	for _, tc := range []struct {
+		name           string
+		service, probe []string
+	}{
+		{"daemonset.yaml", append([]string{"/usr/local/bin/ocikp", "serve"}, c[0].Args...), c[0].ReadinessProbe.Exec.Command},
+		{"daemonset.yaml liveness", append([]string{"/usr/local/bin/ocikp", "serve"}, c[0].Args...), c[0].LivenessProbe.Exec.Command},
+		{"Dockerfile", append(entry, cmd...), healthcheck},
+		{"ocikp.service", execStart, []string{"/usr/local/bin/ocikp", "health", "--grpc", "unix:///run/ocikp/ocikp.sock"}},
+	} {
+		svc := localize(tc.service)
+		if !strings.Contains(strings.Join(svc, " "), "--keystore") {
+			svc = append(svc, "--keystore", filepath.Join(tmp, "keys"))
+		}
+		s := exec.Command(svc[0], svc[1:]...)
+		var log bytes.Buffer
+		s.Stderr = &log
+		if err := s.Start(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		probe := localize(tc.probe)
+		var out []byte
+		for i := 0; ; i++ {
+			out, err = exec.Command(probe[0], probe[1:]...).CombinedOutput()
+			if err == nil || i > 100 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		s.Process.Signal(syscall.SIGTERM)
+		werr := s.Wait()
+		if err != nil || string(out) != "SERVING\n" {
+			t.Errorf("%s: probe %v: %v\n%s\nservice log:\n%s", tc.name, tc.probe, err, out, log.Bytes())
+		}
+		if werr != nil {
+			t.Errorf("%s: service exit after SIGTERM: %v", tc.name, werr)
+		}
+	}
+}

@@ -1,0 +1,210 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ocikp/ocikp/envelope"
+)
+
+// The test binary is also a plugin: with OCIKP_TEST_PLUGIN set it serves
+// probe on stdin/stdout, so the client is tested against real processes.
+func TestMain(m *testing.M) {
+	if os.Getenv("OCIKP_TEST_PLUGIN") == "1" {
+		settings, _ := os.ReadFile(os.Getenv("OCIKP_TEST_SETTINGS")) // read once, at start, as the KMS plugins do
+		if err := Serve(os.Stdin, os.Stdout, probe{settings: string(settings)}); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// probe answers unwraps by stanza type: "pid" its process id, "settings"
+// what its settings file held when it started, "crash" by dying, "meet" by
+// waiting (bounded) until Key-many processes have arrived in directory KID.
+type probe struct{ settings string }
+
+func (p probe) Unwrap(s *envelope.Stanza) ([]byte, error) {
+	switch s.Type {
+	case "pid":
+		return []byte(strconv.Itoa(os.Getpid())), nil
+	case "settings":
+		return []byte(p.settings), nil
+	case "crash":
+		fmt.Fprintln(os.Stderr, "probe: crashing as asked")
+		os.Exit(3)
+	case "meet":
+		os.WriteFile(filepath.Join(s.KID, strconv.Itoa(os.Getpid())), nil, 0o600)
+		want, _ := strconv.Atoi(string(s.Key))
+		for range 500 {
+			if ents, _ := os.ReadDir(s.KID); len(ents) >= want {
+				return []byte(strconv.Itoa(os.Getpid())), nil
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil, errors.New("the others did not arrive")
+	}
+	return nil, envelope.ErrIncorrectIdentity
+}
+func (probe) Wrap(string, []byte) (*envelope.Stanza, error) { return nil, errors.New("no") }
+func (probe) OpenLegacy([]byte) ([]byte, error)             { return nil, envelope.ErrIncorrectIdentity }
+func (probe) PublicKey(string) (*PublicKey, error)          { return nil, errors.New("no") }
+
+func probeClient(t *testing.T) *Client {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(exe, filepath.Join(dir, "ocikp-plugin-probe")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvDir, dir)
+	c := &Client{Name: "ocikp-plugin-probe", Env: []string{"OCIKP_TEST_PLUGIN=1"}}
+	t.Cleanup(func() { c.Close(true) })
+	return c
+}
+
+func call(t *testing.T, c *Client, typ, kid, key string) string {
+	t.Helper()
+	resp, err := c.Call(&Request{Op: OpUnwrap, Stanza: &Stanza{Type: typ, KID: kid, Key: []byte(key)}})
+	if err != nil {
+		t.Fatalf("%s: %v", typ, err)
+	}
+	return string(resp.FileKey)
+}
+
+func TestClientKeepsOneProcessWarm(t *testing.T) {
+	c := probeClient(t)
+	first := call(t, c, "pid", "", "")
+	for range 3 {
+		if pid := call(t, c, "pid", "", ""); pid != first {
+			t.Fatalf("a second process (%s, then %s) for sequential calls", first, pid)
+		}
+	}
+	if n := c.Running(); n != 1 {
+		t.Fatalf("%d processes running", n)
+	}
+}
+
+// Concurrent calls run on up to MaxProcs processes at once: three calls that
+// each wait for all three to arrive can only succeed side by side.
+func TestClientRunsProcessesSideBySide(t *testing.T) {
+	c := probeClient(t)
+	c.MaxProcs = 3
+	meet := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Call(&Request{Op: OpUnwrap, Stanza: &Stanza{Type: "meet", KID: meet, Key: []byte("3")}})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := c.Running(); n != 3 {
+		t.Fatalf("%d processes running, want 3", n)
+	}
+	// More calls than processes wait for one to be free; none starts a fourth.
+	for range 10 {
+		wg.Add(1)
+		go func() { defer wg.Done(); call(t, c, "pid", "", "") }()
+	}
+	wg.Wait()
+	if n := c.Running(); n != 3 {
+		t.Fatalf("%d processes running after 10 more calls, want 3", n)
+	}
+}
+
+func TestClientReplacesAProcessThatDied(t *testing.T) {
+	c := probeClient(t)
+	before := call(t, c, "pid", "", "")
+	_, err := c.Call(&Request{Op: OpUnwrap, Stanza: &Stanza{Type: "crash"}})
+	if err == nil || !strings.Contains(err.Error(), "ocikp-plugin-probe stopped") || !strings.Contains(err.Error(), "probe: crashing as asked") {
+		t.Fatalf("crash reported as %v", err)
+	}
+	after := call(t, c, "pid", "", "")
+	if after == before {
+		t.Fatal("the dead process was used again")
+	}
+	if n := c.Running(); n != 1 {
+		t.Fatalf("%d processes running", n)
+	}
+}
+
+// Restart makes the next call start a process that reads its settings anew;
+// the old process ends.
+func TestClientRestartRereadsSettings(t *testing.T) {
+	c := probeClient(t)
+	settings := filepath.Join(t.TempDir(), "settings")
+	os.WriteFile(settings, []byte("v1"), 0o600)
+	c.Env = append(c.Env, "OCIKP_TEST_SETTINGS="+settings)
+	oldPID, _ := strconv.Atoi(call(t, c, "pid", "", ""))
+	os.WriteFile(settings, []byte("v2"), 0o600)
+	if got := call(t, c, "settings", "", ""); got != "v1" {
+		t.Fatalf("a warm process read %q", got)
+	}
+	c.Restart()
+	if got := call(t, c, "settings", "", ""); got != "v2" {
+		t.Fatalf("after Restart: %q", got)
+	}
+	if n := c.Running(); n != 1 {
+		t.Fatalf("%d processes running after Restart", n)
+	}
+	for i := 0; syscall.Kill(oldPID, 0) == nil; i++ {
+		if i > 200 {
+			t.Fatal("the old process did not end")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestClientNotInstalled(t *testing.T) {
+	t.Setenv(EnvDir, t.TempDir())
+	c := &Client{Name: "ocikp-plugin-none"}
+	for range 2 {
+		if _, err := c.Call(&Request{Op: OpUnwrap, Stanza: &Stanza{Type: "pid"}}); err == nil {
+			t.Fatal("a missing plugin answered")
+		}
+	}
+	if n := c.Running(); n != 0 {
+		t.Fatalf("%d processes counted for a plugin that never started", n)
+	}
+}
+
+// A process killed while idle costs no call: the request goes to a new one.
+func TestClientSurvivesAnIdleProcessKilled(t *testing.T) {
+	c := probeClient(t)
+	pid, _ := strconv.Atoi(call(t, c, "pid", "", ""))
+	syscall.Kill(pid, syscall.SIGKILL)
+	for i := 0; syscall.Kill(pid, 0) == nil && i < 200; i++ {
+		time.Sleep(10 * time.Millisecond) // until the kernel has it dead (a zombie still answers kill 0)
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(b), ") Z ") {
+			break
+		}
+	}
+	if got := call(t, c, "pid", "", ""); got == strconv.Itoa(pid) {
+		t.Fatal("answered by the killed process")
+	}
+	if n := c.Running(); n != 1 {
+		t.Fatalf("%d processes running", n)
+	}
+}
