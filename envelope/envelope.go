@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/ocikp/ocikp/internal/jsonstr"
 )
 
 // Version is the envelope format this package writes and reads.
@@ -447,8 +449,8 @@ func str(m map[string]json.RawMessage, key string, required bool) (string, error
 		}
 		return "", nil
 	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil || (s == "" && required) || len(s) > maxField {
+	s, err := jsonstr.Unquote(raw)
+	if err != nil || (s == "" && required) || len(s) > maxField {
 		return "", fmt.Errorf("%w: %q must be a non-empty string", ErrMalformed, key)
 	}
 	return s, nil

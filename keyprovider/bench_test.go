@@ -3,6 +3,7 @@ package keyprovider
 import (
 	"crypto/ecdh"
 	"crypto/rand"
+	"encoding/json"
 	"testing"
 
 	"github.com/ocikp/ocikp/keys/soft"
@@ -44,6 +45,35 @@ func BenchmarkUnwrap(b *testing.B) {
 	u := &protocol.KeyUnwrapParams{DC: &protocol.DecryptConfig{}, Annotation: ann}
 	for b.Loop() {
 		if _, err := p.Unwrap(u); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkServiceUnwrap is the service's per-call work without the gRPC
+// transport: decode the request bytes, unwrap with the cached keys, encode
+// the reply. One key, as in scripts/load-serve.sh.
+func BenchmarkServiceUnwrap(b *testing.B) {
+	st := &soft.Store{Dir: b.TempDir()}
+	priv, _ := ecdh.P256().GenerateKey(rand.Reader)
+	k, err := st.Create("load", priv, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := &Provider{Name: "ocikp", Store: st, CacheKeys: true}
+	ann, err := p.Wrap(&protocol.KeyWrapParams{EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": {[]byte(k.Recipient)}}}, Optsdata: make([]byte, 200)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req, _ := json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{
+		"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": ann}})
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := protocol.DecodeRequest(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := p.HandleBackend(r); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/ocikp/ocikp/internal/jsonstr"
 )
 
 // MaxRequestSize bounds a request: optsdata is about 200 bytes and an
@@ -195,7 +197,8 @@ var b64 = base64.StdEncoding
 func bytesField(m map[string]json.RawMessage, key, where string) ([]byte, error) {
 	var s string
 	if raw, ok := m[key]; ok && string(raw) != "null" {
-		if err := json.Unmarshal(raw, &s); err != nil {
+		var err error
+		if s, err = jsonstr.Unquote(raw); err != nil {
 			return nil, fmt.Errorf("%w: %s is not a base64 string", ErrMalformed, where)
 		}
 	}
