@@ -276,7 +276,11 @@ func (s *Server) call(ctx context.Context, op string, data []byte) (out *kpb.Key
 }
 
 func (s *Server) done(op string, start time.Time, err error) error {
-	s.cfg.Log.Debug("call", "op", op, "code", status.Code(err).String(), "duration", time.Since(start))
+	// Checked first: the arguments would be built (and allocated) for
+	// every call even when debug logging is off.
+	if s.cfg.Log.Enabled(context.Background(), slog.LevelDebug) {
+		s.cfg.Log.Debug("call", "op", op, "code", status.Code(err).String(), "duration", time.Since(start))
+	}
 	return err
 }
 

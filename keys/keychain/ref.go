@@ -189,8 +189,13 @@ type Entry struct {
 // List returns every reference, by name. No directory means none.
 func (rs *Refs) List() []Entry {
 	des, err := os.ReadDir(rs.Dir)
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
+	}
+	if err != nil {
+		// Reported like an unreadable key file: listed, and named when no
+		// key opens a layer.
+		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading Keychain records: %w", err)}}
 	}
 	var out []Entry
 	for _, de := range des {

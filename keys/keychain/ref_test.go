@@ -90,3 +90,19 @@ func FuzzParseRef(f *testing.F) {
 		}
 	})
 }
+
+// A records directory that cannot be read is reported, not taken for
+// "no Keychain keys".
+func TestRefsUnreadableDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keychain")
+	if err := os.WriteFile(dir, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := (&keychain.Refs{Dir: dir}).List()
+	if len(got) != 1 || got[0].Err == nil || !strings.Contains(got[0].Err.Error(), "reading Keychain records") || got[0].Name != "keychain/" {
+		t.Fatalf("List of an unreadable directory: %+v", got)
+	}
+	if got := (&keychain.Refs{Dir: filepath.Join(t.TempDir(), "absent")}).List(); len(got) != 0 {
+		t.Fatalf("List of an absent directory: %+v", got)
+	}
+}
