@@ -18,7 +18,12 @@ export PATH="$PWD/bin:$TOOLS_BIN:$PATH"
 work=$(mktemp -d)
 registry_pid=
 cleanup() {
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  # The registry ends by SIGTERM (status 143), which must not become the
+  # demo's exit status under set -e.
+  if [ -n "$registry_pid" ]; then
+    kill "$registry_pid" 2>/dev/null || true
+    wait "$registry_pid" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -38,6 +38,13 @@ GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 "$TOOLS_BIN/staticcheck" ./keys/keychain/
 step "go test (unit, CLI, end-to-end)"
 go test -count=1 ./...
 
+step "the README's first command: scripts/demo.sh exits 0 and shows the wrong-key error"
+demo_out=$(scripts/demo.sh 2>&1) || { echo "$demo_out"; echo "scripts/demo.sh failed"; exit 1; }
+for want in "hello from layer 3 of 3" "ocikp: error: no key can decrypt this layer" "registry stopped, temporary files removed"; do
+  grep -qF "$want" <<<"$demo_out" || { echo "$demo_out"; echo "scripts/demo.sh did not print: $want"; exit 1; }
+done
+echo "ok"
+
 step "load: ocikp serve over loopback TLS, 64 clients for ${LOADTIME:-60s}, zero errors allowed"
 CLIENTS=64 DURATION=${LOADTIME:-60s} scripts/load-serve.sh
 
