@@ -17,7 +17,7 @@ import (
 	"github.com/ocikp/ocikp/internal/hint"
 )
 
-// maxLine bounds a plugin's reply.
+// maxLine bounds a line of the protocol, a request or a reply.
 const maxLine = 1 << 20
 
 // Client runs a plugin executable, started on first use. Each process
@@ -171,9 +171,6 @@ func (c *Client) Call(req *Request) (*Response, error) {
 			return nil, err
 		}
 	}
-	if len(reply) > maxLine {
-		return nil, fmt.Errorf("%s: reply too large", c.Name)
-	}
 	var resp Response
 	if err := json.Unmarshal(reply, &resp); err != nil {
 		return nil, fmt.Errorf("%s: malformed reply", c.Name)
@@ -188,18 +185,26 @@ func (p *proc) roundTrip(line []byte) ([]byte, error) {
 	if _, err := p.in.Write(line); err != nil {
 		return nil, err
 	}
-	reply, err := p.out.ReadSlice('\n')
-	if err != nil {
-		return nil, err
+	reply, err := readLine(p.out)
+	switch {
+	case err == errLineTooLong:
+		// It is still writing a reply nobody will read, so it would never
+		// exit on its own: it is not waited for politely.
+		p.cmd.Process.Kill()
+	case err == nil && !bytes.HasSuffix(reply, []byte("\n")):
+		err = io.ErrUnexpectedEOF // it ended in the middle of its reply
 	}
-	// The reader's buffer is reused by the next call on this process.
-	return bytes.Clone(reply), nil
+	return reply, err
 }
 
 // died reports a process that stopped answering (err: what the pipe said),
 // with its exit status and the end of its stderr.
 func (c *Client) died(p *proc, err error) error {
-	if werr := p.end(true); werr != nil {
+	werr := p.end(true)
+	if err == errLineTooLong {
+		return fmt.Errorf("%s: reply %w; that process was ended", c.Name, err)
+	}
+	if werr != nil {
 		err = werr
 	}
 	if tail := strings.TrimSpace(p.stderr.String()); tail != "" {

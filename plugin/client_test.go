@@ -39,6 +39,8 @@ func (p probe) Unwrap(s *envelope.Stanza) ([]byte, error) {
 		return []byte(strconv.Itoa(os.Getpid())), nil
 	case "settings":
 		return []byte(p.settings), nil
+	case "huge":
+		return make([]byte, maxLine), nil // over maxLine once in base64
 	case "crash":
 		fmt.Fprintln(os.Stderr, "probe: crashing as asked")
 		os.Exit(3)
@@ -203,6 +205,23 @@ func TestClientSurvivesAnIdleProcessKilled(t *testing.T) {
 	}
 	if got := call(t, c, "pid", "", ""); got == strconv.Itoa(pid) {
 		t.Fatal("answered by the killed process")
+	}
+	if n := c.Running(); n != 1 {
+		t.Fatalf("%d processes running", n)
+	}
+}
+
+// A reply over the protocol's line limit fails its call; the process, which
+// would block writing the rest, is ended and the next call gets a new one.
+func TestClientRefusesAnOversizedReply(t *testing.T) {
+	c := probeClient(t)
+	before := call(t, c, "pid", "", "")
+	_, err := c.Call(&Request{Op: OpUnwrap, Stanza: &Stanza{Type: "huge"}})
+	if err == nil || !strings.Contains(err.Error(), "line longer than") {
+		t.Fatalf("oversized reply: %v", err)
+	}
+	if after := call(t, c, "pid", "", ""); after == before {
+		t.Fatal("the process that sent the oversized reply was used again")
 	}
 	if n := c.Running(); n != 1 {
 		t.Fatalf("%d processes running", n)

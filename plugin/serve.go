@@ -51,13 +51,17 @@ func Serve(in io.Reader, out io.Writer, h Handler) error {
 	}
 }
 
+// errLineTooLong is a request or reply line over maxLine bytes.
+var errLineTooLong = fmt.Errorf("line longer than %d bytes", maxLine)
+
+// readLine reads one line, of at most maxLine bytes, as a copy.
 func readLine(r *bufio.Reader) ([]byte, error) {
 	var line []byte
 	for {
 		chunk, err := r.ReadSlice('\n')
 		line = append(line, chunk...)
 		if len(line) > maxLine {
-			return nil, errors.New("request line too long")
+			return nil, errLineTooLong
 		}
 		if err == bufio.ErrBufferFull {
 			continue

@@ -316,19 +316,28 @@ func (c *certs) load() error {
 	}
 	var pool *x509.CertPool
 	if c.caFile != "" {
-		pem, err := os.ReadFile(c.caFile)
-		if err != nil {
-			return fmt.Errorf("reading the client CA: %w", err)
-		}
-		pool = x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("no certificates in the client CA file %s", c.caFile)
+		if pool, err = ReadCertPool(c.caFile); err != nil {
+			return fmt.Errorf("the client CA: %w", err)
 		}
 	}
 	c.mu.Lock()
 	c.cert, c.pool = &cert, pool
 	c.mu.Unlock()
 	return nil
+}
+
+// ReadCertPool reads a PEM file of CA certificates; a file with none is an
+// error, not an empty pool that would refuse every peer.
+func ReadCertPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificates", path)
+	}
+	return pool, nil
 }
 
 func (c *certs) config() *tls.Config {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"flag"
 	"fmt"
 	"os"
@@ -15,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/server"
 )
 
 // health asks a service for its gRPC health status: a probe for images and
@@ -48,14 +48,11 @@ func health(args []string) int {
 	if *ca != "" || *cert != "" || *serverName != "" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: *serverName}
 		if *ca != "" {
-			pem, err := os.ReadFile(*ca)
+			pool, err := server.ReadCertPool(*ca)
 			if err != nil {
 				return fail(fmt.Errorf("--tls-ca: %w", err))
 			}
-			cfg.RootCAs = x509.NewCertPool()
-			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-				return fail(fmt.Errorf("--tls-ca %s: no PEM certificates", *ca))
-			}
+			cfg.RootCAs = pool
 		}
 		if *cert != "" {
 			pair, err := tls.LoadX509KeyPair(*cert, *key)

@@ -107,7 +107,7 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	w := &watcher{
-		log: log, every: *reloadEvery, tls: []string{cfg.TLSCert, cfg.TLSKey, cfg.ClientCA}, kms: kmsplugin.WatchedFiles,
+		log: log, every: *reloadEvery, tls: nonEmpty(cfg.TLSCert, cfg.TLSKey, cfg.ClientCA), kms: kmsplugin.WatchedFiles,
 		reloadTLS: srv.Reload, restartKMS: recipient.RestartKMS,
 	}
 	go w.run(ctx)
@@ -116,6 +116,16 @@ func run(args []string) int {
 	}
 	log.Info("stopped", "calls", srv.Served())
 	return 0
+}
+
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func fail(err error) int {

@@ -18,8 +18,8 @@ import (
 // rotated Vault token file, a new kms.json).
 type watcher struct {
 	log        *slog.Logger
-	every      time.Duration // 0: SIGHUP only
-	tls        []string
+	every      time.Duration   // 0: SIGHUP only
+	tls        []string        // none for a plaintext service
 	kms        func() []string // recomputed: the settings file may name others
 	reloadTLS  func() error
 	restartKMS func()
@@ -58,7 +58,7 @@ func (w *watcher) run(ctx context.Context) {
 }
 
 func (w *watcher) doTLS() {
-	if stamp(w.tls) == "" {
+	if len(w.tls) == 0 {
 		return // plaintext service
 	}
 	if err := w.reloadTLS(); err != nil {
@@ -78,9 +78,6 @@ func (w *watcher) doKMS() {
 func stamp(files []string) string {
 	var b strings.Builder
 	for _, f := range files {
-		if f == "" {
-			continue
-		}
 		if fi, err := os.Stat(f); err == nil {
 			fmt.Fprintf(&b, "%s:%d:%d;", f, fi.Size(), fi.ModTime().UnixNano())
 		} else {
