@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/ocikp/ocikp/internal/testdaemon"
 )
 
 // need returns the path of a tool, skipping the test unless OCIKP_E2E=1,
@@ -129,31 +128,26 @@ func (p *provider) keystore(t *testing.T, names ...string) (string, map[string]s
 	return dir, recips
 }
 
-// startRegistry runs Debian's docker-registry on a free loopback port until
-// the test ends, and returns host:port.
+// startRegistry runs Debian's docker-registry on a loopback port of its
+// choosing until the test ends, and returns host:port.
 func startRegistry(t *testing.T) string {
 	bin := need(t, "docker-registry")
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
 	cfg := fmt.Sprintf(`version: 0.1
 log:
-  level: error
+  level: info
 storage:
   filesystem:
     rootdirectory: %s
   delete:
     enabled: true
 http:
-  addr: %s
-`, filepath.Join(dir, "data"), addr)
+  addr: 127.0.0.1:0
+`, filepath.Join(dir, "data"))
 	cfgPath := filepath.Join(dir, "config.yml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
 	logs := daemon(t, bin, "serve", cfgPath)
+	addr := logs.Wait(t, testdaemon.RegistryListening)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := http.Get("http://" + addr + "/v2/")
@@ -168,35 +162,10 @@ http:
 	}
 }
 
-// daemon starts a long-running program for the rest of the test: on cleanup
-// it is interrupted, then killed if it has not exited within 10 s. Its
-// output is returned, and logged if the test failed.
-func daemon(t *testing.T, bin string, args ...string) *bytes.Buffer {
-	cmd := exec.Command(bin, args...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			l := logs.String()
-			if len(l) > 3000 {
-				l = "…" + l[len(l)-3000:]
-			}
-			t.Logf("%s log (end):\n%s", filepath.Base(bin), l)
-		}
-	})
-	return &logs
+// daemon starts a long-running program for the rest of the test (see
+// testdaemon.Start).
+func daemon(t *testing.T, bin string, args ...string) *testdaemon.Log {
+	return testdaemon.Start(t, exec.Command(bin, args...))
 }
 
 // pushImage pushes a random OCI image of n layers and returns it.

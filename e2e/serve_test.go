@@ -1,39 +1,22 @@
 package e2e
 
 import (
-	"github.com/ocikp/ocikp/internal/testkms"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/ocikp/ocikp/internal/testdaemon"
+	"github.com/ocikp/ocikp/internal/testkms"
 )
 
-// startServe runs `ocikp serve` on a free loopback port with a keystore and
+// startServe runs `ocikp serve` on a loopback port with a keystore and
 // returns an ocicrypt config file pointing at it (with tlsArgs, TLS: the
 // config then names tlsCA).
 func startServe(t *testing.T, bin, keystore string, tlsCA string, tlsArgs ...string) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	daemon(t, bin, append([]string{"--keystore", keystore, "serve", "--listen", addr, "--name", "ocikp"}, tlsArgs...)...)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ocikp serve did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	addr, _ := testdaemon.Serve(t, exec.Command(bin, append([]string{"--keystore", keystore, "serve", "--listen", "127.0.0.1:0", "--name", "ocikp"}, tlsArgs...)...))
 	cfgArgs := []string{"config", "--grpc", addr}
 	if tlsCA != "" {
 		cfgArgs = append(cfgArgs, "--tls-ca", tlsCA)

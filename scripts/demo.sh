@@ -4,6 +4,7 @@
 # decrypt it, show the wrong-key error, stop the registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
@@ -29,20 +30,15 @@ cleanup() {
 trap cleanup EXIT
 
 say "starting a throwaway registry on loopback"
-port=$(( 20000 + RANDOM % 20000 ))
 cat > "$work/registry.yml" <<YML
 version: 0.1
-log: {level: error}
+log: {level: info}
 storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
+http: {addr: 127.0.0.1:0}
 YML
 docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 registry_pid=$!
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
-reg=127.0.0.1:$port
+reg=$(logged_addr "$work/registry.log" "$registry_pid" 's/.*msg="listening on \([^"]*\)".*/\1/p')
 echo "registry at $reg"
 echo '{"default":[{"type":"insecureAcceptAnything"}]}' > "$work/policy.json"
 sk() { skopeo --policy "$work/policy.json" "$@"; }

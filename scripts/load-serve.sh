@@ -6,6 +6,7 @@
 #   CLIENTS=64 DURATION=60s scripts/load-serve.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 out=$(mktemp -d)
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$out"' EXIT
@@ -22,13 +23,12 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0
 printf 'subjectAltName=IP:127.0.0.1\n' > "$out/ext"
 openssl x509 -req -in "$out/req.pem" -CA "$out/ca.pem" -CAkey "$out/ca-key.pem" -CAcreateserial -days 1 \
   -extfile "$out/ext" -out "$out/cert.pem" 2>/dev/null
-port=$(( 20000 + RANDOM % 20000 ))
-"$out/ocikp" --keystore "$ks" serve --listen "127.0.0.1:$port" --tls-cert "$out/cert.pem" --tls-key "$out/key.pem" \
-  --max-concurrent 256 --log-level warn &
+"$out/ocikp" --keystore "$ks" serve --listen 127.0.0.1:0 --tls-cert "$out/cert.pem" --tls-key "$out/key.pem" \
+  --max-concurrent 256 2>"$out/serve.log" &
 pid=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
-"$out/grpcload" -addr "127.0.0.1:$port" -tls-ca "$out/ca.pem" -recipient "$R" -pid "$pid" \
+addr=$(logged_addr "$out/serve.log" "$pid" 's/.*"msg":"serving","listen":"\([^"]*\)".*/\1/p')
+"$out/grpcload" -addr "$addr" -tls-ca "$out/ca.pem" -recipient "$R" -pid "$pid" \
   -clients "${CLIENTS:-64}" -duration "${DURATION:-60s}" -ocikp "$out/ocikp" -keystore "$ks"
 # Latency at a lighter load: the same service, 8 clients for a few seconds.
-"$out/grpcload" -addr "127.0.0.1:$port" -tls-ca "$out/ca.pem" -recipient "$R" \
+"$out/grpcload" -addr "$addr" -tls-ca "$out/ca.pem" -recipient "$R" \
   -clients 8 -duration "${LIGHTTIME:-6s}" | head -1

@@ -191,7 +191,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		}
 		defer stop()
 	}
-	s.cfg.Log.Info("serving", "listen", s.cfg.Listen, "tls", s.certs != nil, "client_certs", s.certs != nil && s.certs.caFile != "")
+	// The bound address, not the flag: with port 0 the log is the only
+	// place that tells where the service is.
+	addr := s.cfg.Listen
+	if s.lis.Network != "unix" {
+		addr = l.Addr().String()
+	}
+	s.cfg.Log.Info("serving", "listen", addr, "tls", s.certs != nil, "client_certs", s.certs != nil && s.certs.caFile != "")
 	select {
 	case err := <-errc:
 		return err

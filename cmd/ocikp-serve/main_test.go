@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/ocikp/ocikp/internal/testdaemon"
 	"github.com/ocikp/ocikp/internal/testkms"
 )
 
@@ -80,15 +80,15 @@ func startTLS(t *testing.T, args ...string) *tlsService {
 	s.certB, s.keyB = testkms.SelfSignedFiles(t, t.TempDir())
 	s.cert, s.key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	s.use(s.certA, s.keyA)
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	s.addr = l.Addr().String()
-	l.Close()
-	s.cmd = exec.Command(bin(t), append([]string{"--listen", s.addr, "--tls-cert", s.cert, "--tls-key", s.key,
-		"--keystore", t.TempDir(), "--log-level", "warn"}, args...)...)
+	s.cmd = exec.Command(bin(t), append([]string{"--listen", "127.0.0.1:0", "--tls-cert", s.cert, "--tls-key", s.key,
+		"--keystore", t.TempDir()}, args...)...)
+	logs := &testdaemon.Log{}
+	s.cmd.Stderr = logs
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
+	s.addr = logs.Wait(t, testdaemon.Serving)
 	s.waitFor(s.certA, "ocikp-serve did not come up")
 	return s
 }

@@ -1,16 +1,12 @@
 package kmsplugin
 
 import (
-	"net"
 	"time"
 
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	ocicfg "github.com/containers/ocicrypt/config"
-	kpconfig "github.com/containers/ocicrypt/config/keyprovider-config"
-	ockp "github.com/containers/ocicrypt/keywrap/keyprovider"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,8 +17,13 @@ import (
 	"syscall"
 	"testing"
 
+	ocicfg "github.com/containers/ocicrypt/config"
+	kpconfig "github.com/containers/ocicrypt/config/keyprovider-config"
+	ockp "github.com/containers/ocicrypt/keywrap/keyprovider"
+
 	"google.golang.org/grpc/codes"
 
+	"github.com/ocikp/ocikp/internal/testdaemon"
 	"github.com/ocikp/ocikp/internal/testkms"
 )
 
@@ -489,25 +490,15 @@ func TestKMSThroughServe(t *testing.T) {
 // unwraps need the KMS) and the given environment, until the test ends.
 func (r *rig) serve(env []string, args ...string) (string, *exec.Cmd) {
 	t := r.t
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(r.ocikp, append([]string{"--keystore", t.TempDir(), "serve", "--listen", addr, "--name", "ocikp"}, args...)...)
+	cmd := exec.Command(r.ocikp, append([]string{"--keystore", t.TempDir(), "serve", "--listen", "127.0.0.1:0", "--name", "ocikp"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
+	logs := &testdaemon.Log{}
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
-	for i := 0; ; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if i > 200 {
-			t.Fatal("ocikp serve did not start")
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	addr := logs.Wait(t, testdaemon.Serving)
 	return addr, cmd
 }
 
@@ -555,7 +546,7 @@ func TestServeReloadsKMSSettings(t *testing.T) {
 			env = append(env, e)
 		}
 	}
-	addr, serve := r.serve(env, "--kms-config", settings, "--reload-interval", "100ms", "--log-level", "error")
+	addr, serve := r.serve(env, "--kms-config", settings, "--reload-interval", "100ms")
 	kw := ockp.NewKeyWrapper("ocikp", kpconfig.KeyProviderAttrs{Grpc: addr})
 	unwrap := func() error {
 		got, err := kw.UnwrapKey(&ocicfg.DecryptConfig{Parameters: map[string][][]byte{}}, ann)
