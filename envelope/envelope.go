@@ -16,6 +16,7 @@ import (
 	"strconv"
 
 	"github.com/ocikp/ocikp/internal/jsonstr"
+	"github.com/ocikp/ocikp/internal/safetext"
 )
 
 // Version is the envelope format this package writes and reads.
@@ -79,10 +80,19 @@ type Envelope struct {
 	MAC        []byte
 }
 
-// Seal encrypts secret for every recipient and returns the blob.
+// MaxSecretSize is the largest secret an envelope holds: Parse bounds the
+// payload's base64 to maxField characters.
+const MaxSecretSize = maxField/4*3 - nonceSize - 16
+
+// Seal encrypts secret for every recipient and returns the blob. It
+// refuses what Parse would refuse, so no layer is written that cannot be
+// read back.
 func Seal(secret []byte, recipients ...Recipient) ([]byte, error) {
 	if len(recipients) == 0 {
 		return nil, errors.New("no recipients")
+	}
+	if len(secret) > MaxSecretSize {
+		return nil, fmt.Errorf("the secret to wrap is %d bytes; an ocikp envelope holds at most %d", len(secret), MaxSecretSize)
 	}
 	if len(recipients) > MaxRecipients {
 		return nil, fmt.Errorf("too many recipients (%d, at most %d)", len(recipients), MaxRecipients)
@@ -100,7 +110,21 @@ func Seal(secret []byte, recipients ...Recipient) ([]byte, error) {
 	if err := e.seal(fileKey, secret); err != nil {
 		return nil, err
 	}
-	return e.Marshal()
+	return e.checkedMarshal()
+}
+
+// checkedMarshal marshals e and parses the result as a reader would: a
+// stanza over the limits (a KMS key id longer than a field holds, too
+// many recipients) fails here, at wrap time.
+func (e *Envelope) checkedMarshal() ([]byte, error) {
+	blob, err := e.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := Parse(blob); err != nil {
+		return nil, fmt.Errorf("the envelope would not be readable: %w", err)
+	}
+	return blob, nil
 }
 
 // Reseal replaces the recipient list of e, keeping its payload, given the
@@ -117,8 +141,14 @@ func (e *Envelope) Reseal(fileKey []byte, recipients ...Recipient) error {
 		}
 		stanzas = append(stanzas, s)
 	}
+	old := e.Recipients
 	e.Recipients = stanzas
 	e.MAC = headerMAC(fileKey, e.Recipients)
+	if _, err := e.checkedMarshal(); err != nil {
+		e.Recipients = old
+		e.MAC = headerMAC(fileKey, old)
+		return err
+	}
 	return nil
 }
 
@@ -184,18 +214,18 @@ func (e *Envelope) UnwrapFileKey(ids ...Identity) ([]byte, error) {
 // UnwrapStanza is UnwrapFileKey that also returns the stanza that opened.
 func (e *Envelope) UnwrapStanza(ids ...Identity) ([]byte, *Stanza, error) {
 	var failures []error
-	for _, s := range e.Recipients {
+	for i, s := range e.Recipients {
 		for _, id := range ids {
 			fk, err := id.Unwrap(s)
 			if errors.Is(err, ErrIncorrectIdentity) {
 				continue
 			}
 			if err != nil {
-				failures = append(failures, err)
+				failures = append(failures, &StanzaError{Index: i + 1, Err: err})
 				continue
 			}
 			if len(fk) != FileKeySize {
-				failures = append(failures, fmt.Errorf("%s stanza yielded a %d-byte file key", s.Type, len(fk)))
+				failures = append(failures, &StanzaError{Index: i + 1, Err: fmt.Errorf("%s stanza yielded a %d-byte file key", s.Type, len(fk))})
 				continue
 			}
 			if !hmac.Equal(headerMAC(fk, e.Recipients), e.MAC) {
@@ -232,6 +262,16 @@ func (e *Envelope) OpenPayload(fileKey []byte) ([]byte, error) {
 	return out, nil
 }
 
+// StanzaError is an identity's failure on one stanza (a refused KMS
+// address, a locked key), numbered from 1 as the blob lists them.
+type StanzaError struct {
+	Index int
+	Err   error
+}
+
+func (e *StanzaError) Error() string { return fmt.Sprintf("stanza %d: %v", e.Index, e.Err) }
+func (e *StanzaError) Unwrap() error { return e.Err }
+
 // NoIdentityError says that none of the identities opened any stanza. It
 // lists the stanzas' public hints, never key material.
 type NoIdentityError struct {
@@ -241,11 +281,20 @@ type NoIdentityError struct {
 
 func (e *NoIdentityError) Error() string {
 	msg := fmt.Sprintf("no key can decrypt this layer; it was encrypted for %s", Describe(e.Stanzas))
-	if len(e.Failures) > 0 {
-		msg += fmt.Sprintf(" (and %v)", errors.Join(e.Failures...))
+	if n := len(e.Failures); n > 0 {
+		shown := e.Failures[:min(n, maxShown)]
+		msg += fmt.Sprintf(" (and %v", errors.Join(shown...))
+		if n > len(shown) {
+			msg += fmt.Sprintf("; %d more failures", n-len(shown))
+		}
+		msg += ")"
 	}
 	return msg
 }
+
+// maxShown bounds the stanzas and failures an error lists: a layer may
+// hold MaxRecipients stanzas, and one line should stay readable.
+const maxShown = 8
 
 func (e *NoIdentityError) Unwrap() []error { return e.Failures }
 
@@ -259,6 +308,10 @@ func Describe(stanzas []*Stanza) string {
 		fmt.Fprintf(&b, "%d recipients: ", len(stanzas))
 	}
 	for i, s := range stanzas {
+		if i == maxShown {
+			fmt.Fprintf(&b, " and %d more", len(stanzas)-i)
+			break
+		}
 		if i > 0 {
 			b.WriteString(", ")
 		}
@@ -267,15 +320,18 @@ func Describe(stanzas []*Stanza) string {
 	return b.String()
 }
 
-// Hint is the stanza's public description: type plus key id or tag.
+// Hint is the stanza's public description: type plus key id or tag. Type
+// and key id come from the layer, so they are shown as tokens (quoted and
+// escaped unless plain) and bounded.
 func (s *Stanza) Hint() string {
+	typ := safetext.Token(s.Type, 40)
 	switch {
 	case s.KID != "":
-		return s.Type + " " + s.KID
+		return typ + " " + safetext.Token(s.KID, 200)
 	case len(s.Tag) > 0:
-		return fmt.Sprintf("%s tag %x", s.Type, s.Tag)
+		return fmt.Sprintf("%s tag %x", typ, s.Tag)
 	default:
-		return s.Type + " (no hint)"
+		return typ + " (no hint)"
 	}
 }
 

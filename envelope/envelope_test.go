@@ -201,3 +201,28 @@ func TestReseal(t *testing.T) {
 		t.Fatalf("new recipient: %v", err)
 	}
 }
+
+// Seal refuses, with a clear error, what Parse would refuse.
+func TestSealRefusesWhatParseRefuses(t *testing.T) {
+	_, r, id := newKey(t)
+	blob, err := envelope.Seal(make([]byte, envelope.MaxSecretSize), r)
+	if err != nil {
+		t.Fatalf("the largest secret: %v", err)
+	}
+	e, err := envelope.Parse(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.Open(id); err != nil || len(got) != envelope.MaxSecretSize {
+		t.Fatalf("open: %v", err)
+	}
+	for _, n := range []int{envelope.MaxSecretSize + 1, 7000} {
+		if _, err := envelope.Seal(make([]byte, n), r); err == nil || !strings.Contains(err.Error(), "holds at most") {
+			t.Fatalf("%d-byte secret: %v", n, err)
+		}
+	}
+	long := fixed{envelope.Stanza{Type: "x", KID: strings.Repeat("k", 9000), Key: []byte{1}}}
+	if _, err := envelope.Seal(secret, long); err == nil || !strings.Contains(err.Error(), "would not be readable") {
+		t.Fatalf("9000-byte kid: %v", err)
+	}
+}

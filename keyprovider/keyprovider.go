@@ -4,6 +4,7 @@
 package keyprovider
 
 import (
+	"context"
 	"crypto/ecdh"
 	"errors"
 	"fmt"
@@ -49,6 +50,10 @@ type Provider struct {
 	// Keychain holds the keys the keystore's Keychain references name
 	// (nil: this machine's; elsewhere than macOS, none).
 	Keychain *keychain.Keychain
+	// Remote says requests come from other processes (the gRPC service):
+	// a decryption key is a keystore name, never a file path, and errors
+	// name no keystore path and no key names (Log gets the full ones).
+	Remote bool
 
 	cache keyCache
 }
@@ -82,16 +87,22 @@ func (p *Provider) Handle(req *protocol.Request) ([]byte, error) {
 // "gcpkms", …, "legacy-apple", "legacy-gcpkms"), or the recipient kinds of a
 // wrap ("gcpkms+p256").
 func (p *Provider) HandleBackend(req *protocol.Request) ([]byte, string, error) {
+	return p.HandleContext(context.Background(), req)
+}
+
+// HandleContext is HandleBackend bounded by ctx: KMS plugin calls end with
+// it (the plugin process is killed and replaced).
+func (p *Provider) HandleContext(ctx context.Context, req *protocol.Request) ([]byte, string, error) {
 	switch req.Op {
 	case protocol.OpKeyWrap:
-		ann, backend, err := p.wrap(req.KeyWrapParams)
+		ann, backend, err := p.wrap(ctx, req.KeyWrapParams)
 		if err != nil {
 			return nil, backend, err
 		}
 		reply, err := protocol.EncodeWrapResponse(ann)
 		return reply, backend, err
 	case protocol.OpKeyUnwrap:
-		opts, backend, err := p.unwrap(req.KeyUnwrapParams)
+		opts, backend, err := p.unwrap(ctx, req.KeyUnwrapParams)
 		if err != nil {
 			return nil, backend, err
 		}
@@ -110,11 +121,11 @@ func (p *Provider) debug(msg string, args ...any) {
 // Wrap seals optsdata for every recipient in the provider's entry of
 // ec.Parameters.
 func (p *Provider) Wrap(w *protocol.KeyWrapParams) ([]byte, error) {
-	ann, _, err := p.wrap(w)
+	ann, _, err := p.wrap(context.Background(), w)
 	return ann, err
 }
 
-func (p *Provider) wrap(w *protocol.KeyWrapParams) ([]byte, string, error) {
+func (p *Provider) wrap(ctx context.Context, w *protocol.KeyWrapParams) ([]byte, string, error) {
 	if len(w.Optsdata) == 0 {
 		return nil, "", errors.New("keywrap request has no optsdata to wrap")
 	}
@@ -125,7 +136,7 @@ func (p *Provider) wrap(w *protocol.KeyWrapParams) ([]byte, string, error) {
 	var rs []envelope.Recipient
 	kinds := map[string]bool{}
 	for i, v := range values {
-		r, err := p.recipientFor(string(v))
+		r, err := p.recipientFor(ctx, string(v))
 		if err != nil {
 			return nil, "", fmt.Errorf("encryption key %d of %d: %w", i+1, len(values), err)
 		}
@@ -181,13 +192,13 @@ func (p *Provider) wrapEntry(params map[string][][]byte) ([][]byte, error) {
 
 // recipientFor parses a recipient string, or, when a provider name is set,
 // a keystore key name (provider:ocikp:alice).
-func (p *Provider) recipientFor(v string) (envelope.Recipient, error) {
+func (p *Provider) recipientFor(ctx context.Context, v string) (envelope.Recipient, error) {
 	if recipient.IsKMS(v) {
-		if r, err := p.offlineKMS(v); r != nil || err != nil {
+		if r, err := p.offlineKMS(ctx, v); r != nil || err != nil {
 			return r, err
 		}
 	}
-	r, err := recipient.Parse(v)
+	r, err := recipient.ParseContext(ctx, v)
 	if !errors.Is(err, recipient.ErrUnknown) {
 		return r, err
 	}
@@ -219,7 +230,7 @@ func (p *Provider) KMSCache() *kmspub.Cache {
 // offlineKMS returns an offline recipient for an asymmetric KMS key: from
 // the cache, or, for a GCP key version, fetched once through the plugin and
 // cached. It returns nil, nil for keys the KMS wraps itself.
-func (p *Provider) offlineKMS(url string) (envelope.Recipient, error) {
+func (p *Provider) offlineKMS(ctx context.Context, url string) (envelope.Recipient, error) {
 	cache := p.KMSCache()
 	e, err := cache.Get(url)
 	if err == nil {
@@ -231,7 +242,7 @@ func (p *Provider) offlineKMS(url string) (envelope.Recipient, error) {
 	if !strings.HasPrefix(url, "gcpkms://") || !strings.Contains(url, "/cryptoKeyVersions/") {
 		return nil, nil
 	}
-	e, err = FetchPublicKey(url)
+	e, err = FetchPublicKey(ctx, url)
 	if err != nil {
 		return nil, err
 	}
@@ -243,9 +254,9 @@ func (p *Provider) offlineKMS(url string) (envelope.Recipient, error) {
 }
 
 // FetchPublicKey asks the KMS plugin for an asymmetric key's public key.
-func FetchPublicKey(url string) (*kmspub.Entry, error) {
+func FetchPublicKey(ctx context.Context, url string) (*kmspub.Entry, error) {
 	scheme, _, _ := strings.Cut(url, "://")
-	pk, err := recipient.KMSPlugin(scheme).PublicKey(url)
+	pk, err := recipient.KMSPlugin(scheme).PublicKey(ctx, url)
 	if err != nil {
 		return nil, err
 	}
@@ -256,11 +267,11 @@ func FetchPublicKey(url string) (*kmspub.Entry, error) {
 // Unwrap recovers optsdata from an annotation: with a local key if one
 // opens it, else through the KMS plugin if the layer has KMS stanzas.
 func (p *Provider) Unwrap(u *protocol.KeyUnwrapParams) ([]byte, error) {
-	opts, _, err := p.unwrap(u)
+	opts, _, err := p.unwrap(context.Background(), u)
 	return opts, err
 }
 
-func (p *Provider) unwrap(u *protocol.KeyUnwrapParams) ([]byte, string, error) {
+func (p *Provider) unwrap(ctx context.Context, u *protocol.KeyUnwrapParams) ([]byte, string, error) {
 	var params map[string][][]byte
 	if u.DC != nil {
 		params = u.DC.Parameters
@@ -273,7 +284,7 @@ func (p *Provider) unwrap(u *protocol.KeyUnwrapParams) ([]byte, string, error) {
 	env, err := envelope.Parse(blob)
 	switch {
 	case err == nil:
-		return p.open(env, sel)
+		return p.open(ctx, env, sel)
 	case !errors.Is(err, envelope.ErrNotEnvelope):
 		return nil, "", err
 	case legacy.IsApple(blob):
@@ -283,32 +294,83 @@ func (p *Provider) unwrap(u *protocol.KeyUnwrapParams) ([]byte, string, error) {
 		if sel.selected && len(sel.kmsKIDs) == 0 {
 			return nil, "legacy-gcpkms", errors.New("this layer was encrypted by the GCP KMS key provider, and the decryption config names no gcpkms:// key")
 		}
-		out, err := recipient.KMSPlugin("gcpkms").OpenLegacy(blob)
+		out, err := recipient.KMSPlugin("gcpkms").OpenLegacy(ctx, blob)
 		return out, "legacy-gcpkms", err
 	}
 	return nil, "", errors.New("the layer's annotation is not an ocikp envelope or a known legacy format")
 }
 
+// Work one unwrap may cause, whatever the layer holds: private-key
+// operations (a stanza without a tag is tried against every key) and KMS
+// calls. Far above what a real layer needs: tagged stanzas reach only
+// their key, and a layer has a few KMS recipients at most.
+const (
+	MaxKeyAttempts = 64
+	MaxKMSAttempts = 8
+)
+
+// budget counts the attempts of one request.
+type budget struct {
+	left int
+	what string
+	hit  bool
+}
+
+func (b *budget) take() bool {
+	if b.left == 0 {
+		b.hit = true
+		return false
+	}
+	b.left--
+	return true
+}
+
+func (b *budget) failure() []error {
+	if !b.hit {
+		return nil
+	}
+	return []error{fmt.Errorf("stopped after %s; the rest of the layer's stanzas were not tried", b.what)}
+}
+
+// budgeted is an identity that stops when its request's budget is spent;
+// match says which stanzas cost an attempt.
+type budgeted struct {
+	id    envelope.Identity
+	match func(*envelope.Stanza) bool
+	b     *budget
+}
+
+func (c *budgeted) Unwrap(s *envelope.Stanza) ([]byte, error) {
+	if !c.match(s) || !c.b.take() {
+		return nil, envelope.ErrIncorrectIdentity
+	}
+	return c.id.Unwrap(s)
+}
+
 // open tries local keys first (cheap, offline), then the KMS plugin, so a
 // layer that a local key opens never starts the plugin or calls a KMS.
-func (p *Provider) open(env *envelope.Envelope, sel *selection) ([]byte, string, error) {
+func (p *Provider) open(ctx context.Context, env *envelope.Envelope, sel *selection) ([]byte, string, error) {
+	keyBudget := &budget{left: MaxKeyAttempts, what: fmt.Sprintf("%d private-key attempts", MaxKeyAttempts)}
 	ids := make([]envelope.Identity, len(sel.keys))
 	for i, k := range sel.keys {
-		ids[i] = k
+		ids[i] = &budgeted{id: k, match: k.Matches, b: keyBudget}
 	}
 	p.debug("unwrap", "stanzas", len(env.Recipients), "keys", len(sel.keys))
 	fk, s, err := env.UnwrapStanza(ids...)
 	var nie *envelope.NoIdentityError
-	if errors.As(err, &nie) && hasKMSStanza(env) && (!sel.selected || len(sel.kmsKIDs) > 0) {
+	var local []error // failures of local keys
+	if errors.As(err, &nie) {
+		local = append(append(nie.Failures, keyBudget.failure()...), sel.skipped...)
+		nie.Failures = nil
+	}
+	kmsBudget := &budget{left: MaxKMSAttempts, what: fmt.Sprintf("%d KMS calls", MaxKMSAttempts)}
+	if nie != nil && hasKMSStanza(env) && (!sel.selected || len(sel.kmsKIDs) > 0) {
 		p.debug("unwrap: trying the KMS plugin")
-		failures := nie.Failures
-		fk, s, err = env.UnwrapStanza(kmsIdentities(env, sel.kmsKIDs)...)
-		if errors.As(err, &nie) {
-			nie.Failures = append(failures, nie.Failures...)
-		}
+		fk, s, err = env.UnwrapStanza(kmsIdentities(ctx, env, sel.kmsKIDs, kmsBudget)...)
+		errors.As(err, &nie)
 	}
 	if errors.As(err, &nie) {
-		nie.Failures = append(nie.Failures, sel.skipped...)
+		nie.Failures = append(append(p.localFailures(local), nie.Failures...), kmsBudget.failure()...)
 		return nil, "", p.noKeyError(nie, sel)
 	}
 	if err != nil {
@@ -319,8 +381,8 @@ func (p *Provider) open(env *envelope.Envelope, sel *selection) ([]byte, string,
 }
 
 // kmsIdentities returns one plugin identity per KMS stanza type in env, so
-// that each stanza goes to the plugin of its cloud.
-func kmsIdentities(env *envelope.Envelope, kids []string) []envelope.Identity {
+// that each stanza goes to the plugin of its cloud, within b.
+func kmsIdentities(ctx context.Context, env *envelope.Envelope, kids []string, b *budget) []envelope.Identity {
 	var ids []envelope.Identity
 	seen := map[string]bool{}
 	for _, s := range env.Recipients {
@@ -329,7 +391,8 @@ func kmsIdentities(env *envelope.Envelope, kids []string) []envelope.Identity {
 			continue
 		}
 		seen[s.Type] = true
-		ids = append(ids, &plugin.Identity{Client: c, Types: []string{s.Type}, KIDs: kids})
+		id := &plugin.Identity{Client: c, Types: []string{s.Type}, KIDs: kids, Ctx: ctx}
+		ids = append(ids, &budgeted{id: id, match: id.Matches, b: b})
 	}
 	return ids
 }
@@ -351,7 +414,11 @@ func (p *Provider) openApple(blob []byte, sel *selection) ([]byte, error) {
 		return nil, err
 	}
 	failures := sel.skipped
-	for _, k := range sel.keys {
+	for i, k := range sel.keys {
+		if i == MaxKeyAttempts {
+			failures = append(failures, fmt.Errorf("stopped after %d private-key attempts", MaxKeyAttempts))
+			break
+		}
 		kx, err := k.KeyExchanger()
 		if err != nil {
 			failures = append(failures, err)
@@ -362,8 +429,8 @@ func (p *Provider) openApple(blob []byte, sel *selection) ([]byte, error) {
 		}
 	}
 	// The Apple format has no key hints: every key is tried.
-	nie := &envelope.NoIdentityError{Failures: failures,
-		Stanzas: []*envelope.Stanza{{Type: "apple-keychain", KID: safeURL(a.KeyURL)}}}
+	nie := &envelope.NoIdentityError{Failures: p.localFailures(failures),
+		Stanzas: []*envelope.Stanza{{Type: "apple-keychain", KID: a.KeyURL}}}
 	return nil, p.noKeyError(nie, sel)
 }
 
@@ -376,6 +443,8 @@ func (p *Provider) noKeyError(err error, sel *selection) error {
 	}
 	var tried string
 	switch {
+	case p.Remote:
+		tried = fmt.Sprintf("tried %d key(s) of the service's keystore", len(sel.keys)+len(sel.kmsKIDs))
 	case sel.selected:
 		tried = fmt.Sprintf("tried the %d key(s) the decryption config named: %s", len(sel.keys)+len(sel.kmsKIDs), strings.Join(append(names, sel.kmsKIDs...), ", "))
 	case len(sel.keys) == 0:
@@ -396,6 +465,19 @@ func (p *Provider) noKeyError(err error, sel *selection) error {
 		}
 	}
 	return hint.Wrap(err, tried, advice)
+}
+
+// localFailures are what local keys said (a locked key, an unreadable
+// file): for a remote client, only how many, as they name keys and paths;
+// the service's log has them.
+func (p *Provider) localFailures(errs []error) []error {
+	if !p.Remote || len(errs) == 0 {
+		return errs
+	}
+	for _, err := range errs {
+		p.warn("keystore key failed", err)
+	}
+	return []error{fmt.Errorf("%d keystore key(s) could not be used; the service's log says why", len(errs))}
 }
 
 // selection is what an unwrap may use.
@@ -436,9 +518,35 @@ func (p *Provider) identities(params map[string][][]byte) (*selection, error) {
 		return sel, nil
 	}
 	if p.CacheKeys {
-		return p.cachedKeys(sel)
+		sel, err := p.cachedKeys(sel)
+		return sel, p.redact(err)
 	}
-	return sel, p.listKeys(sel)
+	return sel, p.redact(p.listKeys(sel))
+}
+
+// keystoreName is how errors name the keystore: its path for a local
+// caller, nothing a remote client could learn from.
+func (p *Provider) keystoreName() string {
+	if p.Remote {
+		return "the service's keystore"
+	}
+	return "keystore " + p.Store.Dir
+}
+
+// redact returns err for a local caller; for a remote one it logs err and
+// returns a message without paths or key names.
+func (p *Provider) redact(err error) error {
+	if err == nil || !p.Remote {
+		return err
+	}
+	p.warn("keystore error", err)
+	return errors.New("the service's keystore could not be read; the service's log says why")
+}
+
+func (p *Provider) warn(msg string, err error) {
+	if p.Log != nil {
+		p.Log.Warn(msg, "err", err.Error())
+	}
 }
 
 // cachedKeys returns the cached identities, reloading them when the
@@ -561,6 +669,12 @@ func (p *Provider) hasKey(name string) bool {
 // key file (ocikp key file or PEM). The value came in the request, so
 // errors describe it without quoting it.
 func (p *Provider) namedKey(v string) (*p256.Identity, error) {
+	if p.Remote && strings.ContainsAny(v, `/\`) {
+		// Nothing is opened: a client must not choose which file the
+		// service reads.
+		return nil, hint.Wrap(errors.New("the service takes keystore key names as decryption keys, not file paths"),
+			"name a key of the service's keystore, or pass the bare provider:NAME to try every key")
+	}
 	if !strings.ContainsRune(v, os.PathSeparator) {
 		if !soft.ValidName(v) {
 			return nil, hint.Wrap(errors.New("neither a key name nor a key file path"), keyParamHint)
@@ -572,12 +686,12 @@ func (p *Provider) namedKey(v string) (*p256.Identity, error) {
 				return p.refIdentity(ref), nil
 			}
 			if !errors.Is(rerr, keychain.ErrNotFound) {
-				return nil, rerr
+				return nil, p.redact(rerr)
 			}
-			return nil, hint.Wrap(fmt.Errorf("no key of that name in keystore %s", p.Store.Dir), keyParamHint)
+			return nil, hint.Wrap(fmt.Errorf("no key of that name in %s", p.keystoreName()), keyParamHint)
 		}
 		if err != nil {
-			return nil, err
+			return nil, p.redact(err)
 		}
 		return p.storeIdentity(k), nil
 	}
@@ -621,12 +735,4 @@ func (p *Provider) storeIdentity(k *soft.KeyFile) *p256.Identity {
 func isGCPLegacy(blob []byte) bool {
 	s := string(blob)
 	return strings.Contains(s, `"key_url"`) && strings.Contains(s, `"wrapped_key"`)
-}
-
-// safeURL bounds a URL from a blob for display.
-func safeURL(u string) string {
-	if len(u) > 100 {
-		u = u[:100] + "…"
-	}
-	return fmt.Sprintf("%q", u)
 }

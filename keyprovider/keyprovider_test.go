@@ -108,7 +108,7 @@ func TestWrongKeyMessage(t *testing.T) {
 	// A key file that could not be used is named in the error.
 	os.Chmod(filepath.Join(g.st.Dir, "yan.key"), 0o644)
 	_, err = unwrap(&Provider{Name: "ocikp", Store: g.st}, ann, nil)
-	if err == nil || !strings.Contains(err.Error(), "yan.key: private key file is accessible to other users") {
+	if err == nil || !strings.Contains(err.Error(), "yan.key: private key file is accessible to group or others") {
 		t.Fatalf("unreadable key not reported: %v", err)
 	}
 }

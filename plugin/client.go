@@ -3,6 +3,7 @@ package plugin
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/safetext"
 )
 
 // maxLine bounds a line of the protocol, a request or a reply.
@@ -29,14 +31,28 @@ type Client struct {
 	Name string
 	// Env is added to the plugin's environment.
 	Env []string
+	// EnvAllow names the variables of ocikp's environment the plugin
+	// inherits, beside the common ones (PATH, HOME, locale, proxies, CA
+	// files, OCIKP_KMS_*): exact names, or prefixes ending in '*'. Nothing
+	// else passes, so a plugin never sees ocikp's own secrets
+	// (OCIKP_PASSPHRASE*) or another cloud's credentials.
+	EnvAllow []string
 	// MaxProcs bounds the processes run at once (0 means 1).
 	MaxProcs int
 
 	mu      sync.Mutex
-	freed   *sync.Cond // signalled when a process becomes idle or ends
+	changed chan struct{} // closed (and replaced) when a process becomes idle or ends
 	idle    []*proc
 	running int // processes started and not yet ended, idle or busy
 	gen     int // bumped by Restart and Close: older processes end after their call
+}
+
+// notify wakes the callers waiting in acquire; c.mu is held.
+func (c *Client) notify() {
+	if c.changed != nil {
+		close(c.changed)
+	}
+	c.changed = make(chan struct{})
 }
 
 // proc is one running plugin process.
@@ -78,7 +94,7 @@ func (c *Client) start(gen int) (*proc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(path)
-	cmd.Env = append(os.Environ(), c.Env...)
+	cmd.Env = append(FilterEnv(os.Environ(), c.EnvAllow), c.Env...)
 	p := &proc{cmd: cmd, stderr: &tailBuffer{max: 4096}, gen: gen}
 	cmd.Stderr = p.stderr
 	if p.in, err = cmd.StdinPipe(); err != nil {
@@ -96,33 +112,40 @@ func (c *Client) start(gen int) (*proc, error) {
 }
 
 // acquire returns an idle process, or starts one if fewer than MaxProcs
-// run, or waits for one to be freed.
-func (c *Client) acquire() (*proc, error) {
-	c.mu.Lock()
-	if c.freed == nil {
-		c.freed = sync.NewCond(&c.mu)
-	}
-	limit := max(c.MaxProcs, 1)
-	for len(c.idle) == 0 && c.running >= limit {
-		c.freed.Wait()
-	}
-	if n := len(c.idle); n > 0 {
-		p := c.idle[n-1]
-		c.idle = c.idle[:n-1]
-		c.mu.Unlock()
-		return p, nil
-	}
-	c.running++
-	gen := c.gen
-	c.mu.Unlock()
-	p, err := c.start(gen)
-	if err != nil {
+// run, or waits for one to be freed until ctx ends.
+func (c *Client) acquire(ctx context.Context) (*proc, error) {
+	for {
 		c.mu.Lock()
-		c.running--
-		c.freed.Signal()
+		if c.changed == nil {
+			c.notify()
+		}
+		if n := len(c.idle); n > 0 {
+			p := c.idle[n-1]
+			c.idle = c.idle[:n-1]
+			c.mu.Unlock()
+			return p, nil
+		}
+		if c.running < max(c.MaxProcs, 1) {
+			c.running++
+			gen := c.gen
+			c.mu.Unlock()
+			p, err := c.start(gen)
+			if err != nil {
+				c.mu.Lock()
+				c.running--
+				c.notify()
+				c.mu.Unlock()
+			}
+			return p, err
+		}
+		wait := c.changed
 		c.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: every process busy until the request's deadline: %w", c.Name, ctx.Err())
+		}
 	}
-	return p, err
 }
 
 // release returns a process after a call: to the idle list if it is alive
@@ -139,15 +162,20 @@ func (c *Client) release(p *proc, alive bool) {
 			p.end(false)
 		}
 	}
-	c.freed.Signal()
+	c.notify()
 }
 
 // Call sends one request to a process of the plugin and reads its reply. A
 // process that stops answering fails this call only: the next call starts
 // a new one. If a process that had been idle turns out dead (killed while
 // waiting), the request goes once to a new process: every request is
-// idempotent for the caller.
-func (c *Client) Call(req *Request) (*Response, error) {
+// idempotent for the caller. When ctx ends first, the process is killed
+// (it may be stuck on a KMS that never answers) and replaced by the next
+// call.
+func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	req.V = ProtocolVersion
 	line, err := json.Marshal(req)
 	if err != nil {
@@ -156,18 +184,18 @@ func (c *Client) Call(req *Request) (*Response, error) {
 	line = append(line, '\n')
 	var reply []byte
 	for attempt := 0; ; attempt++ {
-		p, err := c.acquire()
+		p, err := c.acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
-		reply, err = p.roundTrip(line)
+		reply, err = p.roundTrip(ctx, line)
 		if err == nil {
 			c.release(p, true)
 			break
 		}
 		err = c.died(p, err)
 		c.release(p, false)
-		if !p.reused || attempt > 0 {
+		if !p.reused || attempt > 0 || ctx.Err() != nil {
 			return nil, err
 		}
 	}
@@ -176,12 +204,32 @@ func (c *Client) Call(req *Request) (*Response, error) {
 		return nil, fmt.Errorf("%s: malformed reply", c.Name)
 	}
 	if resp.Error != nil {
+		resp.Error.Message = safetext.Clean(resp.Error.Message)
+		for i, h := range resp.Error.Hints {
+			resp.Error.Hints[i] = safetext.Clean(h)
+		}
 		return nil, resp.Error
 	}
 	return &resp, nil
 }
 
-func (p *proc) roundTrip(line []byte) ([]byte, error) {
+// errDeadline is a call whose context ended before the plugin answered.
+type errDeadline struct{ err error }
+
+func (e *errDeadline) Error() string { return e.err.Error() }
+func (e *errDeadline) Unwrap() error { return e.err }
+
+func (p *proc) roundTrip(ctx context.Context, line []byte) ([]byte, error) {
+	stop := context.AfterFunc(ctx, func() { p.cmd.Process.Kill() })
+	reply, err := p.exchange(line)
+	if !stop() {
+		// The deadline passed: the process was killed, whatever it said.
+		return nil, &errDeadline{ctx.Err()}
+	}
+	return reply, err
+}
+
+func (p *proc) exchange(line []byte) ([]byte, error) {
 	if _, err := p.in.Write(line); err != nil {
 		return nil, err
 	}
@@ -201,6 +249,10 @@ func (p *proc) roundTrip(line []byte) ([]byte, error) {
 // with its exit status and the end of its stderr.
 func (c *Client) died(p *proc, err error) error {
 	werr := p.end(true)
+	var de *errDeadline
+	if errors.As(err, &de) {
+		return fmt.Errorf("%s: no answer within the request's deadline; that process was ended: %w", c.Name, de.err)
+	}
 	if err == errLineTooLong {
 		return fmt.Errorf("%s: reply %w; that process was ended", c.Name, err)
 	}
@@ -208,7 +260,7 @@ func (c *Client) died(p *proc, err error) error {
 		err = werr
 	}
 	if tail := strings.TrimSpace(p.stderr.String()); tail != "" {
-		return fmt.Errorf("%s stopped (%v): %s", c.Name, err, lastLine(tail))
+		return fmt.Errorf("%s stopped (%v): %s", c.Name, err, safetext.Clean(lastLine(tail)))
 	}
 	return fmt.Errorf("%s stopped: %v", c.Name, err)
 }
@@ -239,9 +291,7 @@ func (c *Client) Close(wait bool) error {
 	c.idle = nil
 	c.gen++
 	c.running -= len(idle)
-	if c.freed != nil {
-		c.freed.Broadcast()
-	}
+	c.notify()
 	c.mu.Unlock()
 	var first error
 	for _, p := range idle {
@@ -281,11 +331,12 @@ func (e *Error) hinted() error {
 type Recipient struct {
 	Client *Client
 	URL    string
+	Ctx    context.Context // bounds the call (nil: none)
 }
 
 // Wrap asks the plugin to wrap fileKey for the recipient.
 func (r *Recipient) Wrap(fileKey []byte) (*envelope.Stanza, error) {
-	resp, err := r.Client.Call(&Request{Op: OpWrap, Recipient: r.URL, FileKey: fileKey})
+	resp, err := r.Client.Call(r.Ctx, &Request{Op: OpWrap, Recipient: r.URL, FileKey: fileKey})
 	if err != nil {
 		return nil, hinted(err)
 	}
@@ -301,14 +352,20 @@ type Identity struct {
 	Client *Client
 	Types  []string
 	KIDs   []string
+	Ctx    context.Context // bounds each call (nil: none)
+}
+
+// Matches reports whether the identity would send s to its plugin.
+func (id *Identity) Matches(s *envelope.Stanza) bool {
+	return contains(id.Types, s.Type) && (len(id.KIDs) == 0 || contains(id.KIDs, s.KID))
 }
 
 // Unwrap asks the plugin to unwrap a stanza of one of its types.
 func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
-	if !contains(id.Types, s.Type) || (len(id.KIDs) > 0 && !contains(id.KIDs, s.KID)) {
+	if !id.Matches(s) {
 		return nil, envelope.ErrIncorrectIdentity
 	}
-	resp, err := id.Client.Call(&Request{Op: OpUnwrap, Stanza: FromEnvelope(s)})
+	resp, err := id.Client.Call(id.Ctx, &Request{Op: OpUnwrap, Stanza: FromEnvelope(s)})
 	if err != nil {
 		return nil, hinted(err)
 	}
@@ -316,8 +373,8 @@ func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 }
 
 // PublicKey asks the plugin for the public key of an asymmetric KMS key.
-func (c *Client) PublicKey(recipient string) (*PublicKey, error) {
-	resp, err := c.Call(&Request{Op: OpPublicKey, Recipient: recipient})
+func (c *Client) PublicKey(ctx context.Context, recipient string) (*PublicKey, error) {
+	resp, err := c.Call(ctx, &Request{Op: OpPublicKey, Recipient: recipient})
 	if err != nil {
 		return nil, hinted(err)
 	}
@@ -328,8 +385,8 @@ func (c *Client) PublicKey(recipient string) (*PublicKey, error) {
 }
 
 // OpenLegacy asks the plugin to open a legacy blob.
-func (c *Client) OpenLegacy(blob []byte) ([]byte, error) {
-	resp, err := c.Call(&Request{Op: OpOpenLegacy, Blob: blob})
+func (c *Client) OpenLegacy(ctx context.Context, blob []byte) ([]byte, error) {
+	resp, err := c.Call(ctx, &Request{Op: OpOpenLegacy, Blob: blob})
 	if err != nil {
 		return nil, hinted(err)
 	}
@@ -347,6 +404,33 @@ func hinted(err error) error {
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// commonEnv passes to every plugin: what any program needs to run, reach
+// a network through a proxy and verify TLS, and the KMS settings.
+var commonEnv = []string{"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "LC_*", "XDG_*",
+	"SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+	"GODEBUG", "GOCOVERDIR", "OCIKP_KMS_CONFIG", "OCIKP_KMS_TIMEOUT"}
+
+// FilterEnv keeps the variables of env that commonEnv or allow name.
+func FilterEnv(env, allow []string) []string {
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if envAllowed(name, commonEnv) || envAllowed(name, allow) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func envAllowed(name string, patterns []string) bool {
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok && strings.HasPrefix(name, prefix) || name == p {
 			return true
 		}
 	}

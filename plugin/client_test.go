@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -41,6 +42,10 @@ func (p probe) Unwrap(s *envelope.Stanza) ([]byte, error) {
 		return []byte(p.settings), nil
 	case "huge":
 		return make([]byte, maxLine), nil // over maxLine once in base64
+	case "env":
+		return []byte(strings.Join(os.Environ(), "\n")), nil
+	case "hang":
+		time.Sleep(time.Hour)
 	case "crash":
 		fmt.Fprintln(os.Stderr, "probe: crashing as asked")
 		os.Exit(3)
@@ -72,14 +77,14 @@ func probeClient(t *testing.T) *Client {
 		t.Fatal(err)
 	}
 	t.Setenv(EnvDir, dir)
-	c := &Client{Name: "ocikp-plugin-probe", Env: []string{"OCIKP_TEST_PLUGIN=1"}}
+	c := &Client{Name: "ocikp-plugin-probe", Env: []string{"OCIKP_TEST_PLUGIN=1"}, EnvAllow: []string{"OCIKP_TEST_*", "PROBE_CLOUD_*"}}
 	t.Cleanup(func() { c.Close(true) })
 	return c
 }
 
 func call(t *testing.T, c *Client, typ, kid, key string) string {
 	t.Helper()
-	resp, err := c.Call(&Request{Op: OpUnwrap, Stanza: &Stanza{Type: typ, KID: kid, Key: []byte(key)}})
+	resp, err := c.Call(context.Background(), &Request{Op: OpUnwrap, Stanza: &Stanza{Type: typ, KID: kid, Key: []byte(key)}})
 	if err != nil {
 		t.Fatalf("%s: %v", typ, err)
 	}
@@ -111,7 +116,7 @@ func TestClientRunsProcessesSideBySide(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := c.Call(&Request{Op: OpUnwrap, Stanza: &Stanza{Type: "meet", KID: meet, Key: []byte("3")}})
+			_, err := c.Call(context.Background(), &Request{Op: OpUnwrap, Stanza: &Stanza{Type: "meet", KID: meet, Key: []byte("3")}})
 			errs <- err
 		}()
 	}
@@ -139,7 +144,7 @@ func TestClientRunsProcessesSideBySide(t *testing.T) {
 func TestClientReplacesAProcessThatDied(t *testing.T) {
 	c := probeClient(t)
 	before := call(t, c, "pid", "", "")
-	_, err := c.Call(&Request{Op: OpUnwrap, Stanza: &Stanza{Type: "crash"}})
+	_, err := c.Call(context.Background(), &Request{Op: OpUnwrap, Stanza: &Stanza{Type: "crash"}})
 	if err == nil || !strings.Contains(err.Error(), "ocikp-plugin-probe stopped") || !strings.Contains(err.Error(), "probe: crashing as asked") {
 		t.Fatalf("crash reported as %v", err)
 	}
@@ -183,7 +188,7 @@ func TestClientNotInstalled(t *testing.T) {
 	t.Setenv(EnvDir, t.TempDir())
 	c := &Client{Name: "ocikp-plugin-none"}
 	for range 2 {
-		if _, err := c.Call(&Request{Op: OpUnwrap, Stanza: &Stanza{Type: "pid"}}); err == nil {
+		if _, err := c.Call(context.Background(), &Request{Op: OpUnwrap, Stanza: &Stanza{Type: "pid"}}); err == nil {
 			t.Fatal("a missing plugin answered")
 		}
 	}
@@ -216,7 +221,7 @@ func TestClientSurvivesAnIdleProcessKilled(t *testing.T) {
 func TestClientRefusesAnOversizedReply(t *testing.T) {
 	c := probeClient(t)
 	before := call(t, c, "pid", "", "")
-	_, err := c.Call(&Request{Op: OpUnwrap, Stanza: &Stanza{Type: "huge"}})
+	_, err := c.Call(context.Background(), &Request{Op: OpUnwrap, Stanza: &Stanza{Type: "huge"}})
 	if err == nil || !strings.Contains(err.Error(), "line longer than") {
 		t.Fatalf("oversized reply: %v", err)
 	}
@@ -225,5 +230,80 @@ func TestClientRefusesAnOversizedReply(t *testing.T) {
 	}
 	if n := c.Running(); n != 1 {
 		t.Fatalf("%d processes running", n)
+	}
+}
+
+// A call whose deadline passes ends quickly; its process, perhaps stuck on
+// a KMS that never answers, is killed, and the next call gets a new one.
+func TestClientDeadlineKillsTheProcess(t *testing.T) {
+	c := probeClient(t)
+	before := call(t, c, "pid", "", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Call(ctx, &Request{Op: OpUnwrap, Stanza: &Stanza{Type: "hang"}})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "that process was ended") {
+		t.Fatalf("hung call: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the hung call returned after %v", d)
+	}
+	old, _ := strconv.Atoi(before)
+	if syscall.Kill(old, 0) == nil {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", old)); err != nil || !strings.Contains(string(b), ") Z ") {
+			t.Fatal("the hung process still runs")
+		}
+	}
+	if after := call(t, c, "pid", "", ""); after == before {
+		t.Fatal("the killed process answered")
+	}
+	if n := c.Running(); n != 1 {
+		t.Fatalf("%d processes running", n)
+	}
+}
+
+// With every process busy, a caller waits no longer than its deadline.
+func TestClientWaitEndsWithTheDeadline(t *testing.T) {
+	c := probeClient(t)
+	c.MaxProcs = 1
+	long, cancelLong := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancelLong()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Call(long, &Request{Op: OpUnwrap, Stanza: &Stanza{Type: "hang"}})
+		done <- err
+	}()
+	for c.Running() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.Call(short, &Request{Op: OpUnwrap, Stanza: &Stanza{Type: "pid"}}); err == nil || !strings.Contains(err.Error(), "every process busy") {
+		t.Fatalf("waiting call: %v", err)
+	}
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hung call: %v", err)
+	}
+}
+
+// A plugin inherits only the variables it is allowed: never ocikp's
+// passphrases or another cloud's credentials.
+func TestClientFiltersEnvironment(t *testing.T) {
+	c := probeClient(t)
+	t.Setenv("OCIKP_PASSPHRASE", "hunter2")
+	t.Setenv("OCIKP_PASSPHRASE_FILE", "/secret")
+	t.Setenv("VAULT_TOKEN", "s.secret")
+	t.Setenv("PROBE_CLOUD_TOKEN", "mine")
+	t.Setenv("SSL_CERT_FILE", "/ca.pem")
+	env := call(t, c, "env", "", "")
+	for _, bad := range []string{"hunter2", "OCIKP_PASSPHRASE", "s.secret"} {
+		if strings.Contains(env, bad) {
+			t.Errorf("the plugin saw %q", bad)
+		}
+	}
+	for _, good := range []string{"PROBE_CLOUD_TOKEN=mine", "SSL_CERT_FILE=/ca.pem", "OCIKP_TEST_PLUGIN=1", "PATH="} {
+		if !strings.Contains(env, good) {
+			t.Errorf("the plugin did not get %q", good)
+		}
 	}
 }

@@ -5,6 +5,7 @@
 package recipient
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -17,8 +18,9 @@ import (
 	"github.com/ocikp/ocikp/plugin"
 )
 
-// ParseFunc parses one recipient string of a registered scheme.
-type ParseFunc func(s string) (envelope.Recipient, error)
+// ParseFunc parses one recipient string of a registered scheme; ctx bounds
+// the work its Wrap may do (a KMS call).
+type ParseFunc func(ctx context.Context, s string) (envelope.Recipient, error)
 
 // ErrUnknown is returned for a string that no registered scheme claims.
 var ErrUnknown = errors.New("not an ocikp recipient")
@@ -29,15 +31,16 @@ var schemes = map[string]ParseFunc{}
 // replace earlier ones, so a real backend can replace its stub.
 func Register(scheme string, f ParseFunc) { schemes[scheme] = f }
 
-func parseP256(s string) (envelope.Recipient, error) { return p256.Parse(s) }
+func parseP256(_ context.Context, s string) (envelope.Recipient, error) { return p256.Parse(s) }
 
 // kmsPlugins are the KMS plugins, one executable per cloud so that each
 // links one SDK; each is started only when one of its keys is used.
+// Each inherits only its own cloud's variables (plugin.Client.EnvAllow).
 var kmsPlugins = map[string]*plugin.Client{
-	"gcpkms":     {Name: "ocikp-plugin-gcpkms"},
-	"awskms":     {Name: "ocikp-plugin-awskms"},
-	"azurekms":   {Name: "ocikp-plugin-azurekms"},
-	"hashivault": {Name: "ocikp-plugin-hashivault"},
+	"gcpkms":     {Name: "ocikp-plugin-gcpkms", EnvAllow: []string{"GOOGLE_*", "GCE_*", "CLOUDSDK_*", "OCIKP_GCPKMS_*", "OCIKP_GCP_*"}},
+	"awskms":     {Name: "ocikp-plugin-awskms", EnvAllow: []string{"AWS_*", "OCIKP_AWS_*"}},
+	"azurekms":   {Name: "ocikp-plugin-azurekms", EnvAllow: []string{"AZURE_*", "IDENTITY_*", "MSI_*", "IMDS_*", "OCIKP_AZURE_*"}},
+	"hashivault": {Name: "ocikp-plugin-hashivault", EnvAllow: []string{"VAULT_*", "OCIKP_VAULT_*"}},
 }
 
 // kmsKinds maps URL schemes and stanza types to their plugin.
@@ -126,12 +129,12 @@ func KMSRunning() int {
 	return n
 }
 
-func parseKMS(s string) (envelope.Recipient, error) {
+func parseKMS(ctx context.Context, s string) (envelope.Recipient, error) {
 	scheme, rest, _ := strings.Cut(s, "://")
 	if rest == "" || strings.ContainsAny(s, " \t\n") {
 		return nil, fmt.Errorf("%s recipient: want %s://… (see the README's KMS section)", scheme, scheme)
 	}
-	return &plugin.Recipient{Client: KMSPlugin(scheme), URL: s}, nil
+	return &plugin.Recipient{Client: KMSPlugin(scheme), URL: s, Ctx: ctx}, nil
 }
 
 // IsKMS reports whether s is a KMS key URL.
@@ -163,12 +166,15 @@ func Scheme(s string) string {
 
 // Parse returns the recipient that s names. Its errors never quote s, which
 // may be any string a caller passed.
-func Parse(s string) (envelope.Recipient, error) {
+func Parse(s string) (envelope.Recipient, error) { return ParseContext(context.Background(), s) }
+
+// ParseContext is Parse for a recipient whose wrapping ctx bounds.
+func ParseContext(ctx context.Context, s string) (envelope.Recipient, error) {
 	f, ok := schemes[Scheme(s)]
 	if !ok {
 		return nil, ErrUnknown
 	}
-	return f(s)
+	return f(ctx, s)
 }
 
 // Known reports whether s has a registered scheme.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -49,10 +50,20 @@ func (m *metrics) observe(op, backend, result string, d time.Duration) {
 }
 
 // serve exposes /metrics on addr until the returned stop is called.
-func (m *metrics) serve(addr string, log *slog.Logger) (stop func(), err error) {
-	l, err := net.Listen("tcp", addr)
+func (m *metrics) serve(addr string, anyAddr bool, log *slog.Logger) (stop func(), err error) {
+	ml, err := ParseListen(addr)
 	if err != nil {
 		return nil, err
+	}
+	l, err := net.Listen(ml.Network, ml.Address)
+	if err != nil {
+		return nil, err
+	}
+	if !anyAddr {
+		if err := checkLoopback(l.Addr()); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("refusing --metrics %s: %w", addr, err)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))

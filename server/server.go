@@ -24,14 +24,17 @@ import (
 	"time"
 
 	kpb "github.com/containers/ocicrypt/utils/keyprovider"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/safetext"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/protocol"
 )
@@ -48,8 +51,11 @@ type Config struct {
 	MaxMessage     int           // bytes (default protocol.MaxRequestSize)
 	MaxConcurrent  int           // calls served at once (default 64)
 	DrainTimeout   time.Duration // graceful shutdown limit (default 30s)
+	MaxConns       int           // connections open at once (default 1024); more wait to be accepted
+	IdleTimeout    time.Duration // a connection without calls for this long is closed (default 2m)
 
-	Metrics string // host:port for Prometheus metrics over HTTP ("" for none)
+	Metrics         string // host:port or unix:///path for Prometheus metrics over HTTP ("" for none)
+	MetricsInsecure bool   // allow Metrics on a non-loopback address
 
 	Provider *keyprovider.Provider
 	Log      *slog.Logger
@@ -106,6 +112,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 1024
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -123,10 +135,25 @@ func New(cfg Config) (*Server, error) {
 		return nil, hint.Wrap(fmt.Errorf("refusing plaintext on %s: it is not a unix socket or a loopback address", cfg.Listen),
 			"give --tls-cert and --tls-key (and --client-ca to require client certificates)", "or --insecure if a network layer you trust protects it")
 	}
+	if cfg.Metrics != "" {
+		ml, err := ParseListen(cfg.Metrics)
+		if err != nil {
+			return nil, fmt.Errorf("--metrics: %w", err)
+		}
+		if !ml.Local && !cfg.MetricsInsecure {
+			return nil, hint.Wrap(fmt.Errorf("refusing --metrics on %s: it is not a unix socket or a loopback address", cfg.Metrics),
+				"serve metrics on 127.0.0.1:PORT or unix:///PATH (and scrape through a proxy)", "or add --metrics-insecure if a network layer you trust protects it")
+		}
+	}
 	s := &Server{cfg: cfg, lis: lis, sem: make(chan struct{}, cfg.MaxConcurrent), health: health.NewServer(), m: newMetrics()}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxMessage + 1024), // the field plus protobuf framing
 		grpc.MaxSendMsgSize(cfg.MaxMessage + 1024),
+		// A client that connects and says nothing is dropped; one that
+		// stays connected without calls is closed when idle.
+		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout}),
+		grpc.MaxConcurrentStreams(uint32(min(cfg.MaxConcurrent*2, 1000))),
 	}
 	if useTLS {
 		s.certs = &certs{certFile: cfg.TLSCert, keyFile: cfg.TLSKey, caFile: cfg.ClientCA}
@@ -172,7 +199,24 @@ func (s *Server) Listen() (net.Listener, error) {
 			return nil, err
 		}
 	}
-	return l, nil
+	// "localhost" is looked up: if it resolves elsewhere (a changed
+	// /etc/hosts), plaintext would be served off loopback.
+	if s.certs == nil && !s.cfg.Insecure {
+		if err := checkLoopback(l.Addr()); err != nil {
+			l.Close()
+			return nil, hint.Wrap(fmt.Errorf("refusing plaintext: --listen %s %w", s.cfg.Listen, err),
+				"listen on 127.0.0.1:PORT or [::1]:PORT, or give --tls-cert and --tls-key")
+		}
+	}
+	return netutil.LimitListener(l, s.cfg.MaxConns), nil
+}
+
+// checkLoopback refuses a TCP address that is not a loopback one.
+func checkLoopback(a net.Addr) error {
+	if ta, ok := a.(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		return fmt.Errorf("bound %s, which is not a loopback address", ta)
+	}
+	return nil
 }
 
 // Serve answers calls on l until ctx ends, then drains in-flight calls (up
@@ -183,7 +227,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(l) }()
 	if s.cfg.Metrics != "" {
-		stop, err := s.m.serve(s.cfg.Metrics, s.cfg.Log)
+		stop, err := s.m.serve(s.cfg.Metrics, s.cfg.MetricsInsecure, s.cfg.Log)
 		if err != nil {
 			s.grpc.Stop()
 			<-errc
@@ -235,25 +279,25 @@ func (v *service) UnWrapKey(ctx context.Context, in *kpb.KeyProviderKeyWrapProto
 func (s *Server) call(ctx context.Context, op string, data []byte) (out *kpb.KeyProviderKeyWrapProtocolOutput, err error) {
 	start := time.Now()
 	backend := ""
-	s.m.inFlight.Inc()
-	defer func() {
-		s.m.inFlight.Dec()
-		s.m.observe(op, backend, status.Code(err).String(), time.Since(start))
-	}()
+	defer func() { s.m.observe(op, backend, status.Code(err).String(), time.Since(start)) }()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	select {
 	case s.sem <- struct{}{}:
-		defer func() { <-s.sem }()
 	case <-ctx.Done():
 		return nil, s.done(op, start, status.FromContextError(ctx.Err()).Err())
 	}
+	// From here the slot and the in-flight gauge belong to the work, which
+	// may outlive this handler: they are released when it really ends.
+	s.m.inFlight.Inc()
 	req, err := protocol.DecodeRequest(data)
 	if err == nil && req.Op != op {
 		err = fmt.Errorf("%w: op %q sent to the %s method", protocol.ErrMalformed, req.Op, op)
 	}
 	if err != nil {
-		return nil, s.done(op, start, status.Error(codes.InvalidArgument, message(err)))
+		s.m.inFlight.Dec()
+		<-s.sem
+		return nil, s.done(op, start, status.Error(codes.InvalidArgument, s.message(err)))
 	}
 	type result struct {
 		reply   []byte
@@ -262,14 +306,15 @@ func (s *Server) call(ctx context.Context, op string, data []byte) (out *kpb.Key
 	}
 	rc := make(chan result, 1)
 	go func() {
-		reply, backend, err := s.cfg.Provider.HandleBackend(req)
+		defer func() { s.m.inFlight.Dec(); <-s.sem }()
+		reply, backend, err := s.cfg.Provider.HandleContext(ctx, req)
 		rc <- result{reply, backend, err}
 	}()
 	select {
 	case r := <-rc:
 		backend = r.backend
 		if r.err != nil {
-			return nil, s.done(op, start, status.Error(codes.FailedPrecondition, message(r.err)))
+			return nil, s.done(op, start, status.Error(codes.FailedPrecondition, s.message(r.err)))
 		}
 		s.served.Add(1)
 		s.done(op, start, nil)
@@ -291,7 +336,10 @@ func (s *Server) done(op string, start time.Time, err error) error {
 }
 
 // message is the error as the exec path prints it: the error, then hints.
-func message(err error) string {
+// The core already leaves keystore paths and key names out of what it
+// tells remote clients; the keystore path is removed here once more, in
+// case any error on the way carried it.
+func (s *Server) message(err error) string {
 	parts := []string{"ocikp: error: " + oneLine(err.Error())}
 	for i, h := range hint.Of(err) {
 		if i == 2 {
@@ -299,11 +347,16 @@ func message(err error) string {
 		}
 		parts = append(parts, "ocikp: hint: "+oneLine(h))
 	}
-	return strings.Join(parts, "\n")
+	msg := strings.Join(parts, "\n")
+	if p := s.cfg.Provider; p != nil && p.Store != nil && p.Store.Dir != "" {
+		msg = strings.ReplaceAll(msg, p.Store.Dir, "the service's keystore")
+	}
+	return msg
 }
 
+// oneLine makes a message one printable line (see safetext).
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+	return safetext.Clean(strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " "))
 }
 
 // certs holds the current TLS material; handshakes read it through

@@ -10,7 +10,7 @@ import (
 )
 
 func main() {
-	kmsplugin.Main("ocikp-plugin-awskms", func(timeout time.Duration) (map[string]kmsplugin.Backend, error) {
+	kmsplugin.Main("ocikp-plugin-awskms", awskms.Rules, func(timeout time.Duration) (map[string]kmsplugin.Backend, error) {
 		b := awskms.New(timeout)
 		return map[string]kmsplugin.Backend{awskms.Scheme: b, awskms.RSAStanzaType: b}, nil
 	})

@@ -11,7 +11,7 @@ import (
 )
 
 func main() {
-	kmsplugin.Main("ocikp-plugin-azurekms", func(timeout time.Duration) (map[string]kmsplugin.Backend, error) {
+	kmsplugin.Main("ocikp-plugin-azurekms", azurekv.Rules, func(timeout time.Duration) (map[string]kmsplugin.Backend, error) {
 		b := azurekv.New(timeout)
 		return map[string]kmsplugin.Backend{azurekv.Schemes[0]: b, azurekv.Schemes[1]: b}, nil
 	})

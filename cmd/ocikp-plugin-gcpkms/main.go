@@ -12,7 +12,7 @@ import (
 )
 
 func main() {
-	kmsplugin.Main("ocikp-plugin-gcpkms", func(timeout time.Duration) (map[string]kmsplugin.Backend, error) {
+	kmsplugin.Main("ocikp-plugin-gcpkms", gcpkms.Rules, func(timeout time.Duration) (map[string]kmsplugin.Backend, error) {
 		o, err := gcpkms.OptionsFromEnv()
 		o.Timeout = timeout
 		b := gcpkms.New(o)

@@ -10,7 +10,7 @@ import (
 )
 
 func main() {
-	kmsplugin.Main("ocikp-plugin-hashivault", func(timeout time.Duration) (map[string]kmsplugin.Backend, error) {
+	kmsplugin.Main("ocikp-plugin-hashivault", vault.Rules, func(timeout time.Duration) (map[string]kmsplugin.Backend, error) {
 		return map[string]kmsplugin.Backend{vault.Scheme: vault.New(timeout)}, nil
 	})
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/kmsplugin"
+	"github.com/ocikp/ocikp/internal/safetext"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/recipient"
@@ -39,7 +40,10 @@ func run(args []string) int {
 	fs.IntVar(&cfg.MaxMessage, "max-message-bytes", 1<<20, "largest request accepted")
 	fs.IntVar(&cfg.MaxConcurrent, "max-concurrent", 64, "calls served at once")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long calls in flight may finish")
-	fs.StringVar(&cfg.Metrics, "metrics", "", "host:port to serve Prometheus metrics on (/metrics)")
+	fs.StringVar(&cfg.Metrics, "metrics", "", "loopback host:port or unix:///path to serve Prometheus metrics on (/metrics)")
+	fs.BoolVar(&cfg.MetricsInsecure, "metrics-insecure", false, "allow --metrics on a non-loopback address")
+	fs.IntVar(&cfg.MaxConns, "max-connections", 1024, "connections open at once (more wait to be accepted)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 2*time.Minute, "close a connection without calls for this long")
 	keystore := fs.String("keystore", "", "keystore directory (default $OCIKP_KEYSTORE, else the XDG default)")
 	name := fs.String("name", "", "provider name in the clients' OCICRYPT_KEYPROVIDER_CONFIG (detected when omitted)")
 	passFile := fs.String("passphrase-file", "", "passphrase of protected keys")
@@ -76,7 +80,9 @@ func run(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	p := &keyprovider.Provider{Name: *name, Store: &soft.Store{Dir: dir}, Log: log, CacheKeys: true}
+	// Remote: clients name keystore keys, never files, and learn no
+	// keystore paths or key names from errors.
+	p := &keyprovider.Provider{Name: *name, Store: &soft.Store{Dir: dir}, Log: log, CacheKeys: true, Remote: true}
 	if *passFile != "" {
 		p.Passphrase = func(string) ([]byte, error) {
 			b, err := os.ReadFile(*passFile)
@@ -129,10 +135,10 @@ func nonEmpty(ss ...string) []string {
 }
 
 func fail(err error) int {
-	fmt.Fprintf(os.Stderr, "ocikp: error: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+	fmt.Fprintf(os.Stderr, "ocikp: error: %s\n", safetext.Clean(strings.ReplaceAll(err.Error(), "\n", "; ")))
 	for i, h := range hint.Of(err) {
 		if i < 2 {
-			fmt.Fprintf(os.Stderr, "ocikp: hint: %s\n", h)
+			fmt.Fprintf(os.Stderr, "ocikp: hint: %s\n", safetext.Clean(h))
 		}
 	}
 	return 1

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/safetext"
 )
 
 // Exit codes.
@@ -98,8 +99,10 @@ func printError(w io.Writer, err error) {
 	}
 }
 
+// oneLine makes a message one printable line: errors carry strings from
+// layers, which must not reach the terminal as control sequences.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
+	return safetext.Clean(strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " "))
 }
 
 type command struct {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/json"
@@ -324,7 +325,7 @@ func cmdKMS(e *env, args []string) error {
 		return err
 	}
 	defer recipient.CloseKMS(true)
-	entry, err := keyprovider.FetchPublicKey(pos[0])
+	entry, err := keyprovider.FetchPublicKey(context.Background(), pos[0])
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -19,24 +20,41 @@ const EnvConfig = "OCIKP_KMS_CONFIG"
 type fileConfig struct {
 	Timeout string `json:"timeout,omitempty"`
 	GCP     struct {
-		CredentialsFile string `json:"credentials_file,omitempty"`
-		Endpoint        string `json:"endpoint,omitempty"`
+		CredentialsFile string   `json:"credentials_file,omitempty"`
+		Endpoint        string   `json:"endpoint,omitempty"`
+		AllowedProjects []string `json:"allowed_projects,omitempty"`
 	} `json:"gcp"`
 	AWS struct {
-		Profile string `json:"profile,omitempty"`
-		Region  string `json:"region,omitempty"`
+		Profile          string   `json:"profile,omitempty"`
+		Region           string   `json:"region,omitempty"`
+		AllowedEndpoints []string `json:"allowed_endpoints,omitempty"`
+		AllowedAccounts  []string `json:"allowed_accounts,omitempty"`
 	} `json:"aws"`
 	Azure struct {
-		TenantID string `json:"tenant_id,omitempty"`
-		ClientID string `json:"client_id,omitempty"`
+		TenantID     string   `json:"tenant_id,omitempty"`
+		ClientID     string   `json:"client_id,omitempty"`
+		AllowedHosts []string `json:"allowed_hosts,omitempty"`
 	} `json:"azure"`
 	Vault struct {
-		Addr      string `json:"addr,omitempty"`
-		Namespace string `json:"namespace,omitempty"`
-		TokenFile string `json:"token_file,omitempty"`
-		CACert    string `json:"ca_cert,omitempty"`
+		Addr          string   `json:"addr,omitempty"`
+		Namespace     string   `json:"namespace,omitempty"`
+		TokenFile     string   `json:"token_file,omitempty"`
+		CACert        string   `json:"ca_cert,omitempty"`
+		AllowedAddrs  []string `json:"allowed_addrs,omitempty"`
+		AllowedMounts []string `json:"allowed_mounts,omitempty"`
 	} `json:"vault"`
 }
+
+// Environment variables that the settings file's allowlists stand for
+// (comma-separated); see Rules and docs/security.md.
+const (
+	EnvGCPAllowedProjects  = "OCIKP_GCP_ALLOWED_PROJECTS"
+	EnvAWSAllowedEndpoints = "OCIKP_AWS_ALLOWED_ENDPOINTS"
+	EnvAWSAllowedAccounts  = "OCIKP_AWS_ALLOWED_ACCOUNTS"
+	EnvAzureAllowedHosts   = "OCIKP_AZURE_ALLOWED_HOSTS"
+	EnvVaultAllowedAddrs   = "OCIKP_VAULT_ALLOWED_ADDRS"
+	EnvVaultAllowedMounts  = "OCIKP_VAULT_ALLOWED_MOUNTS"
+)
 
 // parseConfig decodes a settings file strictly: unknown keys are errors, so
 // that a misspelt setting does not silently fall back to a default.
@@ -58,7 +76,27 @@ func parseConfig(data []byte) (*fileConfig, error) {
 			return nil, errors.New(`invalid: "timeout" must be a duration such as "30s"`)
 		}
 	}
+	for name, l := range c.allowlists() {
+		for _, v := range l {
+			if v == "" || strings.ContainsAny(v, ", \t\n") {
+				return nil, fmt.Errorf("invalid: %s: entries must be non-empty, without commas or spaces", name)
+			}
+		}
+	}
+	for _, e := range append(c.AWS.AllowedEndpoints, append(c.Azure.AllowedHosts, c.Vault.AllowedAddrs...)...) {
+		if _, err := NormalizeEndpoint(e); err != nil {
+			return nil, fmt.Errorf("invalid: %w", err)
+		}
+	}
 	return &c, nil
+}
+
+func (c *fileConfig) allowlists() map[string][]string {
+	return map[string][]string{
+		EnvGCPAllowedProjects: c.GCP.AllowedProjects, EnvAWSAllowedEndpoints: c.AWS.AllowedEndpoints,
+		EnvAWSAllowedAccounts: c.AWS.AllowedAccounts, EnvAzureAllowedHosts: c.Azure.AllowedHosts,
+		EnvVaultAllowedAddrs: c.Vault.AllowedAddrs, EnvVaultAllowedMounts: c.Vault.AllowedMounts,
+	}
 }
 
 // SettingsFile returns the KMS settings file that plugins read: $OCIKP_KMS_CONFIG,
@@ -141,7 +179,7 @@ func applyConfig() error {
 	if err != nil {
 		return fmt.Errorf("KMS settings %s: %w", path, err)
 	}
-	for env, v := range map[string]string{
+	set := map[string]string{
 		"OCIKP_KMS_TIMEOUT":        c.Timeout,
 		"OCIKP_GCPKMS_CREDENTIALS": c.GCP.CredentialsFile,
 		"OCIKP_GCPKMS_ENDPOINT":    c.GCP.Endpoint,
@@ -153,7 +191,11 @@ func applyConfig() error {
 		"VAULT_NAMESPACE":          c.Vault.Namespace,
 		"OCIKP_VAULT_TOKEN_FILE":   c.Vault.TokenFile,
 		"VAULT_CACERT":             c.Vault.CACert,
-	} {
+	}
+	for env, l := range c.allowlists() {
+		set[env] = strings.Join(l, ",")
+	}
+	for env, v := range set {
 		if v != "" && os.Getenv(env) == "" {
 			os.Setenv(env, v)
 		}

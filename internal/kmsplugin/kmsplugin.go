@@ -16,7 +16,14 @@ import (
 )
 
 // Backend is one KMS: it wraps for its key URLs and unwraps its stanzas.
+//
+// Target reads a key URL without connecting anywhere and says where a call
+// for it would go. The plugin checks that against the configuration's
+// Policy before it passes the URL (or a stanza whose kid it is) to any other
+// method, so those methods must send nothing, and above all no credential,
+// anywhere their Target did not name.
 type Backend interface {
+	Target(url string) (Target, error)
 	Wrap(url string, fileKey []byte) (*envelope.Stanza, error)
 	Unwrap(s *envelope.Stanza) ([]byte, error)
 }
@@ -27,8 +34,10 @@ type PublicKeyer interface {
 }
 
 // LegacyOpener is a backend that reads a legacy provider's blobs.
+// LegacyURL returns the key URL a blob names, for the policy check.
 type LegacyOpener interface {
 	IsLegacy(blob []byte) bool
+	LegacyURL(blob []byte) (string, error)
 	OpenLegacy(blob []byte) ([]byte, error)
 }
 
@@ -39,7 +48,20 @@ type Setup func(timeout time.Duration) (map[string]Backend, error)
 type handler struct {
 	name     string
 	backends map[string]Backend
+	policy   *Policy
 	err      error
+}
+
+// allowed checks where a call for url would go before anything is sent.
+func (h *handler) allowed(b Backend, url string) error {
+	t, err := b.Target(url)
+	if err != nil {
+		return err
+	}
+	if err := h.policy.Check(t); err != nil {
+		return fmt.Errorf("%s: key URL %w", h.policy.rules.Name, err)
+	}
+	return nil
 }
 
 func (h *handler) backend(kind string) (Backend, error) {
@@ -59,12 +81,18 @@ func (h *handler) Wrap(recipient string, fileKey []byte) (*envelope.Stanza, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := h.allowed(b, recipient); err != nil {
+		return nil, err
+	}
 	return b.Wrap(recipient, fileKey)
 }
 
 func (h *handler) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	b, err := h.backend(s.Type)
 	if err != nil {
+		return nil, err
+	}
+	if err := h.allowed(b, s.KID); err != nil {
 		return nil, err
 	}
 	return b.Unwrap(s)
@@ -80,6 +108,9 @@ func (h *handler) PublicKey(recipient string) (*plugin.PublicKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: offline wrapping with a public key is not supported; the KMS wraps", scheme)
 	}
+	if err := h.allowed(b, recipient); err != nil {
+		return nil, err
+	}
 	return pk.PublicKey(recipient)
 }
 
@@ -89,21 +120,34 @@ func (h *handler) OpenLegacy(blob []byte) ([]byte, error) {
 			if h.err != nil {
 				return nil, h.err
 			}
+			u, err := lo.LegacyURL(blob)
+			if err != nil {
+				return nil, err
+			}
+			if err := h.allowed(b, u); err != nil {
+				return nil, err
+			}
 			return lo.OpenLegacy(blob)
 		}
 	}
 	return nil, fmt.Errorf("not a blob %s knows: %w", h.name, envelope.ErrIncorrectIdentity)
 }
 
-// Main runs a KMS plugin: settings file, timeout, backends, then the
-// protocol loop on stdin and stdout until stdin ends.
-func Main(name string, setup Setup) {
+// Main runs a KMS plugin: settings file, policy, timeout, backends, then
+// the protocol loop on stdin and stdout until stdin ends.
+func Main(name string, rules Rules, setup Setup) {
 	if len(os.Args) > 1 {
 		fmt.Fprintf(os.Stderr, "%s: error: this program is started by ocikp and takes no arguments (docs/plugin.md)\n", name)
 		os.Exit(2)
 	}
 	h := &handler{name: name}
 	h.err = applyConfig()
+	policy, err := LoadPolicy(rules)
+	if err != nil {
+		h.err = errors.Join(h.err, err)
+		policy = &Policy{rules: rules} // the narrowest; every call fails on h.err anyway
+	}
+	h.policy = policy
 	timeout := 30 * time.Second
 	if t := os.Getenv("OCIKP_KMS_TIMEOUT"); t != "" {
 		d, err := time.ParseDuration(t)
@@ -114,6 +158,7 @@ func Main(name string, setup Setup) {
 		}
 	}
 	backends, err := setup(timeout)
+
 	h.backends = backends
 	if err != nil && h.err == nil {
 		h.err = err

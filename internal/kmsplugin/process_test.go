@@ -242,7 +242,7 @@ func TestVaultThroughOcikp(t *testing.T) {
 func TestAzureThroughOcikp(t *testing.T) {
 	r := newRig(t)
 	az := testkms.StartAzure(t, "tok", "layers")
-	r.env = append(r.env, "SSL_CERT_FILE="+az.CAFile, "OCIKP_AZURE_ACCESS_TOKEN=tok")
+	r.env = append(r.env, "SSL_CERT_FILE="+az.CAFile, "OCIKP_AZURE_ACCESS_TOKEN=tok", az.AllowEnv())
 	host := strings.TrimPrefix(az.URL, "https://")
 	const opts = `{"symkey":"azure"}`
 	// gocloud.dev's spelling for wrap; the stanza pins the key version.
@@ -319,7 +319,7 @@ func TestCachedPublicKeysAWSAndAzure(t *testing.T) {
 	dir := t.TempDir()
 	r.env = append(r.env, "AWS_ENDPOINT_URL_KMS="+aws.URL, "AWS_ACCESS_KEY_ID=AKIDTEST", "AWS_SECRET_ACCESS_KEY=secret",
 		"AWS_REGION=eu-west-1", "AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE="+dir+"/c", "AWS_SHARED_CREDENTIALS_FILE="+dir+"/s",
-		"SSL_CERT_FILE="+az.CAFile, "OCIKP_AZURE_ACCESS_TOKEN=tok")
+		"SSL_CERT_FILE="+az.CAFile, "OCIKP_AZURE_ACCESS_TOKEN=tok", az.AllowEnv())
 	awsURL := "awskms:///alias/rsa"
 	azURL := "azurekms://" + strings.TrimPrefix(az.URL, "https://") + "/layers"
 	for _, u := range []string{awsURL, azURL} {

@@ -200,3 +200,9 @@ func (a *Azure) getKey(w http.ResponseWriter, r *http.Request, parts []string) {
 		"kid": a.URL + "/keys/" + parts[1] + "/" + cur, "kty": "RSA", "key_ops": []string{"wrapKey", "unwrapKey"},
 		"n": b64url.EncodeToString(key.N.Bytes()), "e": b64url.EncodeToString(e)}})
 }
+
+// AllowEnv is the setting that lets ocikp's Azure plugin call this stand-in
+// (a loopback host is not one of Azure's own).
+func (a *Azure) AllowEnv() string {
+	return "OCIKP_AZURE_ALLOWED_HOSTS=" + strings.TrimPrefix(a.URL, "https://")
+}

@@ -30,8 +30,32 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/kmsplugin"
 	"github.com/ocikp/ocikp/plugin"
 )
+
+// Rules: a key URL's own host (awskms://HOST/KEY) must be listed in
+// "allowed_endpoints"; without one the SDK picks AWS's endpoint for the
+// region (or AWS_ENDPOINT_URL_KMS, which is configuration). A key ARN's
+// account must be in "allowed_accounts" when that is set.
+var Rules = kmsplugin.Rules{
+	Name: "awskms", Service: "AWS KMS", Section: "aws", Endpoint: "endpoint",
+	EndpointsEnv: kmsplugin.EnvAWSAllowedEndpoints, EndpointsSetting: "allowed_endpoints",
+	AccountsEnv: kmsplugin.EnvAWSAllowedAccounts, AccountsSetting: "allowed_accounts", Account: "AWS account",
+}
+
+// Target says where a call for u goes; see Rules.
+func (b *Backend) Target(u string) (kmsplugin.Target, error) {
+	k, err := ParseURL(u)
+	if err != nil {
+		return kmsplugin.Target{}, err
+	}
+	t := kmsplugin.Target{Account: k.Account}
+	if k.Endpoint != "" {
+		t.Endpoint, err = kmsplugin.NormalizeEndpoint(k.Endpoint)
+	}
+	return t, err
+}
 
 // StanzaType is the envelope stanza type of AWS KMS symmetric recipients.
 const StanzaType = "awskms"
@@ -55,7 +79,13 @@ type Key struct {
 	KeyID    string // key id, key ARN, alias name or alias ARN
 	Region   string // "" for the SDK's default
 	Endpoint string // "" for the default endpoint
+	Account  string // a key or alias ARN's account, else ""
 }
+
+// regionPattern admits AWS region names (us-east-1, us-gov-west-1,
+// cn-north-1): the SDK builds the endpoint's host name from the region,
+// so a region is one host label or it is refused.
+var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$`)
 
 var keyIDPattern = regexp.MustCompile(`^(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$`)
 
@@ -106,6 +136,10 @@ func ParseURL(s string) (*Key, error) {
 		if k.Region == "" {
 			k.Region = parts[3]
 		}
+		k.Account = parts[4]
+	}
+	if k.Region != "" && !regionPattern.MatchString(k.Region) {
+		return nil, fmt.Errorf("awskms key URL: %.40q is not an AWS region name", k.Region)
 	}
 	return k, nil
 }

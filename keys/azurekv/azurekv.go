@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -25,8 +26,36 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/kmsplugin"
 	"github.com/ocikp/ocikp/plugin"
 )
+
+// Rules: a key URL's vault must be a Key Vault or Managed HSM host of
+// Azure's public or sovereign clouds (one label under their domains, port
+// 443), or be listed in "allowed_hosts" (Azure Stack, private endpoints,
+// test stand-ins). The tenant and credentials come only from the
+// configuration.
+var Rules = kmsplugin.Rules{
+	Name: "azurekms", Service: "Azure Key Vault", Section: "azure", Endpoint: "host",
+	EndpointsEnv: kmsplugin.EnvAzureAllowedHosts, EndpointsSetting: "allowed_hosts",
+}
+
+// azureHost matches the vault and Managed HSM hosts of Azure's clouds:
+// public, China (21Vianet) and US Government.
+var azureHost = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.(vault|managedhsm)\.(azure\.net|azure\.cn|usgovcloudapi\.net):443$`)
+
+// Target says where a call for u goes; see Rules.
+func (b *Backend) Target(u string) (kmsplugin.Target, error) {
+	k, err := ParseURL(u)
+	if err != nil {
+		return kmsplugin.Target{}, err
+	}
+	ep, err := kmsplugin.NormalizeEndpoint(k.VaultURL)
+	if err != nil {
+		return kmsplugin.Target{}, err
+	}
+	return kmsplugin.Target{Endpoint: ep, Builtin: azureHost.MatchString(strings.TrimPrefix(ep, "https://"))}, nil
+}
 
 // StanzaType is the envelope stanza type of Azure Key Vault recipients.
 const StanzaType = "azurekms"

@@ -33,8 +33,26 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/kmsplugin"
 	"github.com/ocikp/ocikp/plugin"
 )
+
+// Rules: a key URL names a key, never an endpoint (calls go to the
+// configured endpoint, OCIKP_GCPKMS_ENDPOINT or Google's); its project
+// must be in "allowed_projects" when that is set.
+var Rules = kmsplugin.Rules{
+	Name: "gcpkms", Service: "Cloud KMS", Section: "gcp", Endpoint: "endpoint",
+	AccountsEnv: kmsplugin.EnvGCPAllowedProjects, AccountsSetting: "allowed_projects", Account: "project",
+}
+
+// Target says where a call for u goes; see Rules.
+func (b *Backend) Target(u string) (kmsplugin.Target, error) {
+	name, _, err := ParseURL(u)
+	if err != nil {
+		return kmsplugin.Target{}, err
+	}
+	return kmsplugin.Target{Account: strings.Split(name, "/")[1]}, nil
+}
 
 // StanzaType is the envelope stanza type of GCP KMS symmetric recipients.
 const StanzaType = "gcpkms"
@@ -338,14 +356,15 @@ func IsLegacy(blob []byte) bool {
 	return a && b
 }
 
-// OpenLegacy decrypts the GCP KMS key provider's blob, whose wrapped_key is
-// the KMS ciphertext of optsdata itself (no additional data).
-func (b *Backend) OpenLegacy(blob []byte) ([]byte, error) {
-	var w struct {
-		KeyURL     string `json:"key_url"`
-		WrappedKey []byte `json:"wrapped_key"`
-		WrapType   string `json:"wrap_type"`
-	}
+// legacyBlob is the GCP KMS key provider's annotation.
+type legacyBlob struct {
+	KeyURL     string `json:"key_url"`
+	WrappedKey []byte `json:"wrapped_key"`
+	WrapType   string `json:"wrap_type"`
+}
+
+func parseLegacy(blob []byte) (*legacyBlob, error) {
+	var w legacyBlob
 	if err := json.Unmarshal(blob, &w); err != nil {
 		return nil, errors.New("malformed GCP KMS key provider blob")
 	}
@@ -354,6 +373,25 @@ func (b *Backend) OpenLegacy(blob []byte) ([]byte, error) {
 	}
 	if len(w.WrappedKey) == 0 {
 		return nil, errors.New("GCP KMS key provider blob: empty wrapped_key")
+	}
+	return &w, nil
+}
+
+// LegacyURL returns the key URL the GCP KMS key provider's blob names.
+func (b *Backend) LegacyURL(blob []byte) (string, error) {
+	w, err := parseLegacy(blob)
+	if err != nil {
+		return "", err
+	}
+	return w.KeyURL, nil
+}
+
+// OpenLegacy decrypts the GCP KMS key provider's blob, whose wrapped_key is
+// the KMS ciphertext of optsdata itself (no additional data).
+func (b *Backend) OpenLegacy(blob []byte) ([]byte, error) {
+	w, err := parseLegacy(blob)
+	if err != nil {
+		return nil, err
 	}
 	return b.decrypt(w.KeyURL, w.WrappedKey, nil)
 }

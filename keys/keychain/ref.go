@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/safefile"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/p256"
 )
@@ -118,7 +118,7 @@ func (rs *Refs) Get(name string) (*Ref, error) {
 	if !soft.ValidName(name) {
 		return nil, fmt.Errorf("invalid key name %.70q", name)
 	}
-	data, err := readBounded(rs.path(name))
+	data, err := readBounded(rs.Dir, rs.path(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("key %q: %w", name, ErrNotFound)
 	}
@@ -135,13 +135,12 @@ func (rs *Refs) Get(name string) (*Ref, error) {
 	return r, nil
 }
 
-func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
+// readBounded reads a record from a trusted directory (see safefile).
+func readBounded(dir, path string) ([]byte, error) {
+	if err := safefile.CheckDir(dir); err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxRefSize+1)) // ParseRef refuses the extra byte
+	return safefile.Read(path, safefile.Record, maxRefSize)
 }
 
 // Has reports whether a reference of that name exists.
@@ -188,6 +187,9 @@ type Entry struct {
 
 // List returns every reference, by name. No directory means none.
 func (rs *Refs) List() []Entry {
+	if err := safefile.CheckDir(rs.Dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading Keychain records: %w", err)}}
+	}
 	des, err := os.ReadDir(rs.Dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil

@@ -22,10 +22,13 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/safefile"
 )
 
 // ErrNotCached is returned by Get for a URL without a cached key.
 var ErrNotCached = errors.New("no cached public key")
+
+const maxEntrySize = 64 << 10
 
 // MinBits is the smallest RSA modulus accepted.
 const MinBits = 2048
@@ -51,7 +54,14 @@ func (c *Cache) path(url string) string {
 
 // Get returns the cached key for url.
 func (c *Cache) Get(url string) (*Entry, error) {
-	data, err := os.ReadFile(c.path(url))
+	err := safefile.CheckDir(c.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotCached
+	}
+	if err != nil {
+		return nil, err
+	}
+	data, err := safefile.Read(c.path(url), safefile.Record, maxEntrySize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNotCached
 	}
@@ -97,13 +107,16 @@ func (c *Cache) Put(e *Entry) error {
 
 // List returns the cached keys by URL; unreadable files are skipped.
 func (c *Cache) List() []*Entry {
+	if safefile.CheckDir(c.Dir) != nil {
+		return nil
+	}
 	des, _ := os.ReadDir(c.Dir)
 	var out []*Entry
 	for _, de := range des {
 		if !strings.HasSuffix(de.Name(), ".json") {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(c.Dir, de.Name()))
+		data, err := safefile.Read(filepath.Join(c.Dir, de.Name()), safefile.Record, maxEntrySize)
 		if err != nil {
 			continue
 		}
@@ -117,7 +130,7 @@ func (c *Cache) List() []*Entry {
 
 // Parse decodes a cache file strictly.
 func Parse(data []byte) (*Entry, error) {
-	if len(data) > 64<<10 {
+	if len(data) > maxEntrySize {
 		return nil, errors.New("cached KMS public key: too large")
 	}
 	var e Entry

@@ -215,9 +215,22 @@ func seal(scalar, passphrase []byte, recipient string, logN int) (*sealed, error
 	return s, nil
 }
 
+// Bounds on the scrypt parameters a key file may ask for: its memory,
+// 128·r·N bytes, at most 1 GiB, and its work, N·r·p, at most 2^23 (32
+// times the default's, a few seconds): a key file must not be able to
+// make an unwrap exhaust the machine.
+const (
+	MaxScryptMemory = 1 << 30
+	MaxScryptWork   = 1 << 23
+)
+
 func (s *sealed) check() error {
 	if s.KDF != "scrypt" || s.LogN < 10 || s.LogN > 22 || s.R < 1 || s.R > 32 || s.P < 1 || s.P > 16 {
 		return errors.New("unsupported passphrase parameters")
+	}
+	if n := 1 << s.LogN; 128*s.R*n > MaxScryptMemory || n*s.R*s.P > MaxScryptWork {
+		return fmt.Errorf("passphrase parameters ask for %d MiB and %d units of scrypt work, over the limits of %d MiB and %d",
+			128*s.R*n>>20, n*s.R*s.P, MaxScryptMemory>>20, MaxScryptWork)
 	}
 	salt, err1 := base64.StdEncoding.Strict().DecodeString(s.Salt)
 	nonce, err2 := base64.StdEncoding.Strict().DecodeString(s.Nonce)

@@ -13,7 +13,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/ocikp/ocikp/internal/hint"
 )
 
 func genKey(t testing.TB) *ecdh.PrivateKey {
@@ -83,20 +87,77 @@ func TestNames(t *testing.T) {
 	}
 }
 
-func TestRefusesOpenPermissions(t *testing.T) {
-	st := &Store{Dir: t.TempDir()}
-	st.Create("alice", genKey(t), nil)
-	path := filepath.Join(st.Dir, "alice.key")
-	os.Chmod(path, 0o604)
-	_, err := st.Get("alice")
-	if err == nil || !strings.Contains(err.Error(), "accessible to other users") {
-		t.Fatalf("world-readable key: %v", err)
+// Key files and keystore directories that others could have written or
+// can read are refused, each with the command that fixes it.
+func TestKeystoreTrust(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, st *Store, key string)
+		want  string // in the error
+		hint  string // in the hint
+	}{
+		{"key 0604", func(t *testing.T, st *Store, key string) { os.Chmod(key, 0o604) }, "accessible to group or others (mode 0604)", "chmod 600 "},
+		{"key 0640", func(t *testing.T, st *Store, key string) { os.Chmod(key, 0o640) }, "accessible to group or others (mode 0640)", "chmod 600 "},
+		{"key 0660", func(t *testing.T, st *Store, key string) { os.Chmod(key, 0o660) }, "accessible to group or others (mode 0660)", "chmod 600 "},
+		{"dir 0777", func(t *testing.T, st *Store, key string) { os.Chmod(st.Dir, 0o777) }, "directory writable by group or others (mode 0777)", "chmod 700 "},
+		{"dir 0770", func(t *testing.T, st *Store, key string) { os.Chmod(st.Dir, 0o770) }, "directory writable by group or others (mode 0770)", "chmod 700 "},
+		{"symlinked key", func(t *testing.T, st *Store, key string) {
+			real := filepath.Join(t.TempDir(), "real.key")
+			os.Rename(key, real)
+			os.Symlink(real, key)
+		}, "a symbolic link", "instead of a link"},
+		{"FIFO", func(t *testing.T, st *Store, key string) {
+			os.Remove(key)
+			if err := syscall.Mkfifo(key, 0o600); err != nil {
+				t.Skip(err)
+			}
+		}, "not a regular file (a FIFO)", ""},
+		{"directory", func(t *testing.T, st *Store, key string) { os.Remove(key); os.Mkdir(key, 0o700) }, "not a regular file (a directory)", ""},
+		{"key owned by another user", func(t *testing.T, st *Store, key string) { chownOther(t, key) }, "owned by user 65534", "chown "},
+		{"dir owned by another user", func(t *testing.T, st *Store, key string) { chownOther(t, st.Dir) }, "owned by user 65534", "chown "},
 	}
-	if es, _ := st.List(); len(es) != 1 || es[0].Err == nil {
-		t.Fatal("list does not flag the unsafe key")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st := &Store{Dir: filepath.Join(t.TempDir(), "keys")}
+			if _, err := st.Create("alice", genKey(t), nil); err != nil {
+				t.Fatal(err)
+			}
+			c.setup(t, st, filepath.Join(st.Dir, "alice.key"))
+			done := make(chan error, 1)
+			go func() { _, err := st.Get("alice"); done <- err }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("reading the key hung")
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want %q", err, c.want)
+			}
+			if h := strings.Join(hint.Of(err), " | "); !strings.Contains(h, c.hint) {
+				t.Fatalf("hint %q, want %q", h, c.hint)
+			}
+			es, err := st.List()
+			if err == nil && (len(es) != 1 || es[0].Err == nil) {
+				t.Fatal("list does not flag the untrusted key")
+			}
+		})
 	}
 	// An unsafe key can still be deleted.
+	st := &Store{Dir: t.TempDir()}
+	st.Create("alice", genKey(t), nil)
+	os.Chmod(filepath.Join(st.Dir, "alice.key"), 0o644)
 	if err := st.Delete("alice"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// chownOther gives path to nobody (65534); only root can.
+func chownOther(t *testing.T, path string) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a file to another user")
+	}
+	if err := os.Chown(path, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -276,4 +337,29 @@ func FuzzParseKeyFile(f *testing.F) {
 			k.PrivateKey(nil) // may fail (mismatch), must not panic
 		}
 	})
+}
+
+// A key file cannot make an unwrap spend more than the scrypt bounds:
+// hostile parameters are refused when the file is parsed, before any work.
+func TestHostileScryptParameters(t *testing.T) {
+	st := &Store{Dir: t.TempDir()}
+	k, err := st.Create("alice", genKey(t), []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := k.Marshal()
+	for _, c := range []struct{ logN, r, p string }{{"22", "32", "1"}, {"20", "8", "16"}, {"21", "8", "1"}} {
+		hostile := strings.Replace(string(data), `"logN": 15`, `"logN": `+c.logN, 1)
+		hostile = strings.Replace(hostile, `"r": 8`, `"r": `+c.r, 1)
+		hostile = strings.Replace(hostile, `"p": 1`, `"p": `+c.p, 1)
+		if hostile == string(data) {
+			t.Fatal("the key file's layout changed; update this test")
+		}
+		start := time.Now()
+		_, err := ParseKeyFile([]byte(hostile))
+		if err == nil || !strings.Contains(err.Error(), "over the limits") {
+			t.Fatalf("logN %s r %s p %s: %v", c.logN, c.r, c.p, err)
+		}
+		t.Logf("logN %s r %s p %s refused in %v: %v", c.logN, c.r, c.p, time.Since(start), err)
+	}
 }

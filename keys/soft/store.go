@@ -4,7 +4,6 @@ import (
 	"crypto/ecdh"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/safefile"
 )
 
 // EnvKeystore names the environment variable that overrides the keystore directory.
@@ -87,6 +87,9 @@ func (s *Store) Create(name string, priv *ecdh.PrivateKey, passphrase []byte) (*
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating keystore: %w", err)
 	}
+	if err := s.CheckDir(); err != nil {
+		return nil, err
+	}
 	if err := WriteNew(s.path(name), data); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, hint.Wrap(fmt.Errorf("key %q: %w in %s", name, ErrExists, s.Dir),
@@ -148,6 +151,9 @@ func (s *Store) Get(name string) (*KeyFile, error) {
 	if !ValidName(name) {
 		return nil, errName(name)
 	}
+	if err := s.CheckDir(); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	k, err := ReadKeyFile(s.path(name))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, hint.Wrap(fmt.Errorf("key %q: %w in keystore %s", name, ErrNotFound, s.Dir),
@@ -169,36 +175,15 @@ func ReadKeyFile(path string) (*KeyFile, error) {
 	return k, nil
 }
 
-// readPrivate reads a file that holds a private key.
+// readPrivate reads a file that holds a private key (see safefile: no
+// links, no FIFOs or devices, owner and mode checked, size bounded).
 func readPrivate(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	if st.Mode().Perm()&0o007 != 0 {
-		return nil, hint.Wrap(fmt.Errorf("%s: private key file is accessible to other users (mode %04o); refusing to use it", path, st.Mode().Perm()),
-			"restrict it with: chmod 600 "+path)
-	}
-	if st.Size() > MaxKeyFileSize {
-		return nil, fmt.Errorf("%s: too large for a key file", path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > MaxKeyFileSize {
-		return nil, fmt.Errorf("%s: too large for a key file", path)
-	}
-	return data, nil
+	return safefile.Read(path, safefile.Private, MaxKeyFileSize)
 }
+
+// CheckDir refuses a keystore directory that is not this user's or root's,
+// or that others can write; a missing one is fs.ErrNotExist.
+func (s *Store) CheckDir() error { return safefile.CheckDir(s.Dir) }
 
 // ReadKey reads a private key given by path: an ocikp key file, or a PEM
 // P-256 key (PKCS#8 or SEC1). The name is the file's base name.
@@ -231,6 +216,11 @@ type Entry struct {
 
 // List returns every key in the store, by name. A missing store is empty.
 func (s *Store) List() ([]Entry, error) {
+	if err := s.CheckDir(); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
 	des, err := os.ReadDir(s.Dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

@@ -25,8 +25,47 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/kmsplugin"
 	"github.com/ocikp/ocikp/plugin"
 )
+
+// Rules: a key URL's ?addr= must be the configured address (VAULT_ADDR or
+// the settings file's "addr") or listed in "allowed_addrs"; its ?mount=
+// must be "transit" or listed in "allowed_mounts". The namespace and the
+// token come only from the configuration.
+var Rules = kmsplugin.Rules{
+	Name: "hashivault", Service: "Vault", Section: "vault", Endpoint: "address",
+	EndpointsEnv: kmsplugin.EnvVaultAllowedAddrs, EndpointsSetting: "allowed_addrs",
+	MountsEnv: kmsplugin.EnvVaultAllowedMounts, MountsSetting: "allowed_mounts", DefaultMounts: []string{"transit"},
+}
+
+// configuredAddr is where the Vault client goes when a URL names no address.
+func configuredAddr() string {
+	for _, env := range []string{"VAULT_AGENT_ADDR", "VAULT_ADDR"} {
+		if a := os.Getenv(env); a != "" {
+			return a
+		}
+	}
+	return api.DefaultAddress
+}
+
+// Target says where a call for u goes; see Rules.
+func (b *Backend) Target(u string) (kmsplugin.Target, error) {
+	k, err := ParseURL(u)
+	if err != nil {
+		return kmsplugin.Target{}, err
+	}
+	t := kmsplugin.Target{Mount: k.Mount}
+	if k.Addr != "" {
+		if t.Endpoint, err = kmsplugin.NormalizeEndpoint(k.Addr); err != nil {
+			return t, err
+		}
+		if own, err := kmsplugin.NormalizeEndpoint(configuredAddr()); err == nil && own == t.Endpoint {
+			t.Endpoint = ""
+		}
+	}
+	return t, nil
+}
 
 // StanzaType is the envelope stanza type of Transit recipients.
 const StanzaType = "hashivault"

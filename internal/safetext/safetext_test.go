@@ -1,0 +1,52 @@
+package safetext
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestClean(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text: ok":                 "plain text: ok",
+		"caf\u00e9 \u2713":               "caf\u00e9 \u2713",
+		"\x1b]0;pwned\x07title":          `\x1b]0;pwned\x07title`,
+		"red \x1b[31mtext":               `red \x1b[31mtext`,
+		"a\nb\rc\td":                     `a\x0ab\x0dc\x09d`,
+		"\u009b31m C1 CSI":               `\x9b31m C1 CSI`,
+		"abc\u202edcba":                  `abc\u202edcba`,
+		"bad \xff utf8":                  `bad \xff utf8`,
+		"del\x7f":                        `del\x7f`,
+		"\u2067isolate\u2069 \u200fmark": `\u2067isolate\u2069 \u200fmark`,
+	} {
+		if got := Clean(in); got != want {
+			t.Errorf("Clean(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestToken(t *testing.T) {
+	if got := Token("gcpkms://projects/p/locations/l", 100); got != "gcpkms://projects/p/locations/l" {
+		t.Error(got)
+	}
+	if got := Token("p256\x1b[2J", 100); got != `"p256\x1b[2J"` {
+		t.Error(got)
+	}
+	if got := Token(strings.Repeat("a", 10), 4); got != "aaaa…" {
+		t.Error(got)
+	}
+}
+
+func FuzzClean(f *testing.F) {
+	f.Add("\x1b[31m\u202e\xff")
+	f.Fuzz(func(t *testing.T, s string) {
+		out := Clean(s)
+		for _, r := range out {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+				t.Fatalf("Clean(%q) = %q keeps %U", s, out, r)
+			}
+		}
+		if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f }) && out != s {
+			t.Fatalf("printable ASCII changed: %q -> %q", s, out)
+		}
+	})
+}
