@@ -360,7 +360,7 @@ func (p *Provider) open(ctx context.Context, env *envelope.Envelope, sel *select
 	var nie *envelope.NoIdentityError
 	var local []error // failures of local keys
 	if errors.As(err, &nie) {
-		local = append(append(nie.Failures, keyBudget.failure()...), sel.skipped...)
+		local = append(nie.Failures, sel.skipped...)
 		nie.Failures = nil
 	}
 	kmsBudget := &budget{left: MaxKMSAttempts, what: fmt.Sprintf("%d KMS calls", MaxKMSAttempts)}
@@ -370,7 +370,7 @@ func (p *Provider) open(ctx context.Context, env *envelope.Envelope, sel *select
 		errors.As(err, &nie)
 	}
 	if errors.As(err, &nie) {
-		nie.Failures = append(append(p.localFailures(local), nie.Failures...), kmsBudget.failure()...)
+		nie.Failures = append(append(append(p.localFailures(local), keyBudget.failure()...), nie.Failures...), kmsBudget.failure()...)
 		return nil, "", p.noKeyError(nie, sel)
 	}
 	if err != nil {

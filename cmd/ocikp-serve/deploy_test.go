@@ -31,7 +31,8 @@ func TestDeploymentFilesRun(t *testing.T) {
 		"/usr/local/bin/ocikp", ocikp,
 		"unix:///run/ocikp/ocikp.sock", "unix://"+sock,
 		"/etc/ocikp/keys", filepath.Join(tmp, "keys"),
-		"/keys", filepath.Join(tmp, "keys"),
+		"/keystore/keys", filepath.Join(tmp, "keystore", "keys"),
+		"/secret/", filepath.Join(tmp, "secret")+"/",
 	)
 	localize := func(args []string) []string {
 		out := make([]string, len(args))
@@ -46,7 +47,8 @@ func TestDeploymentFilesRun(t *testing.T) {
 		Spec struct {
 			Template struct {
 				Spec struct {
-					Containers []struct {
+					InitContainers []struct{ Command []string } `yaml:"initContainers"`
+					Containers     []struct {
 						Args           []string
 						ReadinessProbe struct{ Exec struct{ Command []string } } `yaml:"readinessProbe"`
 						LivenessProbe  struct{ Exec struct{ Command []string } } `yaml:"livenessProbe"`
@@ -61,6 +63,30 @@ func TestDeploymentFilesRun(t *testing.T) {
 	}
 	if err := yaml.Unmarshal(b, &ds); err != nil {
 		t.Fatalf("daemonset.yaml: %v", err)
+	}
+	// The Secret volume as the kubelet writes it: links into ..data, files
+	// group-readable, the directory world-writable; the init container
+	// copies the key into a keystore that ocikp serve accepts.
+	secret := filepath.Join(tmp, "secret")
+	os.MkdirAll(filepath.Join(secret, "..data"), 0o755)
+	os.Chmod(secret, 0o1777)
+	if out, err := exec.Command(ocikp, "--keystore", filepath.Join(tmp, "made"), "keygen", "node").CombinedOutput(); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
+	key, _ := os.ReadFile(filepath.Join(tmp, "made", "node.key"))
+	os.WriteFile(filepath.Join(secret, "..data", "node.key"), key, 0o440)
+	os.Symlink(filepath.Join("..data", "node.key"), filepath.Join(secret, "node.key"))
+	inits := ds.Spec.Template.Spec.InitContainers
+	if len(inits) != 1 {
+		t.Fatalf("daemonset.yaml: want one init container: %+v", inits)
+	}
+	init := localize(inits[0].Command)
+	if out, err := exec.Command(init[0], init[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("daemonset.yaml init container %v: %v\n%s", init, err, out)
+	}
+	if out, err := exec.Command(ocikp, "--keystore", filepath.Join(tmp, "keystore", "keys"), "list").CombinedOutput(); err != nil ||
+		!regexp.MustCompile(`(?m)^node +p256 +no `).Match(out) {
+		t.Fatalf("the keystore the init container wrote: %v\n%s", err, out)
 	}
 	c := ds.Spec.Template.Spec.Containers
 	if len(c) != 1 || len(c[0].ReadinessProbe.Exec.Command) == 0 || len(c[0].LivenessProbe.Exec.Command) == 0 {
@@ -125,7 +151,7 @@ func TestDeploymentFilesRun(t *testing.T) {
 	} {
 		svc := localize(tc.service)
 		if !strings.Contains(strings.Join(svc, " "), "--keystore") {
-			svc = append(svc, "--keystore", filepath.Join(tmp, "keys"))
+			svc = append(svc, "--keystore", filepath.Join(tmp, "keystore", "keys"))
 		}
 		s := exec.Command(svc[0], svc[1:]...)
 		var log bytes.Buffer

@@ -214,9 +214,26 @@ func cmdImport(e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("reading key: %w", err)
 	}
+	if k, kerr := soft.ParseKeyFile(data); kerr == nil {
+		// An ocikp key file (another keystore's, a Kubernetes Secret's):
+		// copied under NAME, keeping its own passphrase protection.
+		if *prompt || *passFile != "" {
+			return usagef("an ocikp key file keeps its own protection: drop --passphrase/--passphrase-file")
+		}
+		st, err := e.store()
+		if err != nil {
+			return err
+		}
+		if err := st.Put(pos[0], k); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr, "ocikp: imported key %q in %s\n", pos[0], st.Dir)
+		fmt.Fprintln(e.stdout, k.Recipient)
+		return nil
+	}
 	priv, err := soft.ParsePEMPrivateKey(data)
 	if err != nil {
-		return err
+		return hint.Wrap(err, "import takes a PEM P-256 private key (PKCS#8 or SEC1) or an ocikp key file")
 	}
 	return e.storeKey(pos[0], priv, *prompt, *passFile, "imported")
 }

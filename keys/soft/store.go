@@ -84,20 +84,43 @@ func (s *Store) Create(name string, priv *ecdh.PrivateKey, passphrase []byte) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating keystore: %w", err)
-	}
-	if err := s.CheckDir(); err != nil {
-		return nil, err
-	}
-	if err := WriteNew(s.path(name), data); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil, hint.Wrap(fmt.Errorf("key %q: %w in %s", name, ErrExists, s.Dir),
-				"choose another name, or remove the old key with: ocikp delete "+name)
-		}
+	if err := s.write(name, data); err != nil {
 		return nil, err
 	}
 	return k, nil
+}
+
+// Put stores an existing key file under name (its own protection kept);
+// like Create, it never overwrites a key.
+func (s *Store) Put(name string, k *KeyFile) error {
+	if !ValidName(name) {
+		return errName(name)
+	}
+	c := *k
+	c.Name = name
+	data, err := c.Marshal()
+	if err != nil {
+		return err
+	}
+	return s.write(name, data)
+}
+
+// write stores a new key file's bytes, creating the keystore if needed.
+func (s *Store) write(name string, data []byte) error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fmt.Errorf("creating keystore: %w", err)
+	}
+	if err := s.CheckDir(); err != nil {
+		return err
+	}
+	if err := WriteNew(s.path(name), data); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return hint.Wrap(fmt.Errorf("key %q: %w in %s", name, ErrExists, s.Dir),
+				"choose another name, or remove the old key with: ocikp delete "+name)
+		}
+		return err
+	}
+	return nil
 }
 
 // WriteNew writes data to path atomically and without replacing an existing
