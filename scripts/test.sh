@@ -48,6 +48,13 @@ echo "ok"
 step "load: ocikp serve over loopback TLS, 64 clients for ${LOADTIME:-60s}, zero errors allowed"
 CLIENTS=64 DURATION=${LOADTIME:-60s} scripts/load-serve.sh
 
+step "adversarial: hostile layers and clients against the real binaries (docs/security.md), with the figures they measure"
+adv_log=$(mktemp)
+if ! OCIKP_ADVERSARIAL=1 go test -count=1 -v ./adversarial >"$adv_log" 2>&1; then
+  cat "$adv_log"; rm -f "$adv_log"; echo "adversarial tests failed"; exit 1
+fi
+grep -E '^(--- |\s+\S+_test\.go:[0-9]+: |ok)' "$adv_log"; rm -f "$adv_log"
+
 FUZZTIME=${FUZZTIME:-10s}
 if [ "$FUZZTIME" != 0 ]; then
   step "fuzzing, $FUZZTIME per target"

@@ -1,6 +1,7 @@
 package kmsplugin
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -56,3 +57,56 @@ func writeFile(t *testing.T, path, s string) {
 }
 
 func getenv(k string) string { return os.Getenv(k) }
+
+// One endpoint, one spelling: normalising is idempotent and keeps the host.
+func FuzzNormalizeEndpoint(f *testing.F) {
+	for _, s := range []string{"vault.example", "HTTPS://Vault.Example:443/", "http://127.0.0.1:8200", "[::1]:8200", "a@b", "https://h:0", "h:99999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := NormalizeEndpoint(s)
+		if err != nil {
+			return
+		}
+		again, err := NormalizeEndpoint(n)
+		if err != nil || again != n {
+			t.Fatalf("%q -> %q -> %q (%v)", s, n, again, err)
+		}
+	})
+}
+
+func TestPolicy(t *testing.T) {
+	t.Setenv("OCIKP_TEST_ADDRS", "vault-dr.example:8200, http://127.0.0.1:8200")
+	t.Setenv("OCIKP_TEST_MOUNTS", "team/transit")
+	t.Setenv("OCIKP_TEST_ACCOUNTS", "111122223333")
+	p, err := LoadPolicy(Rules{Name: "t", Service: "Test", Section: "test", Endpoint: "address",
+		EndpointsEnv: "OCIKP_TEST_ADDRS", EndpointsSetting: "allowed_addrs",
+		MountsEnv: "OCIKP_TEST_MOUNTS", MountsSetting: "allowed_mounts", DefaultMounts: []string{"transit"},
+		AccountsEnv: "OCIKP_TEST_ACCOUNTS", AccountsSetting: "allowed_accounts", Account: "account"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		t    Target
+		want string // "" for allowed
+	}{
+		{Target{}, ""},
+		{Target{Endpoint: "https://vault-dr.example:8200"}, ""},
+		{Target{Endpoint: "http://127.0.0.1:8200"}, ""},
+		{Target{Endpoint: "https://127.0.0.1:8200"}, `names Test address "https://127.0.0.1:8200" which is not allowed`},
+		{Target{Endpoint: "https://x.example:443", Builtin: true}, ""},
+		{Target{Mount: "transit"}, ""},
+		{Target{Mount: "team/transit"}, ""},
+		{Target{Mount: "kv"}, `names Test mount "kv" which is not allowed`},
+		{Target{Account: "111122223333"}, ""},
+		{Target{Account: "999999999999"}, `names account "999999999999" which is not in allowed_accounts`},
+	} {
+		err := p.Check(c.t)
+		if (err == nil) != (c.want == "") || err != nil && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.t, err, c.want)
+		}
+		if err != nil && !errors.Is(err, ErrNotAllowed) {
+			t.Errorf("%+v: not ErrNotAllowed", c.t)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/kmsplugin"
 	"github.com/ocikp/ocikp/internal/testkms"
 )
 
@@ -216,4 +217,32 @@ func TestProfile(t *testing.T) {
 	if _, err := New(5*time.Second).Wrap("awskms:///"+keyID, make([]byte, 32)); err == nil {
 		t.Fatal("unknown profile accepted")
 	}
+}
+
+// Target names every endpoint a call for the URL would use.
+func FuzzTarget(f *testing.F) {
+	f.Add("awskms://host:1/arn:aws:kms:us-east-1:1:key/x")
+	f.Add("awskms:///alias/layers?region=eu-west-1")
+	f.Add("awskms://KMS.Example:443/alias/x")
+	f.Fuzz(func(t *testing.T, u string) {
+		k, perr := ParseURL(u)
+		tg, terr := New(time.Second).Target(u)
+		if perr != nil || terr != nil {
+			if perr == nil && k.Endpoint == "" {
+				t.Fatalf("Target refused a URL without an endpoint: %q: %v", u, terr)
+			}
+			return
+		}
+		if k.Endpoint == "" && tg.Endpoint != "" || k.Endpoint != "" && tg.Endpoint == "" {
+			t.Fatalf("endpoint %q, target %q", k.Endpoint, tg.Endpoint)
+		}
+		if k.Endpoint != "" {
+			if n, _ := kmsplugin.NormalizeEndpoint(k.Endpoint); n != tg.Endpoint {
+				t.Fatalf("endpoint %q, target %q", k.Endpoint, tg.Endpoint)
+			}
+		}
+		if k.Region != "" && !regionPattern.MatchString(k.Region) {
+			t.Fatalf("region %q passed", k.Region)
+		}
+	})
 }

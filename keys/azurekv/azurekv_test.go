@@ -9,6 +9,7 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/kmsplugin"
 	"github.com/ocikp/ocikp/internal/testkms"
 )
 
@@ -151,5 +152,58 @@ func TestDefaultAzureCredentialEnvironment(t *testing.T) {
 	_, err = New(10 * time.Second).Unwrap(s)
 	if err == nil || !strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("wrong secret: %v", err)
+	}
+}
+
+// Target names the vault a call for the URL goes to, and calls it Azure's
+// own only under Azure's vault domains on port 443.
+func FuzzTarget(f *testing.F) {
+	f.Add("azurekms://v.vault.azure.net/k/1")
+	f.Add("azurekms://v.vault.azure.net.evil.example/k")
+	f.Add("azurekms://V.VAULT.AZURE.NET:443/k")
+	f.Add("azurekms://v.vault.azure.net:8443/k")
+	f.Fuzz(func(t *testing.T, u string) {
+		k, perr := ParseURL(u)
+		tg, terr := New(time.Second).Target(u)
+		if perr != nil || terr != nil {
+			return
+		}
+		n, err := kmsplugin.NormalizeEndpoint(k.VaultURL)
+		if err != nil || n != tg.Endpoint {
+			t.Fatalf("vault %q, target %q", k.VaultURL, tg.Endpoint)
+		}
+		if tg.Builtin {
+			host := strings.TrimPrefix(tg.Endpoint, "https://")
+			ok := false
+			for _, d := range []string{".vault.azure.net:443", ".managedhsm.azure.net:443", ".vault.azure.cn:443", ".managedhsm.azure.cn:443",
+				".vault.usgovcloudapi.net:443", ".managedhsm.usgovcloudapi.net:443"} {
+				label, found := strings.CutSuffix(host, d)
+				ok = ok || (found && label != "" && !strings.ContainsAny(label, ".:[]%@"))
+			}
+			if !ok {
+				t.Fatalf("%q taken for Azure's own", tg.Endpoint)
+			}
+		}
+	})
+}
+
+func TestTargetAzureDomains(t *testing.T) {
+	for u, builtin := range map[string]bool{
+		"azurekms://myvault.vault.azure.net/k":            true,
+		"azurekms://MyVault.Vault.Azure.Net/k":            true,
+		"azurekms://hsm.managedhsm.azure.net/k/1":         true,
+		"azurekms://v.vault.azure.cn/k":                   true,
+		"azurekms://v.vault.usgovcloudapi.net/k":          true,
+		"azurekms://v.vault.azure.net:8443/k":             false,
+		"azurekms://v.vault.azure.net.attacker.example/k": false,
+		"azurekms://vault.azure.net/k":                    false,
+		"azurekms://a.b.vault.azure.net/k":                false,
+		"azurekms://127.0.0.1:8443/k":                     false,
+		"azurekeyvault://attackervault.vault.azure.net/k": true,
+	} {
+		tg, err := New(time.Second).Target(u)
+		if err != nil || tg.Builtin != builtin {
+			t.Errorf("%s: builtin %v, %v; want %v", u, tg.Builtin, err, builtin)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/kmsplugin"
 	"github.com/ocikp/ocikp/internal/testkms"
 )
 
@@ -150,3 +151,36 @@ func FuzzParseURL(f *testing.F) {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+// Target names every address a call for the URL would use: the policy can
+// only refuse what it is shown.
+func FuzzTarget(f *testing.F) {
+	f.Add("hashivault://layers?addr=https://v:8200&mount=transit")
+	f.Add("hashivault://k?addr=HTTP://127.0.0.1")
+	f.Add("hashivault://k?addr=https://[::1]:8200/")
+	f.Fuzz(func(t *testing.T, u string) {
+		t.Setenv("VAULT_ADDR", "https://vault.example:8200")
+		k, perr := ParseURL(u)
+		tg, terr := (&Backend{}).Target(u)
+		if perr != nil {
+			if terr == nil {
+				t.Fatalf("Target accepted what ParseURL refuses: %q", u)
+			}
+			return
+		}
+		if terr != nil {
+			return // an address the policy cannot name is refused
+		}
+		if tg.Mount != k.Mount {
+			t.Fatalf("mount %q, target %q", k.Mount, tg.Mount)
+		}
+		if k.Addr != "" {
+			n, err := kmsplugin.NormalizeEndpoint(k.Addr)
+			if err != nil || (tg.Endpoint != n && !(tg.Endpoint == "" && n == "https://vault.example:8200")) {
+				t.Fatalf("address %q, target %q", k.Addr, tg.Endpoint)
+			}
+		} else if tg.Endpoint != "" {
+			t.Fatalf("no address, target %q", tg.Endpoint)
+		}
+	})
+}
