@@ -1,3 +1,5 @@
+//go:build linux
+
 package adversarial
 
 import (
@@ -68,7 +70,9 @@ func (a *attacker) caFile(t *testing.T) string {
 	return f
 }
 
-func (a *attacker) host() string { return strings.TrimPrefix(strings.TrimPrefix(a.srv.URL, "https://"), "http://") }
+func (a *attacker) host() string {
+	return strings.TrimPrefix(strings.TrimPrefix(a.srv.URL, "https://"), "http://")
+}
 
 // credentials returns the host secrets the attacker received.
 func (a *attacker) credentials() []string {
@@ -96,12 +100,12 @@ func (a *attacker) count() int {
 }
 
 type attack struct {
-	name    string
-	tls     bool
-	kid     func(a *attacker) string
-	typ     string
-	says    func(a *attacker) string // in the refusal
-	allow   func(a *attacker) string // the setting that allows it
+	name  string
+	tls   bool
+	kid   func(a *attacker) string
+	typ   string
+	says  func(a *attacker) string // in the refusal
+	allow func(a *attacker) string // the setting that allows it
 }
 
 var attacks = []attack{

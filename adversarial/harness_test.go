@@ -1,3 +1,5 @@
+//go:build linux
+
 package adversarial
 
 import (
@@ -110,7 +112,7 @@ func wrapRequest(optsdata []byte, recipients ...string) []byte {
 		vs = append(vs, b64([]byte(r)))
 	}
 	req, _ := json.Marshal(map[string]any{"op": "keywrap", "keywrapparams": map[string]any{
-		"ec": map[string]any{"Parameters": map[string]any{"ocikp": vs}, "DecryptConfig": map[string]any{"Parameters": map[string]any{}}},
+		"ec":       map[string]any{"Parameters": map[string]any{"ocikp": vs}, "DecryptConfig": map[string]any{"Parameters": map[string]any{}}},
 		"optsdata": b64(optsdata)}})
 	return req
 }

@@ -230,3 +230,57 @@ func TestUnwrapOtherFormats(t *testing.T) {
 	}
 	var _ = envelope.Version
 }
+
+// For a remote client (the service), errors name no keystore path and no
+// key names, and a file path as decryption key is refused without being
+// opened; a local caller gets the full message.
+func TestRemoteErrorsRedacted(t *testing.T) {
+	f := newFixture(t, "alice-private-name", "bob-private-name", "carol-private-name")
+	local := &Provider{Name: "ocikp", Store: f.st}
+	remote := &Provider{Name: "ocikp", Store: f.st, Remote: true}
+	stranger := newFixture(t, "stranger")
+	ann := stranger.wrap(&Provider{Name: "ocikp", Store: stranger.st}, map[string][][]byte{"ocikp": vals(stranger.recip["stranger"])})
+	forCarol := f.wrap(local, map[string][][]byte{"ocikp": vals(f.recip["carol-private-name"])})
+	os.Chmod(filepath.Join(f.st.Dir, "bob-private-name.key"), 0o644)
+	// carol's key sealed under a passphrase nobody gives: its tag matches, its load fails.
+	os.Remove(filepath.Join(f.st.Dir, "carol-private-name.key"))
+	if _, err := f.st.Create("carol-private-name", f.priv["carol-private-name"], []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(stranger.st.Dir, "stranger.key")
+	cases := []struct {
+		name   string
+		ann    []byte
+		params map[string][][]byte
+		says   string
+	}{
+		{"no key opens it", ann, nil, "tried 2 key(s) of the service's keystore"},
+		{"a key fails", forCarol, nil, "keystore key(s) could not be used; the service's log says why"},
+		{"unknown key name", ann, map[string][][]byte{"ocikp": vals("nobody")}, "no key of that name in the service's keystore"},
+		{"a file path", ann, map[string][][]byte{"ocikp": vals(keyFile)}, "not file paths"},
+	}
+	for _, c := range cases {
+		_, err := unwrap(remote, c.ann, c.params)
+		if err == nil {
+			t.Fatalf("%s: opened", c.name)
+		}
+		msg := err.Error() + " | " + strings.Join(hint.Of(err), " | ")
+		if !strings.Contains(msg, c.says) {
+			t.Errorf("%s: %s", c.name, msg)
+		}
+		for _, secret := range []string{f.st.Dir, "alice-private-name", "bob-private-name", "carol-private-name", stranger.st.Dir} {
+			if strings.Contains(msg, secret) {
+				t.Errorf("%s: the remote error names %q: %s", c.name, secret, msg)
+			}
+		}
+		// The local caller's message names what helps the person at the terminal.
+		if _, lerr := unwrap(local, c.ann, c.params); c.name == "no key opens it" && (lerr == nil || !strings.Contains(strings.Join(hint.Of(lerr), " "), f.st.Dir)) {
+			t.Errorf("local message lost the keystore: %v", lerr)
+		}
+	}
+	os.Chmod(f.st.Dir, 0o777)
+	_, err := unwrap(remote, ann, nil)
+	if err == nil || strings.Contains(err.Error(), f.st.Dir) || !strings.Contains(err.Error(), "the service's keystore could not be read") {
+		t.Fatalf("untrusted keystore: %v", err)
+	}
+}

@@ -373,3 +373,69 @@ func TestMetrics(t *testing.T) {
 		t.Error("metrics contain request data")
 	}
 }
+
+// Connections are capped (more wait to be accepted) and closed when idle.
+func TestConnectionCapAndIdleTimeout(t *testing.T) {
+	f := newFixture(t)
+	addr, _, _ := f.start(Config{Listen: "127.0.0.1:0", MaxConns: 2, IdleTimeout: 300 * time.Millisecond})
+	dial := func() (*grpc.ClientConn, kpb.KeyProviderServiceClient) {
+		c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, kpb.NewKeyProviderServiceClient(c)
+	}
+	health := func(c *grpc.ClientConn, d time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		_, err := healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	c1, _ := dial()
+	c2, _ := dial()
+	c3, _ := dial()
+	for _, c := range []*grpc.ClientConn{c1, c2} {
+		if err := health(c, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := health(c3, 300*time.Millisecond); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a third connection was served: %v", err)
+	}
+	// Idle, the first two are closed by the server; the third gets in.
+	if err := health(c3, 5*time.Second); err != nil {
+		t.Fatalf("after the others went idle: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c1.GetState().String() == "READY" {
+		if time.Now().After(deadline) {
+			t.Fatal("an idle connection was not closed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// With TLS off, the address really bound must be a loopback one.
+func TestCheckLoopback(t *testing.T) {
+	for addr, ok := range map[string]bool{"127.0.0.1:1": true, "[::1]:1": true, "0.0.0.0:1": false, "[::]:1": false, "192.0.2.1:1": false} {
+		a, _ := net.ResolveTCPAddr("tcp", addr)
+		if err := checkLoopback(a); (err == nil) != ok {
+			t.Errorf("%s: %v", addr, err)
+		}
+	}
+}
+
+func TestMetricsAddressRule(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct {
+		metrics  string
+		insecure bool
+		ok       bool
+	}{{"127.0.0.1:0", false, true}, {"unix:///tmp/m.sock", false, true}, {":9090", false, false}, {"0.0.0.0:9090", false, false}, {":9090", true, true}} {
+		_, err := New(Config{Listen: "127.0.0.1:0", Metrics: c.metrics, MetricsInsecure: c.insecure, Provider: f.provider})
+		if (err == nil) != c.ok {
+			t.Errorf("--metrics %s (insecure %v): %v", c.metrics, c.insecure, err)
+		}
+	}
+}
