@@ -106,6 +106,23 @@ func unwrapRequest(ann []byte, keys ...string) []byte {
 	return req
 }
 
+// wrap encrypts a layer key for recipient through the exec provider and
+// returns the annotation.
+func wrap(t *testing.T, env []string, recipient string) []byte {
+	t.Helper()
+	out, stderr, code := exe(t, wrapRequest([]byte(`{"symkey":"layer"}`), recipient), env, "keyprovider", "--name", "ocikp")
+	if code != 0 {
+		t.Fatal(stderr)
+	}
+	var reply struct {
+		R struct{ Annotation []byte } `json:"keywrapresults"`
+	}
+	if err := json.Unmarshal([]byte(out), &reply); err != nil {
+		t.Fatal(err)
+	}
+	return reply.R.Annotation
+}
+
 func wrapRequest(optsdata []byte, recipients ...string) []byte {
 	vs := []string{}
 	for _, r := range recipients {

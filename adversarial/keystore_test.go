@@ -3,7 +3,6 @@
 package adversarial
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,17 +18,7 @@ func newKeystore(t *testing.T) (ks, recipient string, ann []byte) {
 		t.Fatal(stderr)
 	}
 	recipient = strings.TrimSpace(out)
-	out, stderr, code = exe(t, wrapRequest([]byte(`{"symkey":"layer"}`), recipient), e, "keyprovider", "--name", "ocikp")
-	if code != 0 {
-		t.Fatal(stderr)
-	}
-	var reply struct {
-		R struct{ Annotation []byte } `json:"keywrapresults"`
-	}
-	if err := json.Unmarshal([]byte(out), &reply); err != nil {
-		t.Fatal(err)
-	}
-	return ks, recipient, reply.R.Annotation
+	return ks, recipient, wrap(t, e, recipient)
 }
 
 // A keystore that others could have written, or a key file others can

@@ -5,7 +5,6 @@ package adversarial
 import (
 	"crypto/ecdh"
 	"crypto/rand"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,11 +85,7 @@ func TestHostileScryptHeaderRefused(t *testing.T) {
 	if code != 0 {
 		t.Fatal(stderr)
 	}
-	out, _, _ = exe(t, wrapRequest([]byte(`{"symkey":"x"}`), strings.TrimSpace(out)), e, "keyprovider", "--name", "ocikp")
-	var reply struct {
-		R struct{ Annotation []byte } `json:"keywrapresults"`
-	}
-	json.Unmarshal([]byte(out), &reply)
+	ann := wrap(t, e, strings.TrimSpace(out))
 	key := filepath.Join(ks, "sealed.key")
 	data, _ := os.ReadFile(key)
 	hostile := strings.NewReplacer(`"logN": 15`, `"logN": 22`, `"r": 8`, `"r": 32`).Replace(string(data))
@@ -99,7 +94,7 @@ func TestHostileScryptHeaderRefused(t *testing.T) {
 	}
 	os.WriteFile(key, []byte(hostile), 0o600)
 	start := time.Now()
-	_, stderr, code = exe(t, unwrapRequest(reply.R.Annotation), e, "keyprovider", "--name", "ocikp")
+	_, stderr, code = exe(t, unwrapRequest(ann), e, "keyprovider", "--name", "ocikp")
 	t.Logf("logN 22, r 32 (16 GiB): refused in %v", time.Since(start).Round(time.Millisecond))
 	if code != 1 {
 		t.Fatalf("exit %d", code)

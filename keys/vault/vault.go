@@ -119,8 +119,12 @@ func ParseURL(s string) (*Key, error) {
 			return nil, bad
 		}
 	}
-	if strings.Contains(k.Mount, "..") || k.Mount == "" {
-		return nil, bad
+	// Names and mounts become parts of a request path on the Vault server:
+	// no "..", no empty or dot-led segments.
+	for _, seg := range append(strings.Split(k.Mount, "/"), k.Name) {
+		if seg == "" || seg[0] == '.' {
+			return nil, bad
+		}
 	}
 	return k, nil
 }

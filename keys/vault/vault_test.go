@@ -184,3 +184,11 @@ func FuzzTarget(f *testing.F) {
 		}
 	})
 }
+
+func TestParseURLRefusesPathTricks(t *testing.T) {
+	for _, u := range []string{"hashivault://..", "hashivault://.hidden", "hashivault://k?mount=a/../b", "hashivault://k?mount=a//b", "hashivault://k?mount=./x"} {
+		if _, err := ParseURL(u); err == nil {
+			t.Errorf("%s accepted", u)
+		}
+	}
+}
