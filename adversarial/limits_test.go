@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/testkms"
 )
 
 // Stanza types and key ids are written by whoever pushed the image: they
@@ -118,4 +119,28 @@ func TestOversizedOptsdataRefused(t *testing.T) {
 	msg := s.mustFail(t, "wrap", req)
 	mustContain(t, "status", msg, "holds at most 6116")
 	t.Logf("7000-byte optsdata: refused in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// A layer of many KMS stanzas, each for a key the (allowed, real) KMS
+// holds but each with a ciphertext it refuses: ocikp makes at most
+// MaxKMSAttempts calls.
+func TestKMSCallsAreBounded(t *testing.T) {
+	v := testkms.StartVault(t, "s.tok", "transit/layers")
+	ks := t.TempDir()
+	e := env(t, ks, "VAULT_ADDR="+v.URL, "VAULT_TOKEN=s.tok")
+	var stanzas []*envelope.Stanza
+	for range 40 {
+		stanzas = append(stanzas, &envelope.Stanza{Type: "hashivault", KID: "hashivault://layers", Key: []byte("vault:v1:" + b64(random(48)))})
+	}
+	ann := layer(stanzas...)
+	start := time.Now()
+	_, stderr, code := exe(t, unwrapRequest(ann), e, "keyprovider", "--name", "ocikp")
+	if code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	mustContain(t, "stderr", stderr, "stopped after 8 KMS calls")
+	if n := v.Calls("decrypt"); n != 8 {
+		t.Fatalf("%d Vault decrypt calls for 40 stanzas, want 8", n)
+	}
+	t.Logf("40 KMS stanzas: %d Vault calls, %v", v.Calls("decrypt"), time.Since(start).Round(time.Millisecond))
 }

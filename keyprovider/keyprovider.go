@@ -370,7 +370,9 @@ func (p *Provider) open(ctx context.Context, env *envelope.Envelope, sel *select
 		errors.As(err, &nie)
 	}
 	if errors.As(err, &nie) {
-		nie.Failures = append(append(append(p.localFailures(local), keyBudget.failure()...), nie.Failures...), kmsBudget.failure()...)
+		// A spent budget first: it says why the rest was not tried.
+		budgets := append(keyBudget.failure(), kmsBudget.failure()...)
+		nie.Failures = append(append(budgets, p.localFailures(local)...), nie.Failures...)
 		return nil, "", p.noKeyError(nie, sel)
 	}
 	if err != nil {
