@@ -219,9 +219,26 @@ func (s *service) sample(t *testing.T) sample {
 			out.inFlight = int(v)
 		}
 	}
-	children, _ := exec.Command("pgrep", "-P", strconv.Itoa(s.pid)).Output()
-	out.plugins = len(strings.Fields(string(children)))
+	out.plugins = children(s.pid)
 	return out
+}
+
+// children counts the processes whose parent is pid, from /proc.
+func children(pid int) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	n := 0
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces and parentheses.
+		rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
+		if f := strings.Fields(rest); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			n++
+		}
+	}
+	return n
 }
 
 // A plaintext service must really listen on loopback: with "localhost"
