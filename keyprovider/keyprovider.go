@@ -50,6 +50,8 @@ type Provider struct {
 	// Keychain holds the keys the keystore's Keychain references name
 	// (nil: this machine's; elsewhere than macOS, none).
 	Keychain *keychain.Keychain
+	// Warn receives one-line warnings for the user (nil: to Log).
+	Warn func(msg string)
 	// Remote says requests come from other processes (the gRPC service):
 	// a decryption key is a keystore name, never a file path, and errors
 	// name no keystore path and no key names (Log gets the full ones).
@@ -112,6 +114,26 @@ func (p *Provider) HandleContext(ctx context.Context, req *protocol.Request) ([]
 	return nil, "", fmt.Errorf("%w: unknown op", protocol.ErrMalformed)
 }
 
+// warnf reports something the user should change, though the request
+// succeeds: on stderr for the exec provider (Warn), in the log otherwise.
+func (p *Provider) warnf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	switch {
+	case p.Warn != nil:
+		p.Warn(msg)
+	case p.Log != nil:
+		p.Log.Warn(msg)
+	}
+}
+
+// recipientOf is the checksummed recipient string of a P-256 recipient.
+func recipientOf(r envelope.Recipient) string {
+	if pr, ok := r.(*p256.Recipient); ok {
+		return pr.String()
+	}
+	return "the new form"
+}
+
 func (p *Provider) debug(msg string, args ...any) {
 	if p.Log != nil {
 		p.Log.Debug(msg, args...)
@@ -142,8 +164,12 @@ func (p *Provider) wrap(ctx context.Context, w *protocol.KeyWrapParams) ([]byte,
 		}
 		rs = append(rs, r)
 		kind := recipient.Scheme(string(v))
-		if kind == p256.Scheme || kind == "apple-se" || kind == "" {
+		if kind == p256.HRP || kind == p256.LegacyScheme || kind == "apple-se" || kind == "" {
 			kind = p256.StanzaType
+		}
+		if p256.IsLegacy(string(v)) {
+			p.warnf("encryption key %d of %d is in the old ocikp-p256: form, which has no checksum; use %s (ocikp recipient KEYNAME prints it)",
+				i+1, len(values), recipientOf(r))
 		}
 		kinds[kind] = true
 	}
@@ -219,7 +245,7 @@ func (p *Provider) recipientFor(ctx context.Context, v string) (envelope.Recipie
 		}
 	}
 	return nil, hint.Wrap(errors.New("not an ocikp recipient or key name"),
-		"recipients look like ocikp-p256:… (see: ocikp recipient KEYNAME); schemes: "+strings.Join(recipient.Schemes(), ", "))
+		"recipients look like ocikp1p2561… (see: ocikp recipient KEYNAME); schemes: "+strings.Join(recipient.Schemes(), ", "))
 }
 
 // KMSCache is the cache of asymmetric KMS public keys in the keystore.

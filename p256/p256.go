@@ -24,14 +24,27 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/btcsuite/btcd/btcutil/bech32"
+
 	"github.com/ocikp/ocikp/envelope"
 )
 
 // StanzaType is the envelope stanza type of P-256 HPKE recipients.
 const StanzaType = "p256"
 
-// Scheme prefixes the recipient string: "ocikp-p256:" + base64url(compressed point).
-const Scheme = "ocikp-p256"
+// HRP is the human-readable part of a recipient string: the recipient is
+// the Bech32m encoding (BIP 350) of the 33-byte compressed point under it,
+// "ocikp1p2561…", 70 characters, lower case. The checksum catches any
+// mistyped character, and up to four, before anything is encrypted.
+const HRP = "ocikp1p256"
+
+// LegacyScheme prefixes the first recipient form, "ocikp-p256:" +
+// base64url(compressed point), which has no checksum. It is still read.
+const LegacyScheme = "ocikp-p256"
+
+// recipientLen is the length of a recipient string: HRP, separator, 53
+// characters of data, 6 of checksum.
+const recipientLen = len(HRP) + 1 + (compSize*8+4)/5 + 6
 
 const (
 	info     = "ocikp/v1 p256"
@@ -194,8 +207,19 @@ func errStanza(s *envelope.Stanza) error {
 }
 
 // Format returns the recipient string of a P-256 public key.
-func Format(pub *ecdh.PublicKey) string {
-	return Scheme + ":" + base64.RawURLEncoding.EncodeToString(Compress(pub))
+func Format(pub *ecdh.PublicKey) string { return FormatCompressed(Compress(pub)) }
+
+// FormatCompressed returns the recipient string of a compressed point.
+func FormatCompressed(comp []byte) string {
+	data, err := bech32.ConvertBits(comp, 8, 5, true)
+	if err != nil {
+		panic(err) // 8 to 5 bits with padding cannot fail
+	}
+	s, err := bech32.EncodeM(HRP, data)
+	if err != nil {
+		panic(err)
+	}
+	return s
 }
 
 // Compress returns the 33-byte SEC1 compressed form of pub.
@@ -210,16 +234,20 @@ func Compress(pub *ecdh.PublicKey) []byte {
 // ErrNotP256 is returned by Parse for strings that are not P-256 recipients.
 var ErrNotP256 = errors.New("not a P-256 recipient")
 
-// Parse reads a recipient string: "ocikp-p256:<base64url compressed point>",
-// or the Apple Keychain provider's
-// "apple-se://se?mode=encrypt&pub=<base64url uncompressed point>".
+// ErrChecksum is a recipient string with a mistyped, missing or extra
+// character.
+var ErrChecksum = errors.New("checksum mismatch: a character of the recipient is mistyped, missing or extra")
+
+// Parse reads a recipient string: "ocikp1p2561…" (checksummed), the legacy
+// "ocikp-p256:<base64url compressed point>", or the Apple Keychain
+// provider's "apple-se://se?mode=encrypt&pub=<base64url uncompressed point>".
 func Parse(s string) (*Recipient, error) {
 	var (
 		raw []byte
 		err error
 	)
 	switch {
-	case strings.HasPrefix(s, Scheme+":"):
+	case Near(s), strings.HasPrefix(s, LegacyScheme+":"):
 		if raw, err = ParseCompressed(s); err != nil {
 			return nil, err
 		}
@@ -238,18 +266,54 @@ func Parse(s string) (*Recipient, error) {
 	return NewRecipient(pub)
 }
 
-// ParseCompressed checks the form of an ocikp-p256 recipient string and
-// returns its 33-byte compressed point, without decompressing it (which
-// would cost a curve operation); whether it is on the curve is established
-// when it is used.
+// Near reports whether s looks like a checksummed P-256 recipient, perhaps
+// with one character of its prefix mistyped, so that a typo anywhere is
+// reported as a checksum mismatch rather than as an unknown recipient.
+func Near(s string) bool {
+	const head = HRP + "1"
+	if len(s) < len(head) {
+		return false
+	}
+	diff := 0
+	for i := range len(head) {
+		if c := s[i] | 0x20; c != head[i] && s[i] != head[i] {
+			diff++
+		}
+	}
+	return diff <= 1
+}
+
+// IsLegacy reports the recipient form without a checksum.
+func IsLegacy(s string) bool { return strings.HasPrefix(s, LegacyScheme+":") }
+
+// ParseCompressed checks the form of a P-256 recipient string (either
+// form) and returns its 33-byte compressed point, without decompressing it
+// (which would cost a curve operation); whether it is on the curve is
+// established when it is used.
 func ParseCompressed(s string) ([]byte, error) {
-	rest, ok := strings.CutPrefix(s, Scheme+":")
-	if !ok {
+	if rest, ok := strings.CutPrefix(s, LegacyScheme+":"); ok {
+		raw, err := base64.RawURLEncoding.Strict().DecodeString(rest)
+		if err != nil || len(raw) != compSize || raw[0]&^1 != 2 {
+			return nil, fmt.Errorf("%s recipient: want base64url of a 33-byte compressed point", LegacyScheme)
+		}
+		return raw, nil
+	}
+	if !Near(s) {
 		return nil, ErrNotP256
 	}
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(rest)
+	if len(s) != recipientLen {
+		return nil, fmt.Errorf("P-256 recipient: %d characters, want %d: %w", len(s), recipientLen, ErrChecksum)
+	}
+	hrp, data, version, err := bech32.DecodeNoLimitWithVersion(s)
+	if _, mixed := err.(bech32.ErrMixedCase); mixed {
+		return nil, errors.New("P-256 recipient: mixes upper and lower case; recipients are lower case")
+	}
+	if err != nil || version != bech32.VersionM || hrp != HRP {
+		return nil, fmt.Errorf("P-256 recipient: %w", ErrChecksum)
+	}
+	raw, err := bech32.ConvertBits(data, 5, 8, false)
 	if err != nil || len(raw) != compSize || raw[0]&^1 != 2 {
-		return nil, fmt.Errorf("%s recipient: want base64url of a 33-byte compressed point", Scheme)
+		return nil, errors.New("P-256 recipient: the checksum holds but it does not encode a compressed point")
 	}
 	return raw, nil
 }

@@ -31,6 +31,24 @@ var schemes = map[string]ParseFunc{}
 // replace earlier ones, so a real backend can replace its stub.
 func Register(scheme string, f ParseFunc) { schemes[scheme] = f }
 
+// bech32Kinds are the checksummed recipient kinds: a string whose start is
+// near one of them (see Scheme) belongs to it, so that a typo is reported
+// by its parser as a checksum mismatch, not as an unknown recipient.
+var bech32Kinds []bech32Kind
+
+type bech32Kind struct {
+	hrp  string
+	near func(string) bool
+}
+
+// RegisterBech32 adds a checksummed recipient kind under its Bech32
+// human-readable part ("ocikp1p256"); near recognises its strings, typos
+// included.
+func RegisterBech32(hrp string, near func(string) bool, f ParseFunc) {
+	bech32Kinds = append(bech32Kinds, bech32Kind{hrp, near})
+	schemes[hrp] = f
+}
+
 func parseP256(_ context.Context, s string) (envelope.Recipient, error) { return p256.Parse(s) }
 
 // kmsPlugins are the KMS plugins, one executable per cloud so that each
@@ -148,15 +166,22 @@ func IsKMS(s string) bool {
 }
 
 func init() {
-	Register(p256.Scheme, parseP256)
+	RegisterBech32(p256.HRP, p256.Near, parseP256)
+	Register(p256.LegacyScheme, parseP256)
 	Register("apple-se", parseP256)
 	for _, s := range KMSSchemes {
 		Register(s, parseKMS)
 	}
 }
 
-// Scheme returns the scheme of s: the part before the first ':'.
+// Scheme returns the scheme of s: the human-readable part of a
+// checksummed recipient, else the part before the first ':'.
 func Scheme(s string) string {
+	for _, k := range bech32Kinds {
+		if k.near(s) {
+			return k.hrp
+		}
+	}
 	scheme, _, ok := strings.Cut(s, ":")
 	if !ok {
 		return ""

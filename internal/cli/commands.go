@@ -63,7 +63,8 @@ func cmdKeyprovider(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	p := &keyprovider.Provider{Name: *name, Store: st, Passphrase: unattendedPassphrase(*passFile)}
+	p := &keyprovider.Provider{Name: *name, Store: st, Passphrase: unattendedPassphrase(*passFile),
+		Warn: func(msg string) { fmt.Fprintf(e.stderr, "ocikp: warning: %s\n", oneLine(msg)) }}
 	if lvl := os.Getenv(envLog); lvl == "debug" {
 		p.Log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -178,7 +179,7 @@ func (e *env) storeKey(name string, priv *ecdh.PrivateKey, prompt bool, passFile
 	if k.Protected() {
 		note = " (passphrase-protected)"
 	}
-	fmt.Fprintln(e.stdout, k.Recipient)
+	fmt.Fprintln(e.stdout, k.RecipientString())
 	fmt.Fprintf(e.stderr, "ocikp: %s key %q in %s%s\n", verb, k.Name, st.Dir, note)
 	return nil
 }
@@ -228,7 +229,7 @@ func cmdImport(e *env, args []string) error {
 			return err
 		}
 		fmt.Fprintf(e.stderr, "ocikp: imported key %q in %s\n", pos[0], st.Dir)
-		fmt.Fprintln(e.stdout, k.Recipient)
+		fmt.Fprintln(e.stdout, k.RecipientString())
 		return nil
 	}
 	priv, err := soft.ParsePEMPrivateKey(data)
@@ -267,7 +268,7 @@ func cmdList(e *env, args []string) error {
 		if en.Err != nil {
 			l.Error = oneLine(en.Err.Error())
 		} else {
-			l.Recipient, l.Protected = en.Key.Recipient, en.Key.Protected()
+			l.Recipient, l.Protected = en.Key.RecipientString(), en.Key.Protected()
 			if !en.Key.Created.IsZero() {
 				l.Created = en.Key.Created.Format(time.RFC3339)
 			}
@@ -280,7 +281,7 @@ func cmdList(e *env, args []string) error {
 			l.Error = oneLine(en.Err.Error())
 		} else {
 			l.Type = "p256 (" + en.Ref.Kind() + ", tag " + strconv.Quote(en.Ref.Tag) + ")"
-			l.Recipient, l.Protected, l.Created = en.Ref.Recipient, en.Ref.RequirePresence, en.Ref.Created.Format(time.RFC3339)
+			l.Recipient, l.Protected, l.Created = en.Ref.RecipientString(), en.Ref.RequirePresence, en.Ref.Created.Format(time.RFC3339)
 		}
 		out = append(out, l)
 	}
@@ -363,14 +364,14 @@ func cmdRecipient(e *env, args []string) error {
 	k, err := st.Get(name)
 	if errors.Is(err, soft.ErrNotFound) {
 		if ref, rerr := keychain.RefsIn(st.Dir).Get(name); rerr == nil {
-			fmt.Fprintln(e.stdout, ref.Recipient)
+			fmt.Fprintln(e.stdout, ref.RecipientString())
 			return nil
 		}
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(e.stdout, k.Recipient)
+	fmt.Fprintln(e.stdout, k.RecipientString())
 	return nil
 }
 

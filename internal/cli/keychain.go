@@ -111,7 +111,7 @@ func (e *env) keychainKeygen(name string, k keychainFlags) error {
 		}
 		return err
 	}
-	fmt.Fprintln(e.stdout, ref.Recipient)
+	fmt.Fprintln(e.stdout, ref.RecipientString())
 	fmt.Fprintf(e.stderr, "ocikp: created %s key %q (tag %q), recorded in %s\n", ref.Kind(), name, tag, refs.Dir)
 	return nil
 }
@@ -138,7 +138,7 @@ func (e *env) keychainImport(name string, k keychainFlags) error {
 	if err := refs.Put(ref); err != nil {
 		return err
 	}
-	fmt.Fprintln(e.stdout, ref.Recipient)
+	fmt.Fprintln(e.stdout, ref.RecipientString())
 	fmt.Fprintf(e.stderr, "ocikp: recorded the Keychain key with tag %q as %q in %s\n", tag, name, refs.Dir)
 	return nil
 }

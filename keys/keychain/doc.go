@@ -1,7 +1,7 @@
 // Package keychain keeps P-256 keys in the macOS Keychain or the Secure
 // Enclave and uses them only through ECDH (an ecdh.KeyExchanger), so the
 // HPKE code of package p256 serves them unchanged and their recipients are
-// ordinary ocikp-p256 strings that any OS can encrypt to.
+// ordinary ocikp1p256 recipient strings that any OS can encrypt to.
 //
 // The macOS layer is thin on purpose: security_darwin.go turns a Dict into
 // CoreFoundation objects and calls Security.framework through purego (no

@@ -96,6 +96,10 @@ func ParseRef(data []byte) (*Ref, error) {
 	return &r, nil
 }
 
+// RecipientString is the key's recipient in the checksummed form, whatever
+// form the record was written in.
+func (r *Ref) RecipientString() string { return p256.FormatCompressed(r.Compressed()) }
+
 // Marshal encodes r as stored.
 func (r *Ref) Marshal() ([]byte, error) {
 	b, err := json.MarshalIndent(struct {

@@ -58,7 +58,7 @@ func TestParseRefRejects(t *testing.T) {
 		"version":       strings.Replace(string(good), `"v": 1`, `"v": 2`, 1),
 		"bad name":      strings.Replace(string(good), `"name": "k"`, `"name": "../k"`, 1),
 		"empty tag":     strings.Replace(string(good), `"tag": "ocikp.k"`, `"tag": ""`, 1),
-		"recipient":     strings.Replace(string(good), `"recipient": "ocikp-p256:`, `"recipient": "ocikp-p256:A`, 1),
+		"recipient":     strings.Replace(string(good), `"recipient": "ocikp1p2561q`, `"recipient": "ocikp1p2561p`, 1),
 		"trailing":      string(good) + "{}",
 		"huge":          string(good) + strings.Repeat(" ", 5000),
 	} {

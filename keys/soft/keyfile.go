@@ -34,7 +34,7 @@ var ErrBadPassphrase = errors.New("wrong passphrase")
 type KeyFile struct {
 	Name      string
 	Created   time.Time
-	Recipient string
+	Recipient string // as the file holds it; see RecipientString
 	// Compressed is the public key as the recipient string holds it.
 	Compressed []byte
 	private    []byte  // 32-byte scalar, when stored in clear
@@ -87,6 +87,11 @@ func (k *KeyFile) PrivateKey(passphrase []byte) (*ecdh.PrivateKey, error) {
 	}
 	return priv, nil
 }
+
+// RecipientString is the key's recipient in the checksummed form. The
+// file may hold the older form in Recipient, which stays as written (a
+// sealed key is bound to it).
+func (k *KeyFile) RecipientString() string { return p256.FormatCompressed(k.Compressed) }
 
 // PublicKey decodes the key's public point.
 func (k *KeyFile) PublicKey() (*ecdh.PublicKey, error) { return p256.ParsePoint(k.Compressed) }
