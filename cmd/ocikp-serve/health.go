@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -30,19 +32,21 @@ func health(args []string) int {
 	serverName := fs.String("server-name", "", "name to verify in the service's certificate")
 	service := fs.String("service", "", `service to ask about ("" is the whole server)`)
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
+	if code, done := parseFlags(fs, args, "ocikp health [--grpc ADDR] [--tls-ca F [--tls-cert F --tls-key F] [--server-name N]] [--service S] [--timeout D]",
+		"Ask an ocikp serve service whether it serves (gRPC health). Prints SERVING and exits 0, or one error line and exits 1: a probe for systemd, containers and Kubernetes."); done {
+		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "ocikp: error: unexpected argument %.40q\n", fs.Arg(0))
-		return 2
+		return usageError(fmt.Errorf("unexpected argument %.40q", fs.Arg(0)), "health")
 	}
 	if (*cert == "") != (*key == "") {
-		fmt.Fprintln(os.Stderr, "ocikp: error: --tls-cert and --tls-key go together")
-		return 2
+		return usageError(errors.New("--tls-cert and --tls-key go together"), "health")
+	}
+	// A socket that is not there fails now, not at the end of --timeout.
+	if p, ok := strings.CutPrefix(*addr, "unix://"); ok {
+		if _, err := os.Stat(p); err != nil {
+			return fail(hint.Wrap(fmt.Errorf("no service socket at %s: %w", p, err), "is ocikp serve running, and listening there (--listen unix://"+p+")?"))
+		}
 	}
 	creds := insecure.NewCredentials()
 	if *ca != "" || *cert != "" || *serverName != "" {
@@ -70,7 +74,7 @@ func health(args []string) int {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: *service}, grpc.WaitForReady(true))
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: *service}, grpc.WaitForReady(false))
 	if err != nil {
 		return fail(hint.Wrap(fmt.Errorf("%.80s: no health answer within %v: %w", *addr, *timeout, err),
 			"is ocikp serve running and listening there? (its log says \"serving\")"))

@@ -5,8 +5,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -17,6 +19,7 @@ import (
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/kmsplugin"
 	"github.com/ocikp/ocikp/internal/safetext"
+	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/recipient"
@@ -55,11 +58,8 @@ func run(args []string) int {
 	fs.StringVar(&kms.AWSProfile, "aws-profile", "", "AWS shared-config profile for awskms keys")
 	kmsProcs := fs.Int("kms-procs", 4, "processes each KMS plugin may run for concurrent calls")
 	reloadEvery := fs.Duration("reload-interval", 10*time.Second, "how often to check certificate and KMS credential files for changes (0: only on SIGHUP)")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
+	if code, done := parseFlags(fs, args, "ocikp serve [--listen ADDR] [--tls-cert F --tls-key F [--client-ca F]] [flags]", serveSummary); done {
+		return code
 	}
 	if *configFile != "" {
 		if err := applyConfigFile(fs, *configFile); err != nil {
@@ -67,15 +67,13 @@ func run(args []string) int {
 		}
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "ocikp: error: unexpected argument %.40q\n", fs.Arg(0))
-		return 2
+		return usageError(fmt.Errorf("unexpected argument %.40q", fs.Arg(0)), "serve")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintln(os.Stderr, "ocikp: error: --log-level: want debug, info, warn or error")
-		return 2
+		return usageError(errors.New("--log-level: want debug, info, warn or error"), "serve")
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: seconds}))
 	dir, err := soft.DefaultDir(*keystore)
 	if err != nil {
 		return fail(err)
@@ -93,8 +91,7 @@ func run(args []string) int {
 		}
 	}
 	if *kmsProcs < 1 {
-		fmt.Fprintln(os.Stderr, "ocikp: error: --kms-procs must be at least 1")
-		return 2
+		return usageError(errors.New("--kms-procs must be at least 1"), "serve")
 	}
 	if err := recipient.ConfigureKMS(kms); err != nil {
 		return fail(err)
@@ -122,6 +119,43 @@ func run(args []string) int {
 	}
 	log.Info("stopped", "calls", srv.Served())
 	return 0
+}
+
+const serveSummary = `Run the gRPC key provider service (ocicrypt's KeyProviderService) on the
+same core as the exec provider. Plaintext only on a unix socket or a
+loopback address; TLS elsewhere. See docs/security.md for what clients may
+and may not do.`
+
+// seconds logs durations as seconds under a key that says so
+// ("duration_seconds": 0.0012), not as slog's raw nanoseconds.
+func seconds(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.Float64(a.Key+"_seconds", a.Value.Duration().Seconds())
+	}
+	return a
+}
+
+// parseFlags parses args; on --help it prints the command's usage in
+// ocikp's one format (internal/usage) to stdout, on a mistake one error
+// line and a hint. done says the command should exit with code.
+func parseFlags(fs *flag.FlagSet, args []string, line, summary string) (code int, done bool) {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return 0, false
+	case errors.Is(err, flag.ErrHelp):
+		usage.Print(os.Stdout, line, summary, fs)
+		return 0, true
+	}
+	return usageError(err, strings.TrimPrefix(fs.Name(), "ocikp ")), true
+}
+
+// usageError reports a command-line mistake: exit 2.
+func usageError(err error, cmd string) int {
+	fmt.Fprintf(os.Stderr, "ocikp: error: %s\n", safetext.Clean(err.Error()))
+	fmt.Fprintf(os.Stderr, "ocikp: hint: run 'ocikp %s --help' for usage\n", cmd)
+	return 2
 }
 
 func nonEmpty(ss ...string) []string {

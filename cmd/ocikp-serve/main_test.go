@@ -8,14 +8,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	kpb "github.com/containers/ocicrypt/utils/keyprovider"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ocikp/ocikp/internal/testdaemon"
@@ -224,15 +227,58 @@ func TestHealthProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	// Before the socket exists the probe fails at once, not at --timeout.
+	start := time.Now()
+	if _, errOut, code := runHealth(t, "--grpc", "unix://"+sock+".missing", "--timeout", "10s"); code != 1 ||
+		!strings.HasPrefix(errOut, "ocikp: error: no service socket at "+sock+".missing") || time.Since(start) > 5*time.Second {
+		t.Fatalf("missing socket: exit %d after %v, %q", code, time.Since(start), errOut)
+	}
+	for i := 0; ; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		} else if i > 200 {
+			t.Fatal("the service made no socket")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 	if out, errOut, code := runHealth(t, "--grpc", "unix://"+sock, "--timeout", "10s"); code != 0 || out != "SERVING\n" {
 		t.Fatalf("unix socket probe: exit %d, %q, %q", code, out, errOut)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
-	if _, errOut, code := runHealth(t, "--grpc", "unix://"+sock, "--timeout", "300ms"); code != 1 || !strings.HasPrefix(errOut, "ocikp: error: unix://"+sock) {
+	if _, errOut, code := runHealth(t, "--grpc", "unix://"+sock, "--timeout", "300ms"); code != 1 || !strings.HasPrefix(errOut, "ocikp: error: ") {
 		t.Fatalf("stopped service: exit %d, %q", code, errOut)
 	}
 	if _, _, code := runHealth(t, "--tls-cert", "c.pem"); code != 2 {
 		t.Fatalf("--tls-cert without --tls-key: exit %d", code)
+	}
+}
+
+// The service logs durations in seconds, under keys that say so.
+func TestLogDurationsInSeconds(t *testing.T) {
+	cmd := exec.Command(bin(t), "--listen", "127.0.0.1:0", "--keystore", t.TempDir(), "--log-level", "debug", "--drain-timeout", "7s")
+	logs := testdaemon.Start(t, cmd)
+	addr := logs.Wait(t, testdaemon.Serving)
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kpb.NewKeyProviderServiceClient(conn).UnWrapKey(ctx, &kpb.KeyProviderKeyWrapProtocolInput{KeyProviderKeyWrapProtocolInput: []byte("{}")})
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	out := logs.String()
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`"msg":"call",.*"duration_seconds":0\.\d+`),
+		regexp.MustCompile(`"msg":"shutting down: draining calls in flight","limit_seconds":7\b`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("the log has no %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `"duration":`) || strings.Contains(out, `"limit":`) {
+		t.Errorf("a duration in nanoseconds:\n%s", out)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -19,12 +20,19 @@ func TestMain(m *testing.M) {
 }
 
 func TestScripts(t *testing.T) {
+	// ocikp serve and health run the sibling executable: scripts that need
+	// it set OCIKP_PLUGIN_DIR=$SERVEDIR.
+	serveDir := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", serveDir, "github.com/ocikp/ocikp/cmd/ocikp-serve").CombinedOutput(); err != nil {
+		t.Fatalf("go build ocikp-serve: %v\n%s", err, out)
+	}
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("OCIKP_KEYSTORE", e.WorkDir+"/ks")
 			e.Setenv("XDG_DATA_HOME", e.WorkDir+"/xdg")
+			e.Setenv("SERVEDIR", serveDir)
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){

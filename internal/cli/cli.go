@@ -10,8 +10,11 @@ import (
 	"os"
 	"strings"
 
+	"golang.org/x/term"
+
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safetext"
+	"github.com/ocikp/ocikp/internal/usage"
 )
 
 // Exit codes.
@@ -21,7 +24,7 @@ const (
 	exitUsage   = 2
 )
 
-const usage = `ocikp — an OCIcrypt key provider
+const generalUsage = `ocikp — an OCIcrypt key provider
 
 Usage:
   ocikp keyprovider [--name NAME]      answer one ocicrypt request (stdin → stdout)
@@ -62,15 +65,15 @@ type env struct {
 	stdout, stderr io.Writer
 	stdinIsTTY     bool
 	keystore       string // --keystore, "" for default
+	cmd            string // the command being run, for the usage hint
 }
 
 // Main runs ocikp with args (without the program name) and returns the exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	// A terminal, not any character device: </dev/null is input too.
 	if f, ok := stdin.(*os.File); ok {
-		if st, err := f.Stat(); err == nil {
-			e.stdinIsTTY = st.Mode()&os.ModeCharDevice != 0
-		}
+		e.stdinIsTTY = term.IsTerminal(int(f.Fd()))
 	}
 	err := run(e, args)
 	if err == nil {
@@ -82,7 +85,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	printError(stderr, err)
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintln(stderr, "ocikp: hint: run 'ocikp help' for usage")
+		if e.cmd != "" {
+			fmt.Fprintf(stderr, "ocikp: hint: run 'ocikp %s --help' for usage\n", e.cmd)
+		} else {
+			fmt.Fprintln(stderr, "ocikp: hint: run 'ocikp help' for usage")
+		}
 		return exitUsage
 	}
 	return exitFailure
@@ -106,26 +113,36 @@ func oneLine(s string) string {
 }
 
 type command struct {
-	name string
-	run  func(e *env, args []string) error
+	name    string
+	run     func(e *env, args []string) error
+	summary string // shown by "ocikp CMD --help" and "ocikp help CMD"
 }
 
 var commands []command
 
 func init() {
 	commands = []command{
-		{"keyprovider", cmdKeyprovider},
-		{"keygen", cmdKeygen},
-		{"import", cmdImport},
-		{"list", cmdList},
-		{"recipient", cmdRecipient},
-		{"delete", cmdDelete},
-		{"config", cmdConfig},
-		{"kms", cmdKMS},
-		{"serve", cmdServe},
-		{"health", cmdHealth},
-		{"version", cmdVersion},
+		{"keyprovider", cmdKeyprovider, "Answer one ocicrypt key provider request: JSON on stdin, the reply on stdout. skopeo, podman, buildah, containerd's ctd-decoder and CRI-O run this; ocikp config writes the entry that makes them."},
+		{"keygen", cmdKeygen, "Create a key in the keystore (or the macOS Keychain) and print its recipient, the string others encrypt for."},
+		{"import", cmdImport, "Import a private key: a PEM P-256 key (PKCS#8 or SEC1) or an ocikp key file, from --file or stdin; or record an existing macOS Keychain key."},
+		{"list", cmdList, "List the keystore's keys, Keychain keys and cached KMS public keys, with their recipients."},
+		{"recipient", cmdRecipient, "Print a key's recipient string."},
+		{"delete", cmdDelete, "Delete a key. Layers encrypted only for it can no longer be decrypted, so it asks at a terminal and needs --force elsewhere."},
+		{"config", cmdConfig, "Print an OCICRYPT_KEYPROVIDER_CONFIG file that runs this ocikp (or points at an ocikp serve service)."},
+		{"kms", cmdKMS, "KMS commands. kms pubkey URL fetches and caches an asymmetric KMS key's public key, so that encrypting for it needs no KMS call."},
+		{"serve", cmdServe, ""},
+		{"health", cmdHealth, ""},
+		{"version", cmdVersion, "Print ocikp's version."},
 	}
+}
+
+func summaryOf(name string) string {
+	for _, c := range commands {
+		if c.name == name {
+			return c.summary
+		}
+	}
+	return ""
 }
 
 func run(e *env, args []string) error {
@@ -143,7 +160,7 @@ func run(e *env, args []string) error {
 			e.keystore = val
 			args = args[1:]
 		case "h", "help":
-			fmt.Fprint(e.stdout, usage)
+			fmt.Fprint(e.stdout, generalUsage)
 			return nil
 		case "version":
 			return cmdVersion(e, nil)
@@ -155,15 +172,25 @@ func run(e *env, args []string) error {
 		if !e.stdinIsTTY {
 			return cmdKeyprovider(e, nil)
 		}
-		fmt.Fprint(e.stderr, usage)
+		fmt.Fprint(e.stderr, generalUsage)
 		return &usageError{"no command given"}
 	}
 	if args[0] == "help" {
-		fmt.Fprint(e.stdout, usage)
+		// "ocikp help CMD" is "ocikp CMD --help", whichever binary runs CMD.
+		if len(args) > 1 {
+			for _, c := range commands {
+				if c.name == args[1] {
+					return c.run(e, []string{"--help"})
+				}
+			}
+			return usagef("unknown command %.40q", args[1])
+		}
+		fmt.Fprint(e.stdout, generalUsage)
 		return nil
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
+			e.cmd = c.name
 			return c.run(e, args[1:])
 		}
 	}
@@ -185,9 +212,7 @@ func (e *env) parse(fs *flag.FlagSet, args []string, min, max int, what string) 
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintf(e.stdout, "usage: %s %s\n", fs.Name(), what)
-				fs.SetOutput(e.stdout)
-				fs.PrintDefaults()
+				usage.Print(e.stdout, fs.Name()+" "+what, summaryOf(strings.TrimPrefix(fs.Name(), "ocikp ")), fs)
 				return nil, err
 			}
 			return nil, &usageError{err.Error()}

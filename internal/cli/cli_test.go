@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
@@ -29,6 +30,11 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"list", "--bogus"}, 2},
 		{[]string{"--keystore"}, 2},
 		{[]string{"recipient", "nobody"}, 1},
+		{[]string{"recipient", "../x"}, 2},
+		{[]string{"keygen", "bad name"}, 2},
+		{[]string{"delete", "nobody"}, 2}, // not a terminal: needs --force
+		{[]string{"kms", "--help"}, 0},
+		{[]string{"help", "list"}, 0},
 		{[]string{"keyprovider"}, 1}, // empty stdin
 	} {
 		code, _, stderr := runMain(t, "", c.args...)
@@ -138,5 +144,21 @@ func TestSecretsNeverLeak(t *testing.T) {
 	code, stdout, stderr := runMain(t, unwrap(map[string][]string{"privkeys": {b64(otherKey)}}, blob), "keyprovider")
 	if code == 0 || strings.Contains(stdout+stderr, marker) {
 		t.Errorf("wrong keystore: exit %d, output %s %s", code, stdout, stderr)
+	}
+}
+
+// stdin from /dev/null (a character device, not a terminal) is input: with
+// no command, ocikp answers it as a request rather than printing usage.
+func TestDevNullIsNotATerminal(t *testing.T) {
+	t.Setenv("OCIKP_KEYSTORE", t.TempDir())
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	var out, errb bytes.Buffer
+	code := Main(nil, null, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "malformed key provider request: empty input") {
+		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 }

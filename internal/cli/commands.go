@@ -1,14 +1,17 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -19,9 +22,11 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/protocol"
 	"github.com/ocikp/ocikp/recipient"
 )
@@ -148,6 +153,9 @@ func cmdKeygen(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkName(pos[0]); err != nil {
+		return err
+	}
 	if kc, err := kf.check(*prompt || *passFile != ""); err != nil {
 		return err
 	} else if kc {
@@ -171,6 +179,9 @@ func (e *env) storeKey(name string, priv *ecdh.PrivateKey, prompt bool, passFile
 	if err != nil {
 		return err
 	}
+	if err := refuseDuplicate(st, p256.Compress(priv.PublicKey())); err != nil {
+		return err
+	}
 	k, err := st.Create(name, priv, pass)
 	if err != nil {
 		return err
@@ -192,6 +203,9 @@ func cmdImport(e *env, args []string) error {
 	kf := e.addKeychainFlags(fs, false)
 	pos, err := e.parse(fs, args, 1, 1, "[--file PEM] [--passphrase | --passphrase-file FILE] NAME | --backend keychain --tag TAG NAME")
 	if err != nil {
+		return err
+	}
+	if err := checkName(pos[0]); err != nil {
 		return err
 	}
 	if kc, err := kf.check(*prompt || *passFile != ""); err != nil {
@@ -225,6 +239,9 @@ func cmdImport(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		if err := refuseDuplicate(st, k.Compressed); err != nil {
+			return err
+		}
 		if err := st.Put(pos[0], k); err != nil {
 			return err
 		}
@@ -254,7 +271,7 @@ func cmdList(e *env, args []string) error {
 	if _, err := e.parse(fs, args, 0, 0, "[--json]"); err != nil {
 		return err
 	}
-	st, err := e.store()
+	st, err := e.existingStore()
 	if err != nil {
 		return err
 	}
@@ -314,19 +331,66 @@ func cmdList(e *env, args []string) error {
 }
 
 // nameAndStore parses the single NAME argument of a command and opens the store.
-func (e *env) nameAndStore(cmd string, args []string) (string, *soft.Store, error) {
-	pos, err := e.parse(e.flags(cmd), args, 1, 1, "NAME")
+func (e *env) nameAndStore(fs *flag.FlagSet, args []string) (string, *soft.Store, error) {
+	pos, err := e.parse(fs, args, 1, 1, "NAME")
 	if err != nil {
 		return "", nil, err
 	}
-	st, err := e.store()
+	if err := checkName(pos[0]); err != nil {
+		return "", nil, err
+	}
+	st, err := e.existingStore()
 	return pos[0], st, err
+}
+
+// checkName refuses an invalid key name as a usage error (exit 2).
+func checkName(name string) error {
+	if soft.ValidName(name) {
+		return nil
+	}
+	return usagef("invalid key name %.70q: key names are 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'", name)
+}
+
+// existingStore is the keystore, which must exist: commands that read keys
+// say where they looked rather than "no keys".
+func (e *env) existingStore() (*soft.Store, error) {
+	st, err := e.store()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(st.Dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, hint.Wrap(fmt.Errorf("keystore %s does not exist", st.Dir),
+			"create a key with: ocikp keygen NAME", "or point --keystore / "+soft.EnvKeystore+" at an existing keystore")
+	}
+	return st, nil
+}
+
+// refuseDuplicate refuses a key that the keystore already holds under
+// another name: two names for one key only confuse.
+func refuseDuplicate(st *soft.Store, comp []byte) error {
+	entries, _ := st.List()
+	for _, en := range entries {
+		if en.Err == nil && bytes.Equal(en.Key.Compressed, comp) {
+			return hint.Wrap(fmt.Errorf("this key is already in %s, as %q", st.Dir, en.Name),
+				"use that name (ocikp recipient "+en.Name+"), or delete it first (ocikp delete "+en.Name+")")
+		}
+	}
+	for _, en := range keychain.RefsIn(st.Dir).List() {
+		if en.Err == nil && bytes.Equal(en.Ref.Compressed(), comp) {
+			return hint.Wrap(fmt.Errorf("this key is already recorded in %s, as %q", st.Dir, en.Name), "use that name")
+		}
+	}
+	return nil
 }
 
 // cmdKMS: "kms pubkey URL" fetches the public key of an asymmetric KMS key
 // through the plugin and caches it in the keystore, so that encrypting for
 // it needs no KMS call. (GCP key versions are fetched on first use anyway.)
 func cmdKMS(e *env, args []string) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+		usage.Print(e.stdout, "ocikp kms pubkey URL", summaryOf("kms"), nil)
+		return nil
+	}
 	if len(args) == 0 || args[0] != "pubkey" {
 		return usagef("usage: ocikp kms pubkey URL")
 	}
@@ -357,7 +421,7 @@ func cmdKMS(e *env, args []string) error {
 }
 
 func cmdRecipient(e *env, args []string) error {
-	name, st, err := e.nameAndStore("recipient", args)
+	name, st, err := e.nameAndStore(e.flags("recipient"), args)
 	if err != nil {
 		return err
 	}
@@ -376,9 +440,16 @@ func cmdRecipient(e *env, args []string) error {
 }
 
 func cmdDelete(e *env, args []string) error {
-	name, st, err := e.nameAndStore("delete", args)
+	fs := e.flags("delete")
+	force := fs.Bool("force", false, "delete without asking (needed when stdin is not a terminal)")
+	name, st, err := e.nameAndStore(fs, args)
 	if err != nil {
 		return err
+	}
+	if !*force {
+		if err := e.confirmDelete(name); err != nil {
+			return err
+		}
 	}
 	if refs := keychain.RefsIn(st.Dir); soft.ValidName(name) && refs.Has(name) {
 		return e.keychainDelete(refs, name)
@@ -387,6 +458,22 @@ func cmdDelete(e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stderr, "ocikp: deleted key %q from %s; layers encrypted only to it can no longer be decrypted\n", name, st.Dir)
+	return nil
+}
+
+// confirmDelete asks at the terminal for the key's name before a delete.
+func (e *env) confirmDelete(name string) error {
+	if !e.stdinIsTTY {
+		return usagef("delete asks for confirmation at a terminal; elsewhere pass --force")
+	}
+	fmt.Fprintf(e.stderr, "Layers encrypted only for %q can no longer be decrypted once it is deleted.\nType the key's name to delete it: ", name)
+	line, err := bufio.NewReader(io.LimitReader(e.stdin, 256)).ReadString('\n')
+	if strings.TrimSpace(line) != name {
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		return errors.New("not deleted: the name typed did not match")
+	}
 	return nil
 }
 
@@ -480,6 +567,9 @@ func validProviderName(s string) bool {
 }
 
 func cmdVersion(e *env, args []string) error {
+	if _, err := e.parse(e.flags("version"), args, 0, 0, ""); err != nil {
+		return err
+	}
 	v := "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		v = bi.Main.Version
