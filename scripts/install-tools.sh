@@ -8,12 +8,12 @@
 # Built binaries are cached in $OCIKP_TOOLS (default ~/.cache/ocikp/tools) and
 # reused when present. Prints the tools directory on stdout.
 #
-# Usage: scripts/install-tools.sh [skopeo] [skopeo13] [containerd]   (default: all)
+# Usage: scripts/install-tools.sh [skopeo] [skopeo13] [containerd] [shells]   (default: all)
 set -euo pipefail
 
 TOOLS=${OCIKP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/ocikp/tools}
 mkdir -p "$TOOLS/bin"
-want=${*:-skopeo skopeo13 containerd}
+want=${*:-skopeo skopeo13 containerd shells}
 
 log() { echo "install-tools: $*" >&2; }
 
@@ -33,7 +33,7 @@ build_from_proxy() {
   if [ -x "$TOOLS/bin/$out" ]; then log "$out: cached"; return 0; fi
   log "$out: building $mod@$ver (a few minutes, once)"
   local dir work json
-  # These modules are not in the checksum database: GONOSUMDB, as DESIGN.md §1.
+  # These modules are not in the checksum database, hence GONOSUMDB.
   json=$(GONOSUMDB=$mod GOFLAGS=-mod=mod go mod download -json "$mod@$ver" || true)
   dir=$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
   if [ ! -d "$dir" ]; then
@@ -72,6 +72,10 @@ for w in $want; do
     apt_install containerd runc
     build_from_proxy github.com/containerd/imgcrypt v1.1.8 cmd/ctd-decoder ctd-decoder ""
     build_from_proxy github.com/containerd/nerdctl v1.7.7 cmd/nerdctl nerdctl ""
+    ;;
+  shells)
+    # zsh and fish, to test ocikp's completion scripts in the real shells.
+    apt_install zsh fish
     ;;
   *) log "unknown tool set: $w"; exit 2 ;;
   esac

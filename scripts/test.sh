@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOOLS_BIN=$(scripts/install-tools.sh skopeo skopeo13 containerd)
+TOOLS_BIN=$(scripts/install-tools.sh skopeo skopeo13 containerd shells)
 export OCIKP_TOOLS_BIN=$TOOLS_BIN OCIKP_E2E=1
 
 step() { printf '\n== %s\n' "$*"; }

@@ -42,6 +42,7 @@ Usage:
   ocikp serve [--listen ADDR] …        run the gRPC key provider service (ocikp serve -h)
   ocikp health [--grpc ADDR] …         ask a service whether it serves (exit 0) (ocikp health -h)
   ocikp version
+  ocikp completion bash|zsh|fish       print a shell completion script
 
 Global flags (before or after the command):
   --keystore DIR    keystore directory (default $OCIKP_KEYSTORE, else
@@ -133,6 +134,7 @@ func init() {
 		{"serve", cmdServe, ""},
 		{"health", cmdHealth, ""},
 		{"version", cmdVersion, "Print ocikp's version."},
+		{"completion", cmdCompletion, "Print a shell completion script (bash, zsh or fish) for commands, flags and key names: eval \"$(ocikp completion bash)\"; source <(ocikp completion zsh); ocikp completion fish | source."},
 	}
 }
 
@@ -174,6 +176,9 @@ func run(e *env, args []string) error {
 		}
 		fmt.Fprint(e.stderr, generalUsage)
 		return &usageError{"no command given"}
+	}
+	if args[0] == "__complete" { // for the completion scripts; not listed
+		return cmdComplete(e, args[1:])
 	}
 	if args[0] == "help" {
 		// "ocikp help CMD" is "ocikp CMD --help", whichever binary runs CMD.

@@ -62,3 +62,14 @@ var metavars = map[string]string{
 	"timeout": "DURATION", "request-timeout": "DURATION", "drain-timeout": "DURATION", "idle-timeout": "DURATION",
 	"reload-interval": "DURATION", "max-message-bytes": "N", "max-concurrent": "N", "max-connections": "N", "kms-procs": "N",
 }
+
+// FlagOf returns the flag a line of Print's flag list describes
+// ("  --keystore DIR   …" gives "--keystore").
+func FlagOf(line string) (string, bool) {
+	rest, ok := strings.CutPrefix(line, "  --")
+	if !ok {
+		return "", false
+	}
+	name, _, _ := strings.Cut(rest, " ")
+	return "--" + name, name != ""
+}
