@@ -243,6 +243,9 @@ func (p *Provider) recipientFor(ctx context.Context, v string) (envelope.Recipie
 			}
 			return p256.NewRecipient(pub)
 		}
+		// Worded as unwrap words it: a name, not a malformed recipient.
+		return nil, hint.Wrap(fmt.Errorf("no key of that name in %s", p.keystoreName()),
+			"name a key from 'ocikp list', or pass a recipient (ocikp recipient KEYNAME prints one)")
 	}
 	return nil, hint.Wrap(errors.New("not an ocikp recipient or key name"),
 		"recipients look like ocikp1p2561… (see: ocikp recipient KEYNAME); schemes: "+strings.Join(recipient.Schemes(), ", "))

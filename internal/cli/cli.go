@@ -41,6 +41,8 @@ Usage:
   ocikp kms pubkey URL                 fetch and cache an asymmetric KMS key's public key
   ocikp serve [--listen ADDR] …        run the gRPC key provider service (ocikp serve -h)
   ocikp health [--grpc ADDR] …         ask a service whether it serves (exit 0) (ocikp health -h)
+  ocikp doctor [--json] [provider:NAME[:VALUE] …]
+                                       check the setup the callers see; says what to fix
   ocikp version
   ocikp completion bash|zsh|fish       print a shell completion script
 
@@ -133,6 +135,7 @@ func init() {
 		{"kms", cmdKMS, "KMS commands. kms pubkey URL fetches and caches an asymmetric KMS key's public key, so that encrypting for it needs no KMS call."},
 		{"serve", cmdServe, ""},
 		{"health", cmdHealth, ""},
+		{"doctor", cmdDoctor, "Check what skopeo, podman, containerd and CRI-O would find: OCICRYPT_KEYPROVIDER_CONFIG, the ocikp it runs and its --name, the keystore, KMS plugins and settings, an ocikp serve service it names. One line per check, with the fix; exit 0 only if none fails. Give the provider:NAME[:VALUE] strings you pass to check them too."},
 		{"version", cmdVersion, "Print ocikp's version."},
 		{"completion", cmdCompletion, "Print a shell completion script (bash, zsh or fish) for commands, flags and key names: eval \"$(ocikp completion bash)\"; source <(ocikp completion zsh); ocikp completion fish | source."},
 	}

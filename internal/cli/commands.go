@@ -570,12 +570,25 @@ func cmdVersion(e *env, args []string) error {
 	if _, err := e.parse(e.flags("version"), args, 0, 0, ""); err != nil {
 		return err
 	}
-	v := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		v = bi.Main.Version
-	}
-	fmt.Fprintf(e.stdout, "ocikp %s\n", v)
+	fmt.Fprintln(e.stdout, versionString())
 	return nil
+}
+
+// versionString is what "ocikp version" prints: the module version, and
+// for a development build the VCS revision it was built from.
+func versionString() string {
+	v := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && v == "(devel)" && len(s.Value) >= 12 {
+				v += " " + s.Value[:12]
+			}
+		}
+	}
+	return "ocikp " + v
 }
 
 // promptPassphrase reads a line from the terminal without echo.
