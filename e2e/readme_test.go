@@ -72,7 +72,7 @@ func TestReadmeRuns(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("the README's runnable blocks failed: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"ocikp1p2561", "ok    keystore", "no key can decrypt this layer", "refused, as it should be", "SERVING"} {
+	for _, want := range []string{"ocikp1p2561", "ok    keystore", "no key can decrypt this layer", "refused, as it should be", "SERVING", "which serves"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the walkthrough did not print %q:\n%s", want, out.String())
 		}
