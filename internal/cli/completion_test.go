@@ -29,7 +29,7 @@ func TestComplete(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{""}, "completion config delete health help import keygen keyprovider kms list recipient serve version"},
+		{[]string{""}, "completion config delete doctor health help import keygen keyprovider kms list recipient serve version"},
 		{[]string{"k"}, "keygen keyprovider kms"},
 		{[]string{"-"}, "--help --keystore --version"},
 		{[]string{"recipient", "al"}, "albert alice"},
