@@ -56,13 +56,7 @@ func TestBashCompletion(t *testing.T) {
 	if err != nil {
 		t.Skip("no bash")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "ocikp")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ocikp/ocikp/cmd/ocikp").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	ks := filepath.Join(dir, "ks")
-	exec.Command(bin, "--keystore", ks, "keygen", "carol").Run()
+	dir, bin, ks := ocikpWithKey(t)
 	script, _ := exec.Command(bin, "completion", "bash").Output()
 	run := func(line string) string {
 		cmd := exec.Command(bash, "--norc", "-c", string(script)+`
@@ -91,13 +85,7 @@ func TestFishCompletion(t *testing.T) {
 	if err != nil {
 		t.Skip("fish not installed")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "ocikp")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ocikp/ocikp/cmd/ocikp").CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	ks := filepath.Join(dir, "ks")
-	exec.Command(bin, "--keystore", ks, "keygen", "carol").Run()
+	dir, bin, ks := ocikpWithKey(t)
 	script := filepath.Join(dir, "ocikp.fish")
 	out, _ := exec.Command(bin, "completion", "fish").Output()
 	os.WriteFile(script, out, 0o644)
@@ -125,4 +113,20 @@ func TestOtherShellsParse(t *testing.T) {
 			t.Errorf("%s -n: %v\n%s", shell, err, out)
 		}
 	}
+}
+
+// ocikpWithKey builds ocikp into a directory (for PATH) and makes a
+// keystore with the key carol.
+func ocikpWithKey(t *testing.T) (dir, bin, ks string) {
+	t.Helper()
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "ocikp")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ocikp/ocikp/cmd/ocikp").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	ks = filepath.Join(dir, "ks")
+	if out, err := exec.Command(bin, "--keystore", ks, "keygen", "carol").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return dir, bin, ks
 }
