@@ -389,7 +389,7 @@ func (p *Provider) open(ctx context.Context, env *envelope.Envelope, sel *select
 	var nie *envelope.NoIdentityError
 	var local []error // failures of local keys
 	if errors.As(err, &nie) {
-		local = append(nie.Failures, sel.skipped...)
+		local = append(slices.Clone(nie.Failures), sel.skipped...)
 		nie.Failures = nil
 	}
 	kmsBudget := &budget{left: MaxKMSAttempts, what: fmt.Sprintf("%d KMS calls", MaxKMSAttempts)}
@@ -444,7 +444,8 @@ func (p *Provider) openApple(blob []byte, sel *selection) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	failures := sel.skipped
+	// A copy: with CacheKeys, sel.skipped is shared by concurrent requests.
+	failures := slices.Clone(sel.skipped)
 	for i, k := range sel.keys {
 		if i == MaxKeyAttempts {
 			failures = append(failures, fmt.Errorf("stopped after %d private-key attempts", MaxKeyAttempts))
@@ -506,7 +507,7 @@ func (p *Provider) localFailures(errs []error) []error {
 		return errs
 	}
 	for _, err := range errs {
-		p.warn("keystore key failed", err)
+		p.logFailure("keystore key failed", err)
 	}
 	return []error{fmt.Errorf("%d keystore key(s) could not be used; the service's log says why", len(errs))}
 }
@@ -570,11 +571,12 @@ func (p *Provider) redact(err error) error {
 	if err == nil || !p.Remote {
 		return err
 	}
-	p.warn("keystore error", err)
+	p.logFailure("keystore error", err)
 	return errors.New("the service's keystore could not be read; the service's log says why")
 }
 
-func (p *Provider) warn(msg string, err error) {
+// logFailure logs what a remote client is not told.
+func (p *Provider) logFailure(msg string, err error) {
 	if p.Log != nil {
 		p.Log.Warn(msg, "err", err.Error())
 	}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
-	"github.com/ocikp/ocikp/internal/safetext"
 )
 
 // maxLine bounds a line of the protocol, a request or a reply.
@@ -204,10 +203,8 @@ func (c *Client) Call(ctx context.Context, req *Request) (*Response, error) {
 		return nil, fmt.Errorf("%s: malformed reply", c.Name)
 	}
 	if resp.Error != nil {
-		resp.Error.Message = safetext.Clean(resp.Error.Message)
-		for i, h := range resp.Error.Hints {
-			resp.Error.Hints[i] = safetext.Clean(h)
-		}
+		// Its text may quote a layer's kid: every place that prints an
+		// error escapes it (safetext), so it is passed on as is.
 		return nil, resp.Error
 	}
 	return &resp, nil
@@ -260,7 +257,7 @@ func (c *Client) died(p *proc, err error) error {
 		err = werr
 	}
 	if tail := strings.TrimSpace(p.stderr.String()); tail != "" {
-		return fmt.Errorf("%s stopped (%v): %s", c.Name, err, safetext.Clean(lastLine(tail)))
+		return fmt.Errorf("%s stopped (%v): %s", c.Name, err, lastLine(tail))
 	}
 	return fmt.Errorf("%s stopped: %v", c.Name, err)
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/kmsconfig"
 	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/plugin"
 )
@@ -94,7 +95,7 @@ type KMSSettings struct {
 // in another directory.
 func ConfigureKMS(s KMSSettings) error {
 	set := map[string]string{"OCIKP_AWS_PROFILE": s.AWSProfile}
-	for env, f := range map[string]string{"OCIKP_KMS_CONFIG": s.ConfigFile, "OCIKP_GCPKMS_CREDENTIALS": s.GCPADC} {
+	for env, f := range map[string]string{kmsconfig.EnvConfig: s.ConfigFile, "OCIKP_GCPKMS_CREDENTIALS": s.GCPADC} {
 		if f == "" {
 			continue
 		}

@@ -268,7 +268,7 @@ func TestLogDurationsInSeconds(t *testing.T) {
 	defer cancel()
 	kpb.NewKeyProviderServiceClient(conn).UnWrapKey(ctx, &kpb.KeyProviderKeyWrapProtocolInput{KeyProviderKeyWrapProtocolInput: []byte("{}")})
 	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
+	logs.Wait(t, regexp.MustCompile(`"msg":"(stopped)"`)) // testdaemon waits for the process itself
 	out := logs.String()
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`"msg":"call",.*"duration_seconds":0\.\d+`),

@@ -348,7 +348,7 @@ func checkName(name string) error {
 	if soft.ValidName(name) {
 		return nil
 	}
-	return usagef("invalid key name %.70q: key names are 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'", name)
+	return usagef("invalid key name %.70q: %s", name, soft.NameRule)
 }
 
 // existingStore is the keystore, which must exist: commands that read keys

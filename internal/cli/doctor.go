@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/kmsconfig"
 	"github.com/ocikp/ocikp/internal/safefile"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/keychain"
@@ -313,11 +314,7 @@ func (d *doctor) checkKeystore(dir string) {
 		d.fail(name, "create a key with: ocikp keygen NAME (or import one)", "%s does not exist", dir)
 		return
 	} else if err != nil {
-		fix := ""
-		if h := hint.Of(err); len(h) > 0 {
-			fix = h[0]
-		}
-		d.fail(name, fix, "%v", err)
+		d.fail(name, firstHint(err), "%v", err)
 		return
 	}
 	st := &soft.Store{Dir: dir}
@@ -329,11 +326,7 @@ func (d *doctor) checkKeystore(dir string) {
 	usable := 0
 	for _, en := range entries {
 		if en.Err != nil {
-			fix := ""
-			if h := hint.Of(en.Err); len(h) > 0 {
-				fix = h[0]
-			}
-			d.fail("key "+en.Name, fix, "%v", en.Err)
+			d.fail("key "+en.Name, firstHint(en.Err), "%v", en.Err)
 			continue
 		}
 		usable++
@@ -354,15 +347,7 @@ func (d *doctor) checkKeystore(dir string) {
 // checkKMS reports the KMS plugins installed and, for each, whether its
 // cloud's settings are present (the plugin reads them; doctor only looks).
 func (d *doctor) checkKMS() {
-	settings := os.Getenv("OCIKP_KMS_CONFIG")
-	if settings == "" {
-		if home, err := os.UserHomeDir(); err == nil {
-			settings = filepath.Join(home, ".config", "ocikp", "kms.json")
-		}
-		if x := os.Getenv("XDG_CONFIG_HOME"); x != "" {
-			settings = filepath.Join(x, "ocikp", "kms.json")
-		}
-	}
+	settings := kmsconfig.SettingsFile()
 	sections := map[string]bool{}
 	if data, err := os.ReadFile(settings); err == nil {
 		var m map[string]json.RawMessage
@@ -372,8 +357,8 @@ func (d *doctor) checkKMS() {
 		for k := range m {
 			sections[k] = true
 		}
-	} else if os.Getenv("OCIKP_KMS_CONFIG") != "" {
-		d.fail("kms", "create it, or unset OCIKP_KMS_CONFIG", "OCIKP_KMS_CONFIG=%s: %v", settings, errors.Unwrap(err))
+	} else if os.Getenv(kmsconfig.EnvConfig) != "" {
+		d.fail("kms", "create it, or unset "+kmsconfig.EnvConfig, "%s=%s: %v", kmsconfig.EnvConfig, settings, errors.Unwrap(err))
 	}
 	clouds := []struct {
 		plugin, section string
@@ -429,6 +414,14 @@ func runQuiet(path string, args ...string) (string, error) {
 	cmd.Stdin = nil
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// firstHint is the first hint of err, as a fix ("" if none).
+func firstHint(err error) string {
+	if h := hint.Of(err); len(h) > 0 {
+		return h[0]
+	}
+	return ""
 }
 
 func firstLine(s string) string {

@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ocikp/ocikp/internal/kmsconfig"
 )
 
 // EnvConfig names the KMS settings file (what ocikp keyprovider --kms-config sets).
-const EnvConfig = "OCIKP_KMS_CONFIG"
+const EnvConfig = kmsconfig.EnvConfig
 
 // fileConfig is the KMS settings file: what flags and environment
 // variables set, for callers (ocicrypt) that pass fixed arguments.
@@ -99,23 +101,8 @@ func (c *fileConfig) allowlists() map[string][]string {
 	}
 }
 
-// SettingsFile returns the KMS settings file that plugins read: $OCIKP_KMS_CONFIG,
-// else ~/.config/ocikp/kms.json (which need not exist); "" if neither can
-// be named.
-func SettingsFile() string {
-	if p := os.Getenv(EnvConfig); p != "" {
-		return p
-	}
-	dir := os.Getenv("XDG_CONFIG_HOME")
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return ""
-		}
-		dir = filepath.Join(home, ".config")
-	}
-	return filepath.Join(dir, "ocikp", "kms.json")
-}
+// SettingsFile returns the KMS settings file that plugins read (see kmsconfig).
+func SettingsFile() string { return kmsconfig.SettingsFile() }
 
 // configPath returns the settings file to read, "" for none: the default
 // file is optional, a named one is not.

@@ -191,7 +191,9 @@ type Entry struct {
 
 // List returns every reference, by name. No directory means none.
 func (rs *Refs) List() []Entry {
-	if err := safefile.CheckDir(rs.Dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := safefile.CheckDir(rs.Dir); errors.Is(err, fs.ErrNotExist) {
+		return nil // the common case: no Keychain keys recorded
+	} else if err != nil {
 		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading Keychain records: %w", err)}}
 	}
 	des, err := os.ReadDir(rs.Dir)

@@ -64,9 +64,12 @@ func ValidName(name string) bool {
 	return true
 }
 
+// NameRule says what ValidName accepts, for messages.
+const NameRule = "key names are 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+
 func errName(name string) error {
 	return hint.Wrap(fmt.Errorf("invalid key name %.70q", name),
-		"key names are 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'")
+		NameRule)
 }
 
 func (s *Store) path(name string) string { return filepath.Join(s.Dir, name+keyExt) }
