@@ -78,12 +78,13 @@ func ocikpBinary(t *testing.T) string {
 // at a wrapper that counts invocations and then execs ocikp.
 type provider struct {
 	bin, config, countFile string
+	name                   string // the NAME in provider:NAME
 }
 
 func newProvider(t *testing.T, name string) *provider {
 	bin := ocikpBinary(t)
 	dir := t.TempDir()
-	p := &provider{bin: bin, countFile: filepath.Join(dir, "calls"), config: filepath.Join(dir, "ocicrypt.json")}
+	p := &provider{bin: bin, name: name, countFile: filepath.Join(dir, "calls"), config: filepath.Join(dir, "ocicrypt.json")}
 	wrapper := filepath.Join(dir, "ocikp-counted")
 	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %q\nexec %q \"$@\"\n", p.countFile, bin)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {

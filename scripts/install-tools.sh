@@ -5,15 +5,22 @@
 #   so: go mod download, then go build in a writable copy):
 #     skopeo v1.16.1 (and a copy on ocicrypt v1.3.2), imgcrypt v1.1.8
 #     ctd-decoder, nerdctl v1.7.7
+#   today's callers (issue: containerd 2 under the CRI, nerdctl 2, podman 5,
+#   buildah, CRI-O), built the same way:
+#     containerd v2.4.2 (containerd, ctr), nerdctl v2.1.3,
+#     podman v5.5.0, buildah v1.40.0, CRI-O v1.34.0 (crio, pinns) -- the last
+#     three with cgo (Debian's libseccomp-dev), and Debian's conmon, crun,
+#     netavark which podman and CRI-O run
 # Built binaries are cached in $OCIKP_TOOLS (default ~/.cache/ocikp/tools) and
 # reused when present. Prints the tools directory on stdout.
 #
-# Usage: scripts/install-tools.sh [skopeo] [skopeo13] [containerd] [shells]   (default: all)
+# Usage: scripts/install-tools.sh [skopeo] [skopeo13] [containerd] [containerd2]
+#                                 [podman] [crio] [shells]   (default: all)
 set -euo pipefail
 
 TOOLS=${OCIKP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/ocikp/tools}
 mkdir -p "$TOOLS/bin"
-want=${*:-skopeo skopeo13 containerd shells}
+want=${*:-skopeo skopeo13 containerd containerd2 podman crio shells}
 
 log() { echo "install-tools: $*" >&2; }
 
@@ -27,11 +34,19 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-# build_from_proxy MODULE VERSION PACKAGE OUTPUT TAGS [extra go get args]
+# build_from_proxy MODULE VERSION TAGS PKG:OUT... [-- go-get-args...]
+# Builds each package PKG of the module into $TOOLS/bin/OUT. CGO=1 in the
+# environment builds with cgo; PREBUILD, if set, runs in the copy first.
 build_from_proxy() {
-  local mod=$1 ver=$2 pkg=$3 out=$4 tags=$5; shift 5
-  if [ -x "$TOOLS/bin/$out" ]; then log "$out: cached"; return 0; fi
-  log "$out: building $mod@$ver (a few minutes, once)"
+  local mod=$1 ver=$2 tags=$3; shift 3
+  local outs=() gets=() pair missing=0
+  while [ $# -gt 0 ]; do
+    if [ "$1" = -- ]; then shift; gets=("$@"); break; fi
+    outs+=("$1"); shift
+  done
+  for pair in "${outs[@]}"; do [ -x "$TOOLS/bin/${pair#*:}" ] || missing=1; done
+  if [ $missing = 0 ]; then log "${outs[*]#*:}: cached"; return 0; fi
+  log "${outs[*]#*:}: building $mod@$ver (a few minutes, once)"
   local dir work json
   # These modules are not in the checksum database, hence GONOSUMDB.
   json=$(GONOSUMDB=$mod GOFLAGS=-mod=mod go mod download -json "$mod@$ver" || true)
@@ -46,32 +61,62 @@ build_from_proxy() {
   chmod -R u+w "$work"
   (
     cd "$work"
-    export GONOSUMDB=$mod GOFLAGS=-mod=mod CGO_ENABLED=0
-    for g in "$@"; do go get "$g" >&2; done
-    go build -trimpath -tags "$tags" -o "$TOOLS/bin/$out.tmp" "./$pkg" >&2
+    export GONOSUMDB=$mod GOFLAGS=-mod=mod CGO_ENABLED=${CGO:-0}
+    for g in "${gets[@]}"; do go get "$g" >&2; done
+    if [ -n "${PREBUILD:-}" ]; then eval "$PREBUILD" >&2; fi
+    for pair in "${outs[@]}"; do
+      go build -trimpath -tags "$tags" -o "$TOOLS/bin/${pair#*:}.tmp" "./${pair%%:*}" >&2
+    done
   )
-  mv "$TOOLS/bin/$out.tmp" "$TOOLS/bin/$out"
+  for pair in "${outs[@]}"; do mv "$TOOLS/bin/${pair#*:}.tmp" "$TOOLS/bin/${pair#*:}"; done
   rm -rf "$work"
 }
+
+# The tags the containers/* programs build with here: no gpgme, btrfs or
+# devicemapper C libraries; libseccomp through cgo.
+CONTAINERS_TAGS="containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper"
 
 for w in $want; do
   case $w in
   skopeo)
     apt_install docker-registry openssl
-    build_from_proxy github.com/containers/skopeo v1.16.1 cmd/skopeo skopeo \
-      "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper"
+    build_from_proxy github.com/containers/skopeo v1.16.1 "$CONTAINERS_TAGS" cmd/skopeo:skopeo
     ;;
   skopeo13)
     # The same skopeo on ocicrypt v1.3.2, whose key provider client speaks
     # gRPC over TLS (grpc-tls), for the ocikp serve TLS test.
-    build_from_proxy github.com/containers/skopeo v1.16.1 cmd/skopeo skopeo-ocicrypt13 \
-      "containers_image_openpgp exclude_graphdriver_btrfs exclude_graphdriver_devicemapper" \
-      github.com/containers/ocicrypt@v1.3.2
+    build_from_proxy github.com/containers/skopeo v1.16.1 "$CONTAINERS_TAGS" cmd/skopeo:skopeo-ocicrypt13 \
+      -- github.com/containers/ocicrypt@v1.3.2
     ;;
   containerd)
     apt_install containerd runc
-    build_from_proxy github.com/containerd/imgcrypt v1.1.8 cmd/ctd-decoder ctd-decoder ""
-    build_from_proxy github.com/containerd/nerdctl v1.7.7 cmd/nerdctl nerdctl ""
+    build_from_proxy github.com/containerd/imgcrypt v1.1.8 "" cmd/ctd-decoder:ctd-decoder
+    build_from_proxy github.com/containerd/nerdctl v1.7.7 "" cmd/nerdctl:nerdctl
+    ;;
+  containerd2)
+    # containerd 2 with its CRI plugin, as a Kubernetes node runs it; the
+    # decoder is imgcrypt v1.1.8's ctd-decoder (group containerd).
+    apt_install runc
+    build_from_proxy github.com/containerd/containerd/v2 v2.4.2 "no_btrfs no_devmapper no_zfs" \
+      cmd/containerd:containerd2 cmd/ctr:ctr2
+    # The module zip lacks nerdctl's nested test module (mod/tigron), which
+    # only this test helper imports.
+    PREBUILD="rm -f cmd/nerdctl/helpers/testing_linux.go" \
+      build_from_proxy github.com/containerd/nerdctl/v2 v2.1.3 "" cmd/nerdctl:nerdctl2
+    ;;
+  podman)
+    # podman and buildah run conmon and an OCI runtime, and podman wants
+    # netavark, even for push and pull.
+    apt_install libseccomp-dev conmon crun netavark
+    CGO=1 build_from_proxy github.com/containers/podman/v5 v5.5.0 "$CONTAINERS_TAGS seccomp" cmd/podman:podman \
+      cmd/quadlet:quadlet
+    CGO=1 build_from_proxy github.com/containers/buildah v1.40.0 "$CONTAINERS_TAGS seccomp" cmd/buildah:buildah
+    ;;
+  crio)
+    apt_install libseccomp-dev conmon crun
+    # pinns is CRI-O's small C helper; crio refuses to start without it.
+    CGO=1 PREBUILD="make -C pinns >/dev/null && cp bin/pinns \"$TOOLS/bin/pinns\"" \
+      build_from_proxy github.com/cri-o/cri-o v1.34.0 "$CONTAINERS_TAGS seccomp" cmd/crio:crio
     ;;
   shells)
     # zsh and fish, to test ocikp's completion scripts in the real shells.

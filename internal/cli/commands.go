@@ -486,11 +486,42 @@ func cmdConfig(e *env, args []string) error {
 	tlsCert := fs.String("tls-cert", "", "with --grpc: client certificate (for --client-ca services)")
 	tlsKey := fs.String("tls-key", "", "with --grpc: client key")
 	serverName := fs.String("server-name", "", "with --grpc: name to verify in the service's certificate")
-	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN] | [--grpc ADDR [--tls-ca F] [--tls-cert F --tls-key F] [--server-name N]]"); err != nil {
+	containerd := fs.Bool("containerd", false, "print containerd's configuration (stream processors, and for 2.x local CRI pull) instead")
+	ctdVersion := fs.String("containerd-version", "2", "with --containerd: `N` = 2 for containerd 2.x, 1 for 1.6 and 1.7")
+	decoder := fs.String("decoder", "", "with --containerd: `PATH` of imgcrypt's ctd-decoder (default: found in PATH)")
+	crio := fs.Bool("crio", false, "print a systemd drop-in that gives CRI-O the key provider config instead")
+	quadlet := fs.Bool("quadlet", false, "print a Quadlet .image unit that pulls and decrypts --image instead")
+	image := fs.String("image", "", "with --quadlet: the encrypted image `REF`")
+	kpConfig := fs.String("keyprovider-config", DefaultKeyproviderConfig, "with --containerd/--crio/--quadlet: `FILE` where the output of plain \"ocikp config\" is saved")
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN] | [--grpc ADDR [--tls-ca F] [--tls-cert F --tls-key F] [--server-name N]]\n       ocikp config --containerd [--containerd-version 2|1] [--decoder PATH] | --crio | --quadlet --image REF  [--keyprovider-config FILE] [--keystore DIR]"); err != nil {
 		return err
 	}
 	if !validProviderName(*name) {
 		return usagef("invalid provider name %.40q: use letters, digits, '-', '_' or '.'", *name)
+	}
+	if n := btoi(*containerd) + btoi(*crio) + btoi(*quadlet); n > 0 {
+		if n > 1 {
+			return usagef("--containerd, --crio and --quadlet each print one file: give one")
+		}
+		if *grpcAddr != "" || *path != "" {
+			return usagef("--grpc and --path go in the key provider config itself (plain \"ocikp config\"), which --keyprovider-config names")
+		}
+		c := callerConfig{providerName: *name, decoder: *decoder, version: *ctdVersion, image: *image}
+		var err error
+		if c.kpConfig, err = absConfigPath("--keyprovider-config", *kpConfig); err != nil {
+			return err
+		}
+		if c.keystore, err = absConfigPath("--keystore", e.keystore); err != nil {
+			return err
+		}
+		switch {
+		case *containerd:
+			return e.containerdDropIn(c)
+		case *crio:
+			return e.crioDropIn(c)
+		default:
+			return e.quadletImage(c)
+		}
 	}
 	if *grpcAddr != "" {
 		return e.grpcConfig(*name, *grpcAddr, *tlsCA, *tlsCert, *tlsKey, *serverName)
@@ -552,6 +583,13 @@ func (e *env) grpcConfig(name, addr, ca, cert, key, serverName string) error {
 	b, _ := json.MarshalIndent(map[string]any{"key-providers": map[string]any{name: entry}}, "", "  ")
 	fmt.Fprintf(e.stdout, "%s\n", b)
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func validProviderName(s string) bool {

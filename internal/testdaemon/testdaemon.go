@@ -36,6 +36,16 @@ func (l *Log) String() string {
 	return l.b.String()
 }
 
+// Exited reports whether the program has exited.
+func (l *Log) Exited() bool {
+	select {
+	case <-l.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 // Start starts cmd with its output in the returned Log. When the test ends
 // it is interrupted, then killed if it has not exited within 10 s; if the
 // test failed, the end of its log is shown.
