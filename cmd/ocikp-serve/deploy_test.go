@@ -33,6 +33,7 @@ func TestDeploymentFilesRun(t *testing.T) {
 		"/etc/ocikp/keys", filepath.Join(tmp, "keys"),
 		"/keystore/keys", filepath.Join(tmp, "keystore", "keys"),
 		"/secret/", filepath.Join(tmp, "secret")+"/",
+		"/node/etc/ocikp/", tmp+"/",
 	)
 	localize := func(args []string) []string {
 		out := make([]string, len(args))
@@ -77,10 +78,28 @@ func TestDeploymentFilesRun(t *testing.T) {
 	os.WriteFile(filepath.Join(secret, "..data", "node.key"), key, 0o440)
 	os.Symlink(filepath.Join("..data", "node.key"), filepath.Join(secret, "node.key"))
 	inits := ds.Spec.Template.Spec.InitContainers
-	if len(inits) != 1 {
-		t.Fatalf("daemonset.yaml: want one init container: %+v", inits)
+	if len(inits) != 2 {
+		t.Fatalf("daemonset.yaml: want two init containers (node-config, keystore): %+v", inits)
 	}
-	init := localize(inits[0].Command)
+	// node-config writes the key provider config the runtimes' drop-ins
+	// name by default, pointing at the socket the service listens on.
+	nodeCfg := localize(inits[0].Command)
+	if out, err := exec.Command(nodeCfg[0], nodeCfg[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("daemonset.yaml node-config %v: %v\n%s", nodeCfg, err, out)
+	}
+	var kp struct {
+		KeyProviders map[string]struct{ GRPC string } `json:"key-providers"`
+	}
+	if b, err := os.ReadFile(filepath.Join(tmp, "ocicrypt.json")); err != nil || json.Unmarshal(b, &kp) != nil {
+		t.Fatalf("node-config wrote no key provider config: %v", err)
+	}
+	if !strings.HasSuffix(inits[0].Command[len(inits[0].Command)-1], "/etc/ocikp/ocicrypt.json") {
+		t.Errorf("node-config writes %s, not the default --keyprovider-config /etc/ocikp/ocicrypt.json", inits[0].Command[len(inits[0].Command)-1])
+	}
+	if got := kp.KeyProviders["ocikp"].GRPC; got != "unix://"+sock || !strings.Contains(strings.Join(localize(ds.Spec.Template.Spec.Containers[0].Args), " "), "--listen "+got) {
+		t.Errorf("node-config points the runtimes at %q; the service listens at %v", got, ds.Spec.Template.Spec.Containers[0].Args)
+	}
+	init := localize(inits[1].Command)
 	if out, err := exec.Command(init[0], init[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("daemonset.yaml init container %v: %v\n%s", init, err, out)
 	}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/safefile"
 	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/keychain"
@@ -477,7 +478,7 @@ func (e *env) confirmDelete(name string) error {
 	return nil
 }
 
-func cmdConfig(e *env, args []string) error {
+func cmdConfig(e *env, args []string) (err error) {
 	fs := e.flags("config")
 	name := fs.String("name", "ocikp", "provider name (the NAME in provider:NAME:…)")
 	path := fs.String("path", "", "path of the ocikp binary (default: this one)")
@@ -492,12 +493,24 @@ func cmdConfig(e *env, args []string) error {
 	crio := fs.Bool("crio", false, "print a systemd drop-in that gives CRI-O the key provider config instead")
 	quadlet := fs.Bool("quadlet", false, "print a Quadlet .image unit that pulls and decrypts --image instead")
 	image := fs.String("image", "", "with --quadlet: the encrypted image `REF`")
+	output := fs.String("output", "", "write to `FILE` (atomically: whole or not at all) instead of stdout")
 	kpConfig := fs.String("keyprovider-config", DefaultKeyproviderConfig, "with --containerd/--crio/--quadlet: `FILE` where the output of plain \"ocikp config\" is saved")
-	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN] | [--grpc ADDR [--tls-ca F] [--tls-cert F --tls-key F] [--server-name N]]\n       ocikp config --containerd [--containerd-version 2|1] [--decoder PATH] | --crio | --quadlet --image REF  [--keyprovider-config FILE] [--keystore DIR]"); err != nil {
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN] | [--grpc ADDR [--tls-ca F] [--tls-cert F --tls-key F] [--server-name N]]\n       ocikp config --containerd [--containerd-version 2|1] [--decoder PATH] | --crio | --quadlet --image REF  [--keyprovider-config FILE] [--keystore DIR]\n       (each form takes --output FILE)"); err != nil {
 		return err
 	}
 	if !validProviderName(*name) {
 		return usagef("invalid provider name %.40q: use letters, digits, '-', '_' or '.'", *name)
+	}
+	if *output != "" {
+		var buf bytes.Buffer
+		stdout := e.stdout
+		e.stdout = &buf
+		defer func() { e.stdout = stdout }()
+		defer func() {
+			if err == nil {
+				err = safefile.Replace(*output, buf.Bytes(), 0o644)
+			}
+		}()
 	}
 	if n := btoi(*containerd) + btoi(*crio) + btoi(*quadlet); n > 0 {
 		if n > 1 {
@@ -507,7 +520,6 @@ func cmdConfig(e *env, args []string) error {
 			return usagef("--grpc and --path go in the key provider config itself (plain \"ocikp config\"), which --keyprovider-config names")
 		}
 		c := callerConfig{providerName: *name, decoder: *decoder, version: *ctdVersion, image: *image}
-		var err error
 		if c.kpConfig, err = absConfigPath("--keyprovider-config", *kpConfig); err != nil {
 			return err
 		}
@@ -537,7 +549,7 @@ func cmdConfig(e *env, args []string) error {
 		}
 		bin = exe
 	}
-	bin, err := filepath.Abs(bin)
+	bin, err = filepath.Abs(bin)
 	if err != nil {
 		return err
 	}

@@ -90,19 +90,7 @@ func (c *Cache) Put(e *Entry) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(c.Dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), c.path(e.URL))
+	return safefile.Replace(c.path(e.URL), append(data, '\n'), 0o644)
 }
 
 // List returns the cached keys by URL; unreadable files are skipped.
