@@ -71,9 +71,10 @@ func (e *env) containerdDropIn(c callerConfig) error {
 	switch c.version {
 	case "2":
 		fmt.Fprintf(&b, `# containerd 2.x: encrypted image layers decrypted by ocikp (provider %q).
-# Save as /etc/containerd/conf.d/ocikp.toml (containerd 2 imports that
-# directory unless the main config replaces its imports = [...] line), then
-# restart containerd. Written by "ocikp config --containerd".
+# Save as /etc/containerd/conf.d/ocikp.toml, which the main config must
+# import (containerd 2's default config has
+# imports = ['/etc/containerd/conf.d/*.toml']), then restart containerd.
+# Written by "ocikp config --containerd".
 version = 3
 
 # containerd 2.1 and later pull Kubernetes (CRI) images through the Transfer
