@@ -60,7 +60,7 @@ func ocikpBinary(t *testing.T) string {
 		}
 		builtBin = filepath.Join(dir, "ocikp")
 		// The KMS plugin goes beside ocikp, where ocikp looks for it.
-		for _, p := range []string{"ocikp", "ocikp-serve", "ocikp-plugin-gcpkms", "ocikp-plugin-awskms", "ocikp-plugin-azurekms", "ocikp-plugin-hashivault"} {
+		for _, p := range []string{"ocikp", "ocikp-serve", "ocikp-image", "ocikp-plugin-gcpkms", "ocikp-plugin-awskms", "ocikp-plugin-azurekms", "ocikp-plugin-hashivault"} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, p), "github.com/ocikp/ocikp/cmd/"+p).CombinedOutput()
 			if err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", p, err, out)
@@ -132,6 +132,13 @@ func (p *provider) keystore(t *testing.T, names ...string) (string, map[string]s
 // startRegistry runs Debian's docker-registry on a loopback port of its
 // choosing until the test ends, and returns host:port.
 func startRegistry(t *testing.T) string {
+	addr, _ := startRegistryLog(t)
+	return addr
+}
+
+// startRegistryLog is startRegistry, with the registry's log (one line
+// per request).
+func startRegistryLog(t *testing.T) (string, *testdaemon.Log) {
 	bin := need(t, "docker-registry")
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`version: 0.1
@@ -154,7 +161,7 @@ http:
 		resp, err := http.Get("http://" + addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			return addr
+			return addr, logs
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("registry did not start: %v\n%s", err, logs.String())

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/safetext"
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/kmspub"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -218,6 +219,13 @@ func (p *Provider) wrapEntry(params map[string][][]byte) ([][]byte, error) {
 
 // recipientFor parses a recipient string, or, when a provider name is set,
 // a keystore key name (provider:ocikp:alice).
+// RecipientFor resolves what an --encryption-key names: a recipient
+// string, a KMS key URL (offline from the public-key cache when it holds
+// the key) or a keystore key's name.
+func (p *Provider) RecipientFor(ctx context.Context, v string) (envelope.Recipient, error) {
+	return p.recipientFor(ctx, v)
+}
+
 func (p *Provider) recipientFor(ctx context.Context, v string) (envelope.Recipient, error) {
 	if recipient.IsKMS(v) {
 		if r, err := p.offlineKMS(ctx, v); r != nil || err != nil {
@@ -379,6 +387,34 @@ func (c *budgeted) Unwrap(s *envelope.Stanza) ([]byte, error) {
 // open tries local keys first (cheap, offline), then the KMS plugin, so a
 // layer that a local key opens never starts the plugin or calls a KMS.
 func (p *Provider) open(ctx context.Context, env *envelope.Envelope, sel *selection) ([]byte, string, error) {
+	fk, typ, err := p.openFileKey(ctx, env, sel)
+	if err != nil {
+		return nil, "", err
+	}
+	out, err := env.OpenPayload(fk)
+	return out, typ, err
+}
+
+// OpenFileKey recovers the file key of env with the keystore's keys, then
+// the KMS plugins, under the budgets and with the errors of an unwrap, and
+// checks it against the payload: the first step of a rewrap. It also
+// returns the type of the stanza that opened it.
+func (p *Provider) OpenFileKey(ctx context.Context, env *envelope.Envelope) ([]byte, string, error) {
+	sel, err := p.identities(nil)
+	if err != nil {
+		return nil, "", err
+	}
+	fk, typ, err := p.openFileKey(ctx, env, sel)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := env.OpenPayload(fk); err != nil {
+		return nil, "", err
+	}
+	return fk, typ, nil
+}
+
+func (p *Provider) openFileKey(ctx context.Context, env *envelope.Envelope, sel *selection) ([]byte, string, error) {
 	keyBudget := &budget{left: MaxKeyAttempts, what: fmt.Sprintf("%d private-key attempts", MaxKeyAttempts)}
 	ids := make([]envelope.Identity, len(sel.keys))
 	for i, k := range sel.keys {
@@ -407,8 +443,7 @@ func (p *Provider) open(ctx context.Context, env *envelope.Envelope, sel *select
 	if err != nil {
 		return nil, "", err
 	}
-	out, err := env.OpenPayload(fk)
-	return out, s.Type, err
+	return fk, s.Type, nil
 }
 
 // kmsIdentities returns one plugin identity per KMS stanza type in env, so
@@ -768,4 +803,29 @@ func (p *Provider) storeIdentity(k *soft.KeyFile) *p256.Identity {
 func isGCPLegacy(blob []byte) bool {
 	s := string(blob)
 	return strings.Contains(s, `"key_url"`) && strings.Contains(s, `"wrapped_key"`)
+}
+
+// Candidates names the keystore keys whose tag marks a stanza of env as
+// theirs, and the KMS keys its stanzas name, without a private-key
+// operation or a KMS call (inspect --keys). An untagged P-256 stanza could
+// be anyone's and names no key.
+func (p *Provider) Candidates(env *envelope.Envelope) []string {
+	sel, err := p.identities(nil)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, s := range env.Recipients {
+		switch {
+		case len(s.Tag) > 0:
+			for _, k := range sel.keys {
+				if k.Matches(s) {
+					out = append(out, k.Name())
+				}
+			}
+		case s.KID != "" && recipient.KMSPlugin(s.Type) != nil:
+			out = append(out, "kms "+safetext.Token(s.KID, 200))
+		}
+	}
+	return out
 }

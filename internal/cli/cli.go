@@ -40,6 +40,10 @@ Usage:
   ocikp config [--name NAME]           print an OCICRYPT_KEYPROVIDER_CONFIG file
   ocikp kms pubkey URL                 fetch and cache an asymmetric KMS key's public key
   ocikp serve [--listen ADDR] …        run the gRPC key provider service (ocikp serve -h)
+  ocikp inspect [--keys] [--json] IMAGE…
+                                       show who can decrypt an image (ocikp inspect -h)
+  ocikp rewrap --add R… --remove R… IMAGE…
+                                       change an image's recipients without moving its layers
   ocikp health [--grpc ADDR] …         ask a service whether it serves (exit 0) (ocikp health -h)
   ocikp doctor [--json] [provider:NAME[:VALUE] …]
                                        check the setup the callers see; says what to fix
@@ -131,9 +135,11 @@ func init() {
 		{"list", cmdList, "List the keystore's keys, Keychain keys and cached KMS public keys, with their recipients."},
 		{"recipient", cmdRecipient, "Print a key's recipient string."},
 		{"delete", cmdDelete, "Delete a key. Layers encrypted only for it can no longer be decrypted, so it asks at a terminal and needs --force elsewhere."},
-		{"config", cmdConfig, "Print an OCICRYPT_KEYPROVIDER_CONFIG file that runs this ocikp (or points at an ocikp serve service)."},
+		{"config", cmdConfig, "Print an OCICRYPT_KEYPROVIDER_CONFIG file that runs this ocikp (or points at an ocikp serve service); with --containerd, --crio or --quadlet, the caller's own configuration that uses it."},
 		{"kms", cmdKMS, "KMS commands. kms pubkey URL fetches and caches an asymmetric KMS key's public key, so that encrypting for it needs no KMS call."},
 		{"serve", cmdServe, ""},
+		{"inspect", cmdImage("inspect"), ""},
+		{"rewrap", cmdImage("rewrap"), ""},
 		{"health", cmdHealth, ""},
 		{"doctor", cmdDoctor, "Check what skopeo, podman, containerd and CRI-O would find: OCICRYPT_KEYPROVIDER_CONFIG, the ocikp it runs and its --name, the keystore, KMS plugins and settings, an ocikp serve service it names. One line per check, with the fix; exit 0 only if none fails. Give the provider:NAME[:VALUE] strings you pass to check them too."},
 		{"version", cmdVersion, "Print ocikp's version."},

@@ -182,14 +182,18 @@ func (e *env) keyNames() []string {
 func (e *env) commandFlags(name string) []string {
 	var help bytes.Buffer
 	switch name {
-	case "serve", "health":
-		path, err := (&plugin.Client{Name: "ocikp-serve"}).Find()
+	case "serve", "health", "inspect", "rewrap":
+		// These run a sibling executable: ask it, never exec over this one.
+		prog, args := "ocikp-serve", []string{"--help"}
+		switch name {
+		case "health":
+			args = []string{"health", "--help"}
+		case "inspect", "rewrap":
+			prog, args = "ocikp-image", []string{name, "--help"}
+		}
+		path, err := (&plugin.Client{Name: prog}).Find()
 		if err != nil {
 			return nil
-		}
-		args := []string{"--help"}
-		if name == "health" {
-			args = []string{"health", "--help"}
 		}
 		cmd := exec.Command(path, args...)
 		cmd.Stdout = &help

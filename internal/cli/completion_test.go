@@ -29,7 +29,7 @@ func TestComplete(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{""}, "completion config delete doctor health help import keygen keyprovider kms list recipient serve version"},
+		{[]string{""}, "completion config delete doctor health help import inspect keygen keyprovider kms list recipient rewrap serve version"},
 		{[]string{"k"}, "keygen keyprovider kms"},
 		{[]string{"-"}, "--help --keystore --version"},
 		{[]string{"recipient", "al"}, "albert alice"},
@@ -39,7 +39,7 @@ func TestComplete(t *testing.T) {
 		{[]string{"delete", "--f"}, "--force"},
 		{[]string{"keyprovider", "--n"}, "--name"},
 		{[]string{"kms", ""}, "pubkey"},
-		{[]string{"help", "re"}, "recipient"},
+		{[]string{"help", "re"}, "recipient rewrap"},
 		{[]string{"completion", ""}, "bash fish zsh"},
 		{[]string{"import", "--file", ""}, "__files__"},
 		{[]string{"--keystore", ""}, "__files__"},

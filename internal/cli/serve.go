@@ -32,3 +32,19 @@ func execServe(argv0 string, args []string) error {
 	err = syscall.Exec(path, append([]string{argv0}, args...), os.Environ())
 	return hint.Wrap(fmt.Errorf("running %s: %w", path, err), "ocikp-serve is installed with ocikp (go install ./cmd/...); it is looked for in $"+plugin.EnvDir+", next to ocikp and on PATH")
 }
+
+// cmdImage runs an ocikp-image command (inspect, rewrap): they link a
+// registry client, which the exec provider must not.
+func cmdImage(name string) func(e *env, args []string) error {
+	return func(e *env, args []string) error {
+		if e.keystore != "" {
+			args = append([]string{"--keystore", e.keystore}, args...)
+		}
+		path, err := (&plugin.Client{Name: "ocikp-image"}).Find()
+		if err != nil {
+			return err
+		}
+		err = syscall.Exec(path, append([]string{"ocikp-image", name}, args...), os.Environ())
+		return hint.Wrap(fmt.Errorf("running %s: %w", path, err), "ocikp-image is installed with ocikp (go install ./cmd/...); it is looked for in $"+plugin.EnvDir+", next to ocikp and on PATH")
+	}
+}

@@ -1,0 +1,209 @@
+package imagekeys
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"sort"
+	"strings"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/p256"
+)
+
+// Opener recovers an envelope's file key with local identities (the
+// keystore, Keychain references, KMS plugins): keyprovider.Provider.
+type Opener interface {
+	OpenFileKey(ctx context.Context, env *envelope.Envelope) ([]byte, string, error)
+}
+
+// Resolver turns what the user names (recipient, key name, KMS URL) into
+// a recipient: keyprovider.Provider.
+type Resolver interface {
+	RecipientFor(ctx context.Context, v string) (envelope.Recipient, error)
+}
+
+// Target is one recipient named on the command line, with the test that
+// recognises its stanza in an envelope without a private-key operation.
+type Target struct {
+	Spec  string
+	R     envelope.Recipient // nil for a hint that only removes
+	match func(*envelope.Stanza) bool
+}
+
+// Matches reports whether s was written for this target.
+func (t *Target) Matches(s *envelope.Stanza) bool { return t.match(s) }
+
+// NewTarget resolves spec for --add (a recipient is required) or --remove
+// (a recipient, a KMS key URL as shown by inspect, or a stanza tag).
+func NewTarget(ctx context.Context, res Resolver, spec string, forRemove bool) (*Target, error) {
+	r, err := res.RecipientFor(ctx, spec)
+	if err == nil {
+		t := &Target{Spec: spec, R: r}
+		if pr, ok := r.(*p256.Recipient); ok {
+			comp := p256.Compress(pr.PublicKey())
+			t.match = func(s *envelope.Stanza) bool {
+				return s.Type == p256.StanzaType && len(s.Tag) > 0 && bytes.Equal(s.Tag, p256.Tag(s.Enc, comp))
+			}
+		} else {
+			t.match = kidMatch(spec)
+		}
+		return t, nil
+	}
+	if !forRemove {
+		return nil, err
+	}
+	// A hint from inspect: "p256 tag 1a2b3c4d", a bare tag, or a key id.
+	h := strings.TrimSpace(spec)
+	if rest, ok := strings.CutPrefix(h, p256.StanzaType+" tag "); ok {
+		h = rest
+	}
+	if tag, herr := hex.DecodeString(h); herr == nil && len(tag) >= 4 {
+		return &Target{Spec: spec, match: func(s *envelope.Stanza) bool { return bytes.Equal(s.Tag, tag) }}, nil
+	}
+	if strings.Contains(spec, "://") {
+		return &Target{Spec: spec, match: kidMatch(spec)}, nil
+	}
+	return nil, err
+}
+
+// kidMatch matches a KMS stanza by its key id: the URL itself, or a
+// version of it (Azure pins versions as URL/VERSION).
+func kidMatch(url string) func(*envelope.Stanza) bool {
+	return func(s *envelope.Stanza) bool {
+		return s.KID != "" && (s.KID == url || strings.HasPrefix(s.KID, url+"/"))
+	}
+}
+
+// keep is a recipient that keeps a stanza of the envelope being resealed:
+// it already wraps that envelope's file key.
+type keep struct{ s *envelope.Stanza }
+
+func (k keep) Wrap([]byte) (*envelope.Stanza, error) { return k.s, nil }
+
+// LayerPlan is what a rewrap does to one layer.
+type LayerPlan struct {
+	Before, After []RecipientInfo
+	Added         []string // specs
+	Removed       []RecipientInfo
+	OpenedBy      string // stanza type that opened the file key
+}
+
+// Changed reports whether the layer's annotation changes.
+func (p *LayerPlan) Changed() bool { return len(p.Added)+len(p.Removed) > 0 }
+
+// ErrNoEnvelope marks an encrypted layer without an ocikp envelope under
+// the provider name.
+var ErrNoEnvelope = errors.New("no ocikp envelope")
+
+// RewrapLayer computes and applies the new recipient set of one layer's
+// ocikp envelope under provider: the file key is opened once, removed
+// stanzas dropped, new recipients wrapped, the rest kept as they were.
+// Other schemes' annotations are left as they are, byte for byte. With
+// dryRun the layer is not changed, and the file key is still opened (a
+// plan that could not be carried out is reported as such).
+func RewrapLayer(ctx context.Context, l *Descriptor, provider string, op Opener, add, remove []*Target, dryRun bool) (*LayerPlan, error) {
+	key := ProviderPrefix + provider
+	v, ok := l.Annotations[key]
+	if !ok {
+		return nil, ErrNoEnvelope
+	}
+	w := &Wrapping{Annotation: key, Scheme: "provider", Provider: provider}
+	w.read(v)
+	var envIdx = -1
+	for i, e := range w.envelopes {
+		if e != nil {
+			if envIdx >= 0 {
+				return nil, errors.New("two ocikp envelopes under one annotation")
+			}
+			envIdx = i
+		}
+	}
+	if envIdx < 0 {
+		return nil, ErrNoEnvelope
+	}
+	env := w.envelopes[envIdx]
+	plan := &LayerPlan{}
+	for _, s := range env.Recipients {
+		plan.Before = append(plan.Before, describeStanza(s))
+	}
+	fk, typ, err := op.OpenFileKey(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	plan.OpenedBy = typ
+	var recips []envelope.Recipient
+	var kept []*envelope.Stanza
+	for _, s := range env.Recipients {
+		drop := false
+		for _, t := range remove {
+			if t.Matches(s) {
+				drop = true
+				break
+			}
+		}
+		if drop {
+			plan.Removed = append(plan.Removed, describeStanza(s))
+			continue
+		}
+		kept = append(kept, s)
+		recips = append(recips, keep{s})
+	}
+	for _, t := range add {
+		present := false
+		for _, s := range kept {
+			if t.Matches(s) {
+				present = true
+				break
+			}
+		}
+		if present {
+			continue
+		}
+		recips = append(recips, t.R)
+		plan.Added = append(plan.Added, t.Spec)
+	}
+	if len(recips) == 0 {
+		return nil, errors.New("removing those recipients would leave the layer with none")
+	}
+	if !plan.Changed() {
+		plan.After = plan.Before
+		return plan, nil
+	}
+	clone := *env
+	if err := clone.Reseal(fk, recips...); err != nil {
+		return nil, err
+	}
+	for _, s := range clone.Recipients {
+		plan.After = append(plan.After, describeStanza(s))
+	}
+	if dryRun {
+		return plan, nil
+	}
+	blob, err := clone.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	parts := strings.Split(v, ",")
+	parts[envIdx] = base64.StdEncoding.EncodeToString(blob)
+	l.Annotations[key] = strings.Join(parts, ",")
+	return plan, nil
+}
+
+// RecipientSet is a layer's recipients as a comparable key: KMS stanzas
+// by key id, the others by type only, since a P-256 stanza's tag differs
+// on every layer. Used to check that every layer ends the same.
+func RecipientSet(after []RecipientInfo) string {
+	var parts []string
+	for _, r := range after {
+		if r.KID != "" {
+			parts = append(parts, r.Type+" "+r.KID)
+		} else {
+			parts = append(parts, r.Type)
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}

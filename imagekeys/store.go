@@ -1,0 +1,364 @@
+package imagekeys
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ocikp/ocikp/imageref"
+	"github.com/ocikp/ocikp/internal/safefile"
+)
+
+// Store reads and writes the manifests of one image name.
+type Store interface {
+	// Resolve returns what the name points at now.
+	Resolve(ctx context.Context) (raw []byte, mediaType, digest string, err error)
+	// Fetch returns a manifest by digest.
+	Fetch(ctx context.Context, digest string) (raw []byte, mediaType string, err error)
+	// Put stores a manifest by its digest, which it returns.
+	Put(ctx context.Context, raw []byte, mediaType string) (string, error)
+	// Retag points the name at raw, unless it no longer points at old
+	// (ErrMoved).
+	Retag(ctx context.Context, raw []byte, mediaType, old string) error
+}
+
+// ErrMoved marks a tag that changed while it was being rewritten.
+var ErrMoved = errors.New("the tag moved while it was being rewritten")
+
+// ErrReadOnly marks a store that cannot be written (an oci-archive).
+var ErrReadOnly = errors.New("read-only image source")
+
+func digestOf(raw []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(raw)) }
+
+// RegistryOptions are the registry client's settings.
+type RegistryOptions struct {
+	Keychain  authn.Keychain // credentials; nil for the default chain
+	Auth      authn.Authenticator
+	Insecure  bool // plain HTTP or unverified TLS (--tls-verify=false)
+	UserAgent string
+}
+
+func (o RegistryOptions) remote(ctx context.Context) []remote.Option {
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithUserAgent(o.UserAgent),
+		remote.WithRetryBackoff(remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4}),
+		remote.WithRetryStatusCodes(429, 500, 502, 503, 504)}
+	switch {
+	case o.Auth != nil:
+		opts = append(opts, remote.WithAuth(o.Auth))
+	case o.Keychain != nil:
+		opts = append(opts, remote.WithAuthFromKeychain(o.Keychain))
+	default:
+		opts = append(opts, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	}
+	return opts
+}
+
+// Registry is a tag or digest in a registry repository.
+type Registry struct {
+	Ref  name.Reference
+	Opts RegistryOptions
+}
+
+func (r *Registry) get(ctx context.Context, ref name.Reference) ([]byte, string, string, error) {
+	d, err := remote.Get(ref, r.Opts.remote(ctx)...)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if len(d.Manifest) > MaxManifestSize {
+		return nil, "", "", manifestErr("larger than %d bytes", MaxManifestSize)
+	}
+	return d.Manifest, string(d.MediaType), d.Digest.String(), nil
+}
+
+func (r *Registry) Resolve(ctx context.Context) ([]byte, string, string, error) {
+	return r.get(ctx, r.Ref)
+}
+
+func (r *Registry) Fetch(ctx context.Context, digest string) ([]byte, string, error) {
+	raw, mt, got, err := r.get(ctx, r.Ref.Context().Digest(digest))
+	if err == nil && got != digest {
+		err = fmt.Errorf("the registry returned %s for %s", got, digest)
+	}
+	return raw, mt, err
+}
+
+type rawManifest struct {
+	raw []byte
+	mt  string
+}
+
+func (m rawManifest) RawManifest() ([]byte, error) { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) {
+	return types.MediaType(m.mt), nil
+}
+
+func (r *Registry) Put(ctx context.Context, raw []byte, mediaType string) (string, error) {
+	d := digestOf(raw)
+	return d, remote.Put(r.Ref.Context().Digest(d), rawManifest{raw, mediaType}, r.Opts.remote(ctx)...)
+}
+
+func (r *Registry) Retag(ctx context.Context, raw []byte, mediaType, old string) error {
+	if old != "" {
+		d, err := remote.Head(r.Ref, r.Opts.remote(ctx)...)
+		if err != nil {
+			return fmt.Errorf("checking the tag before writing it: %w", err)
+		}
+		if d.Digest.String() != old {
+			return fmt.Errorf("%w: it was %s, it is now %s", ErrMoved, old, d.Digest)
+		}
+	}
+	return remote.Put(r.Ref, rawManifest{raw, mediaType}, r.Opts.remote(ctx)...)
+}
+
+// Mount makes blobs of the repository src available in r's repository
+// (same registry) by cross-repository mount: no layer content moves.
+func (r *Registry) Mount(ctx context.Context, src name.Repository, digests []string) error {
+	for _, d := range digests {
+		l, err := remote.Layer(src.Digest(d), r.Opts.remote(ctx)...)
+		if err != nil {
+			return err
+		}
+		if err := remote.WriteLayer(r.Ref.Context(), l, r.Opts.remote(ctx)...); err != nil {
+			return fmt.Errorf("mounting blob %s from %s: %w", d, src, err)
+		}
+	}
+	return nil
+}
+
+// Layout is an image in an OCI layout directory, by its ref name.
+type Layout struct {
+	Dir, RefName string
+}
+
+const refNameAnnotation = "org.opencontainers.image.ref.name"
+
+func (l *Layout) readIndex() (*Index, error) {
+	b, err := readBounded(filepath.Join(l.Dir, "index.json"))
+	if err != nil {
+		return nil, err
+	}
+	return ParseIndex(b, MediaOCIIndex)
+}
+
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxManifestSize {
+		return nil, manifestErr("%s is larger than %d bytes", path, MaxManifestSize)
+	}
+	return b, nil
+}
+
+// entry finds the index entry of the ref name.
+func (l *Layout) entry(x *Index) (int, error) {
+	found := -1
+	for i, d := range x.Manifests {
+		if l.RefName == "" || d.Annotations[refNameAnnotation] == l.RefName {
+			if found >= 0 {
+				if l.RefName == "" {
+					return 0, fmt.Errorf("the layout holds several images: name one as oci:%s:REF", l.Dir)
+				}
+				return 0, fmt.Errorf("the layout holds several images named %q", l.RefName)
+			}
+			found = i
+		}
+	}
+	if found < 0 {
+		return 0, fmt.Errorf("the layout has no image named %q", l.RefName)
+	}
+	return found, nil
+}
+
+func (l *Layout) blobPath(digest string) (string, error) {
+	if !validDigest(digest) {
+		return "", manifestErr("digest %.80q", digest)
+	}
+	alg, hex, _ := strings.Cut(digest, ":")
+	return filepath.Join(l.Dir, "blobs", alg, hex), nil
+}
+
+func (l *Layout) Resolve(ctx context.Context) ([]byte, string, string, error) {
+	x, err := l.readIndex()
+	if err != nil {
+		return nil, "", "", err
+	}
+	i, err := l.entry(x)
+	if err != nil {
+		return nil, "", "", err
+	}
+	d := x.Manifests[i]
+	raw, _, err := l.Fetch(ctx, d.Digest)
+	return raw, d.MediaType, d.Digest, err
+}
+
+func (l *Layout) Fetch(_ context.Context, digest string) ([]byte, string, error) {
+	p, err := l.blobPath(digest)
+	if err != nil {
+		return nil, "", err
+	}
+	raw, err := readBounded(p)
+	if err != nil {
+		return nil, "", err
+	}
+	if got := digestOf(raw); strings.HasPrefix(digest, "sha256:") && got != digest {
+		return nil, "", fmt.Errorf("blob %s has digest %s", digest, got)
+	}
+	var probe struct {
+		MediaType string `json:"mediaType"`
+	}
+	json.Unmarshal(raw, &probe)
+	return raw, probe.MediaType, nil
+}
+
+func (l *Layout) Put(_ context.Context, raw []byte, _ string) (string, error) {
+	d := digestOf(raw)
+	p, _ := l.blobPath(d)
+	return d, safefile.Replace(p, raw, 0o644)
+}
+
+func (l *Layout) Retag(_ context.Context, raw []byte, mediaType, old string) error {
+	d, err := l.Put(context.Background(), raw, mediaType)
+	if err != nil {
+		return err
+	}
+	x, err := l.readIndex()
+	if err != nil {
+		return err
+	}
+	i, err := l.entry(x)
+	if err != nil {
+		return err
+	}
+	if old != "" && x.Manifests[i].Digest != old {
+		return fmt.Errorf("%w: it was %s, it is now %s", ErrMoved, old, x.Manifests[i].Digest)
+	}
+	e := x.Manifests[i]
+	e.Digest, e.Size, e.MediaType = d, int64(len(raw)), mediaType
+	mt, _ := json.Marshal(mediaType)
+	e.raw["mediaType"] = mt
+	b, err := x.Marshal()
+	if err != nil {
+		return err
+	}
+	return safefile.Replace(filepath.Join(l.Dir, "index.json"), b, 0o644)
+}
+
+// Archive is an image in an oci-archive (a tar of a layout), read-only.
+type Archive struct {
+	Layout
+	blobs map[string][]byte // index.json and the small blobs
+}
+
+// OpenArchive reads the JSON-sized entries of an oci-archive.
+func OpenArchive(path, refName string) (*Archive, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	a := &Archive{Layout: Layout{Dir: path, RefName: refName}, blobs: map[string][]byte{}}
+	tr := tar.NewReader(f)
+	total := 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", path, err)
+		}
+		if h.Typeflag != tar.TypeReg || h.Size > MaxManifestSize {
+			continue
+		}
+		name := strings.TrimPrefix(filepath.ToSlash(filepath.Clean(h.Name)), "./")
+		if name != "index.json" && !strings.HasPrefix(name, "blobs/") {
+			continue
+		}
+		if total += int(h.Size); total > 16*MaxManifestSize {
+			return nil, fmt.Errorf("reading %s: more small files than an image has", path)
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, MaxManifestSize))
+		if err != nil {
+			return nil, err
+		}
+		a.blobs[name] = b
+	}
+	if a.blobs["index.json"] == nil {
+		return nil, fmt.Errorf("%s is not an oci-archive: no index.json", path)
+	}
+	return a, nil
+}
+
+func (a *Archive) Resolve(ctx context.Context) ([]byte, string, string, error) {
+	x, err := ParseIndex(a.blobs["index.json"], MediaOCIIndex)
+	if err != nil {
+		return nil, "", "", err
+	}
+	i, err := a.entry(x)
+	if err != nil {
+		return nil, "", "", err
+	}
+	d := x.Manifests[i]
+	raw, _, err := a.Fetch(ctx, d.Digest)
+	return raw, d.MediaType, d.Digest, err
+}
+
+func (a *Archive) Fetch(_ context.Context, digest string) ([]byte, string, error) {
+	if !validDigest(digest) {
+		return nil, "", manifestErr("digest %.80q", digest)
+	}
+	alg, hex, _ := strings.Cut(digest, ":")
+	raw, ok := a.blobs["blobs/"+alg+"/"+hex]
+	if !ok {
+		return nil, "", fmt.Errorf("the archive has no manifest %s", digest)
+	}
+	if got := digestOf(raw); alg == "sha256" && got != digest {
+		return nil, "", fmt.Errorf("blob %s has digest %s", digest, got)
+	}
+	var probe struct {
+		MediaType string `json:"mediaType"`
+	}
+	json.Unmarshal(raw, &probe)
+	return raw, probe.MediaType, nil
+}
+
+func (a *Archive) Put(context.Context, []byte, string) (string, error) {
+	return "", fmt.Errorf("%w: oci-archive; extract it to an oci: layout first", ErrReadOnly)
+}
+
+func (a *Archive) Retag(context.Context, []byte, string, string) error {
+	return fmt.Errorf("%w: oci-archive; extract it to an oci: layout first", ErrReadOnly)
+}
+
+// Open returns the store for an image name.
+func Open(r *imageref.Ref, opts RegistryOptions) (Store, error) {
+	switch r.Transport {
+	case imageref.Docker:
+		return &Registry{Ref: r.Registry, Opts: opts}, nil
+	case imageref.OCI:
+		return &Layout{Dir: r.Path, RefName: r.RefName}, nil
+	case imageref.OCIArchive:
+		return OpenArchive(r.Path, r.RefName)
+	}
+	return nil, fmt.Errorf("unknown transport %q", r.Transport)
+}

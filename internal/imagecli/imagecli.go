@@ -1,0 +1,203 @@
+// Package imagecli is the ocikp-image executable: the commands that read
+// and rewrite encrypted images in registries and OCI layouts (inspect,
+// rewrap). They link a registry client, so they live apart from the exec
+// provider; "ocikp inspect" and "ocikp rewrap" run this program.
+package imagecli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/ocikp/ocikp/imagekeys"
+	"github.com/ocikp/ocikp/imageref"
+	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/safetext"
+	"github.com/ocikp/ocikp/internal/usage"
+	"github.com/ocikp/ocikp/keyprovider"
+	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/recipient"
+)
+
+type usageErr struct{ msg string }
+
+func (e *usageErr) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageErr{fmt.Sprintf(format, args...)} }
+
+// Main runs "ocikp-image CMD ARGS" and returns the exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "ocikp: error: ocikp-image needs a command: inspect or rewrap")
+		return 2
+	}
+	c := &cmd{name: args[0], stdin: stdin, stdout: stdout, stderr: stderr}
+	var err error
+	switch args[0] {
+	case "inspect":
+		err = c.inspect(ctx, args[1:])
+	case "rewrap":
+		err = c.rewrap(ctx, args[1:])
+	default:
+		err = usagef("unknown command %.40q (inspect, rewrap)", args[0])
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	printError(stderr, err)
+	var ue *usageErr
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "ocikp: hint: run 'ocikp %s --help' for usage\n", c.name)
+		return 2
+	}
+	return 1
+}
+
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "ocikp: error: %s\n", oneLine(err.Error()))
+	for i, h := range hint.Of(err) {
+		if i == 2 {
+			break
+		}
+		fmt.Fprintf(w, "ocikp: hint: %s\n", oneLine(h))
+	}
+}
+
+func oneLine(s string) string {
+	return safetext.Clean(strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " "))
+}
+
+type cmd struct {
+	name           string
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	keystore, providerName, creds, authfile string
+	tlsVerify                               bool
+	asJSON                                  bool
+	kmsConfig                               string
+}
+
+// flags returns a flag set with the options every command shares.
+func (c *cmd) flags() *flag.FlagSet {
+	fs := flag.NewFlagSet("ocikp "+c.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.keystore, "keystore", "", "keystore `DIR` (default $OCIKP_KEYSTORE, else the XDG default)")
+	fs.StringVar(&c.providerName, "name", "ocikp", "provider `NAME` of the annotations (provider:NAME)")
+	fs.BoolVar(&c.tlsVerify, "tls-verify", true, "verify registry TLS certificates and require HTTPS (--tls-verify=false, as skopeo spells it)")
+	fs.StringVar(&c.creds, "creds", "", "registry credentials `USER[:PASSWORD]` (default: auth.json, Docker's config and its credential helpers)")
+	fs.StringVar(&c.authfile, "authfile", "", "containers auth.json `FILE` (default $REGISTRY_AUTH_FILE, then $XDG_RUNTIME_DIR/containers/auth.json)")
+	fs.BoolVar(&c.asJSON, "json", false, "print JSON")
+	fs.StringVar(&c.kmsConfig, "kms-config", "", "KMS settings `FILE` (default $OCIKP_KMS_CONFIG, else ~/.config/ocikp/kms.json)")
+	return fs
+}
+
+func (c *cmd) parse(fs *flag.FlagSet, args []string, line, summary string) ([]string, error) {
+	// Flags may follow the image names, as elsewhere in ocikp.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				usage.Print(c.stdout, line, summary, fs)
+				return nil, err
+			}
+			return nil, usagef("%v", err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	return pos, nil
+}
+
+func (c *cmd) registryOptions() (imagekeys.RegistryOptions, error) {
+	o := imagekeys.RegistryOptions{Insecure: !c.tlsVerify, UserAgent: "ocikp-image"}
+	if c.authfile != "" {
+		os.Setenv("REGISTRY_AUTH_FILE", c.authfile)
+	}
+	if c.creds != "" {
+		user, pass, _ := strings.Cut(c.creds, ":")
+		if user == "" {
+			return o, usagef("--creds: want USER[:PASSWORD]")
+		}
+		o.Auth = &authn.Basic{Username: user, Password: pass}
+	}
+	return o, nil
+}
+
+// provider is the keystore and KMS plugins that open and wrap file keys.
+func (c *cmd) provider() (*keyprovider.Provider, func(), error) {
+	dir, err := soft.DefaultDir(c.keystore)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := recipient.ConfigureKMS(recipient.KMSSettings{ConfigFile: c.kmsConfig}); err != nil {
+		return nil, nil, err
+	}
+	p := &keyprovider.Provider{Name: c.providerName, Store: &soft.Store{Dir: dir},
+		Warn: func(msg string) { fmt.Fprintf(c.stderr, "ocikp: warning: %s\n", oneLine(msg)) }}
+	return p, func() { recipient.CloseKMS(true) }, nil
+}
+
+// images returns the names given, or read from stdin when the only name
+// is "-" (one per line).
+func (c *cmd) images(pos []string) ([]string, error) {
+	if len(pos) == 1 && pos[0] == "-" {
+		var out []string
+		sc := bufio.NewScanner(io.LimitReader(c.stdin, 16<<20))
+		for sc.Scan() {
+			if s := strings.TrimSpace(sc.Text()); s != "" && !strings.HasPrefix(s, "#") {
+				out = append(out, s)
+			}
+		}
+		return out, sc.Err()
+	}
+	return pos, nil
+}
+
+func (c *cmd) open(ctx context.Context, s string) (*imagekeys.Image, imagekeys.Store, *imageref.Ref, error) {
+	r, err := imageref.Parse(s, !c.tlsVerify)
+	if err != nil {
+		return nil, nil, nil, hint.Wrap(fmt.Errorf("%.200q: %w", s, err), "name images as skopeo does: docker://HOST/REPO:TAG, oci:DIR[:REF], oci-archive:FILE[:REF]")
+	}
+	opts, err := c.registryOptions()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st, err := imagekeys.Open(r, opts)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", r, err)
+	}
+	img, err := imagekeys.Load(ctx, r.String(), st)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", r, err)
+	}
+	return img, st, r, nil
+}
+
+func (c *cmd) printJSON(v any) error {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }

@@ -1,0 +1,103 @@
+package imagecli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/ocikp/ocikp/imagekeys"
+)
+
+const inspectSummary = `Show who can decrypt an image: for every platform and layer, the media
+type, whether it is encrypted, each key-wrapping scheme (ocikp envelopes
+with their recipients, other key providers, JWE, PKCS#7, PGP, PKCS#11)
+and, with --keys, which keys of the local keystore could open it (decided
+from tags and key ids, without a private-key operation).`
+
+func (c *cmd) inspect(ctx context.Context, args []string) error {
+	fs := c.flags()
+	keys := fs.Bool("keys", false, "also name the local keys that could open each layer")
+	pos, err := c.parse(fs, args, "ocikp inspect [--json] [--keys] IMAGE...  (IMAGE: docker://HOST/REPO:TAG, oci:DIR[:REF], oci-archive:FILE[:REF]; - reads names from stdin)", inspectSummary)
+	if err != nil {
+		return err
+	}
+	names, err := c.images(pos)
+	if err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		return usagef("inspect needs an image")
+	}
+	var finder imagekeys.KeyFinder
+	if *keys {
+		p, done, err := c.provider()
+		if err != nil {
+			return err
+		}
+		defer done()
+		finder = p
+	}
+	var reports []*imagekeys.Report
+	for _, n := range names {
+		img, _, _, err := c.open(ctx, n)
+		if err != nil {
+			return err
+		}
+		reports = append(reports, imagekeys.Inspect(img, finder))
+	}
+	if c.asJSON {
+		return c.printJSON(reports)
+	}
+	for _, r := range reports {
+		c.printReport(r, *keys)
+	}
+	return nil
+}
+
+func (c *cmd) printReport(r *imagekeys.Report, keys bool) {
+	fmt.Fprintf(c.stdout, "%s  %s\n", r.Image, r.Digest)
+	for _, p := range r.Platforms {
+		indent := "  "
+		if p.Platform != "" {
+			fmt.Fprintf(c.stdout, "  platform %s  %s\n", p.Platform, p.Digest)
+			indent = "    "
+		}
+		for _, l := range p.Layers {
+			state := "not encrypted"
+			if l.Encrypted {
+				state = "encrypted"
+			}
+			fmt.Fprintf(c.stdout, "%slayer %d  %s  %s  %s\n", indent, l.Index, short(l.Digest), l.MediaType, state)
+			for _, w := range l.Wrappings {
+				scheme := w.Scheme
+				if w.Provider != "" {
+					scheme = "provider:" + oneLine(w.Provider)
+				}
+				for _, b := range w.Blobs {
+					fmt.Fprintf(c.stdout, "%s  %s: %s", indent, scheme, b.Format)
+					if b.Error != "" {
+						fmt.Fprintf(c.stdout, " (%s)", oneLine(b.Error))
+					}
+					fmt.Fprintln(c.stdout)
+					for _, rc := range b.Recipients {
+						fmt.Fprintf(c.stdout, "%s    %s\n", indent, oneLine(rc.Hint))
+					}
+				}
+			}
+			if keys && l.Encrypted {
+				if len(l.Keys) == 0 {
+					fmt.Fprintf(c.stdout, "%s  local keys: none\n", indent)
+				} else {
+					fmt.Fprintf(c.stdout, "%s  local keys: %s\n", indent, oneLine(strings.Join(l.Keys, ", ")))
+				}
+			}
+		}
+	}
+}
+
+func short(d string) string {
+	if len(d) > 19 {
+		return d[:19]
+	}
+	return d
+}

@@ -1,0 +1,219 @@
+package imagecli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ocikp/ocikp/imagekeys"
+	"github.com/ocikp/ocikp/imageref"
+	"github.com/ocikp/ocikp/internal/hint"
+)
+
+const rewrapSummary = `Change who can decrypt an image without moving its layers: each layer's
+file key is opened with a local key (keystore, Keychain, KMS), resealed for
+the new recipient set, and only the manifests (and the index) are written.
+Layer blobs keep their digests. Every encrypted layer must end with the
+same recipients, or nothing is written. A tag that moved while rewrap ran
+is not overwritten.
+
+Removing a recipient stops new access only: whoever held its key before
+may have kept the layer keys. Real revocation needs new layer keys, which
+means new layer blobs (re-encrypt the image).`
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func (c *cmd) rewrap(ctx context.Context, args []string) error {
+	fs := c.flags()
+	var add, remove multiFlag
+	fs.Var(&add, "add", "add a `RECIPIENT` (recipient string, key name, KMS key URL); repeatable")
+	fs.Var(&remove, "remove", "remove a `RECIPIENT`, key name, KMS key URL or stanza tag as inspect shows it; repeatable")
+	to := fs.String("to", "", "write the result under another `IMAGE` name of the same registry or layout instead")
+	dryRun := fs.Bool("dry-run", false, "print the plan; write nothing")
+	pos, err := c.parse(fs, args, "ocikp rewrap [--add RECIPIENT]... [--remove RECIPIENT|HINT]... [--to IMAGE] [--dry-run] [--json] IMAGE...", rewrapSummary)
+	if err != nil {
+		return err
+	}
+	names, err := c.images(pos)
+	if err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		return usagef("rewrap needs an image")
+	}
+	if len(add)+len(remove) == 0 {
+		return usagef("rewrap needs --add or --remove")
+	}
+	if *to != "" && len(names) != 1 {
+		return usagef("--to takes one source image")
+	}
+	p, done, err := c.provider()
+	if err != nil {
+		return err
+	}
+	defer done()
+	var addT, removeT []*imagekeys.Target
+	for i, a := range add {
+		t, err := imagekeys.NewTarget(ctx, p, a, false)
+		if err != nil {
+			return fmt.Errorf("--add %d of %d: %w", i+1, len(add), err)
+		}
+		addT = append(addT, t)
+	}
+	for i, r := range remove {
+		t, err := imagekeys.NewTarget(ctx, p, r, true)
+		if err != nil {
+			return fmt.Errorf("--remove %d of %d: %w", i+1, len(remove), err)
+		}
+		removeT = append(removeT, t)
+	}
+	opts := imagekeys.RewrapOptions{Provider: c.providerName, Add: addT, Remove: removeT, DryRun: *dryRun}
+	var results []*imagekeys.Result
+	failed := 0
+	for _, n := range names {
+		res := c.rewrapOne(ctx, n, *to, p, opts)
+		if res.Status == imagekeys.StatusFailed {
+			failed++
+		}
+		results = append(results, res)
+	}
+	if c.asJSON {
+		if err := c.printJSON(results); err != nil {
+			return err
+		}
+	} else if !(len(results) == 1 && failed == 1) {
+		c.printResults(results, *dryRun)
+	}
+	if failed > 0 {
+		if len(results) == 1 {
+			return results[0].Err()
+		}
+		return fmt.Errorf("%d of %d images failed; nothing was written for them", failed, len(results))
+	}
+	return nil
+}
+
+func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opener, opts imagekeys.RewrapOptions) *imagekeys.Result {
+	res := &imagekeys.Result{Image: name}
+	fail := func(err error) *imagekeys.Result { return res.Fail(err) }
+	img, st, ref, err := c.open(ctx, name)
+	if err != nil {
+		return fail(err)
+	}
+	res.Image, res.OldDigest = img.Name, img.Digest
+	plans, changed, err := imagekeys.Plan(ctx, img, op, opts)
+	if err != nil {
+		return fail(explain(img.Name, err))
+	}
+	res.Platforms = plans
+	switch {
+	case opts.DryRun:
+		res.Status = imagekeys.StatusPlanned
+		return res
+	case !changed && to == "":
+		res.Status, res.NewDigest = imagekeys.StatusUpToDate, img.Digest
+		return res
+	}
+	dst := st
+	if to != "" {
+		if dst, err = c.destination(ctx, ref, img, to); err != nil {
+			return fail(err)
+		}
+	}
+	d, err := imagekeys.Write(ctx, img, st, dst)
+	if err != nil {
+		if errors.Is(err, imagekeys.ErrMoved) {
+			err = hint.Wrap(fmt.Errorf("%s: %w; nothing was overwritten", img.Name, err), "inspect the image again and rerun the rewrap")
+		}
+		return fail(err)
+	}
+	res.Status, res.NewDigest = imagekeys.StatusRewrapped, d
+	return res
+}
+
+// destination opens --to: another tag or repository of the same
+// registry (blobs are mounted, not copied), or another name in the same
+// layout.
+func (c *cmd) destination(ctx context.Context, src *imageref.Ref, img *imagekeys.Image, to string) (imagekeys.Store, error) {
+	r, err := imageref.Parse(to, !c.tlsVerify)
+	if err != nil {
+		return nil, fmt.Errorf("--to %.200q: %w", to, err)
+	}
+	if r.Transport != src.Transport {
+		return nil, usagef("--to must use the source's transport (%s)", src.Transport)
+	}
+	opts, err := c.registryOptions()
+	if err != nil {
+		return nil, err
+	}
+	switch r.Transport {
+	case imageref.Docker:
+		if r.Registry.Context().RegistryStr() != src.Registry.Context().RegistryStr() {
+			return nil, hint.Wrap(errors.New("--to names another registry: rewrap moves no layer, so it writes only where the layers already are"),
+				"copy the image there first (skopeo copy), then rewrap it there")
+		}
+		dst := &imagekeys.Registry{Ref: r.Registry, Opts: opts}
+		if r.Registry.Context().Name() != src.Registry.Context().Name() {
+			if err := dst.Mount(ctx, src.Registry.Context(), img.Blobs()); err != nil {
+				return nil, err
+			}
+		}
+		return dst, nil
+	case imageref.OCI:
+		if r.Path != src.Path {
+			return nil, errors.New("--to names another layout: rewrap moves no layer, so it writes only in the source's layout")
+		}
+		return nil, errors.New("--to within a layout is not supported yet: rewrap in place, or copy the image to a new name with skopeo first")
+	}
+	return nil, fmt.Errorf("--to: %w", imagekeys.ErrReadOnly)
+}
+
+// explain adds the hints a failed plan needs.
+func explain(image string, err error) error {
+	switch {
+	case errors.Is(err, imagekeys.ErrNotEncrypted):
+		return hint.Wrap(fmt.Errorf("%s: %w", image, err), "encrypt it first: skopeo copy --encryption-key provider:ocikp:RECIPIENT")
+	case errors.Is(err, imagekeys.ErrNoEnvelope):
+		return hint.Wrap(fmt.Errorf("%s: %w under this provider name", image, err),
+			"see its schemes with: ocikp inspect "+image, "other providers' or schemes' layers are converted by ocikp migrate; --name NAME if ocikp runs under another provider name")
+	}
+	return fmt.Errorf("%s: %w", image, err)
+}
+
+func (c *cmd) printResults(results []*imagekeys.Result, dryRun bool) {
+	for _, r := range results {
+		for _, p := range r.Platforms {
+			for i, l := range p.Layers {
+				where := fmt.Sprintf("layer %d", i)
+				if p.Platform != "" {
+					where = p.Platform + " " + where
+				}
+				var changes []string
+				for _, a := range l.Added {
+					changes = append(changes, "+ "+oneLine(a))
+				}
+				for _, rm := range l.Removed {
+					changes = append(changes, "- "+oneLine(rm.Hint))
+				}
+				if len(changes) == 0 {
+					changes = []string{"unchanged"}
+				}
+				fmt.Fprintf(c.stderr, "%s: %s: %d -> %d recipients: %s\n", oneLine(r.Image), where, len(l.Before), len(l.After), strings.Join(changes, ", "))
+			}
+		}
+	}
+	tw := newTable(c.stdout)
+	fmt.Fprintln(tw, "IMAGE\tSTATUS\tDIGEST\tREASON")
+	for _, r := range results {
+		d := r.NewDigest
+		if d == "" {
+			d = r.OldDigest
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", oneLine(r.Image), r.Status, short(d), oneLine(r.Reason))
+	}
+	tw.Flush()
+}
