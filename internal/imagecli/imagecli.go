@@ -19,6 +19,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/ocikp/ocikp/imagekeys"
 	"github.com/ocikp/ocikp/imageref"
@@ -189,7 +190,15 @@ func (c *cmd) open(ctx context.Context, s string) (*imagekeys.Image, imagekeys.S
 	}
 	img, err := imagekeys.Load(ctx, r.String(), st)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("%s: %w", r, err)
+		err = fmt.Errorf("%s: %w", r, err)
+		var te *transport.Error
+		switch {
+		case errors.As(err, &te) && (te.StatusCode == 401 || te.StatusCode == 403):
+			err = hint.Wrap(err, "give credentials: --creds USER:PASSWORD, --authfile FILE, or log in (podman login, docker login)")
+		case r.Transport == imageref.Docker && !errors.Is(err, imagekeys.ErrManifest):
+			err = hint.Wrap(err, "check the name and that the registry answers; a registry on plain HTTP needs --tls-verify=false")
+		}
+		return nil, nil, nil, err
 	}
 	return img, st, r, nil
 }
