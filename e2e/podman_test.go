@@ -14,7 +14,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
 
 // containersRoot is a private root for the containers/* programs (podman,
@@ -241,17 +240,7 @@ func diffIDs(t *testing.T, img v1.Image) []string {
 // the one image in an OCI layout (not the config's claims).
 func ociUncompressedDigests(t *testing.T, dir string) []string {
 	t.Helper()
-	lp, err := layout.FromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, _ := lp.ImageIndex()
-	im, _ := idx.IndexManifest()
-	img, err := lp.Image(im.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, err := img.Layers()
+	ls, err := ociImage(t, dir).Layers()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
 
@@ -39,6 +40,12 @@ func (s *skopeo) copy(keystore string, flags []string, src, dst string) (string,
 // ociLayerDigests returns the layer digests of the one image in an OCI layout.
 func ociLayerDigests(t *testing.T, dir string) []string {
 	t.Helper()
+	return layerDigests(t, ociImage(t, dir))
+}
+
+// ociImage returns the one image of an OCI layout.
+func ociImage(t *testing.T, dir string) v1.Image {
+	t.Helper()
 	lp, err := layout.FromPath(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +56,7 @@ func ociLayerDigests(t *testing.T, dir string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return layerDigests(t, img)
+	return img
 }
 
 func TestSkopeo(t *testing.T) {

@@ -13,7 +13,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ocikp/ocikp/internal/hint"
-	"github.com/ocikp/ocikp/internal/safetext"
 	"github.com/ocikp/ocikp/internal/usage"
 )
 
@@ -103,21 +102,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 // printError writes one error line and at most two hint lines.
-func printError(w io.Writer, err error) {
-	fmt.Fprintf(w, "ocikp: error: %s\n", oneLine(err.Error()))
-	for i, h := range hint.Of(err) {
-		if i == 2 {
-			break
-		}
-		fmt.Fprintf(w, "ocikp: hint: %s\n", oneLine(h))
-	}
-}
+func printError(w io.Writer, err error) { hint.Print(w, err) }
 
 // oneLine makes a message one printable line: errors carry strings from
 // layers, which must not reach the terminal as control sequences.
-func oneLine(s string) string {
-	return safetext.Clean(strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " "))
-}
+func oneLine(s string) string { return hint.OneLine(s) }
 
 type command struct {
 	name    string

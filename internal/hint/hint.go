@@ -3,7 +3,14 @@
 // contain secrets or request contents.
 package hint
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/ocikp/ocikp/internal/safetext"
+)
 
 // Error is an error carrying up to a few lines of advice.
 type Error struct {
@@ -29,4 +36,23 @@ func Of(err error) []string {
 		return h.Hints
 	}
 	return nil
+}
+
+// Print writes err as ocikp prints every failure: one "ocikp: error:" line
+// and at most two "ocikp: hint:" lines, each made one printable line
+// (errors carry strings from layers and clients, which must not reach a
+// terminal as control sequences).
+func Print(w io.Writer, err error) {
+	fmt.Fprintf(w, "ocikp: error: %s\n", OneLine(err.Error()))
+	for i, h := range Of(err) {
+		if i == 2 {
+			break
+		}
+		fmt.Fprintf(w, "ocikp: hint: %s\n", OneLine(h))
+	}
+}
+
+// OneLine joins s into one line and escapes what is not printable.
+func OneLine(s string) string {
+	return safetext.Clean(strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " "))
 }

@@ -24,7 +24,6 @@ import (
 	"github.com/ocikp/ocikp/imagekeys"
 	"github.com/ocikp/ocikp/imageref"
 	"github.com/ocikp/ocikp/internal/hint"
-	"github.com/ocikp/ocikp/internal/safetext"
 	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -70,19 +69,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 1
 }
 
-func printError(w io.Writer, err error) {
-	fmt.Fprintf(w, "ocikp: error: %s\n", oneLine(err.Error()))
-	for i, h := range hint.Of(err) {
-		if i == 2 {
-			break
-		}
-		fmt.Fprintf(w, "ocikp: hint: %s\n", oneLine(h))
-	}
-}
+func printError(w io.Writer, err error) { hint.Print(w, err) }
 
-func oneLine(s string) string {
-	return safetext.Clean(strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " "))
-}
+func oneLine(s string) string { return hint.OneLine(s) }
 
 type cmd struct {
 	name           string
