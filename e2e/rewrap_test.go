@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -15,7 +16,12 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // ocikpRun runs the built ocikp with a keystore and returns its stdout,
@@ -258,4 +264,161 @@ func remoteManifestDigest(t *testing.T, ref string) string {
 		t.Fatal(err)
 	}
 	return d.Digest.String()
+}
+
+// pushIndex pushes a two-platform OCI index of n-layer images and returns
+// its platforms.
+func pushIndex(t *testing.T, ref string, n int) []string {
+	var idx v1.ImageIndex = mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	platforms := []string{"linux/amd64", "linux/arm64"}
+	for _, p := range platforms {
+		os, arch, _ := strings.Cut(p, "/")
+		img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+		img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+		img, err := mutate.ConfigFile(img, &v1.ConfigFile{OS: os, Architecture: arch, RootFS: v1.RootFS{Type: "layers"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			l, err := random.Layer(2048, types.OCILayer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if img, err = mutate.AppendLayers(img, l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: os, Architecture: arch}}})
+	}
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(r, idx); err != nil {
+		t.Fatal(err)
+	}
+	return platforms
+}
+
+// A multi-platform index, and JWE keys beside ocikp's: rewrap rewrites
+// every platform's manifest and the index, keeps the JWE annotations byte
+// for byte, and the JWE key still decrypts.
+func TestRewrapIndexAndJWE(t *testing.T) {
+	p := newProvider(t, "ocikp")
+	sk := newSkopeo(t, p)
+	reg := startRegistry(t)
+	ksA, ra := p.keystore(t, "alice")
+	ksB, rb := p.keystore(t, "bob")
+	dir := t.TempDir()
+	priv, pub := filepath.Join(dir, "jwe.pem"), filepath.Join(dir, "jwe.pub.pem")
+	if out, err := exec.Command("openssl", "genrsa", "-out", priv, "2048").CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("openssl", "rsa", "-in", priv, "-pubout", "-out", pub).CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	platforms := pushIndex(t, reg+"/multi:plain", 2)
+	out, err := sk.copy(ksA, []string{"--all", "--encryption-key", "provider:ocikp:" + ra["alice"], "--encryption-key", "jwe:" + pub},
+		"docker://"+reg+"/multi:plain", "docker://"+reg+"/multi:enc")
+	if err != nil {
+		t.Fatalf("encrypt the index: %v\n%s", err, out)
+	}
+	p.calls(t)
+	jweOf := func() map[string]string {
+		r, _ := name.ParseReference(reg+"/multi:enc", name.Insecure)
+		idx, err := remote.Index(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, _ := idx.IndexManifest()
+		got := map[string]string{}
+		for _, d := range im.Manifests {
+			img, err := idx.Image(d.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, _ := img.Manifest()
+			for i, l := range m.Layers {
+				got[fmt.Sprintf("%s/%d", d.Platform, i)] = l.Annotations["org.opencontainers.image.enc.keys.jwe"] + " " + l.Digest.String()
+			}
+		}
+		return got
+	}
+	before := jweOf()
+	if len(before) != 2*len(platforms) {
+		t.Fatalf("encrypted index has %d layers: %v", len(before), before)
+	}
+	stdout, stderr, err := ocikpRun(t, p.bin, ksA, "rewrap", "--tls-verify=false", "--add", rb["bob"], "docker://"+reg+"/multi:enc")
+	if err != nil {
+		t.Fatalf("rewrap the index: %v\n%s%s", err, stdout, stderr)
+	}
+	if strings.Count(stderr, "1 -> 2 recipients") != 2*len(platforms) {
+		t.Errorf("rewrap did not plan every layer of every platform:\n%s", stderr)
+	}
+	if after := jweOf(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("JWE annotations or layer digests changed:\n%v\n%v", before, after)
+	}
+	for _, plat := range platforms {
+		for _, c := range []struct{ ks, key string }{{ksB, "provider:ocikp"}, {t.TempDir(), priv}} {
+			dir := filepath.Join(t.TempDir(), "oci")
+			args := []string{"--override-os", strings.Split(plat, "/")[0], "--override-arch", strings.Split(plat, "/")[1], "--decryption-key", c.key}
+			out, err := sk.copy(c.ks, args, "docker://"+reg+"/multi:enc", "oci:"+dir+":out")
+			if err != nil {
+				t.Fatalf("%s: decrypt with %s after the rewrap: %v\n%s", plat, c.key, err, out)
+			}
+		}
+	}
+	p.calls(t)
+}
+
+// A registry that starts failing in the middle of a rewrap (every manifest
+// write after the first answers 500, retries included) leaves the tag on
+// the image it was: valid, and still decrypting for its recipients.
+func TestRewrapRegistryFailsMidway(t *testing.T) {
+	p := newProvider(t, "ocikp")
+	sk := newSkopeo(t, p)
+	reg := startRegistry(t)
+	ksA, ra := p.keystore(t, "alice")
+	_, rb := p.keystore(t, "bob")
+	pushIndex(t, reg+"/flaky:plain", 1)
+	out, err := sk.copy(ksA, []string{"--all", "--encryption-key", "provider:ocikp:" + ra["alice"]}, "docker://"+reg+"/flaky:plain", "docker://"+reg+"/flaky:enc")
+	if err != nil {
+		t.Fatalf("encrypt: %v\n%s", err, out)
+	}
+	p.calls(t)
+	before := remoteManifestDigest(t, reg+"/flaky:enc")
+	target, _ := url.Parse("http://" + reg)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var mu sync.Mutex
+	puts, refused := 0, 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "PUT" && strings.Contains(r.URL.Path, "/manifests/") {
+			mu.Lock()
+			puts++
+			n := puts
+			if n > 1 {
+				refused++
+			}
+			mu.Unlock()
+			if n > 1 {
+				http.Error(w, "registry trouble", http.StatusInternalServerError)
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	via := strings.TrimPrefix(srv.URL, "http://")
+	_, stderr, err := ocikpRun(t, p.bin, ksA, "rewrap", "--tls-verify=false", "--add", rb["bob"], "docker://"+via+"/flaky:enc")
+	if err == nil || !strings.HasPrefix(stderr, "ocikp: error: docker://"+via+"/flaky:enc: writing the new manifests: platform ") || !strings.Contains(stderr, "500") {
+		t.Fatalf("rewrap through a failing registry: %v\n%s", err, stderr)
+	}
+	t.Logf("%d manifest writes refused (retries included); ocikp said:\n%s", refused, stderr)
+	if d := remoteManifestDigest(t, reg+"/flaky:enc"); d != before {
+		t.Fatalf("the tag moved to %s after a failed rewrap", d)
+	}
+	dir := filepath.Join(t.TempDir(), "oci")
+	if out, err := sk.copy(ksA, []string{"--decryption-key", "provider:ocikp"}, "docker://"+reg+"/flaky:enc", "oci:"+dir+":out"); err != nil {
+		t.Fatalf("the image behind the tag no longer decrypts for alice: %v\n%s", err, out)
+	}
 }

@@ -127,9 +127,10 @@ func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opene
 	d, err := imagekeys.Write(ctx, img, st, dst)
 	if err != nil {
 		if errors.Is(err, imagekeys.ErrMoved) {
-			err = hint.Wrap(fmt.Errorf("%s: %w; nothing was overwritten", img.Name, err), "inspect the image again and rerun the rewrap")
+			return fail(hint.Wrap(fmt.Errorf("%s: %w; nothing was overwritten", img.Name, err), "inspect the image again and rerun the rewrap"))
 		}
-		return fail(err)
+		return fail(hint.Wrap(fmt.Errorf("%s: writing the new manifests: %w", img.Name, err),
+			"the tag is written last and still points at the image it did: rerun when the registry answers"))
 	}
 	res.Status, res.NewDigest = imagekeys.StatusRewrapped, d
 	return res
