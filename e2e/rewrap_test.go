@@ -219,6 +219,31 @@ func TestRewrap(t *testing.T) {
 		}
 	})
 
+	t.Run("every tag of a repository", func(t *testing.T) {
+		for _, tag := range []string{"a", "b", "c"} {
+			out, err := sk.copy(ksA, []string{"--encryption-key", "provider:ocikp:" + ra["alice"]}, "docker://"+plain, "docker://"+reg+"/many:"+tag)
+			if err != nil {
+				t.Fatalf("encrypt: %v\n%s", err, out)
+			}
+		}
+		p.calls(t)
+		pushImage(t, reg+"/many:plain", 1)
+		stdout, stderr, err := ocikpRun(t, p.bin, ksA, "rewrap", "--tls-verify=false", "--all-tags", "--jobs", "2", "--add", rb["bob"], "docker://"+reg+"/many")
+		if err != nil || strings.Count(stdout, " rewrapped ") != 3 || strings.Count(stdout, " skipped ") != 1 || !strings.Contains(stderr, "[4/4] ") {
+			t.Fatalf("rewrap --all-tags: %v\n%s%s", err, stdout, stderr)
+		}
+		stdout, _, err = ocikpRun(t, p.bin, ksA, "rewrap", "--tls-verify=false", "--all-tags", "--add", rb["bob"], "docker://"+reg+"/many")
+		if err != nil || strings.Count(stdout, " up to date ") != 3 {
+			t.Fatalf("rewrap --all-tags again: %v\n%s", err, stdout)
+		}
+		t.Logf("summary:\n%s", stdout)
+		for _, tag := range []string{"a", "b", "c"} {
+			if out, err := decrypts(ksB, reg+"/many:"+tag); err != nil {
+				t.Fatalf("bob cannot decrypt many:%s: %v\n%s", tag, err, out)
+			}
+		}
+	})
+
 	t.Run("a tag moved during the rewrap is not overwritten", func(t *testing.T) {
 		out, err := sk.copy(ksA, []string{"--encryption-key", "provider:ocikp:" + rb["bob"]}, "docker://"+plain, "docker://"+reg+"/app:moving")
 		if err != nil {

@@ -175,6 +175,7 @@ const (
 	StatusUpToDate  = "up to date"
 	StatusPlanned   = "planned" // dry run
 	StatusFailed    = "failed"
+	StatusSkipped   = "skipped"
 )
 
 // PlatformPlan is the plan for one image manifest.

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"net/http"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +57,13 @@ func (o RegistryOptions) remote(ctx context.Context) []remote.Option {
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithUserAgent(o.UserAgent),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4}),
 		remote.WithRetryStatusCodes(429, 500, 502, 503, 504)}
+	if o.Insecure {
+		// skopeo's --tls-verify=false: plain HTTP (name.Insecure) and
+		// certificates not verified.
+		tr := remote.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		opts = append(opts, remote.WithTransport(tr))
+	}
 	switch {
 	case o.Auth != nil:
 		opts = append(opts, remote.WithAuth(o.Auth))
@@ -361,4 +370,9 @@ func Open(r *imageref.Ref, opts RegistryOptions) (Store, error) {
 		return OpenArchive(r.Path, r.RefName)
 	}
 	return nil, fmt.Errorf("unknown transport %q", r.Transport)
+}
+
+// Tags lists a repository's tags.
+func Tags(ctx context.Context, repo name.Repository, opts RegistryOptions) ([]string, error) {
+	return remote.List(repo, opts.remote(ctx)...)
 }

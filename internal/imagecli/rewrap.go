@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/ocikp/ocikp/imagekeys"
 	"github.com/ocikp/ocikp/imageref"
@@ -34,13 +37,26 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 	fs.Var(&remove, "remove", "remove a `RECIPIENT`, key name, KMS key URL or stanza tag as inspect shows it; repeatable")
 	to := fs.String("to", "", "write the result under another `IMAGE` name of the same registry or layout instead")
 	dryRun := fs.Bool("dry-run", false, "print the plan; write nothing")
-	pos, err := c.parse(fs, args, "ocikp rewrap [--add RECIPIENT]... [--remove RECIPIENT|HINT]... [--to IMAGE] [--dry-run] [--json] IMAGE...", rewrapSummary)
+	allTags := fs.Bool("all-tags", false, "rewrap every tag of each docker://HOST/REPO named (plain images are skipped)")
+	jobs := fs.Int("jobs", 4, "images rewrapped at once")
+	pos, err := c.parse(fs, args, "ocikp rewrap [--add RECIPIENT]... [--remove RECIPIENT|HINT]... [--to IMAGE] [--dry-run] [--all-tags] [--json] IMAGE...", rewrapSummary)
 	if err != nil {
 		return err
+	}
+	if *jobs < 1 || *jobs > 64 {
+		return usagef("--jobs: 1 to 64")
 	}
 	names, err := c.images(pos)
 	if err != nil {
 		return err
+	}
+	if *allTags {
+		if *to != "" {
+			return usagef("--all-tags and --to do not go together")
+		}
+		if names, err = c.expandTags(ctx, names); err != nil {
+			return err
+		}
 	}
 	if len(names) == 0 {
 		return usagef("rewrap needs an image")
@@ -72,14 +88,35 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 		removeT = append(removeT, t)
 	}
 	opts := imagekeys.RewrapOptions{Provider: c.providerName, Add: addT, Remove: removeT, DryRun: *dryRun}
-	var results []*imagekeys.Result
+	results := make([]*imagekeys.Result, len(names))
+	sem := make(chan struct{}, *jobs)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	finished := 0
+	for i, n := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			res := c.rewrapOne(ctx, n, *to, p, opts)
+			if *allTags && errors.Is(res.Err(), imagekeys.ErrNotEncrypted) {
+				res.Status, res.Reason = imagekeys.StatusSkipped, "not encrypted"
+			}
+			results[i] = res
+			if len(names) > 1 {
+				mu.Lock()
+				finished++
+				fmt.Fprintf(c.stderr, "[%d/%d] %s: %s\n", finished, len(names), oneLine(res.Image), res.Status)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
 	failed := 0
-	for _, n := range names {
-		res := c.rewrapOne(ctx, n, *to, p, opts)
-		if res.Status == imagekeys.StatusFailed {
+	for _, r := range results {
+		if r.Status == imagekeys.StatusFailed {
 			failed++
 		}
-		results = append(results, res)
 	}
 	if c.asJSON {
 		if err := c.printJSON(results); err != nil {
@@ -134,6 +171,52 @@ func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opene
 	}
 	res.Status, res.NewDigest = imagekeys.StatusRewrapped, d
 	return res
+}
+
+// expandTags lists the tags of each repository named.
+func (c *cmd) expandTags(ctx context.Context, names []string) ([]string, error) {
+	var out []string
+	for _, n := range names {
+		repo, err := c.repository(n)
+		if err != nil {
+			return nil, err
+		}
+		opts, err := c.registryOptions()
+		if err != nil {
+			return nil, err
+		}
+		tags, err := imagekeys.Tags(ctx, repo, opts)
+		if err != nil {
+			return nil, fmt.Errorf("listing the tags of %s: %w", repo, err)
+		}
+		for _, t := range tags {
+			out = append(out, "docker://"+repo.Tag(t).String())
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("the repositories have no tags")
+	}
+	return out, nil
+}
+
+// repository reads docker://HOST/REPO, with or without a tag.
+func (c *cmd) repository(n string) (name.Repository, error) {
+	s, ok := strings.CutPrefix(n, "docker://")
+	if !ok {
+		return name.Repository{}, usagef("--all-tags takes docker://HOST/REPO names, not %.100q", n)
+	}
+	opts := []name.Option{name.StrictValidation}
+	if !c.tlsVerify {
+		opts = append(opts, name.Insecure)
+	}
+	if r, err := name.ParseReference(s, opts...); err == nil {
+		return r.Context(), nil
+	}
+	r, err := name.NewRepository(s, opts...)
+	if err != nil {
+		return name.Repository{}, fmt.Errorf("%.100q: %w", n, imageref.ErrSyntax)
+	}
+	return r, nil
 }
 
 // destination opens --to: another tag or repository of the same
