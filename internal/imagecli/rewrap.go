@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -189,6 +190,7 @@ func (c *cmd) expandTags(ctx context.Context, names []string) ([]string, error) 
 		if err != nil {
 			return nil, fmt.Errorf("listing the tags of %s: %w", repo, err)
 		}
+		slices.Sort(tags)
 		for _, t := range tags {
 			out = append(out, "docker://"+repo.Tag(t).String())
 		}
