@@ -829,3 +829,12 @@ func (p *Provider) Candidates(env *envelope.Envelope) []string {
 	}
 	return out
 }
+
+// OpenBlob returns the secret (optsdata) of one wrapped-key blob with the
+// keystore's keys and the KMS plugins, as an unwrap with no decryption
+// parameters would: ocikp envelopes and the seed providers' formats
+// (migrate's first step).
+func (p *Provider) OpenBlob(ctx context.Context, blob []byte) ([]byte, error) {
+	out, _, err := p.unwrap(ctx, &protocol.KeyUnwrapParams{Annotation: blob})
+	return out, err
+}

@@ -43,6 +43,8 @@ Usage:
                                        show who can decrypt an image (ocikp inspect -h)
   ocikp rewrap --add R… --remove R… IMAGE…
                                        change an image's recipients without moving its layers
+  ocikp migrate --recipient R… [--key F] IMAGE…
+                                       move seed-provider, JWE and PKCS#7 layers to ocikp envelopes
   ocikp health [--grpc ADDR] …         ask a service whether it serves (exit 0) (ocikp health -h)
   ocikp doctor [--json] [provider:NAME[:VALUE] …]
                                        check the setup the callers see; says what to fix
@@ -129,6 +131,7 @@ func init() {
 		{"serve", cmdServe, ""},
 		{"inspect", cmdImage("inspect"), ""},
 		{"rewrap", cmdImage("rewrap"), ""},
+		{"migrate", cmdImage("migrate"), ""},
 		{"health", cmdHealth, ""},
 		{"doctor", cmdDoctor, "Check what skopeo, podman, containerd and CRI-O would find: OCICRYPT_KEYPROVIDER_CONFIG, the ocikp it runs and its --name, the keystore, KMS plugins and settings, an ocikp serve service it names. One line per check, with the fix; exit 0 only if none fails. Give the provider:NAME[:VALUE] strings you pass to check them too."},
 		{"version", cmdVersion, "Print ocikp's version."},

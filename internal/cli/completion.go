@@ -182,13 +182,13 @@ func (e *env) keyNames() []string {
 func (e *env) commandFlags(name string) []string {
 	var help bytes.Buffer
 	switch name {
-	case "serve", "health", "inspect", "rewrap":
+	case "serve", "health", "inspect", "rewrap", "migrate":
 		// These run a sibling executable: ask it, never exec over this one.
 		prog, args := "ocikp-serve", []string{"--help"}
 		switch name {
 		case "health":
 			args = []string{"health", "--help"}
-		case "inspect", "rewrap":
+		case "inspect", "rewrap", "migrate":
 			prog, args = "ocikp-image", []string{name, "--help"}
 		}
 		path, err := (&plugin.Client{Name: prog}).Find()

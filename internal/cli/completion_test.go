@@ -29,7 +29,7 @@ func TestComplete(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{""}, "completion config delete doctor health help import inspect keygen keyprovider kms list recipient rewrap serve version"},
+		{[]string{""}, "completion config delete doctor health help import inspect keygen keyprovider kms list migrate recipient rewrap serve version"},
 		{[]string{"k"}, "keygen keyprovider kms"},
 		{[]string{"-"}, "--help --keystore --version"},
 		{[]string{"recipient", "al"}, "albert alice"},

@@ -41,7 +41,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "ocikp: error: ocikp-image needs a command: inspect or rewrap")
+		fmt.Fprintln(stderr, "ocikp: error: ocikp-image needs a command: inspect, rewrap or migrate")
 		return 2
 	}
 	c := &cmd{name: args[0], stdin: stdin, stdout: stdout, stderr: stderr}
@@ -51,8 +51,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = c.inspect(ctx, args[1:])
 	case "rewrap":
 		err = c.rewrap(ctx, args[1:])
+	case "migrate":
+		err = c.migrate(ctx, args[1:])
 	default:
-		err = usagef("unknown command %.40q (inspect, rewrap)", args[0])
+		err = usagef("unknown command %.40q (inspect, rewrap, migrate)", args[0])
 	}
 	if err == nil {
 		return 0

@@ -1,0 +1,180 @@
+package imagecli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/containers/ocicrypt/config"
+	"github.com/containers/ocicrypt/keywrap/jwe"
+	"github.com/containers/ocicrypt/keywrap/pkcs7"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/imagekeys"
+	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keyprovider"
+)
+
+const migrateSummary = `Give every encrypted layer of an image an ocikp envelope for the
+recipients given, with the layer key taken from another scheme: the seed
+providers' blobs (the Apple Keychain provider's, the GCP kmscrypt
+provider's: opened with the keystore and KMS, as an unwrap would), or
+ocicrypt's JWE and PKCS#7 (opened with --key and --cert, by ocicrypt's own
+unwrapping code). The old annotations are removed, so readers must use ocikp,
+unless --keep-old leaves them for readers not yet moved. Layers do not move.`
+
+// foreignOpener opens other schemes' wrapped keys for migrate.
+type foreignOpener struct {
+	p  *keyprovider.Provider
+	dc *config.DecryptConfig // --key, --cert
+}
+
+func (f *foreignOpener) OpenForeign(ctx context.Context, w *imagekeys.Wrapping, blob []byte) ([]byte, error) {
+	switch w.Scheme {
+	case "provider":
+		for _, b := range w.Blobs {
+			if b.Format == imagekeys.FormatOpaque || b.Format == imagekeys.FormatUnreadable {
+				return nil, fmt.Errorf("%w: another key provider's format", imagekeys.ErrCannotOpen)
+			}
+		}
+		return f.p.OpenBlob(ctx, blob)
+	case "jwe", "pkcs7":
+		if f.dc == nil {
+			return nil, fmt.Errorf("%w: give its private key with --key", imagekeys.ErrCannotOpen)
+		}
+		if w.Scheme == "jwe" {
+			return jwe.NewKeyWrapper().UnwrapKey(f.dc, blob)
+		}
+		return pkcs7.NewKeyWrapper().UnwrapKey(f.dc, blob)
+	}
+	return nil, fmt.Errorf("%w: %s is not migrated here", imagekeys.ErrCannotOpen, w.Scheme)
+}
+
+func (c *cmd) migrate(ctx context.Context, args []string) error {
+	fs := c.flags()
+	var recips, keys, certs multiFlag
+	fs.Var(&recips, "recipient", "encrypt the layer keys for `RECIPIENT` (recipient string, key name, KMS key URL); repeatable")
+	fs.Var(&keys, "key", "private key `FILE` (PEM) for JWE or PKCS#7 wrapped keys; repeatable")
+	fs.Var(&certs, "cert", "certificate `FILE` (PEM) for PKCS#7 wrapped keys; repeatable")
+	keepOld := fs.Bool("keep-old", false, "keep the old annotations for readers not yet moved")
+	dryRun := fs.Bool("dry-run", false, "print the plan; write nothing")
+	pos, err := c.parse(fs, args, "ocikp migrate --recipient RECIPIENT... [--key FILE]... [--cert FILE]... [--keep-old] [--dry-run] [--json] IMAGE...", migrateSummary)
+	if err != nil {
+		return err
+	}
+	names, err := c.images(pos)
+	if err != nil {
+		return err
+	}
+	if len(names) == 0 || len(recips) == 0 {
+		return usagef("migrate needs --recipient and an image")
+	}
+	p, done, err := c.provider()
+	if err != nil {
+		return err
+	}
+	defer done()
+	op := &foreignOpener{p: p}
+	if len(keys)+len(certs) > 0 {
+		params := map[string][][]byte{}
+		for _, k := range keys {
+			b, err := readKeyFile(k)
+			if err != nil {
+				return err
+			}
+			params["privkeys"] = append(params["privkeys"], b)
+			params["privkeys-passwords"] = append(params["privkeys-passwords"], nil)
+		}
+		for _, k := range certs {
+			b, err := readKeyFile(k)
+			if err != nil {
+				return err
+			}
+			params["x509s"] = append(params["x509s"], b)
+		}
+		op.dc = &config.DecryptConfig{Parameters: params}
+	}
+	var rs []envelope.Recipient
+	for i, r := range recips {
+		rc, err := p.RecipientFor(ctx, r)
+		if err != nil {
+			return fmt.Errorf("--recipient %d of %d: %w", i+1, len(recips), err)
+		}
+		rs = append(rs, rc)
+	}
+	var results []*imagekeys.Result
+	failed := 0
+	for _, n := range names {
+		res := &imagekeys.Result{Image: n}
+		img, st, _, err := c.open(ctx, n)
+		if err == nil {
+			res.Image, res.OldDigest = img.Name, img.Digest
+			var changed bool
+			var plans []*imagekeys.MigratePlan
+			plans, changed, err = imagekeys.MigrateAll(ctx, img, c.providerName, op, rs, *keepOld, *dryRun)
+			if err != nil {
+				err = explainMigrate(img.Name, err)
+			}
+			for i, pl := range plans {
+				switch {
+				case pl.UpToDate:
+					fmt.Fprintf(c.stderr, "%s: encrypted layer %d: already has an ocikp envelope\n", oneLine(img.Name), i)
+				default:
+					fmt.Fprintf(c.stderr, "%s: encrypted layer %d: from %s (%s) to %d recipients; removed: %d annotations\n",
+						oneLine(img.Name), i, pl.From, pl.Format, len(pl.After), len(pl.Removed))
+				}
+			}
+			switch {
+			case err != nil:
+			case *dryRun:
+				res.Status = imagekeys.StatusPlanned
+			case !changed:
+				res.Status, res.NewDigest = imagekeys.StatusUpToDate, img.Digest
+			default:
+				var d string
+				if d, err = imagekeys.Write(ctx, img, st, st); err == nil {
+					res.Status, res.NewDigest = "migrated", d
+				}
+			}
+		}
+		if err != nil {
+			res.Fail(err)
+			failed++
+		}
+		results = append(results, res)
+	}
+	if c.asJSON {
+		if err := c.printJSON(results); err != nil {
+			return err
+		}
+	} else if !(len(results) == 1 && failed == 1) {
+		c.printResults(results, *dryRun)
+	}
+	if failed > 0 {
+		if len(results) == 1 {
+			return results[0].Err()
+		}
+		return fmt.Errorf("%d of %d images failed; nothing was written for them", failed, len(results))
+	}
+	return nil
+}
+
+func readKeyFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > 1<<20 {
+		return nil, fmt.Errorf("%s: not a key file (a regular file of at most 1 MiB)", path)
+	}
+	return os.ReadFile(path)
+}
+
+func explainMigrate(image string, err error) error {
+	if errors.Is(err, imagekeys.ErrNotEncrypted) {
+		return hint.Wrap(fmt.Errorf("%s: %w", image, err), "nothing to migrate")
+	}
+	return hint.Wrap(fmt.Errorf("%s: %w", image, err),
+		"seed providers' layers open with the keystore (ocikp import the seed's key) or KMS; JWE and PKCS#7 layers need --key FILE (and --cert FILE for PKCS#7)")
+}
