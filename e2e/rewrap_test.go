@@ -447,3 +447,60 @@ func TestRewrapRegistryFailsMidway(t *testing.T) {
 		t.Fatalf("the image behind the tag no longer decrypts for alice: %v\n%s", err, out)
 	}
 }
+
+// --rotate-layer-keys: new layer keys and blobs; the removed recipient's
+// key no longer opens anything, not even with the old layer keys it may
+// have kept; the remaining recipient decrypts.
+func TestRewrapRotate(t *testing.T) {
+	p := newProvider(t, "ocikp")
+	sk := newSkopeo(t, p)
+	reg := startRegistry(t)
+	ksA, ra := p.keystore(t, "alice")
+	ksB, rb := p.keystore(t, "bob")
+	const layers = 2
+	plain := reg + "/rot:plain"
+	pushImage(t, plain, layers)
+	out, err := sk.copy(ksA, []string{"--encryption-key", "provider:ocikp:" + ra["alice"], "--encryption-key", "provider:ocikp:" + rb["bob"]}, "docker://"+plain, "docker://"+reg+"/rot:enc")
+	if err != nil {
+		t.Fatalf("encrypt: %v\n%s", err, out)
+	}
+	p.calls(t)
+	old := remoteManifest(t, reg+"/rot:enc")
+	stdout, stderr, err := ocikpRun(t, p.bin, ksB, "rewrap", "--tls-verify=false", "--remove", ra["alice"], "--rotate-layer-keys", "docker://"+reg+"/rot:enc")
+	if err != nil || !strings.Contains(stderr, "new layer key and blob") {
+		t.Fatalf("rewrap --rotate-layer-keys: %v\n%s%s", err, stdout, stderr)
+	}
+	rotated := remoteManifest(t, reg+"/rot:enc")
+	for i := range rotated.Layers {
+		if rotated.Layers[i].Digest == old.Layers[i].Digest {
+			t.Fatalf("layer %d kept its blob", i)
+		}
+	}
+	decrypt := func(ks, ref string) (string, error) {
+		dir := filepath.Join(t.TempDir(), "oci")
+		out, err := sk.copy(ks, []string{"--decryption-key", "provider:ocikp"}, "docker://"+ref, "oci:"+dir+":out")
+		p.calls(t)
+		return out, err
+	}
+	if out, err := decrypt(ksB, reg+"/rot:enc"); err != nil {
+		t.Fatalf("bob after the rotation: %v\n%s", err, out)
+	}
+	if out, err := decrypt(ksA, reg+"/rot:enc"); err == nil || !strings.Contains(out, "no key can decrypt this layer") {
+		t.Fatalf("alice after the rotation: %v\n%s", err, out)
+	}
+	// Alice kept the old layer keys: the old annotations, on the new
+	// blobs. They must not open them.
+	rewriteLayerAnnotations(t, reg+"/rot:enc", reg+"/rot:oldkeys", func(a map[string]string) {
+		for i, l := range rotated.Layers {
+			if a["org.opencontainers.image.enc.pubopts"] == l.Annotations["org.opencontainers.image.enc.pubopts"] {
+				a["org.opencontainers.image.enc.keys.provider.ocikp"] = old.Layers[i].Annotations["org.opencontainers.image.enc.keys.provider.ocikp"]
+				a["org.opencontainers.image.enc.pubopts"] = old.Layers[i].Annotations["org.opencontainers.image.enc.pubopts"]
+			}
+		}
+	})
+	if out, err := decrypt(ksA, reg+"/rot:oldkeys"); err == nil {
+		t.Fatalf("alice's old layer keys opened the rotated blobs:\n%s", out)
+	} else {
+		t.Logf("the old layer keys on the new blobs: %s", tail(out, 2))
+	}
+}

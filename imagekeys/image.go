@@ -167,6 +167,13 @@ type RewrapOptions struct {
 	Provider    string // the NAME of provider:NAME (ocikp)
 	Add, Remove []*Target
 	DryRun      bool
+	// Rotate gives every layer a new layer key and blob (--rotate-layer-keys),
+	// with the remaining recipients found by Known, blobs moved through
+	// Blobs, and temporary files in TmpDir.
+	Rotate bool
+	Known  StanzaRecipients
+	Blobs  BlobStore
+	TmpDir string
 }
 
 // Status of one image's rewrap.
@@ -222,7 +229,13 @@ func Plan(ctx context.Context, img *Image, op Opener, o RewrapOptions) ([]*Platf
 				continue
 			}
 			encrypted++
-			lp, err := RewrapLayer(ctx, l, o.Provider, op, o.Add, o.Remove, o.DryRun)
+			var lp *LayerPlan
+			var err error
+			if o.Rotate {
+				lp, err = RotateLayer(ctx, l, o.Provider, op, o.Known, o.Blobs, o.Add, o.Remove, o.TmpDir, o.DryRun)
+			} else {
+				lp, err = RewrapLayer(ctx, l, o.Provider, op, o.Add, o.Remove, o.DryRun)
+			}
 			if err != nil {
 				return nil, false, &LayerError{Platform: pm.Platform, Index: i, Digest: l.Digest, Err: err}
 			}

@@ -89,10 +89,15 @@ type LayerPlan struct {
 	Added         []string // specs
 	Removed       []RecipientInfo
 	OpenedBy      string // stanza type that opened the file key
+	// --rotate-layer-keys: a new layer key and blob; other schemes'
+	// wrapped keys (of the old key) dropped.
+	Rotated   bool     `json:",omitempty"`
+	NewDigest string   `json:",omitempty"`
+	Dropped   []string `json:",omitempty"`
 }
 
 // Changed reports whether the layer's annotation changes.
-func (p *LayerPlan) Changed() bool { return len(p.Added)+len(p.Removed) > 0 }
+func (p *LayerPlan) Changed() bool { return p.Rotated || len(p.Added)+len(p.Removed) > 0 }
 
 // ErrNoEnvelope marks an encrypted layer without an ocikp envelope under
 // the provider name.

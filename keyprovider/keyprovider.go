@@ -838,3 +838,25 @@ func (p *Provider) OpenBlob(ctx context.Context, blob []byte) ([]byte, error) {
 	out, _, err := p.unwrap(ctx, &protocol.KeyUnwrapParams{Annotation: blob})
 	return out, err
 }
+
+// RecipientOfStanza returns a recipient that a stanza was written for, when
+// it can be known without its private key: a KMS stanza's key URL, or a
+// tagged P-256 stanza whose tag matches a key of the keystore. Rotating a
+// layer's key needs every remaining recipient this way.
+func (p *Provider) RecipientOfStanza(ctx context.Context, s *envelope.Stanza) (envelope.Recipient, error) {
+	if s.KID != "" && recipient.KMSPlugin(s.Type) != nil {
+		return p.recipientFor(ctx, s.KID)
+	}
+	if len(s.Tag) > 0 {
+		sel, err := p.identities(nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range sel.keys {
+			if k.Matches(s) {
+				return k.Recipient()
+			}
+		}
+	}
+	return nil, fmt.Errorf("%s: its recipient is not known here (no keystore key has its tag); name it with --add", s.Hint())
+}

@@ -132,6 +132,15 @@ func NewIdentityFromKey(name string, kx ecdh.KeyExchanger) *Identity {
 // Name returns the identity's display name.
 func (id *Identity) Name() string { return id.name }
 
+// Recipient returns the recipient of the identity's public key.
+func (id *Identity) Recipient() (*Recipient, error) {
+	pub, err := ParsePoint(id.comp)
+	if err != nil {
+		return nil, err
+	}
+	return NewRecipient(pub)
+}
+
 // KeyExchanger returns the private half, loading it on first use.
 func (id *Identity) KeyExchanger() (ecdh.KeyExchanger, error) {
 	id.mu.Lock()

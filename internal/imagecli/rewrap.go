@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -24,7 +25,11 @@ is not overwritten.
 
 Removing a recipient stops new access only: whoever held its key before
 may have kept the layer keys. Real revocation needs new layer keys, which
-means new layer blobs (re-encrypt the image).`
+means new layer blobs: --rotate-layer-keys downloads each layer, decrypts
+it, encrypts it with a fresh key (ocicrypt's layer cipher), uploads the new
+blob and seals the new key for the remaining recipients (every one must be
+known here: a keystore key, a KMS key URL, or named with --add). Other
+schemes' wrapped keys are dropped: they open the old blobs only.`
 
 type multiFlag []string
 
@@ -40,9 +45,13 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 	dryRun := fs.Bool("dry-run", false, "print the plan; write nothing")
 	allTags := fs.Bool("all-tags", false, "rewrap every tag of each docker://HOST/REPO named (plain images are skipped)")
 	jobs := fs.Int("jobs", 4, "images rewrapped at once")
+	rotate := fs.Bool("rotate-layer-keys", false, "revoke for real: new layer keys, so new layer blobs (downloaded, re-encrypted, uploaded); other schemes' keys are dropped")
 	pos, err := c.parse(fs, args, "ocikp rewrap [--add RECIPIENT]... [--remove RECIPIENT|HINT]... [--to IMAGE] [--dry-run] [--all-tags] [--json] IMAGE...", rewrapSummary)
 	if err != nil {
 		return err
+	}
+	if *rotate && *to != "" {
+		return usagef("--rotate-layer-keys writes new blobs where the image is; it does not go with --to")
 	}
 	if *jobs < 1 || *jobs > 64 {
 		return usagef("--jobs: 1 to 64")
@@ -62,8 +71,8 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 	if len(names) == 0 {
 		return usagef("rewrap needs an image")
 	}
-	if len(add)+len(remove) == 0 {
-		return usagef("rewrap needs --add or --remove")
+	if len(add)+len(remove) == 0 && !*rotate {
+		return usagef("rewrap needs --add, --remove or --rotate-layer-keys")
 	}
 	if *to != "" && len(names) != 1 {
 		return usagef("--to takes one source image")
@@ -88,7 +97,15 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 		}
 		removeT = append(removeT, t)
 	}
-	opts := imagekeys.RewrapOptions{Provider: c.providerName, Add: addT, Remove: removeT, DryRun: *dryRun}
+	opts := imagekeys.RewrapOptions{Provider: c.providerName, Add: addT, Remove: removeT, DryRun: *dryRun, Rotate: *rotate, Known: p}
+	if *rotate {
+		tmp, err := os.MkdirTemp("", "ocikp-rotate-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		opts.TmpDir = tmp
+	}
 	results := make([]*imagekeys.Result, len(names))
 	sem := make(chan struct{}, *jobs)
 	var wg sync.WaitGroup
@@ -141,6 +158,13 @@ func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opene
 	img, st, ref, err := c.open(ctx, name)
 	if err != nil {
 		return fail(err)
+	}
+	if opts.Rotate {
+		bs, ok := st.(imagekeys.BlobStore)
+		if !ok {
+			return fail(fmt.Errorf("%s: %w", img.Name, imagekeys.ErrReadOnly))
+		}
+		opts.Blobs = bs
 	}
 	res.Image, res.OldDigest = img.Name, img.Digest
 	plans, changed, err := imagekeys.Plan(ctx, img, op, opts)
@@ -279,6 +303,12 @@ func (c *cmd) printResults(results []*imagekeys.Result, dryRun bool) {
 					where = p.Platform + " " + where
 				}
 				var changes []string
+				if l.Rotated {
+					changes = append(changes, "new layer key and blob")
+					for _, d := range l.Dropped {
+						changes = append(changes, "dropped "+oneLine(d))
+					}
+				}
 				for _, a := range l.Added {
 					changes = append(changes, "+ "+oneLine(a))
 				}
