@@ -160,6 +160,25 @@ func TestSkopeoKMS(t *testing.T) {
 			t.Errorf("%d KMS Decrypt calls for %d layers", n, layers)
 		}
 	})
+
+	// ocikp migrate turns the seed's blobs (opened through the KMS) into
+	// ocikp envelopes for alice's software key: afterwards the image
+	// decrypts with no KMS at all.
+	t.Run("migrate the seed kmscrypt image", func(t *testing.T) {
+		stdout, stderr, err := ocikpRunEnv(t, kmsEnv(fake), p.bin, ksEmpty, "migrate", "--tls-verify=false", "--recipient", ra["alice"], "docker://"+reg+"/kms:seed")
+		if err != nil || !strings.Contains(stderr, "gcp-kmscrypt-provider (seed format)") {
+			t.Fatalf("migrate: %v\n%s%s", err, stdout, stderr)
+		}
+		for _, l := range remoteManifest(t, reg+"/kms:seed").Layers {
+			if _, ok := l.Annotations[annotationPrefix+"kmscrypt"]; ok {
+				t.Fatal("the kmscrypt annotation is still there")
+			}
+		}
+		sk.env = nil // no KMS reachable
+		if got := decrypt(t, ksA, "provider:ocikp", "seed"); !slices.Equal(got, want) {
+			t.Fatalf("layers %v, want %v", got, want)
+		}
+	})
 }
 
 // makeSeedImage rewrites an ocikp-encrypted image as the GCP KMS key provider

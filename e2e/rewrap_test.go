@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -28,7 +29,13 @@ import (
 // stderr and error.
 func ocikpRun(t *testing.T, bin, keystore string, args ...string) (string, string, error) {
 	t.Helper()
+	return ocikpRunEnv(t, nil, bin, keystore, args...)
+}
+
+func ocikpRunEnv(t *testing.T, env []string, bin, keystore string, args ...string) (string, string, error) {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--keystore", keystore}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

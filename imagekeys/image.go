@@ -49,6 +49,7 @@ func Load(ctx context.Context, name string, st Store) (*Image, error) {
 	if img.Index, err = ParseIndex(raw, mt); err != nil {
 		return nil, err
 	}
+	total, layers := len(raw), 0
 	for _, d := range img.Index.Manifests {
 		if d.MediaType != MediaOCIManifest && d.MediaType != MediaDockerManifest {
 			continue
@@ -63,6 +64,12 @@ func Load(ctx context.Context, name string, st Store) (*Image, error) {
 		m, err := ParseManifest(raw, mt)
 		if err != nil {
 			return nil, fmt.Errorf("platform %s (%s): %w", d.Platform, d.Digest, err)
+		}
+		// An index bounds each manifest; these bound the image.
+		total += len(raw)
+		layers += len(m.Layers)
+		if total > MaxImageBytes || layers > MaxImageLayers {
+			return nil, manifestErr("the index lists more than %d MiB of manifests or %d layers", MaxImageBytes>>20, MaxImageLayers)
 		}
 		img.Manifests = append(img.Manifests, &PlatformManifest{Platform: d.Platform.String(), Digest: d.Digest, M: m, entry: d})
 	}

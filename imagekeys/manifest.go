@@ -13,6 +13,8 @@ const (
 	MaxManifestSize = 4 << 20 // as containerd
 	MaxLayers       = 1024
 	MaxManifests    = 1024 // children of an index
+	MaxImageBytes   = 64 << 20
+	MaxImageLayers  = 4096 // in all the manifests of an index
 )
 
 // Media types.
