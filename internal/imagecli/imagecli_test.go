@@ -182,7 +182,7 @@ func TestBadImages(t *testing.T) {
 	_, stderr, code = runMain("inspect", "dir:/x")
 	checkError(t, stderr, code, "unknown transport")
 	_, stderr, code = runMain("rewrap", "oci:"+dir+":img")
-	if code != 2 || !strings.Contains(stderr, "needs --add or --remove") {
+	if code != 2 || !strings.Contains(stderr, "needs --add, --remove or --rotate-layer-keys") {
 		t.Fatalf("rewrap without changes: %d %s", code, stderr)
 	}
 	_, stderr, code = runMain("rewrap", "--keystore", ks, "--add", "ocikp1p2561notarecipient", "oci:"+dir+":img")
