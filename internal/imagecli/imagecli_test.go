@@ -23,13 +23,7 @@ import (
 // directory.
 func layout(t *testing.T, manifestOverride []byte, recipients ...envelope.Recipient) string {
 	dir := t.TempDir()
-	blobs := filepath.Join(dir, "blobs", "sha256")
-	os.MkdirAll(blobs, 0o755)
-	put := func(b []byte) string {
-		d := fmt.Sprintf("%x", sha256.Sum256(b))
-		os.WriteFile(filepath.Join(blobs, d), b, 0o644)
-		return "sha256:" + d
-	}
+	put := layoutWriter(t, dir)
 	cfg := put([]byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))
 	layer := put([]byte("layer"))
 	mt := "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -51,6 +45,26 @@ func layout(t *testing.T, manifestOverride []byte, recipients ...envelope.Recipi
 	os.WriteFile(filepath.Join(dir, "index.json"), []byte(idx), 0o644)
 	os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
 	return dir
+}
+
+// layoutWriter returns a function that stores a blob in dir's layout and
+// returns its digest.
+func layoutWriter(t *testing.T, dir string) func([]byte) string {
+	blobs := filepath.Join(dir, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return func(b []byte) string {
+		d := fmt.Sprintf("%x", sha256.Sum256(b))
+		os.WriteFile(filepath.Join(blobs, d), b, 0o644)
+		return "sha256:" + d
+	}
+}
+
+type kidRecipient string
+
+func (k kidRecipient) Wrap(fk []byte) (*envelope.Stanza, error) {
+	return &envelope.Stanza{Type: "gcpkms", KID: string(k), Key: append([]byte(nil), fk...)}, nil
 }
 
 func newKey(t *testing.T, st *soft.Store, name string) *p256.Recipient {
