@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -23,6 +25,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ocikp/ocikp/internal/testdaemon"
 )
 
 // ocikpRun runs the built ocikp with a keystore and returns its stdout,
@@ -509,5 +514,48 @@ func TestRewrapRotate(t *testing.T) {
 		t.Fatalf("alice's old layer keys opened the rotated blobs:\n%s", out)
 	} else {
 		t.Logf("the old layer keys on the new blobs: %s", tail(out, 2))
+	}
+}
+
+// A registry that wants credentials: refused without them (one error line,
+// the hint), served with --creds and with a containers auth.json.
+func TestImageCommandsAuth(t *testing.T) {
+	bin := need(t, "docker-registry")
+	p := newProvider(t, "ocikp")
+	ks, _ := p.keystore(t, "alice")
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "htpasswd"), []byte("ci:"+string(hash)+"\n"), 0o600)
+	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nauth:\n  htpasswd:\n    realm: ocikp-test\n    path: %s\nhttp:\n  addr: 127.0.0.1:0\n",
+		filepath.Join(dir, "data"), filepath.Join(dir, "htpasswd"))
+	os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o644)
+	logs := daemon(t, bin, "serve", filepath.Join(dir, "config.yml"))
+	reg := logs.Wait(t, testdaemon.RegistryListening)
+	r, _ := name.ParseReference(reg+"/app:1", name.Insecure)
+	img, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img, remote.WithAuth(&authn.Basic{Username: "ci", Password: "s3cret"})); err != nil {
+		t.Fatal(err)
+	}
+	ref := "docker://" + reg + "/app:1"
+	_, stderr, err := ocikpRun(t, p.bin, ks, "inspect", "--tls-verify=false", ref)
+	if err == nil || !strings.HasPrefix(stderr, "ocikp: error: "+ref+": ") || !strings.Contains(stderr, "ocikp: hint: give credentials") || strings.Count(stderr, "\n") > 3 {
+		t.Fatalf("inspect without credentials: %v\n%s", err, stderr)
+	}
+	if strings.Contains(stderr, "s3cret") {
+		t.Fatal("the password reached stderr")
+	}
+	if out, stderr, err := ocikpRun(t, p.bin, ks, "inspect", "--tls-verify=false", "--creds", "ci:s3cret", ref); err != nil || !strings.Contains(out, "not encrypted") {
+		t.Fatalf("inspect --creds: %v\n%s%s", err, out, stderr)
+	}
+	auth := filepath.Join(dir, "auth.json")
+	os.WriteFile(auth, fmt.Appendf(nil, `{"auths":{%q:{"auth":%q}}}`, reg, base64.StdEncoding.EncodeToString([]byte("ci:s3cret"))), 0o600)
+	if out, stderr, err := ocikpRunEnv(t, []string{"REGISTRY_AUTH_FILE=" + auth}, p.bin, ks, "inspect", "--tls-verify=false", ref); err != nil || !strings.Contains(out, "not encrypted") {
+		t.Fatalf("inspect with REGISTRY_AUTH_FILE: %v\n%s%s", err, out, stderr)
 	}
 }
