@@ -178,28 +178,34 @@ func daemon(t *testing.T, bin string, args ...string) *testdaemon.Log {
 
 // pushImage pushes a random OCI image of n layers and returns it.
 func pushImage(t *testing.T, ref string, n int) v1.Image {
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	// A platform, so that containerd unpacks it for this machine.
-	img, err := mutate.ConfigFile(img, &v1.ConfigFile{OS: "linux", Architecture: runtime.GOARCH, RootFS: v1.RootFS{Type: "layers"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range n {
-		l, err := random.Layer(4096, types.OCILayer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if img, err = mutate.AppendLayers(img, l); err != nil {
-			t.Fatal(err)
-		}
-	}
+	img := randomImage(t, "linux", runtime.GOARCH, n, 4096)
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := remote.Write(r, img); err != nil {
 		t.Fatal(err)
+	}
+	return img
+}
+
+// randomImage is an OCI image of n random layers of size bytes.
+func randomImage(t *testing.T, os, arch string, n int, size int64) v1.Image {
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err := mutate.ConfigFile(img, &v1.ConfigFile{OS: os, Architecture: arch, RootFS: v1.RootFS{Type: "layers"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		l, err := random.Layer(size, types.OCILayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, l); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return img
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -124,14 +123,7 @@ func TestMigrate(t *testing.T) {
 	})
 
 	t.Run("JWE made by skopeo", func(t *testing.T) {
-		dir := t.TempDir()
-		priv, pub := filepath.Join(dir, "jwe.pem"), filepath.Join(dir, "jwe.pub.pem")
-		if out, err := exec.Command("openssl", "genrsa", "-out", priv, "2048").CombinedOutput(); err != nil {
-			t.Fatalf("openssl: %v\n%s", err, out)
-		}
-		if out, err := exec.Command("openssl", "rsa", "-in", priv, "-pubout", "-out", pub).CombinedOutput(); err != nil {
-			t.Fatalf("openssl: %v\n%s", err, out)
-		}
+		priv, pub := jweKeyPair(t)
 		for _, tag := range []string{"jwe", "jwe-keep"} {
 			out, err := sk.copy(ksA, []string{"--encryption-key", "jwe:" + pub}, "docker://"+plain, "docker://"+reg+"/m:"+tag)
 			if err != nil {

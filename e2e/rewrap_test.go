@@ -310,21 +310,7 @@ func pushIndex(t *testing.T, ref string, n int) []string {
 	platforms := []string{"linux/amd64", "linux/arm64"}
 	for _, p := range platforms {
 		os, arch, _ := strings.Cut(p, "/")
-		img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-		img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-		img, err := mutate.ConfigFile(img, &v1.ConfigFile{OS: os, Architecture: arch, RootFS: v1.RootFS{Type: "layers"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for range n {
-			l, err := random.Layer(2048, types.OCILayer)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if img, err = mutate.AppendLayers(img, l); err != nil {
-				t.Fatal(err)
-			}
-		}
+		img := randomImage(t, os, arch, n, 2048)
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: os, Architecture: arch}}})
 	}
 	r, err := name.ParseReference(ref, name.Insecure)
@@ -346,14 +332,7 @@ func TestRewrapIndexAndJWE(t *testing.T) {
 	reg := startRegistry(t)
 	ksA, ra := p.keystore(t, "alice")
 	ksB, rb := p.keystore(t, "bob")
-	dir := t.TempDir()
-	priv, pub := filepath.Join(dir, "jwe.pem"), filepath.Join(dir, "jwe.pub.pem")
-	if out, err := exec.Command("openssl", "genrsa", "-out", priv, "2048").CombinedOutput(); err != nil {
-		t.Fatalf("openssl: %v\n%s", err, out)
-	}
-	if out, err := exec.Command("openssl", "rsa", "-in", priv, "-pubout", "-out", pub).CombinedOutput(); err != nil {
-		t.Fatalf("openssl: %v\n%s", err, out)
-	}
+	priv, pub := jweKeyPair(t)
 	platforms := pushIndex(t, reg+"/multi:plain", 2)
 	out, err := sk.copy(ksA, []string{"--all", "--encryption-key", "provider:ocikp:" + ra["alice"], "--encryption-key", "jwe:" + pub},
 		"docker://"+reg+"/multi:plain", "docker://"+reg+"/multi:enc")
@@ -558,4 +537,18 @@ func TestImageCommandsAuth(t *testing.T) {
 	if out, stderr, err := ocikpRunEnv(t, []string{"REGISTRY_AUTH_FILE=" + auth}, p.bin, ks, "inspect", "--tls-verify=false", ref); err != nil || !strings.Contains(out, "not encrypted") {
 		t.Fatalf("inspect with REGISTRY_AUTH_FILE: %v\n%s%s", err, out, stderr)
 	}
+}
+
+// jweKeyPair makes an RSA key pair with openssl for ocicrypt's JWE scheme
+// and returns the private and public PEM files.
+func jweKeyPair(t *testing.T) (string, string) {
+	dir := t.TempDir()
+	priv, pub := filepath.Join(dir, "jwe.pem"), filepath.Join(dir, "jwe.pub.pem")
+	if out, err := exec.Command("openssl", "genrsa", "-out", priv, "2048").CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("openssl", "rsa", "-in", priv, "-pubout", "-out", pub).CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	return priv, pub
 }

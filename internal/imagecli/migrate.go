@@ -144,20 +144,7 @@ func (c *cmd) migrate(ctx context.Context, args []string) error {
 		}
 		results = append(results, res)
 	}
-	if c.asJSON {
-		if err := c.printJSON(results); err != nil {
-			return err
-		}
-	} else if !(len(results) == 1 && failed == 1) {
-		c.printResults(results, *dryRun)
-	}
-	if failed > 0 {
-		if len(results) == 1 {
-			return results[0].Err()
-		}
-		return fmt.Errorf("%d of %d images failed; nothing was written for them", failed, len(results))
-	}
-	return nil
+	return c.finish(results, failed)
 }
 
 func readKeyFile(path string) ([]byte, error) {

@@ -136,20 +136,7 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 			failed++
 		}
 	}
-	if c.asJSON {
-		if err := c.printJSON(results); err != nil {
-			return err
-		}
-	} else if !(len(results) == 1 && failed == 1) {
-		c.printResults(results, *dryRun)
-	}
-	if failed > 0 {
-		if len(results) == 1 {
-			return results[0].Err()
-		}
-		return fmt.Errorf("%d of %d images failed; nothing was written for them", failed, len(results))
-	}
-	return nil
+	return c.finish(results, failed)
 }
 
 func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opener, opts imagekeys.RewrapOptions) *imagekeys.Result {
@@ -294,7 +281,26 @@ func explain(image string, err error) error {
 	return fmt.Errorf("%s: %w", image, err)
 }
 
-func (c *cmd) printResults(results []*imagekeys.Result, dryRun bool) {
+// finish prints the results (a lone failure only as its error line) and
+// returns the error that sets the exit status.
+func (c *cmd) finish(results []*imagekeys.Result, failed int) error {
+	if c.asJSON {
+		if err := c.printJSON(results); err != nil {
+			return err
+		}
+	} else if !(len(results) == 1 && failed == 1) {
+		c.printResults(results)
+	}
+	if failed > 0 {
+		if len(results) == 1 {
+			return results[0].Err()
+		}
+		return fmt.Errorf("%d of %d images failed; nothing was written for them", failed, len(results))
+	}
+	return nil
+}
+
+func (c *cmd) printResults(results []*imagekeys.Result) {
 	for _, r := range results {
 		for _, p := range r.Platforms {
 			for i, l := range p.Layers {
