@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -201,4 +204,18 @@ func TestBadImages(t *testing.T) {
 	}
 	_, stderr, code = runMain("rewrap", "--keystore", ks, "--add", "ocikp1p2561notarecipient", "oci:"+dir+":img")
 	checkError(t, stderr, code, "--add 1 of 1")
+}
+
+func p256Identity(priv *ecdh.PrivateKey) envelope.Identity {
+	return p256.NewIdentityFromKey("k", priv)
+}
+
+func rsaPair(t *testing.T) (privPEM, pubPEM []byte) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	pub, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
 }

@@ -1,0 +1,177 @@
+package imagecli
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containers/ocicrypt/blockcipher"
+	"github.com/containers/ocicrypt/config"
+	"github.com/containers/ocicrypt/keywrap/jwe"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/keys/soft"
+)
+
+// encryptedLayout writes a layout whose one layer is really encrypted by
+// ocicrypt's layer cipher; wrap turns the layer's private options into
+// its key annotations. It returns the directory and the plain content.
+func encryptedLayout(t *testing.T, wrap func(opts []byte) map[string]string) (string, []byte) {
+	dir := t.TempDir()
+	put := layoutWriter(t, dir)
+	plain := bytes.Repeat([]byte("layer content "), 1000)
+	h, _ := blockcipher.NewLayerBlockCipherHandler()
+	r, fin, err := h.Encrypt(bytes.NewReader(plain), blockcipher.AES256CTR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := io.ReadAll(r)
+	opts, err := fin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, _ := json.Marshal(opts.Private)
+	pub, _ := json.Marshal(opts.Public)
+	ann := wrap(priv)
+	ann["org.opencontainers.image.enc.pubopts"] = base64.StdEncoding.EncodeToString(pub)
+	a, _ := json.Marshal(ann)
+	cfg := put([]byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))
+	m := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":1},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip+encrypted","digest":%q,"size":%d,"annotations":%s}]}`,
+		cfg, put(enc), len(enc), a)
+	md := put([]byte(m))
+	os.WriteFile(filepath.Join(dir, "index.json"), fmt.Appendf(nil, `{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d,"annotations":{"org.opencontainers.image.ref.name":"img"}}]}`, md, len(m)), 0o644)
+	return dir, plain
+}
+
+// layerOf returns the layer descriptor of the layout's image.
+func layerOf(t *testing.T, dir string) (digest string, ann map[string]string) {
+	var m struct {
+		Layers []struct {
+			Digest      string
+			Annotations map[string]string
+		}
+	}
+	if err := json.Unmarshal([]byte(readManifest(t, dir)), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m.Layers[0].Digest, m.Layers[0].Annotations
+}
+
+// openLayer decrypts the layout's layer with the secret of its ocikp
+// envelope, opened by st's keys.
+func openLayer(t *testing.T, dir string, st *soft.Store, name string) ([]byte, error) {
+	digest, ann := layerOf(t, dir)
+	blob, _ := base64.StdEncoding.DecodeString(ann["org.opencontainers.image.enc.keys.provider.ocikp"])
+	env, err := envelope.Parse(blob)
+	if err != nil {
+		return nil, err
+	}
+	k, err := st.Get(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, _ := k.PrivateKey(nil)
+	id := p256Identity(priv)
+	opts, err := env.Open(id)
+	if err != nil {
+		return nil, err
+	}
+	return decryptBlob(t, dir, digest, opts, ann)
+}
+
+func decryptBlob(t *testing.T, dir, digest string, privOpts []byte, ann map[string]string) ([]byte, error) {
+	var priv blockcipher.PrivateLayerBlockCipherOptions
+	var pub blockcipher.PublicLayerBlockCipherOptions
+	json.Unmarshal(privOpts, &priv)
+	pb, _ := base64.StdEncoding.DecodeString(ann["org.opencontainers.image.enc.pubopts"])
+	json.Unmarshal(pb, &pub)
+	f, err := os.Open(filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h, _ := blockcipher.NewLayerBlockCipherHandler()
+	r, _, err := h.Decrypt(f, blockcipher.LayerBlockCipherOptions{Private: priv, Public: pub})
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(r)
+}
+
+// --rotate-layer-keys in a layout: a new blob under a new key, which the
+// remaining key opens to the same content; the old key, and the old layer
+// key, open nothing of it.
+func TestRotateLayout(t *testing.T) {
+	ks := filepath.Join(t.TempDir(), "keys")
+	st := &soft.Store{Dir: ks}
+	alice, bob := newKey(t, st, "alice"), newKey(t, st, "bob")
+	var oldOpts []byte
+	dir, plain := encryptedLayout(t, func(opts []byte) map[string]string {
+		oldOpts = opts
+		blob, err := envelope.Seal(opts, alice, bob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]string{"org.opencontainers.image.enc.keys.provider.ocikp": base64.StdEncoding.EncodeToString(blob)}
+	})
+	oldDigest, _ := layerOf(t, dir)
+	out, stderr, code := runMain("rewrap", "--keystore", ks, "--remove", alice.String(), "--rotate-layer-keys", "oci:"+dir+":img")
+	if code != 0 || !strings.Contains(stderr, "new layer key and blob") {
+		t.Fatalf("rotate: %d\n%s%s", code, out, stderr)
+	}
+	newDigest, ann := layerOf(t, dir)
+	if newDigest == oldDigest {
+		t.Fatal("the layer kept its blob")
+	}
+	got, err := openLayer(t, dir, st, "bob")
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("bob's view of the rotated layer: %v", err)
+	}
+	if _, err := openLayer(t, dir, st, "alice"); err == nil {
+		t.Fatal("alice opens the rotated layer")
+	}
+	if got, err := decryptBlob(t, dir, newDigest, oldOpts, ann); err == nil && bytes.Equal(got, plain) {
+		t.Fatal("the old layer key opens the new blob")
+	}
+}
+
+// migrate in a layout: a JWE-wrapped layer (ocicrypt's own wrapper) gets an
+// ocikp envelope that opens the layer; the JWE annotation goes.
+func TestMigrateLayoutJWE(t *testing.T) {
+	ks := filepath.Join(t.TempDir(), "keys")
+	st := &soft.Store{Dir: ks}
+	bob := newKey(t, st, "bob")
+	privPEM, pubPEM := rsaPair(t)
+	dir, plain := encryptedLayout(t, func(opts []byte) map[string]string {
+		cc, err := config.EncryptWithJwe([][]byte{pubPEM})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := jwe.NewKeyWrapper().WrapKeys(cc.EncryptConfig, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]string{"org.opencontainers.image.enc.keys.jwe": base64.StdEncoding.EncodeToString(w)}
+	})
+	keyFile := filepath.Join(t.TempDir(), "jwe.pem")
+	os.WriteFile(keyFile, privPEM, 0o600)
+	_, stderr, code := runMain("migrate", "--keystore", ks, "--recipient", bob.String(), "oci:"+dir+":img")
+	checkError(t, stderr, code, "no given key opens any of the layer's wrapped keys (jwe)")
+	out, stderr, code := runMain("migrate", "--keystore", ks, "--recipient", "bob", "--key", keyFile, "oci:"+dir+":img")
+	if code != 0 || !strings.Contains(out, "migrated") {
+		t.Fatalf("migrate: %d\n%s%s", code, out, stderr)
+	}
+	if _, ann := layerOf(t, dir); ann["org.opencontainers.image.enc.keys.jwe"] != "" {
+		t.Fatal("the JWE annotation is still there")
+	}
+	got, err := openLayer(t, dir, st, "bob")
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("bob after the migration: %v", err)
+	}
+}
