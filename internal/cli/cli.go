@@ -44,7 +44,7 @@ Usage:
   ocikp rewrap --add R… --remove R… IMAGE…
                                        change an image's recipients without moving its layers
   ocikp migrate --recipient R… [--key F] IMAGE…
-                                       move seed-provider, JWE and PKCS#7 layers to ocikp envelopes
+                                       move seed-provider, JWE, PKCS#7 and PGP layers to ocikp envelopes
   ocikp health [--grpc ADDR] …         ask a service whether it serves (exit 0) (ocikp health -h)
   ocikp doctor [--json] [provider:NAME[:VALUE] …]
                                        check the setup the callers see; says what to fix

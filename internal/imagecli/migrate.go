@@ -1,13 +1,17 @@
 package imagecli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/containers/ocicrypt/config"
 	"github.com/containers/ocicrypt/keywrap/jwe"
+	"github.com/containers/ocicrypt/keywrap/pgp"
 	"github.com/containers/ocicrypt/keywrap/pkcs7"
 
 	"github.com/ocikp/ocikp/envelope"
@@ -20,8 +24,8 @@ const migrateSummary = `Give every encrypted layer of an image an ocikp envelope
 recipients given, with the layer key taken from another scheme: the seed
 providers' blobs (the Apple Keychain provider's, the GCP kmscrypt
 provider's: opened with the keystore and KMS, as an unwrap would), or
-ocicrypt's JWE and PKCS#7 (opened with --key and --cert, by ocicrypt's own
-unwrapping code). The old annotations are removed, so readers must use ocikp,
+ocicrypt's JWE, PKCS#7 and PGP (opened with --key, --cert and --gpg-key, by
+ocicrypt's own unwrapping code). The old annotations are removed, so readers must use ocikp,
 unless --keep-old leaves them for readers not yet moved. Layers do not move.`
 
 // foreignOpener opens other schemes' wrapped keys for migrate.
@@ -40,13 +44,18 @@ func (f *foreignOpener) OpenForeign(ctx context.Context, w *imagekeys.Wrapping, 
 		}
 		return f.p.OpenBlob(ctx, blob)
 	case "jwe", "pkcs7":
-		if f.dc == nil {
+		if f.dc == nil || len(f.dc.Parameters["privkeys"]) == 0 {
 			return nil, fmt.Errorf("%w: give its private key with --key", imagekeys.ErrCannotOpen)
 		}
 		if w.Scheme == "jwe" {
 			return jwe.NewKeyWrapper().UnwrapKey(f.dc, blob)
 		}
 		return pkcs7.NewKeyWrapper().UnwrapKey(f.dc, blob)
+	case "pgp":
+		if f.dc == nil || len(f.dc.Parameters["gpg-privatekeys"]) == 0 {
+			return nil, fmt.Errorf("%w: give its secret key with --gpg-key", imagekeys.ErrCannotOpen)
+		}
+		return pgp.NewKeyWrapper().UnwrapKey(f.dc, blob)
 	}
 	return nil, fmt.Errorf("%w: %s is not migrated here", imagekeys.ErrCannotOpen, w.Scheme)
 }
@@ -57,9 +66,11 @@ func (c *cmd) migrate(ctx context.Context, args []string) error {
 	fs.Var(&recips, "recipient", "encrypt the layer keys for `RECIPIENT` (recipient string, key name, KMS key URL); repeatable")
 	fs.Var(&keys, "key", "private key `FILE` (PEM) for JWE or PKCS#7 wrapped keys; repeatable")
 	fs.Var(&certs, "cert", "certificate `FILE` (PEM) for PKCS#7 wrapped keys; repeatable")
+	var gpgKeys multiFlag
+	fs.Var(&gpgKeys, "gpg-key", "OpenPGP secret key `FILE` (binary or armored, unprotected) for PGP wrapped keys; repeatable")
 	keepOld := fs.Bool("keep-old", false, "keep the old annotations for readers not yet moved")
 	dryRun := fs.Bool("dry-run", false, "print the plan; write nothing")
-	pos, err := c.parse(fs, args, "ocikp migrate --recipient RECIPIENT... [--key FILE]... [--cert FILE]... [--keep-old] [--dry-run] [--json] IMAGE...", migrateSummary)
+	pos, err := c.parse(fs, args, "ocikp migrate --recipient RECIPIENT... [--key FILE]... [--cert FILE]... [--gpg-key FILE]... [--keep-old] [--dry-run] [--json] IMAGE...", migrateSummary)
 	if err != nil {
 		return err
 	}
@@ -76,7 +87,7 @@ func (c *cmd) migrate(ctx context.Context, args []string) error {
 	}
 	defer done()
 	op := &foreignOpener{p: p}
-	if len(keys)+len(certs) > 0 {
+	if len(keys)+len(certs)+len(gpgKeys) > 0 {
 		params := map[string][][]byte{}
 		for _, k := range keys {
 			b, err := readKeyFile(k)
@@ -92,6 +103,22 @@ func (c *cmd) migrate(ctx context.Context, args []string) error {
 				return err
 			}
 			params["x509s"] = append(params["x509s"], b)
+		}
+		for _, k := range gpgKeys {
+			b, err := readKeyFile(k)
+			if err != nil {
+				return err
+			}
+			if bytes.HasPrefix(bytes.TrimSpace(b), []byte("-----BEGIN PGP")) {
+				blk, err := armor.Decode(bytes.NewReader(b))
+				if err != nil {
+					return fmt.Errorf("%s: %w", k, err)
+				}
+				if b, err = io.ReadAll(io.LimitReader(blk.Body, 1<<20)); err != nil {
+					return fmt.Errorf("%s: %w", k, err)
+				}
+			}
+			params["gpg-privatekeys"] = append(params["gpg-privatekeys"], b)
 		}
 		op.dc = &config.DecryptConfig{Parameters: params}
 	}
@@ -163,5 +190,5 @@ func explainMigrate(image string, err error) error {
 		return hint.Wrap(fmt.Errorf("%s: %w", image, err), "nothing to migrate")
 	}
 	return hint.Wrap(fmt.Errorf("%s: %w", image, err),
-		"seed providers' layers open with the keystore (ocikp import the seed's key) or KMS; JWE and PKCS#7 layers need --key FILE (and --cert FILE for PKCS#7)")
+		"seed providers' layers open with the keystore (ocikp import the seed's key) or KMS; JWE and PKCS#7 layers need --key FILE (and --cert FILE for PKCS#7), PGP layers --gpg-key FILE")
 }

@@ -11,9 +11,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/containers/ocicrypt/blockcipher"
 	"github.com/containers/ocicrypt/config"
 	"github.com/containers/ocicrypt/keywrap/jwe"
+	"github.com/containers/ocicrypt/keywrap/pgp"
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -169,6 +172,44 @@ func TestMigrateLayoutJWE(t *testing.T) {
 	}
 	if _, ann := layerOf(t, dir); ann["org.opencontainers.image.enc.keys.jwe"] != "" {
 		t.Fatal("the JWE annotation is still there")
+	}
+	got, err := openLayer(t, dir, st, "bob")
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("bob after the migration: %v", err)
+	}
+}
+
+// migrate of a PGP-wrapped layer (ocicrypt's wrapper, an OpenPGP key made
+// here), with the armored secret key given to --gpg-key.
+func TestMigrateLayoutPGP(t *testing.T) {
+	ks := filepath.Join(t.TempDir(), "keys")
+	st := &soft.Store{Dir: ks}
+	newKey(t, st, "bob")
+	e, err := openpgp.NewEntity("ci", "", "ci@example.test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pubRing, secret bytes.Buffer
+	e.Serialize(&pubRing)
+	aw, _ := armor.Encode(&secret, openpgp.PrivateKeyType, nil)
+	e.SerializePrivate(aw, nil)
+	aw.Close()
+	dir, plain := encryptedLayout(t, func(opts []byte) map[string]string {
+		cc, err := config.EncryptWithGpg([][]byte{[]byte("ci@example.test")}, pubRing.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := pgp.NewKeyWrapper().WrapKeys(cc.EncryptConfig, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]string{"org.opencontainers.image.enc.keys.pgp": base64.StdEncoding.EncodeToString(w)}
+	})
+	keyFile := filepath.Join(t.TempDir(), "secret.asc")
+	os.WriteFile(keyFile, secret.Bytes(), 0o600)
+	out, stderr, code := runMain("migrate", "--keystore", ks, "--recipient", "bob", "--gpg-key", keyFile, "oci:"+dir+":img")
+	if code != 0 || !strings.Contains(out, "migrated") {
+		t.Fatalf("migrate: %d\n%s%s", code, out, stderr)
 	}
 	got, err := openLayer(t, dir, st, "bob")
 	if err != nil || !bytes.Equal(got, plain) {
