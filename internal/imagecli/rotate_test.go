@@ -2,14 +2,22 @@ package imagecli
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
@@ -17,6 +25,7 @@ import (
 	"github.com/containers/ocicrypt/config"
 	"github.com/containers/ocicrypt/keywrap/jwe"
 	"github.com/containers/ocicrypt/keywrap/pgp"
+	"github.com/containers/ocicrypt/keywrap/pkcs7"
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -214,5 +223,62 @@ func TestMigrateLayoutPGP(t *testing.T) {
 	got, err := openLayer(t, dir, st, "bob")
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("bob after the migration: %v", err)
+	}
+}
+
+// migrate of a PKCS#7-wrapped layer, with --key and --cert.
+func TestMigrateLayoutPKCS7(t *testing.T) {
+	ks := filepath.Join(t.TempDir(), "keys")
+	st := &soft.Store{Dir: ks}
+	newKey(t, st, "bob")
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ci"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageKeyEncipherment}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(k)
+	dir, plain := encryptedLayout(t, func(opts []byte) map[string]string {
+		cc, err := config.EncryptWithPkcs7([][]byte{certPEM})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := pkcs7.NewKeyWrapper().WrapKeys(cc.EncryptConfig, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]string{"org.opencontainers.image.enc.keys.pkcs7": base64.StdEncoding.EncodeToString(w)}
+	})
+	kd := t.TempDir()
+	keyFile, certFile := filepath.Join(kd, "k.pem"), filepath.Join(kd, "c.pem")
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	os.WriteFile(certFile, certPEM, 0o644)
+	out, stderr, code := runMain("migrate", "--keystore", ks, "--recipient", "bob", "--key", keyFile, "--cert", certFile, "oci:"+dir+":img")
+	if code != 0 || !strings.Contains(out, "migrated") {
+		t.Fatalf("migrate: %d\n%s%s", code, out, stderr)
+	}
+	got, err := openLayer(t, dir, st, "bob")
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("bob after the migration: %v", err)
+	}
+}
+
+// An unreachable registry: one error line naming the image, and the hint.
+func TestUnreachableRegistry(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, stderr, code := runMain("inspect", "--tls-verify=false", "docker://"+addr+"/app:1")
+	checkError(t, stderr, code, "docker://"+addr+"/app:1: ")
+	if !strings.Contains(stderr, "ocikp: hint: check the name and that the registry answers") {
+		t.Fatalf("no hint: %s", stderr)
 	}
 }
