@@ -64,9 +64,8 @@ func TestMigrate(t *testing.T) {
 	const layers = 2
 	plain := reg + "/m:plain"
 	want := layerDigests(t, pushImage(t, plain, layers))
-	decrypts := func(ks, ref string, flags ...string) (string, error) {
-		dir := filepath.Join(t.TempDir(), "oci")
-		out, err := sk.copy(ks, append(flags, "--decryption-key", "provider:ocikp"), "docker://"+ref, "oci:"+dir+":out")
+	decrypts := func(ks, ref string) (string, error) {
+		dir, out, err := sk.decrypt(ks, ref)
 		p.calls(t)
 		if err == nil && strings.Join(ociLayerDigests(t, dir), " ") != strings.Join(want, " ") {
 			t.Fatalf("decrypted layers differ from the plain image")

@@ -108,8 +108,7 @@ func TestPodmanBuildah(t *testing.T) {
 			}
 		}
 		for _, ks := range []string{ksA, ksB} {
-			dir := filepath.Join(t.TempDir(), "oci")
-			out, err := sk.copy(ks, []string{"--decryption-key", "provider:ocikp"}, "docker://"+ref, "oci:"+dir+":out")
+			dir, out, err := sk.decrypt(ks, ref)
 			if err != nil {
 				t.Fatalf("skopeo decrypt %s with %s: %v\n%s", ref, ks, err, out)
 			}

@@ -100,8 +100,7 @@ func TestRewrap(t *testing.T) {
 	}
 	before := encLayers(reg + "/app:enc")
 	decrypts := func(ks, ref string) (string, error) {
-		dir := filepath.Join(t.TempDir(), "oci")
-		out, err := sk.copy(ks, []string{"--decryption-key", "provider:ocikp"}, "docker://"+ref, "oci:"+dir+":out")
+		dir, out, err := sk.decrypt(ks, ref)
 		p.calls(t)
 		if err == nil {
 			if got := ociLayerDigests(t, dir); !slices.Equal(got, want) {
@@ -433,8 +432,7 @@ func TestRewrapRegistryFailsMidway(t *testing.T) {
 	if d := remoteManifestDigest(t, reg+"/flaky:enc"); d != before {
 		t.Fatalf("the tag moved to %s after a failed rewrap", d)
 	}
-	dir := filepath.Join(t.TempDir(), "oci")
-	if out, err := sk.copy(ksA, []string{"--decryption-key", "provider:ocikp"}, "docker://"+reg+"/flaky:enc", "oci:"+dir+":out"); err != nil {
+	if _, out, err := sk.decrypt(ksA, reg+"/flaky:enc"); err != nil {
 		t.Fatalf("the image behind the tag no longer decrypts for alice: %v\n%s", err, out)
 	}
 }
@@ -468,8 +466,7 @@ func TestRewrapRotate(t *testing.T) {
 		}
 	}
 	decrypt := func(ks, ref string) (string, error) {
-		dir := filepath.Join(t.TempDir(), "oci")
-		out, err := sk.copy(ks, []string{"--decryption-key", "provider:ocikp"}, "docker://"+ref, "oci:"+dir+":out")
+		_, out, err := sk.decrypt(ks, ref)
 		p.calls(t)
 		return out, err
 	}

@@ -37,6 +37,15 @@ func (s *skopeo) copy(keystore string, flags []string, src, dst string) (string,
 	return run(s.t, env, 3*time.Minute, s.bin, args...)
 }
 
+// decrypt copies docker://ref, decrypted with --decryption-key
+// provider:ocikp (after flags), into a fresh OCI layout and returns its
+// directory and skopeo's output.
+func (s *skopeo) decrypt(keystore, ref string, flags ...string) (string, string, error) {
+	dir := filepath.Join(s.t.TempDir(), "oci")
+	out, err := s.copy(keystore, append(flags, "--decryption-key", "provider:ocikp"), "docker://"+ref, "oci:"+dir+":out")
+	return dir, out, err
+}
+
 // ociLayerDigests returns the layer digests of the one image in an OCI layout.
 func ociLayerDigests(t *testing.T, dir string) []string {
 	t.Helper()

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"sort"
 	"strings"
 
@@ -110,68 +111,21 @@ var ErrNoEnvelope = errors.New("no ocikp envelope")
 // dryRun the layer is not changed, and the file key is still opened (a
 // plan that could not be carried out is reported as such).
 func RewrapLayer(ctx context.Context, l *Descriptor, provider string, op Opener, add, remove []*Target, dryRun bool) (*LayerPlan, error) {
-	key := ProviderPrefix + provider
-	v, ok := l.Annotations[key]
-	if !ok {
-		return nil, ErrNoEnvelope
-	}
-	w := &Wrapping{Annotation: key, Scheme: "provider", Provider: provider}
-	w.read(v)
-	var envIdx = -1
-	for i, e := range w.envelopes {
-		if e != nil {
-			if envIdx >= 0 {
-				return nil, errors.New("two ocikp envelopes under one annotation")
-			}
-			envIdx = i
-		}
-	}
-	if envIdx < 0 {
-		return nil, ErrNoEnvelope
-	}
-	env := w.envelopes[envIdx]
-	plan := &LayerPlan{}
-	for _, s := range env.Recipients {
-		plan.Before = append(plan.Before, describeStanza(s))
-	}
-	fk, typ, err := op.OpenFileKey(ctx, env)
+	ol, err := openLayerKey(ctx, l, provider, op)
 	if err != nil {
 		return nil, err
 	}
-	plan.OpenedBy = typ
+	env, fk, plan := ol.env, ol.fileKey, ol.plan
+	kept, added := plan.partition(env, add, remove)
 	var recips []envelope.Recipient
-	var kept []*envelope.Stanza
-	for _, s := range env.Recipients {
-		drop := false
-		for _, t := range remove {
-			if t.Matches(s) {
-				drop = true
-				break
-			}
-		}
-		if drop {
-			plan.Removed = append(plan.Removed, describeStanza(s))
-			continue
-		}
-		kept = append(kept, s)
+	for _, s := range kept {
 		recips = append(recips, keep{s})
 	}
-	for _, t := range add {
-		present := false
-		for _, s := range kept {
-			if t.Matches(s) {
-				present = true
-				break
-			}
-		}
-		if present {
-			continue
-		}
+	for _, t := range added {
 		recips = append(recips, t.R)
-		plan.Added = append(plan.Added, t.Spec)
 	}
 	if len(recips) == 0 {
-		return nil, errors.New("removing those recipients would leave the layer with none")
+		return nil, errNoneLeft
 	}
 	if !plan.Changed() {
 		plan.After = plan.Before
@@ -191,10 +145,81 @@ func RewrapLayer(ctx context.Context, l *Descriptor, provider string, op Opener,
 	if err != nil {
 		return nil, err
 	}
-	parts := strings.Split(v, ",")
-	parts[envIdx] = base64.StdEncoding.EncodeToString(blob)
-	l.Annotations[key] = strings.Join(parts, ",")
+	ol.replace(l, blob)
 	return plan, nil
+}
+
+var errNoneLeft = errors.New("removing those recipients would leave the layer with none")
+
+// layerKey is a layer's ocikp envelope, opened.
+type layerKey struct {
+	annotation string
+	parts      []string // the annotation's comma-separated blobs
+	index      int      // which of them is the envelope
+	env        *envelope.Envelope
+	fileKey    []byte
+	plan       *LayerPlan // Before and OpenedBy filled in
+}
+
+// openLayerKey finds the one ocikp envelope under provider and opens its
+// file key with a local identity.
+func openLayerKey(ctx context.Context, l *Descriptor, provider string, op Opener) (*layerKey, error) {
+	key := ProviderPrefix + provider
+	v, ok := l.Annotations[key]
+	if !ok {
+		return nil, ErrNoEnvelope
+	}
+	w := &Wrapping{Annotation: key, Scheme: "provider", Provider: provider}
+	w.read(v)
+	ol := &layerKey{annotation: key, parts: strings.Split(v, ","), index: -1, plan: &LayerPlan{}}
+	for i, e := range w.envelopes {
+		if e != nil {
+			if ol.index >= 0 {
+				return nil, errors.New("two ocikp envelopes under one annotation")
+			}
+			ol.index, ol.env = i, e
+		}
+	}
+	if ol.env == nil {
+		return nil, ErrNoEnvelope
+	}
+	for _, s := range ol.env.Recipients {
+		ol.plan.Before = append(ol.plan.Before, describeStanza(s))
+	}
+	fk, typ, err := op.OpenFileKey(ctx, ol.env)
+	if err != nil {
+		return nil, err
+	}
+	ol.fileKey, ol.plan.OpenedBy = fk, typ
+	return ol, nil
+}
+
+// replace puts blob in place of the envelope, keeping the annotation's
+// other blobs.
+func (ol *layerKey) replace(l *Descriptor, blob []byte) {
+	parts := slices.Clone(ol.parts)
+	parts[ol.index] = base64.StdEncoding.EncodeToString(blob)
+	l.Annotations[ol.annotation] = strings.Join(parts, ",")
+}
+
+// partition splits env's stanzas into those kept and those a remove
+// target matches (recorded in the plan), and returns the add targets not
+// already present (recorded too).
+func (plan *LayerPlan) partition(env *envelope.Envelope, add, remove []*Target) (kept []*envelope.Stanza, added []*Target) {
+	for _, s := range env.Recipients {
+		if slices.ContainsFunc(remove, func(t *Target) bool { return t.Matches(s) }) {
+			plan.Removed = append(plan.Removed, describeStanza(s))
+			continue
+		}
+		kept = append(kept, s)
+	}
+	for _, t := range add {
+		if !slices.ContainsFunc(kept, t.Matches) {
+			added = append(added, t)
+			plan.Added = append(plan.Added, t.Spec)
+		}
+	}
+	return kept, added
 }
 
 // RecipientSet is a layer's recipients as a comparable key: KMS stanzas

@@ -42,70 +42,33 @@ type StanzaRecipients interface {
 // scheme's wrapped key is dropped: it opens the old blob only. With dryRun
 // nothing is read or written beyond the file key.
 func RotateLayer(ctx context.Context, l *Descriptor, provider string, op Opener, known StanzaRecipients, bs BlobStore, add, remove []*Target, tmpDir string, dryRun bool) (*LayerPlan, error) {
-	key := ProviderPrefix + provider
-	w := &Wrapping{Annotation: key, Scheme: "provider", Provider: provider}
-	w.read(l.Annotations[key])
-	var env *envelope.Envelope
-	for _, e := range w.envelopes {
-		if e != nil {
-			env = e
-		}
-	}
-	if env == nil {
-		return nil, ErrNoEnvelope
-	}
-	plan := &LayerPlan{}
-	for _, s := range env.Recipients {
-		plan.Before = append(plan.Before, describeStanza(s))
-	}
-	fk, typ, err := op.OpenFileKey(ctx, env)
+	ol, err := openLayerKey(ctx, l, provider, op)
 	if err != nil {
 		return nil, err
 	}
-	plan.OpenedBy = typ
-	opts, err := env.OpenPayload(fk)
+	key, plan := ol.annotation, ol.plan
+	opts, err := ol.env.OpenPayload(ol.fileKey)
 	if err != nil {
 		return nil, err
 	}
+	kept, added := plan.partition(ol.env, add, remove)
 	var recips []envelope.Recipient
-	var kept []*envelope.Stanza
-	for _, s := range env.Recipients {
-		removed := false
-		for _, t := range remove {
-			if t.Matches(s) {
-				removed = true
-			}
-		}
-		if removed {
-			plan.Removed = append(plan.Removed, describeStanza(s))
-			continue
-		}
+	for _, s := range kept {
+		// A kept stanza named by --add is wrapped for that recipient;
+		// any other must be known here.
 		var r envelope.Recipient
-		for _, t := range add {
-			if t.Matches(s) {
-				r = t.R
-			}
+		if i := slices.IndexFunc(add, func(t *Target) bool { return t.Matches(s) }); i >= 0 {
+			r = add[i].R
+		} else if r, err = known.RecipientOfStanza(ctx, s); err != nil {
+			return nil, fmt.Errorf("rotating needs every remaining recipient: %w", err)
 		}
-		if r == nil {
-			if r, err = known.RecipientOfStanza(ctx, s); err != nil {
-				return nil, fmt.Errorf("rotating needs every remaining recipient: %w", err)
-			}
-		}
-		kept = append(kept, s)
 		recips = append(recips, r)
 	}
-	for _, t := range add {
-		present := false
-		for _, s := range kept {
-			present = present || t.Matches(s)
-		}
-		if !present {
-			recips = append(recips, t.R)
-			plan.Added = append(plan.Added, t.Spec)
-		}
+	for _, t := range added {
+		recips = append(recips, t.R)
 	}
 	if len(recips) == 0 {
-		return nil, fmt.Errorf("removing those recipients would leave the layer with none")
+		return nil, errNoneLeft
 	}
 	for _, a := range sortedKeys(l.Annotations) {
 		if a != key && strings.HasPrefix(a, KeysPrefix) {

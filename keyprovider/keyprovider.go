@@ -844,7 +844,9 @@ func (p *Provider) OpenBlob(ctx context.Context, blob []byte) ([]byte, error) {
 // tagged P-256 stanza whose tag matches a key of the keystore. Rotating a
 // layer's key needs every remaining recipient this way.
 func (p *Provider) RecipientOfStanza(ctx context.Context, s *envelope.Stanza) (envelope.Recipient, error) {
-	if s.KID != "" && recipient.KMSPlugin(s.Type) != nil {
+	// Only a KMS key URL: a key id from a layer must not name a
+	// keystore key (recipientFor also takes names).
+	if s.KID != "" && recipient.KMSPlugin(s.Type) != nil && recipient.IsKMS(s.KID) {
 		return p.recipientFor(ctx, s.KID)
 	}
 	if len(s.Tag) > 0 {

@@ -145,7 +145,9 @@ func (c *cmd) provider() (*keyprovider.Provider, func(), error) {
 	if err := recipient.ConfigureKMS(recipient.KMSSettings{ConfigFile: c.kmsConfig}); err != nil {
 		return nil, nil, err
 	}
-	p := &keyprovider.Provider{Name: c.providerName, Store: &soft.Store{Dir: dir},
+	// CacheKeys: one process opens many layers; the keystore is listed
+	// once (again only if it changes), not once per layer.
+	p := &keyprovider.Provider{Name: c.providerName, Store: &soft.Store{Dir: dir}, CacheKeys: true,
 		Warn: func(msg string) { fmt.Fprintf(c.stderr, "ocikp: warning: %s\n", oneLine(msg)) }}
 	return p, func() { recipient.CloseKMS(true) }, nil
 }
