@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ocikp/ocikp/backend"
 
 	"github.com/ocikp/ocikp/envelope"
 )
@@ -98,6 +99,10 @@ type LayerReport struct {
 	Size      int64       `json:"size"`
 	Encrypted bool        `json:"encrypted"`
 	Wrappings []*Wrapping `json:"wrappings,omitempty"`
+	// Strength is the layer's, that of its weakest wrapping: "classical"
+	// if any recipient (or JWE, PKCS#7, PGP wrapping) is, else "unknown"
+	// if one cannot be told, else "post-quantum"; "" when not encrypted.
+	Strength string `json:"strength,omitempty"`
 	// Keys that could open the layer, decided from tags and key ids
 	// without a private-key operation (inspect --keys).
 	Keys []string `json:"keys,omitempty"`
@@ -133,6 +138,9 @@ func Inspect(img *Image, keys KeyFinder) *Report {
 		for i, l := range pm.M.Layers {
 			lr := LayerReport{Index: i, Digest: l.Digest, MediaType: l.MediaType, Size: l.Size,
 				Encrypted: Encrypted(l.MediaType), Wrappings: Wrappings(l.Annotations)}
+			if lr.Encrypted {
+				lr.Strength = layerStrength(lr.Wrappings)
+			}
 			if keys != nil {
 				for _, w := range lr.Wrappings {
 					for _, env := range w.envelopes {
@@ -338,4 +346,40 @@ func (img *Image) Blobs() []string {
 		}
 	}
 	return out
+}
+
+// layerStrength is the strength of a layer's weakest wrapping: a layer is
+// only as strong as its weakest recipient.
+func layerStrength(ws []*Wrapping) string {
+	weakest := backend.PostQuantum
+	note := func(st backend.Strength) {
+		if st == backend.Classical || weakest == backend.PostQuantum {
+			weakest = st
+		}
+	}
+	if len(ws) == 0 {
+		return backend.Unknown.String()
+	}
+	for _, w := range ws {
+		switch w.Scheme {
+		case "jwe", "pkcs7", "pgp", "pkcs11":
+			note(backend.Classical) // RSA or elliptic-curve keys
+			continue
+		}
+		for _, b := range w.Blobs {
+			switch b.Format {
+			case FormatAppleSeed:
+				note(backend.Classical)
+			case FormatGCPSeed:
+				note(backend.PostQuantum) // a symmetric GCP KMS key
+			case FormatOcikp:
+				for _, r := range b.Recipients {
+					note(backend.StanzaStrength(r.Type))
+				}
+			default:
+				note(backend.Unknown)
+			}
+		}
+	}
+	return weakest.String()
 }

@@ -5,13 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
+	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/kms"
 	"github.com/ocikp/ocikp/legacy"
-	"github.com/ocikp/ocikp/recipient"
+	"github.com/ocikp/ocikp/pq"
 )
 
 // Annotation keys ocicrypt writes on an encrypted layer.
@@ -53,8 +54,8 @@ type BlobInfo struct {
 // RecipientInfo is a stanza's public description.
 type RecipientInfo struct {
 	Type string `json:"type"`
-	// Kind: "p256" (a public-key recipient, hinted by a per-layer tag) or
-	// "kms" (a KMS key, named by KID) or "other".
+	// Kind: "p256" or "pq" (a public-key recipient, hinted by a per-layer
+	// tag), "kms" (a KMS key, named by KID) or "other".
 	Kind string `json:"kind"`
 	KID  string `json:"kid,omitempty"`
 	// Tag is the stanza's tag in hex: it is derived from the layer's
@@ -62,6 +63,9 @@ type RecipientInfo struct {
 	// layer; only a holder of the recipient string can match it.
 	Tag  string `json:"tag,omitempty"`
 	Hint string `json:"hint"`
+	// Strength: "post-quantum" (hybrid ML-KEM, symmetric KMS keys),
+	// "classical" (P-256, RSA) or "unknown".
+	Strength string `json:"strength"`
 }
 
 // Wrappings returns the key-wrapping annotations of a layer, sorted by
@@ -137,11 +141,14 @@ func IsGCPSeed(blob []byte) bool {
 func describeStanza(s *envelope.Stanza) RecipientInfo {
 	r := RecipientInfo{Type: s.Type, Kind: "other", Hint: s.Hint()}
 	switch {
-	case slices.Contains(recipient.KMSStanzaTypes, s.Type):
+	case kms.IsStanza(s.Type):
 		r.Kind = "kms"
 	case s.Type == "p256":
 		r.Kind = "p256"
+	case pq.KindOf(s.Type) != nil:
+		r.Kind = "pq"
 	}
+	r.Strength = backend.StanzaStrength(s.Type).String()
 	if s.KID != "" {
 		r.KID = s.KID
 	}

@@ -6,18 +6,21 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"github.com/ocikp/ocikp/backend"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/ocikp/ocikp/envelope"
-	"github.com/ocikp/ocikp/p256"
 )
 
 // Opener recovers an envelope's file key with local identities (the
 // keystore, Keychain references, KMS plugins): keyprovider.Provider.
 type Opener interface {
 	OpenFileKey(ctx context.Context, env *envelope.Envelope) ([]byte, string, error)
+	// CheckMix refuses a recipient set that mixes post-quantum and
+	// classical-only recipients, unless the provider allows it.
+	CheckMix(rs []envelope.Recipient) error
 }
 
 // Resolver turns what the user names (recipient, key name, KMS URL) into
@@ -43,11 +46,9 @@ func NewTarget(ctx context.Context, res Resolver, spec string, forRemove bool) (
 	r, err := res.RecipientFor(ctx, spec)
 	if err == nil {
 		t := &Target{Spec: spec, R: r}
-		if pr, ok := r.(*p256.Recipient); ok {
-			comp := p256.Compress(pr.PublicKey())
-			t.match = func(s *envelope.Stanza) bool {
-				return s.Type == p256.StanzaType && len(s.Tag) > 0 && bytes.Equal(s.Tag, p256.Tag(s.Enc, comp))
-			}
+		// Recipients whose stanzas carry a tag say which are theirs.
+		if tr, ok := r.(interface{ Matches(*envelope.Stanza) bool }); ok {
+			t.match = tr.Matches
 		} else {
 			t.match = kidMatch(spec)
 		}
@@ -58,7 +59,7 @@ func NewTarget(ctx context.Context, res Resolver, spec string, forRemove bool) (
 	}
 	// A hint from inspect: "p256 tag 1a2b3c4d", a bare tag, or a key id.
 	h := strings.TrimSpace(spec)
-	if rest, ok := strings.CutPrefix(h, p256.StanzaType+" tag "); ok {
+	if _, rest, ok := strings.Cut(h, " tag "); ok {
 		h = rest
 	}
 	if tag, herr := hex.DecodeString(h); herr == nil && len(tag) >= 4 {
@@ -83,6 +84,12 @@ func kidMatch(url string) func(*envelope.Stanza) bool {
 type keep struct{ s *envelope.Stanza }
 
 func (k keep) Wrap([]byte) (*envelope.Stanza, error) { return k.s, nil }
+
+// Type and PostQuantum let the mixing rule judge a kept stanza.
+func (k keep) Type() string { return k.s.Type }
+func (k keep) PostQuantum() bool {
+	return backend.StanzaStrength(k.s.Type) == backend.PostQuantum
+}
 
 // LayerPlan is what a rewrap does to one layer.
 type LayerPlan struct {
@@ -130,6 +137,9 @@ func RewrapLayer(ctx context.Context, l *Descriptor, provider string, op Opener,
 	if !plan.Changed() {
 		plan.After = plan.Before
 		return plan, nil
+	}
+	if err := op.CheckMix(recips); err != nil {
+		return nil, err
 	}
 	clone := *env
 	if err := clone.Reseal(fk, recips...); err != nil {

@@ -12,6 +12,8 @@ import (
 // testOpener opens "test" stanzas, whose Key is the file key itself.
 type testOpener struct{ calls int }
 
+func (o *testOpener) CheckMix([]envelope.Recipient) error { return nil }
+
 func (o *testOpener) OpenFileKey(_ context.Context, env *envelope.Envelope) ([]byte, string, error) {
 	o.calls++
 	for _, s := range env.Recipients {

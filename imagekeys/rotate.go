@@ -70,6 +70,9 @@ func RotateLayer(ctx context.Context, l *Descriptor, provider string, op Opener,
 	if len(recips) == 0 {
 		return nil, errNoneLeft
 	}
+	if err := op.CheckMix(recips); err != nil {
+		return nil, err
+	}
 	for _, a := range sortedKeys(l.Annotations) {
 		if a != key && strings.HasPrefix(a, KeysPrefix) {
 			plan.Dropped = append(plan.Dropped, a)

@@ -16,17 +16,21 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safetext"
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/kmspub"
 	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/kms"
 	"github.com/ocikp/ocikp/legacy"
-	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/plugin"
 	"github.com/ocikp/ocikp/protocol"
-	"github.com/ocikp/ocikp/recipient"
+
+	// Recipient forms that register themselves.
+	_ "github.com/ocikp/ocikp/p256"
+	_ "github.com/ocikp/ocikp/pq"
 )
 
 // Enabled is what skopeo's bare --decryption-key provider:NAME sends: "no
@@ -57,9 +61,47 @@ type Provider struct {
 	// a decryption key is a keystore name, never a file path, and errors
 	// name no keystore path and no key names (Log gets the full ones).
 	Remote bool
+	// AllowClassical lets a wrap mix post-quantum and classical-only
+	// recipients (the provider's --allow-classical).
+	AllowClassical bool
+	// KMS are the provider's KMS plugin processes (nil: created with
+	// default settings when first needed). Close ends them.
+	KMS *kms.Plugins
 
-	cache keyCache
+	cache   keyCache
+	kmsOnce sync.Once
 }
+
+// plugins returns the provider's KMS plugins, creating them on first use.
+func (p *Provider) plugins() *kms.Plugins {
+	p.kmsOnce.Do(func() {
+		if p.KMS == nil {
+			p.KMS, _ = kms.New(kms.Settings{}) // without settings, New cannot fail
+		}
+	})
+	return p.KMS
+}
+
+// Close ends the KMS plugin processes the provider started; wait says to
+// wait for each to exit.
+func (p *Provider) Close(wait bool) {
+	if p.KMS != nil {
+		p.KMS.Close(wait)
+	}
+}
+
+// env is what backends may draw on while resolving one request's strings:
+// the provider's resources, bounded by the request's context.
+type env struct {
+	p   *Provider
+	ctx context.Context
+}
+
+func (e env) Context() context.Context     { return e.ctx }
+func (e env) Remote() bool                 { return e.p.Remote }
+func (e env) KMSPlugins() *kms.Plugins     { return e.p.plugins() }
+func (e env) KMSCache() *kmspub.Cache      { return e.p.KMSCache() }
+func (e env) Keychain() *keychain.Keychain { return e.p.keychain() }
 
 func (p *Provider) keychain() *keychain.Keychain {
 	if p.Keychain != nil {
@@ -75,7 +117,7 @@ func (p *Provider) Refs() *keychain.Refs { return keychain.RefsIn(p.Store.Dir) }
 type keyCache struct {
 	mu      sync.Mutex
 	stamp   [2]time.Time // keystore and Keychain references
-	keys    []*p256.Identity
+	keys    []backend.Key
 	skipped []error
 }
 
@@ -127,12 +169,21 @@ func (p *Provider) warnf(format string, args ...any) {
 	}
 }
 
-// recipientOf is the checksummed recipient string of a P-256 recipient.
+// recipientOf is the checksummed recipient string of a recipient.
 func recipientOf(r envelope.Recipient) string {
-	if pr, ok := r.(*p256.Recipient); ok {
-		return pr.String()
+	if s, ok := r.(fmt.Stringer); ok {
+		return s.String()
 	}
 	return "the new form"
+}
+
+// kindOf names a recipient's kind for metrics and messages: its stanza
+// type when it says, else the scheme of the string that named it.
+func kindOf(r envelope.Recipient, v string) string {
+	if t, ok := r.(interface{ Type() string }); ok {
+		return t.Type()
+	}
+	return backend.Scheme(v)
 }
 
 func (p *Provider) debug(msg string, args ...any) {
@@ -158,21 +209,26 @@ func (p *Provider) wrap(ctx context.Context, w *protocol.KeyWrapParams) ([]byte,
 	}
 	var rs []envelope.Recipient
 	kinds := map[string]bool{}
+	strength := map[backend.Strength][]string{}
 	for i, v := range values {
 		r, err := p.recipientFor(ctx, string(v))
 		if err != nil {
 			return nil, "", fmt.Errorf("encryption key %d of %d: %w", i+1, len(values), err)
 		}
 		rs = append(rs, r)
-		kind := recipient.Scheme(string(v))
-		if kind == p256.HRP || kind == p256.LegacyScheme || kind == "apple-se" || kind == "" {
-			kind = p256.StanzaType
-		}
-		if p256.IsLegacy(string(v)) {
+		kind := kindOf(r, string(v))
+		if strings.HasPrefix(string(v), "ocikp-p256:") {
 			p.warnf("encryption key %d of %d is in the old ocikp-p256: form, which has no checksum; use %s (ocikp recipient KEYNAME prints it)",
 				i+1, len(values), recipientOf(r))
 		}
+		if !kinds[kind] {
+			st := backend.StrengthOf(r)
+			strength[st] = append(strength[st], kind)
+		}
 		kinds[kind] = true
+	}
+	if err := p.checkMix(strength); err != nil {
+		return nil, "", err
 	}
 	p.debug("wrap", "recipients", len(rs))
 	var names []string
@@ -182,6 +238,44 @@ func (p *Provider) wrap(ctx context.Context, w *protocol.KeyWrapParams) ([]byte,
 	slices.Sort(names)
 	ann, err := envelope.Seal(w.Optsdata, rs...)
 	return ann, strings.Join(names, "+"), err
+}
+
+// ErrMixedStrength is a wrap that would mix post-quantum and classical-only
+// recipients in one layer.
+var ErrMixedStrength = errors.New("mix post-quantum and classical-only recipients")
+
+// checkMix refuses a layer for post-quantum and classical-only recipients
+// at once, as age does: it is only as strong as its weakest recipient, so
+// whoever stores it today decrypts it once P-256 or RSA falls.
+func (p *Provider) checkMix(strength map[backend.Strength][]string) error {
+	pq, classical := strength[backend.PostQuantum], strength[backend.Classical]
+	if len(pq) == 0 || len(classical) == 0 || p.AllowClassical {
+		return nil
+	}
+	slices.Sort(pq)
+	slices.Sort(classical)
+	return hint.Wrap(fmt.Errorf("the encryption keys %w (post-quantum: %s; classical-only: %s): the layer would be only as strong as the classical ones",
+		ErrMixedStrength, strings.Join(pq, ", "), strings.Join(classical, ", ")),
+		"give every recipient a post-quantum key (ocikp keygen --type mlkem768x25519 NAME) or a symmetric KMS key",
+		"or accept classical strength on purpose: --allow-classical in ocikp's args in OCICRYPT_KEYPROVIDER_CONFIG (ocikp config --allow-classical)")
+}
+
+// CheckMix applies the mixing rule to the recipients of a layer (rewrap).
+func (p *Provider) CheckMix(rs []envelope.Recipient) error {
+	strength := map[backend.Strength][]string{}
+	seen := map[string]bool{}
+	for _, r := range rs {
+		kind := kindOf(r, "")
+		if kind == "" {
+			kind = "kms"
+		}
+		if !seen[kind] {
+			seen[kind] = true
+			st := backend.StrengthOf(r)
+			strength[st] = append(strength[st], kind)
+		}
+	}
+	return p.checkMix(strength)
 }
 
 // wrapEntry picks the provider's values out of ec.Parameters.
@@ -201,7 +295,7 @@ func (p *Provider) wrapEntry(params map[string][][]byte) ([][]byte, error) {
 	for name, vs := range params {
 		ok := len(vs) > 0
 		for _, v := range vs {
-			ok = ok && recipient.Known(string(v))
+			ok = ok && backend.IsRecipient(string(v))
 		}
 		if ok {
 			found = append(found, name)
@@ -217,46 +311,39 @@ func (p *Provider) wrapEntry(params map[string][][]byte) ([][]byte, error) {
 		"run ocikp with --name NAME in OCICRYPT_KEYPROVIDER_CONFIG (ocikp config --name NAME writes one)")
 }
 
-// recipientFor parses a recipient string, or, when a provider name is set,
-// a keystore key name (provider:ocikp:alice).
 // RecipientFor resolves what an --encryption-key names: a recipient
-// string, a KMS key URL (offline from the public-key cache when it holds
-// the key) or a keystore key's name.
+// string of a registered backend (a KMS key URL among them) or a keystore
+// key's name.
 func (p *Provider) RecipientFor(ctx context.Context, v string) (envelope.Recipient, error) {
 	return p.recipientFor(ctx, v)
 }
 
 func (p *Provider) recipientFor(ctx context.Context, v string) (envelope.Recipient, error) {
-	if recipient.IsKMS(v) {
-		if r, err := p.offlineKMS(ctx, v); r != nil || err != nil {
-			return r, err
-		}
-	}
-	r, err := recipient.ParseContext(ctx, v)
-	if !errors.Is(err, recipient.ErrUnknown) {
+	r, err := backend.Recipient(env{p, ctx}, v)
+	if !errors.Is(err, backend.ErrUnknown) {
 		return r, err
 	}
 	if p.Store != nil && soft.ValidName(v) {
 		if k, kerr := p.Store.Get(v); kerr == nil {
-			pub, err := k.PublicKey()
+			r, err := k.NewRecipient()
 			if err != nil {
 				return nil, fmt.Errorf("key %q: %w", k.Name, err)
 			}
-			return p256.NewRecipient(pub)
+			return r, nil
 		}
 		if ref, kerr := p.Refs().Get(v); kerr == nil {
-			pub, err := ref.PublicKey()
+			r, err := ref.NewRecipient()
 			if err != nil {
 				return nil, fmt.Errorf("key %q: %w", ref.Name, err)
 			}
-			return p256.NewRecipient(pub)
+			return r, nil
 		}
 		// Worded as unwrap words it: a name, not a malformed recipient.
 		return nil, hint.Wrap(fmt.Errorf("no key of that name in %s", p.keystoreName()),
 			"name a key from 'ocikp list', or pass a recipient (ocikp recipient KEYNAME prints one)")
 	}
 	return nil, hint.Wrap(errors.New("not an ocikp recipient or key name"),
-		"recipients look like ocikp1p2561… (see: ocikp recipient KEYNAME); schemes: "+strings.Join(recipient.Schemes(), ", "))
+		"recipients look like ocikp1mlkem768x255191… or ocikp1p2561… (see: ocikp recipient KEYNAME); schemes: "+strings.Join(backend.Schemes(), ", "))
 }
 
 // KMSCache is the cache of asymmetric KMS public keys in the keystore.
@@ -264,41 +351,9 @@ func (p *Provider) KMSCache() *kmspub.Cache {
 	return &kmspub.Cache{Dir: filepath.Join(p.Store.Dir, "kms")}
 }
 
-// offlineKMS returns an offline recipient for an asymmetric KMS key: from
-// the cache, or, for a GCP key version, fetched once through the plugin and
-// cached. It returns nil, nil for keys the KMS wraps itself.
-func (p *Provider) offlineKMS(ctx context.Context, url string) (envelope.Recipient, error) {
-	cache := p.KMSCache()
-	e, err := cache.Get(url)
-	if err == nil {
-		return e.Recipient()
-	}
-	if !errors.Is(err, kmspub.ErrNotCached) {
-		return nil, err
-	}
-	if !strings.HasPrefix(url, "gcpkms://") || !strings.Contains(url, "/cryptoKeyVersions/") {
-		return nil, nil
-	}
-	e, err = FetchPublicKey(ctx, url)
-	if err != nil {
-		return nil, err
-	}
-	if err := cache.Put(e); err != nil {
-		// A read-only keystore only costs the next wrap another fetch.
-		p.debug("could not cache the KMS public key", "url", url, "err", err)
-	}
-	return e.Recipient()
-}
-
 // FetchPublicKey asks the KMS plugin for an asymmetric key's public key.
-func FetchPublicKey(ctx context.Context, url string) (*kmspub.Entry, error) {
-	scheme, _, _ := strings.Cut(url, "://")
-	pk, err := recipient.KMSPlugin(scheme).PublicKey(ctx, url)
-	if err != nil {
-		return nil, err
-	}
-	return &kmspub.Entry{URL: url, StanzaType: pk.StanzaType, KID: pk.KID, N: pk.N, E: pk.E, Prefix: pk.Prefix,
-		Fetched: time.Now().UTC().Truncate(time.Second)}, nil
+func (p *Provider) FetchPublicKey(ctx context.Context, url string) (*kmspub.Entry, error) {
+	return p.plugins().FetchPublicKey(ctx, url)
 }
 
 // Unwrap recovers optsdata from an annotation: with a local key if one
@@ -331,7 +386,7 @@ func (p *Provider) unwrap(ctx context.Context, u *protocol.KeyUnwrapParams) ([]b
 		if sel.selected && len(sel.kmsKIDs) == 0 {
 			return nil, "legacy-gcpkms", errors.New("this layer was encrypted by the GCP KMS key provider, and the decryption config names no gcpkms:// key")
 		}
-		out, err := recipient.KMSPlugin("gcpkms").OpenLegacy(ctx, blob)
+		out, err := p.plugins().For("gcpkms").OpenLegacy(ctx, blob)
 		return out, "legacy-gcpkms", err
 	}
 	return nil, "", errors.New("the layer's annotation is not an ocikp envelope or a known legacy format")
@@ -431,7 +486,7 @@ func (p *Provider) openFileKey(ctx context.Context, env *envelope.Envelope, sel 
 	kmsBudget := &budget{left: MaxKMSAttempts, what: fmt.Sprintf("%d KMS calls", MaxKMSAttempts)}
 	if nie != nil && hasKMSStanza(env) && (!sel.selected || len(sel.kmsKIDs) > 0) {
 		p.debug("unwrap: trying the KMS plugin")
-		fk, s, err = env.UnwrapStanza(kmsIdentities(ctx, env, sel.kmsKIDs, kmsBudget)...)
+		fk, s, err = env.UnwrapStanza(p.kmsIdentities(ctx, env, sel.kmsKIDs, kmsBudget)...)
 		errors.As(err, &nie)
 	}
 	if errors.As(err, &nie) {
@@ -448,11 +503,11 @@ func (p *Provider) openFileKey(ctx context.Context, env *envelope.Envelope, sel 
 
 // kmsIdentities returns one plugin identity per KMS stanza type in env, so
 // that each stanza goes to the plugin of its cloud, within b.
-func kmsIdentities(ctx context.Context, env *envelope.Envelope, kids []string, b *budget) []envelope.Identity {
+func (p *Provider) kmsIdentities(ctx context.Context, env *envelope.Envelope, kids []string, b *budget) []envelope.Identity {
 	var ids []envelope.Identity
 	seen := map[string]bool{}
 	for _, s := range env.Recipients {
-		c := recipient.KMSPlugin(s.Type)
+		c := p.plugins().For(s.Type)
 		if c == nil || seen[s.Type] {
 			continue
 		}
@@ -465,10 +520,8 @@ func kmsIdentities(ctx context.Context, env *envelope.Envelope, kids []string, b
 
 func hasKMSStanza(env *envelope.Envelope) bool {
 	for _, s := range env.Recipients {
-		for _, t := range recipient.KMSStanzaTypes {
-			if s.Type == t {
-				return true
-			}
+		if kms.IsStanza(s.Type) {
+			return true
 		}
 	}
 	return false
@@ -481,12 +534,21 @@ func (p *Provider) openApple(blob []byte, sel *selection) ([]byte, error) {
 	}
 	// A copy: with CacheKeys, sel.skipped is shared by concurrent requests.
 	failures := slices.Clone(sel.skipped)
-	for i, k := range sel.keys {
-		if i == MaxKeyAttempts {
+	tried := 0
+	for _, k := range sel.keys {
+		// The Apple format is P-256 ECDH: only keys that offer it.
+		p2, ok := k.(interface {
+			KeyExchanger() (ecdh.KeyExchanger, error)
+		})
+		if !ok {
+			continue
+		}
+		if tried == MaxKeyAttempts {
 			failures = append(failures, fmt.Errorf("stopped after %d private-key attempts", MaxKeyAttempts))
 			break
 		}
-		kx, err := k.KeyExchanger()
+		tried++
+		kx, err := p2.KeyExchanger()
 		if err != nil {
 			failures = append(failures, err)
 			continue
@@ -549,10 +611,10 @@ func (p *Provider) localFailures(errs []error) []error {
 
 // selection is what an unwrap may use.
 type selection struct {
-	keys     []*p256.Identity // local keys
-	kmsKIDs  []string         // KMS key URLs named in the decryption config
-	selected bool             // the decryption config named keys: use only those
-	skipped  []error          // key files that could not be read
+	keys     []backend.Key // local keys
+	kmsKIDs  []string      // KMS key URLs named in the decryption config
+	selected bool          // the decryption config named keys: use only those
+	skipped  []error       // key files that could not be read
 }
 
 // identities returns the keys to try: those named in the decryption
@@ -563,23 +625,17 @@ func (p *Provider) identities(params map[string][][]byte) (*selection, error) {
 	values := p.unwrapEntry(params)
 	for i, v := range values {
 		sel.selected = true
-		if recipient.IsKMS(string(v)) {
-			sel.kmsKIDs = append(sel.kmsKIDs, string(v))
-			continue
+		got, ok, err := backend.Decrypt(env{p, context.Background()}, string(v))
+		if !ok {
+			var k backend.Key
+			k, err = p.namedKey(string(v))
+			got.Keys = []backend.Key{k}
 		}
-		if keychain.IsDecryptURL(string(v)) {
-			ks, err := p.taggedKeys(string(v))
-			if err != nil {
-				return nil, fmt.Errorf("decryption key %d of %d: %w", i+1, len(values), err)
-			}
-			sel.keys = append(sel.keys, ks...)
-			continue
-		}
-		k, err := p.namedKey(string(v))
 		if err != nil {
 			return nil, fmt.Errorf("decryption key %d of %d: %w", i+1, len(values), err)
 		}
-		sel.keys = append(sel.keys, k)
+		sel.keys = append(sel.keys, got.Keys...)
+		sel.kmsKIDs = append(sel.kmsKIDs, got.KMS...)
 	}
 	if sel.selected {
 		return sel, nil
@@ -651,49 +707,16 @@ func (p *Provider) listKeys(sel *selection) error {
 			sel.skipped = append(sel.skipped, e.Err)
 			continue
 		}
-		sel.keys = append(sel.keys, p.storeIdentity(e.Key))
+		sel.keys = append(sel.keys, e.Key.Identity(p.Passphrase))
 	}
 	for _, e := range p.Refs().List() {
 		if e.Err != nil {
 			sel.skipped = append(sel.skipped, e.Err)
 			continue
 		}
-		sel.keys = append(sel.keys, p.refIdentity(e.Ref))
+		sel.keys = append(sel.keys, e.Ref.Identity(p.keychain(), p.Passphrase))
 	}
 	return nil
-}
-
-// refIdentity is a Keychain key the keystore records: matched by its
-// recorded public key, the Keychain asked only for the ECDH.
-func (p *Provider) refIdentity(r *keychain.Ref) *p256.Identity {
-	return p256.NewIdentity(r.Name, r.Compressed(), func() (ecdh.KeyExchanger, error) {
-		pub, err := r.PublicKey()
-		if err != nil {
-			return nil, fmt.Errorf("key %q: %w", r.Name, err)
-		}
-		k, err := p.keychain().Select(r.Tag, pub)
-		if err != nil {
-			return nil, fmt.Errorf("key %q (%s): %w", r.Name, r.Kind(), err)
-		}
-		return k, nil
-	})
-}
-
-// taggedKeys are the Keychain keys an apple-se decryption URL names by tag.
-func (p *Provider) taggedKeys(url string) ([]*p256.Identity, error) {
-	tag, err := keychain.ParseDecryptURL(url)
-	if err != nil {
-		return nil, err
-	}
-	keys, err := p.keychain().Find(tag)
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]*p256.Identity, len(keys))
-	for i, k := range keys {
-		ids[i] = p256.NewIdentityFromKey(fmt.Sprintf("keychain tag %q", tag), k)
-	}
-	return ids, nil
 }
 
 // unwrapEntry returns the values in dc.Parameters that name ocikp keys.
@@ -716,7 +739,7 @@ func (p *Provider) unwrapEntry(params map[string][][]byte) [][]byte {
 		vs = strip(vs)
 		ok := len(vs) > 0
 		for _, v := range vs {
-			ok = ok && (p.hasKey(string(v)) || recipient.IsKMS(string(v)) || keychain.IsDecryptURL(string(v)))
+			ok = ok && (p.hasKey(string(v)) || backend.IsDecrypt(string(v)))
 		}
 		if ok {
 			return vs
@@ -736,7 +759,7 @@ func (p *Provider) hasKey(name string) bool {
 // namedKey resolves a decryption key value: a keystore name, or a path to a
 // key file (ocikp key file or PEM). The value came in the request, so
 // errors describe it without quoting it.
-func (p *Provider) namedKey(v string) (*p256.Identity, error) {
+func (p *Provider) namedKey(v string) (backend.Key, error) {
 	if p.Remote && strings.ContainsAny(v, `/\`) {
 		// Nothing is opened: a client must not choose which file the
 		// service reads.
@@ -751,7 +774,7 @@ func (p *Provider) namedKey(v string) (*p256.Identity, error) {
 		if errors.Is(err, soft.ErrNotFound) {
 			ref, rerr := p.Refs().Get(v)
 			if rerr == nil {
-				return p.refIdentity(ref), nil
+				return ref.Identity(p.keychain(), p.Passphrase), nil
 			}
 			if !errors.Is(rerr, keychain.ErrNotFound) {
 				return nil, p.redact(rerr)
@@ -761,43 +784,19 @@ func (p *Provider) namedKey(v string) (*p256.Identity, error) {
 		if err != nil {
 			return nil, p.redact(err)
 		}
-		return p.storeIdentity(k), nil
+		return k.Identity(p.Passphrase), nil
 	}
-	k, priv, err := soft.ReadKey(v)
+	k, err := soft.ReadKey(v)
 	if err != nil {
 		// Strip the path the request gave from what the error says.
 		msg := strings.ReplaceAll(err.Error(), v, "the named file")
 		return nil, hint.Wrap(fmt.Errorf("key file: %s", msg),
-			"key files must be ocikp key files or PEM P-256 private keys, mode 0600")
+			"key files must be ocikp key files (any type) or PEM P-256 private keys, mode 0600")
 	}
-	if priv != nil {
-		return p256.NewIdentityFromKey(k.Name, priv), nil
-	}
-	return p.storeIdentity(k), nil
+	return k.Identity(p.Passphrase), nil
 }
 
 const keyParamHint = "name a key from 'ocikp list' or a key file path, or pass the bare provider:NAME to try every key"
-
-func (p *Provider) storeIdentity(k *soft.KeyFile) *p256.Identity {
-	return p256.NewIdentity(k.Name, k.Compressed, func() (ecdh.KeyExchanger, error) {
-		var pass []byte
-		if k.Protected() && p.Passphrase != nil {
-			var err error
-			if pass, err = p.Passphrase(k.Name); err != nil {
-				return nil, err
-			}
-		}
-		priv, err := k.PrivateKey(pass)
-		if err != nil {
-			err = fmt.Errorf("key %q: %w", k.Name, err)
-			if errors.Is(err, soft.ErrPassphraseNeeded) {
-				err = hint.Wrap(err, "set OCIKP_PASSPHRASE_FILE (or OCIKP_PASSPHRASE) for unattended decryption")
-			}
-			return nil, err
-		}
-		return priv, nil
-	})
-}
 
 // isGCPLegacy reports the GCP KMS provider's {"key_url","wrapped_key","wrap_type"}.
 func isGCPLegacy(blob []byte) bool {
@@ -823,7 +822,7 @@ func (p *Provider) Candidates(env *envelope.Envelope) []string {
 					out = append(out, k.Name())
 				}
 			}
-		case s.KID != "" && recipient.KMSPlugin(s.Type) != nil:
+		case s.KID != "" && kms.IsStanza(s.Type):
 			out = append(out, "kms "+safetext.Token(s.KID, 200))
 		}
 	}
@@ -846,7 +845,7 @@ func (p *Provider) OpenBlob(ctx context.Context, blob []byte) ([]byte, error) {
 func (p *Provider) RecipientOfStanza(ctx context.Context, s *envelope.Stanza) (envelope.Recipient, error) {
 	// Only a KMS key URL: a key id from a layer must not name a
 	// keystore key (recipientFor also takes names).
-	if s.KID != "" && recipient.KMSPlugin(s.Type) != nil && recipient.IsKMS(s.KID) {
+	if s.KID != "" && kms.IsStanza(s.Type) && kms.IsURL(s.KID) {
 		return p.recipientFor(ctx, s.KID)
 	}
 	if len(s.Tag) > 0 {
@@ -855,8 +854,10 @@ func (p *Provider) RecipientOfStanza(ctx context.Context, s *envelope.Stanza) (e
 			return nil, err
 		}
 		for _, k := range sel.keys {
-			if k.Matches(s) {
-				return k.Recipient()
+			if r, ok := k.(interface {
+				Recipient() (envelope.Recipient, error)
+			}); ok && k.Matches(s) {
+				return r.Recipient()
 			}
 		}
 	}

@@ -26,8 +26,18 @@ import (
 
 	"github.com/btcsuite/btcd/btcutil/bech32"
 
+	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
 )
+
+// Both recipient forms register; the Apple provider's apple-se:// URLs
+// are the Keychain backend's.
+func init() {
+	b := backend.Backend{Recipient: func(_ backend.Env, s string) (envelope.Recipient, error) { return Parse(s) }}
+	backend.RegisterBech32(HRP, Near, b)
+	backend.Register(LegacyScheme, b)
+	backend.RegisterStanza(StanzaType, backend.Classical)
+}
 
 // StanzaType is the envelope stanza type of P-256 HPKE recipients.
 const StanzaType = "p256"
@@ -79,6 +89,9 @@ func NewRecipient(pub *ecdh.PublicKey) (*Recipient, error) {
 	return &Recipient{pub: pub, comp: Compress(pub), hpk: hpk}, nil
 }
 
+// Type is the recipient's stanza type.
+func (r *Recipient) Type() string { return StanzaType }
+
 // PublicKey returns the recipient's key.
 func (r *Recipient) PublicKey() *ecdh.PublicKey { return r.pub }
 
@@ -96,6 +109,11 @@ func (r *Recipient) Wrap(fileKey []byte) (*envelope.Stanza, error) {
 		return nil, err
 	}
 	return &envelope.Stanza{Type: StanzaType, Tag: Tag(enc, r.comp), Enc: enc, Key: ct}, nil
+}
+
+// Matches reports whether a stanza's tag names this recipient.
+func (r *Recipient) Matches(s *envelope.Stanza) bool {
+	return s.Type == StanzaType && len(s.Tag) > 0 && bytes.Equal(s.Tag, Tag(s.Enc, r.comp))
 }
 
 // Tag computes a stanza's tag from enc and the recipient's compressed point.
@@ -133,7 +151,7 @@ func NewIdentityFromKey(name string, kx ecdh.KeyExchanger) *Identity {
 func (id *Identity) Name() string { return id.name }
 
 // Recipient returns the recipient of the identity's public key.
-func (id *Identity) Recipient() (*Recipient, error) {
+func (id *Identity) Recipient() (envelope.Recipient, error) {
 	pub, err := ParsePoint(id.comp)
 	if err != nil {
 		return nil, err

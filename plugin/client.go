@@ -329,7 +329,13 @@ type Recipient struct {
 	Client *Client
 	URL    string
 	Ctx    context.Context // bounds the call (nil: none)
+	// PostQuantumSafe says the KMS wraps with a symmetric key.
+	PostQuantumSafe bool
 }
+
+// PostQuantum reports whether the KMS wraps with a symmetric key, which a
+// quantum computer does not break.
+func (r *Recipient) PostQuantum() bool { return r.PostQuantumSafe }
 
 // Wrap asks the plugin to wrap fileKey for the recipient.
 func (r *Recipient) Wrap(fileKey []byte) (*envelope.Stanza, error) {

@@ -22,7 +22,7 @@ import (
 	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
-	"github.com/ocikp/ocikp/recipient"
+	"github.com/ocikp/ocikp/kms"
 	"github.com/ocikp/ocikp/server"
 )
 
@@ -52,11 +52,12 @@ func run(args []string) int {
 	passFile := fs.String("passphrase-file", "", "passphrase of protected keys")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	configFile := fs.String("config", "", "JSON file of these settings, keyed by flag name (flags win)")
-	var kms recipient.KMSSettings
-	fs.StringVar(&kms.ConfigFile, "kms-config", "", "KMS settings file (default $OCIKP_KMS_CONFIG, else ~/.config/ocikp/kms.json)")
-	fs.StringVar(&kms.GCPADC, "adc", "", "Google Cloud credentials file for gcpkms keys")
-	fs.StringVar(&kms.AWSProfile, "aws-profile", "", "AWS shared-config profile for awskms keys")
-	kmsProcs := fs.Int("kms-procs", 4, "processes each KMS plugin may run for concurrent calls")
+	var kmsSettings kms.Settings
+	fs.StringVar(&kmsSettings.ConfigFile, "kms-config", "", "KMS settings file (default $OCIKP_KMS_CONFIG, else ~/.config/ocikp/kms.json)")
+	fs.StringVar(&kmsSettings.GCPADC, "adc", "", "Google Cloud credentials file for gcpkms keys")
+	fs.StringVar(&kmsSettings.AWSProfile, "aws-profile", "", "AWS shared-config profile for awskms keys")
+	fs.IntVar(&kmsSettings.Procs, "kms-procs", 4, "processes each KMS plugin may run for concurrent calls")
+	allowClassical := fs.Bool("allow-classical", false, "let one layer mix post-quantum and classical-only (P-256, RSA) recipients")
 	reloadEvery := fs.Duration("reload-interval", 10*time.Second, "how often to check certificate and KMS credential files for changes (0: only on SIGHUP)")
 	if code, done := parseFlags(fs, args, "ocikp serve [--listen ADDR] [--tls-cert F --tls-key F [--client-ca F]] [flags]", serveSummary); done {
 		return code
@@ -80,7 +81,8 @@ func run(args []string) int {
 	}
 	// Remote: clients name keystore keys, never files, and learn no
 	// keystore paths or key names from errors.
-	p := &keyprovider.Provider{Name: *name, Store: &soft.Store{Dir: dir}, Log: log, CacheKeys: true, Remote: true}
+	p := &keyprovider.Provider{Name: *name, Store: &soft.Store{Dir: dir}, Log: log, CacheKeys: true, Remote: true,
+		AllowClassical: *allowClassical}
 	if *passFile != "" {
 		p.Passphrase = func(string) ([]byte, error) {
 			b, err := os.ReadFile(*passFile)
@@ -90,14 +92,15 @@ func run(args []string) int {
 			return []byte(strings.TrimRight(strings.SplitN(string(b), "\n", 2)[0], "\r")), nil
 		}
 	}
-	if *kmsProcs < 1 {
+	if kmsSettings.Procs < 1 {
 		return usageError(errors.New("--kms-procs must be at least 1"), "serve")
 	}
-	if err := recipient.ConfigureKMS(kms); err != nil {
+	plugins, err := kms.New(kmsSettings)
+	if err != nil {
 		return fail(err)
 	}
-	recipient.SetKMSProcs(*kmsProcs)
-	defer recipient.CloseKMS(true) // plugins stay warm between calls
+	p.KMS = plugins
+	defer p.Close(true) // plugins stay warm between calls
 	cfg.Provider, cfg.Log = p, log
 	srv, err := server.New(cfg)
 	if err != nil {
@@ -110,8 +113,9 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	w := &watcher{
-		log: log, every: *reloadEvery, tls: nonEmpty(cfg.TLSCert, cfg.TLSKey, cfg.ClientCA), kms: kmsplugin.WatchedFiles,
-		reloadTLS: srv.Reload, restartKMS: recipient.RestartKMS,
+		log: log, every: *reloadEvery, tls: nonEmpty(cfg.TLSCert, cfg.TLSKey, cfg.ClientCA),
+		kms:       func() []string { return kmsplugin.WatchedFiles(plugins.Getenv) },
+		reloadTLS: srv.Reload, restartKMS: plugins.Restart,
 	}
 	go w.run(ctx)
 	if err := srv.Serve(ctx, l); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/usage"
+	"github.com/ocikp/ocikp/keys/keychain"
 )
 
 // Exit codes.
@@ -72,13 +73,25 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	stdinIsTTY     bool
-	keystore       string // --keystore, "" for default
-	cmd            string // the command being run, for the usage hint
+	keystore       string             // --keystore, "" for default
+	cmd            string             // the command being run, for the usage hint
+	kc             *keychain.Keychain // nil: this machine's (tests use a fake)
+}
+
+func (e *env) keychain() *keychain.Keychain {
+	if e.kc != nil {
+		return e.kc
+	}
+	return keychain.System()
 }
 
 // Main runs ocikp with args (without the program name) and returns the exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	return mainEnv(&env{stdin: stdin, stdout: stdout, stderr: stderr}, args)
+}
+
+func mainEnv(e *env, args []string) int {
+	stdin, stderr := e.stdin, e.stderr
 	// A terminal, not any character device: </dev/null is input too.
 	if f, ok := stdin.(*os.File); ok {
 		e.stdinIsTTY = term.IsTerminal(int(f.Fd()))

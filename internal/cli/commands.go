@@ -27,9 +27,10 @@ import (
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/kms"
 	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/pq"
 	"github.com/ocikp/ocikp/protocol"
-	"github.com/ocikp/ocikp/recipient"
 )
 
 // Environment variables for unattended use.
@@ -54,13 +55,15 @@ func cmdKeyprovider(e *env, args []string) error {
 	adc := fs.String("adc", "", "Google Cloud credentials file for gcpkms keys (as the GCP KMS key provider's --adc)")
 	awsProfile := fs.String("aws-profile", "", "AWS shared-config profile for awskms keys")
 	kmsConfig := fs.String("kms-config", "", "KMS settings file (default $OCIKP_KMS_CONFIG, else ~/.config/ocikp/kms.json)")
-	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] [--adc FILE] [--aws-profile P] [--kms-config FILE] < request.json"); err != nil {
+	allowClassical := fs.Bool("allow-classical", false, "let one layer mix post-quantum and classical-only (P-256, RSA) recipients")
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--passphrase-file FILE] [--allow-classical] [--adc FILE] [--aws-profile P] [--kms-config FILE] < request.json"); err != nil {
 		return err
 	}
-	if err := recipient.ConfigureKMS(recipient.KMSSettings{ConfigFile: *kmsConfig, GCPADC: *adc, AWSProfile: *awsProfile}); err != nil {
+	plugins, err := kms.New(kms.Settings{ConfigFile: *kmsConfig, GCPADC: *adc, AWSProfile: *awsProfile})
+	if err != nil {
 		return err
 	}
-	defer recipient.CloseKMS(false) // started plugins end with the request
+	defer plugins.Close(false) // started plugins end with the request
 	if e.stdinIsTTY {
 		return hint.Wrap(errors.New("keyprovider reads one ocicrypt request on stdin, which is a terminal"),
 			"ocicrypt runs this command; to use ocikp by hand see 'ocikp help'")
@@ -69,8 +72,9 @@ func cmdKeyprovider(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	p := &keyprovider.Provider{Name: *name, Store: st, Passphrase: unattendedPassphrase(*passFile),
-		Warn: func(msg string) { fmt.Fprintf(e.stderr, "ocikp: warning: %s\n", oneLine(msg)) }}
+	p := &keyprovider.Provider{Name: *name, Store: st, Passphrase: unattendedPassphrase(*passFile), KMS: plugins,
+		AllowClassical: *allowClassical,
+		Warn:           func(msg string) { fmt.Fprintf(e.stderr, "ocikp: warning: %s\n", oneLine(msg)) }}
 	if lvl := os.Getenv(envLog); lvl == "debug" {
 		p.Log = slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -149,24 +153,73 @@ func cmdKeygen(e *env, args []string) error {
 	fs := e.flags("keygen")
 	prompt := fs.Bool("passphrase", false, "protect the key with a passphrase typed at the terminal")
 	passFile := fs.String("passphrase-file", "", "protect the key with the passphrase in this file")
+	typ := fs.String("type", soft.TypeP256, "key `TYPE`: p256, or post-quantum mlkem768x25519 (X-Wing) or mlkem768p256")
 	kf := e.addKeychainFlags(fs, true)
-	pos, err := e.parse(fs, args, 1, 1, "[--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] NAME")
+	pos, err := e.parse(fs, args, 1, 1, "[--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] NAME")
 	if err != nil {
 		return err
 	}
 	if err := checkName(pos[0]); err != nil {
 		return err
 	}
-	if kc, err := kf.check(*prompt || *passFile != ""); err != nil {
+	kind := pq.KindOf(*typ)
+	if kind == nil && *typ != soft.TypeP256 {
+		return usagef("--type %.30q: want one of %s", *typ, strings.Join(soft.Types(), ", "))
+	}
+	hybridKeychain := *kf.backend == "keychain" && kind != nil
+	if kc, err := kf.check(!hybridKeychain && (*prompt || *passFile != "")); err != nil {
 		return err
 	} else if kc {
-		return e.keychainKeygen(pos[0], kf)
+		switch {
+		case kind == nil:
+			return e.keychainKeygen(pos[0], kf)
+		case kind.Type != pq.MLKEMP256:
+			return usagef("--backend keychain holds P-256 keys: use --type mlkem768p256 for a post-quantum key whose P-256 half is in the Keychain")
+		}
+		pass, err := e.newPassphrase(*prompt, *passFile)
+		if err != nil {
+			return err
+		}
+		return e.keychainHybridKeygen(pos[0], kf, pass)
+	}
+	if kind != nil {
+		seed, _, err := kind.GenerateKey()
+		if err != nil {
+			return err
+		}
+		return e.storeHybridKey(pos[0], kind, seed, *prompt, *passFile)
 	}
 	priv, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
 		return err
 	}
 	return e.storeKey(pos[0], priv, *prompt, *passFile, "created")
+}
+
+// storeHybridKey stores a new post-quantum key, as storeKey does a P-256 one.
+func (e *env) storeHybridKey(name string, kind *pq.Kind, seed []byte, prompt bool, passFile string) error {
+	pass, err := e.newPassphrase(prompt, passFile)
+	if err != nil {
+		return err
+	}
+	st, err := e.store()
+	if err != nil {
+		return err
+	}
+	k, err := soft.NewHybridKeyFile(name, kind, seed, pass)
+	if err != nil {
+		return err
+	}
+	if err := st.Put(name, k); err != nil {
+		return err
+	}
+	note := ""
+	if k.Protected() {
+		note = ", passphrase-protected"
+	}
+	fmt.Fprintln(e.stdout, k.RecipientString())
+	fmt.Fprintf(e.stderr, "ocikp: created %s key %q (%s%s) in %s\n", kind.Type, k.Name, kind.Label, note, st.Dir)
+	return nil
 }
 
 // storeKey stores a new key, sealed if a passphrase is asked for, and prints
@@ -240,7 +293,7 @@ func cmdImport(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := refuseDuplicate(st, k.Compressed); err != nil {
+		if err := refuseDuplicate(st, k.Public); err != nil {
 			return err
 		}
 		if err := st.Put(pos[0], k); err != nil {
@@ -282,10 +335,11 @@ func cmdList(e *env, args []string) error {
 	}
 	out := []listed{}
 	for _, en := range entries {
-		l := listed{Name: en.Name, Type: "p256"}
+		l := listed{Name: en.Name, Type: "?"}
 		if en.Err != nil {
 			l.Error = oneLine(en.Err.Error())
 		} else {
+			l.Type = en.Key.Type
 			l.Recipient, l.Protected = en.Key.RecipientString(), en.Key.Protected()
 			if !en.Key.Created.IsZero() {
 				l.Created = en.Key.Created.Format(time.RFC3339)
@@ -298,8 +352,8 @@ func cmdList(e *env, args []string) error {
 		if en.Err != nil {
 			l.Error = oneLine(en.Err.Error())
 		} else {
-			l.Type = "p256 (" + en.Ref.Kind() + ", tag " + strconv.Quote(en.Ref.Tag) + ")"
-			l.Recipient, l.Protected, l.Created = en.Ref.RecipientString(), en.Ref.RequirePresence, en.Ref.Created.Format(time.RFC3339)
+			l.Type = en.Ref.KeyType() + " (" + en.Ref.Kind() + ", tag " + strconv.Quote(en.Ref.Tag) + ")"
+			l.Recipient, l.Protected, l.Created = en.Ref.RecipientString(), en.Ref.RequirePresence || en.Ref.Protected(), en.Ref.Created.Format(time.RFC3339)
 		}
 		out = append(out, l)
 	}
@@ -368,16 +422,16 @@ func (e *env) existingStore() (*soft.Store, error) {
 
 // refuseDuplicate refuses a key that the keystore already holds under
 // another name: two names for one key only confuse.
-func refuseDuplicate(st *soft.Store, comp []byte) error {
+func refuseDuplicate(st *soft.Store, pub []byte) error {
 	entries, _ := st.List()
 	for _, en := range entries {
-		if en.Err == nil && bytes.Equal(en.Key.Compressed, comp) {
+		if en.Err == nil && bytes.Equal(en.Key.Public, pub) {
 			return hint.Wrap(fmt.Errorf("this key is already in %s, as %q", st.Dir, en.Name),
 				"use that name (ocikp recipient "+en.Name+"), or delete it first (ocikp delete "+en.Name+")")
 		}
 	}
 	for _, en := range keychain.RefsIn(st.Dir).List() {
-		if en.Err == nil && bytes.Equal(en.Ref.Compressed(), comp) {
+		if en.Err == nil && bytes.Equal(en.Ref.Compressed(), pub) {
 			return hint.Wrap(fmt.Errorf("this key is already recorded in %s, as %q", st.Dir, en.Name), "use that name")
 		}
 	}
@@ -400,19 +454,19 @@ func cmdKMS(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if !recipient.IsKMS(pos[0]) {
-		return usagef("not a KMS key URL (schemes: %s)", strings.Join(recipient.KMSSchemes, ", "))
+	if !kms.IsURL(pos[0]) {
+		return usagef("not a KMS key URL (schemes: %s)", strings.Join(kms.Schemes, ", "))
 	}
 	st, err := e.store()
 	if err != nil {
 		return err
 	}
-	defer recipient.CloseKMS(true)
-	entry, err := keyprovider.FetchPublicKey(context.Background(), pos[0])
+	p := &keyprovider.Provider{Store: st}
+	defer p.Close(true)
+	entry, err := p.FetchPublicKey(context.Background(), pos[0])
 	if err != nil {
 		return err
 	}
-	p := &keyprovider.Provider{Store: st}
 	if err := p.KMSCache().Put(entry); err != nil {
 		return fmt.Errorf("caching the public key: %w", err)
 	}
@@ -494,6 +548,7 @@ func cmdConfig(e *env, args []string) (err error) {
 	quadlet := fs.Bool("quadlet", false, "print a Quadlet .image unit that pulls and decrypts --image instead")
 	image := fs.String("image", "", "with --quadlet: the encrypted image `REF`")
 	output := fs.String("output", "", "write to `FILE` (atomically: whole or not at all) instead of stdout")
+	allowClassical := fs.Bool("allow-classical", false, "let the provider mix post-quantum and classical-only recipients in one layer (adds --allow-classical to its args)")
 	kpConfig := fs.String("keyprovider-config", DefaultKeyproviderConfig, "with --containerd/--crio/--quadlet: `FILE` where the output of plain \"ocikp config\" is saved")
 	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN] | [--grpc ADDR [--tls-ca F] [--tls-cert F --tls-key F] [--server-name N]]\n       ocikp config --containerd [--containerd-version 2|1] [--decoder PATH] | --crio | --quadlet --image REF  [--keyprovider-config FILE] [--keystore DIR]\n       (each form takes --output FILE)"); err != nil {
 		return err
@@ -536,6 +591,9 @@ func cmdConfig(e *env, args []string) (err error) {
 		}
 	}
 	if *grpcAddr != "" {
+		if *allowClassical {
+			return usagef("--allow-classical is the service's own setting: pass it to ocikp serve")
+		}
 		return e.grpcConfig(*name, *grpcAddr, *tlsCA, *tlsCert, *tlsKey, *serverName)
 	}
 	if *tlsCA != "" || *tlsCert != "" || *tlsKey != "" || *serverName != "" {
@@ -560,6 +618,9 @@ func cmdConfig(e *env, args []string) (err error) {
 			return err
 		}
 		cmdArgs = append(cmdArgs, "--keystore", ks)
+	}
+	if *allowClassical {
+		cmdArgs = append(cmdArgs, "--allow-classical")
 	}
 	cfg := map[string]any{"key-providers": map[string]any{
 		*name: map[string]any{"cmd": map[string]any{"path": bin, "args": cmdArgs}},

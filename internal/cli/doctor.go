@@ -14,14 +14,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/kmsconfig"
 	"github.com/ocikp/ocikp/internal/safefile"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/kms"
 	"github.com/ocikp/ocikp/plugin"
-	"github.com/ocikp/ocikp/recipient"
 )
 
 // ocikp doctor checks what the callers (skopeo, podman, containerd, CRI-O)
@@ -272,10 +273,10 @@ func (d *doctor) checkKeyArg(arg string, providers []*provider) {
 		d.ok(name, "provider:%s: every key of the keystore is tried", pname)
 		return
 	}
-	if _, err := recipient.Parse(value); err == nil {
+	if err := checkRecipient(value); err == nil {
 		d.ok(name, "provider:%s:%.40s… is a recipient", pname, value)
 		return
-	} else if !errors.Is(err, recipient.ErrUnknown) {
+	} else if !errors.Is(err, backend.ErrUnknown) {
 		d.fail(name, "copy it again from: ocikp recipient KEYNAME", "provider:%s:%.40s…: %v", pname, value, err)
 		return
 	}
@@ -447,4 +448,15 @@ func sameFile(a, b string) bool {
 	fa, err1 := os.Stat(a)
 	fb, err2 := os.Stat(b)
 	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
+}
+
+// checkRecipient parses a recipient string offline: no KMS plugin starts
+// (a KMS URL's form is checked, not the key).
+func checkRecipient(v string) error {
+	if kms.IsURL(v) {
+		_, _, err := backend.Decrypt(backend.Background{}, v)
+		return err
+	}
+	_, err := backend.Recipient(backend.Background{}, v)
+	return err
 }

@@ -98,7 +98,7 @@ func (e *env) keychainKeygen(name string, k keychainFlags) error {
 		return err
 	}
 	spec := keychain.Spec{Tag: tag, Label: "ocikp: " + name, SecureEnclave: *k.secureEnclave, RequirePresence: *k.requirePresence}
-	key, err := keychain.System().Create(spec)
+	key, err := e.keychain().Create(spec)
 	if err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func (e *env) keychainImport(name string, k keychainFlags) error {
 	if err != nil {
 		return err
 	}
-	keys, err := keychain.System().Find(tag)
+	keys, err := e.keychain().Find(tag)
 	if err != nil {
 		return err
 	}
@@ -153,7 +153,7 @@ func (e *env) keychainDelete(refs *keychain.Refs, name string) error {
 	if err != nil {
 		return err
 	}
-	key, err := keychain.System().Select(ref.Tag, pub)
+	key, err := e.keychain().Select(ref.Tag, pub)
 	switch {
 	case errors.Is(err, keychain.ErrNotFound):
 		fmt.Fprintf(e.stderr, "ocikp: the Keychain has no key with tag %q any more; removing the record\n", ref.Tag)
@@ -168,5 +168,35 @@ func (e *env) keychainDelete(refs *keychain.Refs, name string) error {
 		return fmt.Errorf("removing the record: %w", err)
 	}
 	fmt.Fprintf(e.stderr, "ocikp: deleted %s key %q (tag %q); layers encrypted only to it can no longer be decrypted\n", ref.Kind(), name, ref.Tag)
+	return nil
+}
+
+// keychainHybridKeygen creates a hardware-bound post-quantum key: its
+// P-256 half a Keychain (or Secure Enclave) key, its ML-KEM half kept in
+// the keystore's record, sealed under pass if one is given.
+func (e *env) keychainHybridKeygen(name string, k keychainFlags, pass []byte) error {
+	refs, tag, err := e.keychainTarget(name, k)
+	if err != nil {
+		return err
+	}
+	spec := keychain.Spec{Tag: tag, Label: "ocikp: " + name + " (P-256 half)", SecureEnclave: *k.secureEnclave, RequirePresence: *k.requirePresence}
+	ref, key, err := e.keychain().CreateHybrid(name, spec, pass)
+	if err != nil {
+		return err
+	}
+	if err := refs.Put(ref); err != nil {
+		// Lose nothing, leave nothing: a key ocikp cannot record is removed.
+		if derr := key.Delete(); derr != nil {
+			return fmt.Errorf("%w (and removing the new Keychain key with tag %q failed: %v)", err, tag, derr)
+		}
+		return err
+	}
+	note := ""
+	if ref.Protected() {
+		note = ", ML-KEM half passphrase-protected"
+	}
+	fmt.Fprintln(e.stdout, ref.RecipientString())
+	fmt.Fprintf(e.stderr, "ocikp: created %s key %q: P-256 half in the %s (tag %q), ML-KEM half in %s%s\n",
+		ref.Type, name, ref.Kind(), tag, refs.Dir, note)
 	return nil
 }

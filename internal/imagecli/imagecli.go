@@ -27,7 +27,7 @@ import (
 	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
-	"github.com/ocikp/ocikp/recipient"
+	"github.com/ocikp/ocikp/kms"
 )
 
 type usageErr struct{ msg string }
@@ -84,6 +84,7 @@ type cmd struct {
 	tlsVerify                               bool
 	asJSON                                  bool
 	kmsConfig                               string
+	allowClassical                          bool
 }
 
 // flags returns a flag set with the options every command shares.
@@ -142,14 +143,16 @@ func (c *cmd) provider() (*keyprovider.Provider, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := recipient.ConfigureKMS(recipient.KMSSettings{ConfigFile: c.kmsConfig}); err != nil {
+	plugins, err := kms.New(kms.Settings{ConfigFile: c.kmsConfig})
+	if err != nil {
 		return nil, nil, err
 	}
 	// CacheKeys: one process opens many layers; the keystore is listed
 	// once (again only if it changes), not once per layer.
-	p := &keyprovider.Provider{Name: c.providerName, Store: &soft.Store{Dir: dir}, CacheKeys: true,
-		Warn: func(msg string) { fmt.Fprintf(c.stderr, "ocikp: warning: %s\n", oneLine(msg)) }}
-	return p, func() { recipient.CloseKMS(true) }, nil
+	p := &keyprovider.Provider{Name: c.providerName, Store: &soft.Store{Dir: dir}, CacheKeys: true, KMS: plugins,
+		AllowClassical: c.allowClassical,
+		Warn:           func(msg string) { fmt.Fprintf(c.stderr, "ocikp: warning: %s\n", oneLine(msg)) }}
+	return p, func() { p.Close(true) }, nil
 }
 
 // images returns the names given, or read from stdin when the only name

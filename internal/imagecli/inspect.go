@@ -67,6 +67,9 @@ func (c *cmd) printReport(r *imagekeys.Report, keys bool) {
 			if l.Encrypted {
 				state = "encrypted"
 			}
+			if l.Strength != "" {
+				state += ", " + l.Strength
+			}
 			fmt.Fprintf(c.stdout, "%slayer %d  %s  %s  %s\n", indent, l.Index, short(l.Digest), l.MediaType, state)
 			for _, w := range l.Wrappings {
 				scheme := w.Scheme
@@ -80,7 +83,7 @@ func (c *cmd) printReport(r *imagekeys.Report, keys bool) {
 					}
 					fmt.Fprintln(c.stdout)
 					for _, rc := range b.Recipients {
-						fmt.Fprintf(c.stdout, "%s    %s\n", indent, oneLine(rc.Hint))
+						fmt.Fprintf(c.stdout, "%s    %s  (%s)\n", indent, oneLine(rc.Hint), rc.Strength)
 					}
 				}
 			}

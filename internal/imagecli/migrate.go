@@ -68,6 +68,7 @@ func (c *cmd) migrate(ctx context.Context, args []string) error {
 	fs.Var(&certs, "cert", "certificate `FILE` (PEM) for PKCS#7 wrapped keys; repeatable")
 	var gpgKeys multiFlag
 	fs.Var(&gpgKeys, "gpg-key", "OpenPGP secret key `FILE` (binary or armored, unprotected) for PGP wrapped keys; repeatable")
+	fs.BoolVar(&c.allowClassical, "allow-classical", false, "let a layer mix post-quantum and classical-only recipients")
 	keepOld := fs.Bool("keep-old", false, "keep the old annotations for readers not yet moved")
 	dryRun := fs.Bool("dry-run", false, "print the plan; write nothing")
 	pos, err := c.parse(fs, args, "ocikp migrate --recipient RECIPIENT... [--key FILE]... [--cert FILE]... [--gpg-key FILE]... [--keep-old] [--dry-run] [--json] IMAGE...", migrateSummary)
@@ -129,6 +130,9 @@ func (c *cmd) migrate(ctx context.Context, args []string) error {
 			return fmt.Errorf("--recipient %d of %d: %w", i+1, len(recips), err)
 		}
 		rs = append(rs, rc)
+	}
+	if err := p.CheckMix(rs); err != nil {
+		return err
 	}
 	var results []*imagekeys.Result
 	failed := 0

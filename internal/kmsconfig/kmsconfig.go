@@ -14,11 +14,14 @@ const EnvConfig = "OCIKP_KMS_CONFIG"
 // SettingsFile returns the KMS settings file that plugins read: $OCIKP_KMS_CONFIG,
 // else $XDG_CONFIG_HOME/ocikp/kms.json or ~/.config/ocikp/kms.json (which
 // need not exist); "" if none can be named.
-func SettingsFile() string {
-	if p := os.Getenv(EnvConfig); p != "" {
+func SettingsFile() string { return SettingsFileFrom(os.Getenv) }
+
+// SettingsFileFrom is SettingsFile for the environment getenv reads.
+func SettingsFileFrom(getenv func(string) string) string {
+	if p := getenv(EnvConfig); p != "" {
 		return p
 	}
-	dir := os.Getenv("XDG_CONFIG_HOME")
+	dir := getenv("XDG_CONFIG_HOME")
 	if dir == "" {
 		home, err := os.UserHomeDir()
 		if err != nil {

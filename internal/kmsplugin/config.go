@@ -121,14 +121,14 @@ func configPath() string {
 // that they read them again): the settings file, the credential files it or
 // the environment names, and the SDKs' default credential files. A service
 // stats them; missing ones are listed too, so that creating one counts.
-func WatchedFiles() []string {
+func WatchedFiles(getenv func(string) string) []string {
 	files := []string{}
 	add := func(f string) {
 		if f != "" {
 			files = append(files, f)
 		}
 	}
-	settings := SettingsFile()
+	settings := kmsconfig.SettingsFileFrom(getenv)
 	add(settings)
 	if data, err := os.ReadFile(settings); err == nil {
 		if c, err := parseConfig(data); err == nil {
@@ -139,7 +139,7 @@ func WatchedFiles() []string {
 	}
 	for _, env := range []string{"OCIKP_GCPKMS_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS", "OCIKP_VAULT_TOKEN_FILE",
 		"VAULT_CACERT", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"} {
-		add(os.Getenv(env))
+		add(getenv(env))
 	}
 	if home, err := os.UserHomeDir(); err == nil {
 		add(filepath.Join(home, ".vault-token"))

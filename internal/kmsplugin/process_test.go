@@ -125,7 +125,7 @@ func (r *rig) unwrap(ann []byte, env []string, keys ...string) (string, string, 
 
 func TestKMSThroughOcikp(t *testing.T) {
 	r := newRig(t)
-	rec, stderr, err := r.run(nil, nil, "keygen", "alice")
+	rec, stderr, err := r.run(nil, nil, "keygen", "--type", "mlkem768x25519", "alice")
 	if err != nil {
 		t.Fatalf("keygen: %v %s", err, stderr)
 	}
@@ -143,7 +143,7 @@ func TestKMSThroughOcikp(t *testing.T) {
 		Recipients []struct{ Type, Kid string }
 	}
 	json.Unmarshal(ann, &env)
-	if len(env.Recipients) != 2 || env.Recipients[0].Type != "gcpkms" || env.Recipients[0].Kid != keyURL || env.Recipients[1].Type != "p256" {
+	if len(env.Recipients) != 2 || env.Recipients[0].Type != "gcpkms" || env.Recipients[0].Kid != keyURL || env.Recipients[1].Type != "mlkem768x25519" {
 		t.Fatalf("stanzas: %+v", env.Recipients)
 	}
 
@@ -461,7 +461,7 @@ func TestWorkloadIdentityFederation(t *testing.T) {
 // warm across calls (no process start per call).
 func TestKMSThroughServe(t *testing.T) {
 	r := newRig(t)
-	rec, _, err := r.run(nil, nil, "keygen", "alice")
+	rec, _, err := r.run(nil, nil, "keygen", "--type", "mlkem768x25519", "alice")
 	if err != nil {
 		t.Fatal(err)
 	}

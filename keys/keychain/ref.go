@@ -17,25 +17,34 @@ import (
 	"github.com/ocikp/ocikp/internal/safefile"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/pq"
 )
 
 // MaxTag bounds a tag's length (the seed's are short strings).
 const MaxTag = 256
 
-// maxRefSize bounds a reference file.
-const maxRefSize = 4096
+// maxRefSize bounds a reference file (a hybrid's holds a 2 KB recipient).
+const maxRefSize = 8192
 
 // Ref is a keystore's record of a Keychain key: enough to list it and to
 // match stanzas to it without asking the Keychain.
 type Ref struct {
-	Name            string    `json:"name"`
-	Tag             string    `json:"tag"`
-	SecureEnclave   bool      `json:"secure_enclave"`
-	RequirePresence bool      `json:"require_presence"`
-	Recipient       string    `json:"recipient"`
-	Created         time.Time `json:"created"`
+	Name string `json:"name"`
+	// Type is "" for a P-256 key, or "mlkem768p256" for a hybrid whose
+	// P-256 half is the Keychain key and whose ML-KEM half is MLKEM.
+	Type            string `json:"type,omitempty"`
+	Tag             string `json:"tag"`
+	SecureEnclave   bool   `json:"secure_enclave"`
+	RequirePresence bool   `json:"require_presence"`
+	// Recipient is the key's recipient; for a hybrid, the hybrid one.
+	Recipient string `json:"recipient"`
+	// Classical is a hybrid's P-256 half's recipient (the Keychain key).
+	Classical string     `json:"classical,omitempty"`
+	MLKEM     *MLKEMHalf `json:"mlkem,omitempty"`
+	Created   time.Time  `json:"created"`
 
-	compressed []byte
+	compressed []byte // the Keychain key's public point
+	hybridPub  []byte
 }
 
 // Compressed returns the key's compressed public point.
@@ -88,17 +97,52 @@ func ParseRef(data []byte) (*Ref, error) {
 	case !ValidTag(r.Tag):
 		return nil, errors.New("keychain reference: invalid tag")
 	}
-	c, err := p256.ParseCompressed(r.Recipient)
-	if err != nil {
-		return nil, fmt.Errorf("keychain reference: %w", err)
+	switch r.Type {
+	case "":
+		if r.Classical != "" || r.MLKEM != nil {
+			return nil, errors.New("keychain reference: a P-256 key has no classical or mlkem field")
+		}
+		c, err := p256.ParseCompressed(r.Recipient)
+		if err != nil {
+			return nil, fmt.Errorf("keychain reference: %w", err)
+		}
+		r.compressed = c
+	case pq.MLKEMP256:
+		c, err := p256.ParseCompressed(r.Classical)
+		if err != nil {
+			return nil, fmt.Errorf("keychain reference: classical half: %w", err)
+		}
+		kind, pub, err := pq.ParsePublic(r.Recipient)
+		if err != nil || kind.Type != r.Type {
+			return nil, errors.New("keychain reference: not an mlkem768p256 recipient")
+		}
+		// The hybrid public key ends with the P-256 half's uncompressed
+		// point: it must be the Keychain key's.
+		cpub, err := p256.ParsePoint(c)
+		if err != nil || string(pub[len(pub)-65:]) != string(cpub.Bytes()) {
+			return nil, errors.New("keychain reference: the recipient's P-256 half is not the Keychain key's")
+		}
+		if r.MLKEM == nil {
+			return nil, errors.New("keychain reference: a hybrid key needs its mlkem half")
+		}
+		if err := r.MLKEM.check(); err != nil {
+			return nil, fmt.Errorf("keychain reference: %w", err)
+		}
+		r.compressed, r.hybridPub = c, pub
+	default:
+		return nil, errors.New("keychain reference: unsupported key type")
 	}
-	r.compressed = c
 	return &r, nil
 }
 
 // RecipientString is the key's recipient in the checksummed form, whatever
 // form the record was written in.
-func (r *Ref) RecipientString() string { return p256.FormatCompressed(r.Compressed()) }
+func (r *Ref) RecipientString() string {
+	if r.Hybrid() {
+		return pq.KindOf(r.Type).Format(r.hybridPub)
+	}
+	return p256.FormatCompressed(r.Compressed())
+}
 
 // Marshal encodes r as stored.
 func (r *Ref) Marshal() ([]byte, error) {

@@ -60,7 +60,7 @@ func TestParseRefRejects(t *testing.T) {
 		"empty tag":     strings.Replace(string(good), `"tag": "ocikp.k"`, `"tag": ""`, 1),
 		"recipient":     strings.Replace(string(good), `"recipient": "ocikp1p2561q`, `"recipient": "ocikp1p2561p`, 1),
 		"trailing":      string(good) + "{}",
-		"huge":          string(good) + strings.Repeat(" ", 5000),
+		"huge":          string(good) + strings.Repeat(" ", 9000),
 	} {
 		if _, err := keychain.ParseRef([]byte(s)); err == nil {
 			t.Errorf("%s: accepted", name)

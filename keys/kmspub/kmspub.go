@@ -163,6 +163,9 @@ func (e *Entry) Recipient() (*Recipient, error) {
 	return &Recipient{e: e, pub: pub}, nil
 }
 
+// Type is the stanza type the recipient writes.
+func (r *Recipient) Type() string { return r.e.StanzaType }
+
 // Wrap encrypts fileKey with RSA-OAEP (SHA-256, empty label).
 func (r *Recipient) Wrap(fileKey []byte) (*envelope.Stanza, error) {
 	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, r.pub, fileKey, nil)

@@ -1,6 +1,8 @@
-// Package soft is ocikp's embedded software keystore: P-256 private keys in
+// Package soft is ocikp's embedded software keystore: private keys in
 // files, one per key, optionally sealed under a passphrase (scrypt +
-// AES-256-GCM).
+// AES-256-GCM). A key is P-256 ("p256") or a post-quantum hybrid
+// ("mlkem768x25519", "mlkem768p256": the file holds the KEM's 32-byte
+// seed); every type has the same file rules.
 //
 // The store is a directory (0700) of NAME.key files (0600), each written
 // atomically (temporary file, fsync, hard link to the final name so an

@@ -10,11 +10,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/scrypt"
 
+	"github.com/ocikp/ocikp/backend"
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/pq"
 )
 
 // MaxKeyFileSize bounds what ParseKeyFile reads.
@@ -32,16 +37,36 @@ var ErrBadPassphrase = errors.New("wrong passphrase")
 
 // KeyFile is the decoded content of a NAME.key file.
 type KeyFile struct {
-	Name      string
+	Name string
+	// Type is the key's type: "p256", or a post-quantum hybrid
+	// ("mlkem768x25519", "mlkem768p256"; see package pq).
+	Type      string
 	Created   time.Time
 	Recipient string // as the file holds it; see RecipientString
-	// Compressed is the public key as the recipient string holds it.
-	Compressed []byte
-	private    []byte  // 32-byte scalar, when stored in clear
-	sealed     *sealed // when passphrase-protected
+	// Public is the public key as the recipient string holds it: a
+	// compressed point for p256, the hybrid KEM's public key otherwise.
+	Public  []byte
+	private []byte  // 32 bytes (a P-256 scalar or a KEM seed), when stored in clear
+	sealed  *Sealed // when passphrase-protected
 }
 
-type sealed struct {
+// TypeP256 is the type of P-256 keys.
+const TypeP256 = "p256"
+
+// Types lists the key types a key file may hold.
+func Types() []string { return append([]string{TypeP256}, pq.Types()...) }
+
+// Compressed returns a P-256 key's compressed point (nil for other types).
+func (k *KeyFile) Compressed() []byte {
+	if k.Type != TypeP256 {
+		return nil
+	}
+	return k.Public
+}
+
+// Sealed is a secret sealed under a passphrase (scrypt, AES-256-GCM), as
+// key files store it; the additional data binds it to its public key.
+type Sealed struct {
 	KDF        string `json:"kdf"`
 	LogN       int    `json:"logN"`
 	R          int    `json:"r"`
@@ -58,7 +83,7 @@ type wireKeyFile struct {
 	Created   string  `json:"created"`
 	Recipient string  `json:"recipient"`
 	Private   string  `json:"private,omitempty"`
-	Encrypted *sealed `json:"encrypted,omitempty"`
+	Encrypted *Sealed `json:"encrypted,omitempty"`
 }
 
 const formatV1 = "ocikp-key-v1"
@@ -66,49 +91,156 @@ const formatV1 = "ocikp-key-v1"
 // Protected reports whether the private key is sealed under a passphrase.
 func (k *KeyFile) Protected() bool { return k.sealed != nil }
 
-// PrivateKey returns the private key, opening it with passphrase if sealed.
+// secret returns the private bytes, opening them with passphrase if sealed.
+func (k *KeyFile) secret(passphrase []byte) ([]byte, error) {
+	if k.sealed == nil {
+		return k.private, nil
+	}
+	if len(passphrase) == 0 {
+		return nil, ErrPassphraseNeeded
+	}
+	return k.sealed.Open(passphrase, k.Recipient)
+}
+
+// PrivateKey returns a P-256 key's private key, opening it with passphrase
+// if sealed.
 func (k *KeyFile) PrivateKey(passphrase []byte) (*ecdh.PrivateKey, error) {
-	scalar := k.private
-	if k.sealed != nil {
-		if len(passphrase) == 0 {
-			return nil, ErrPassphraseNeeded
-		}
-		var err error
-		if scalar, err = k.sealed.open(passphrase, k.Recipient); err != nil {
-			return nil, err
-		}
+	if k.Type != TypeP256 {
+		return nil, fmt.Errorf("key %q is a %s key, not a P-256 key", k.Name, k.Type)
+	}
+	scalar, err := k.secret(passphrase)
+	if err != nil {
+		return nil, err
 	}
 	priv, err := ecdh.P256().NewPrivateKey(scalar)
 	if err != nil {
 		return nil, errors.New("key file holds an invalid P-256 private key")
 	}
-	if !bytes.Equal(p256.Compress(priv.PublicKey()), k.Compressed) {
+	if !bytes.Equal(p256.Compress(priv.PublicKey()), k.Public) {
 		return nil, errors.New("key file's private key does not match its recipient")
 	}
 	return priv, nil
 }
 
-// RecipientString is the key's recipient in the checksummed form. The
-// file may hold the older form in Recipient, which stays as written (a
-// sealed key is bound to it).
-func (k *KeyFile) RecipientString() string { return p256.FormatCompressed(k.Compressed) }
-
-// PublicKey decodes the key's public point.
-func (k *KeyFile) PublicKey() (*ecdh.PublicKey, error) { return p256.ParsePoint(k.Compressed) }
-
-// NewKeyFile builds a key file for priv, sealed when passphrase is non-empty.
-func NewKeyFile(name string, priv *ecdh.PrivateKey, passphrase []byte) (*KeyFile, error) {
-	k := &KeyFile{
-		Name:       name,
-		Created:    time.Now().UTC().Truncate(time.Second),
-		Compressed: p256.Compress(priv.PublicKey()),
-		Recipient:  p256.Format(priv.PublicKey()),
+// HybridKey returns a post-quantum key's private key, opening it with
+// passphrase if sealed.
+func (k *KeyFile) HybridKey(passphrase []byte) (pq.Private, error) {
+	kind := pq.KindOf(k.Type)
+	if kind == nil {
+		return pq.Private{}, fmt.Errorf("key %q is a %s key, not a post-quantum one", k.Name, k.Type)
 	}
+	seed, err := k.secret(passphrase)
+	if err != nil {
+		return pq.Private{}, err
+	}
+	priv, err := kind.PrivateKey(seed)
+	if err != nil {
+		return pq.Private{}, errors.New("key file holds an invalid " + k.Type + " private key")
+	}
+	return pq.Private{Key: priv}, nil
+}
+
+// RecipientString is the key's recipient in the checksummed form. A P-256
+// key file may hold the older form in Recipient, which stays as written (a
+// sealed key is bound to it).
+func (k *KeyFile) RecipientString() string {
+	if kind := pq.KindOf(k.Type); kind != nil {
+		return kind.Format(k.Public)
+	}
+	return p256.FormatCompressed(k.Public)
+}
+
+// PublicKey decodes a P-256 key's public point.
+func (k *KeyFile) PublicKey() (*ecdh.PublicKey, error) {
+	if k.Type != TypeP256 {
+		return nil, fmt.Errorf("key %q is a %s key, not a P-256 key", k.Name, k.Type)
+	}
+	return p256.ParsePoint(k.Public)
+}
+
+// NewRecipient returns the key's recipient.
+func (k *KeyFile) NewRecipient() (envelope.Recipient, error) {
+	if kind := pq.KindOf(k.Type); kind != nil {
+		return kind.NewRecipient(k.Public)
+	}
+	pub, err := k.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	return p256.NewRecipient(pub)
+}
+
+// Identity returns the key as a decryption key; the private key is read,
+// asking passphrase for a sealed one, only when a stanza matches.
+func (k *KeyFile) Identity(passphrase func(keyName string) ([]byte, error)) backend.Key {
+	pass := func() ([]byte, error) {
+		if !k.Protected() || passphrase == nil {
+			return nil, nil
+		}
+		return passphrase(k.Name)
+	}
+	explain := func(err error) error {
+		err = fmt.Errorf("key %q: %w", k.Name, err)
+		if errors.Is(err, ErrPassphraseNeeded) {
+			err = hint.Wrap(err, "set OCIKP_PASSPHRASE_FILE (or OCIKP_PASSPHRASE) for unattended decryption")
+		}
+		return err
+	}
+	if kind := pq.KindOf(k.Type); kind != nil {
+		return kind.NewIdentity(k.Name, k.Public, func() (pq.Private, error) {
+			p, err := pass()
+			if err != nil {
+				return pq.Private{}, err
+			}
+			priv, err := k.HybridKey(p)
+			if err != nil {
+				return pq.Private{}, explain(err)
+			}
+			return priv, nil
+		})
+	}
+	return p256.NewIdentity(k.Name, k.Public, func() (ecdh.KeyExchanger, error) {
+		p, err := pass()
+		if err != nil {
+			return nil, err
+		}
+		priv, err := k.PrivateKey(p)
+		if err != nil {
+			return nil, explain(err)
+		}
+		return priv, nil
+	})
+}
+
+// NewKeyFile builds a key file for a P-256 key, sealed when passphrase is
+// non-empty.
+func NewKeyFile(name string, priv *ecdh.PrivateKey, passphrase []byte) (*KeyFile, error) {
+	return newKeyFile(&KeyFile{
+		Name:      name,
+		Type:      TypeP256,
+		Public:    p256.Compress(priv.PublicKey()),
+		Recipient: p256.Format(priv.PublicKey()),
+	}, priv.Bytes(), passphrase)
+}
+
+// NewHybridKeyFile builds a key file for a post-quantum key given by its
+// seed, sealed when passphrase is non-empty.
+func NewHybridKeyFile(name string, kind *pq.Kind, seed, passphrase []byte) (*KeyFile, error) {
+	priv, err := kind.PrivateKey(seed)
+	if err != nil {
+		return nil, err
+	}
+	pub := priv.PublicKey().Bytes()
+	return newKeyFile(&KeyFile{Name: name, Type: kind.Type, Public: pub, Recipient: kind.Format(pub)}, seed, passphrase)
+}
+
+func newKeyFile(k *KeyFile, secret, passphrase []byte) (*KeyFile, error) {
+	k.Created = time.Now().UTC().Truncate(time.Second)
 	if len(passphrase) == 0 {
-		k.private = priv.Bytes()
+		k.private = secret
 		return k, nil
 	}
-	s, err := seal(priv.Bytes(), passphrase, k.Recipient, defaultLogN)
+	s, err := Seal(secret, passphrase, k.Recipient)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +251,7 @@ func NewKeyFile(name string, priv *ecdh.PrivateKey, passphrase []byte) (*KeyFile
 // Marshal encodes the key file.
 func (k *KeyFile) Marshal() ([]byte, error) {
 	w := wireKeyFile{
-		Format: formatV1, Type: "p256", Name: k.Name,
+		Format: formatV1, Type: k.Type, Name: k.Name,
 		Created: k.Created.Format(time.RFC3339), Recipient: k.Recipient,
 		Encrypted: k.sealed,
 	}
@@ -157,7 +289,7 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 		if json.Unmarshal(raw, &em) != nil || em == nil {
 			return nil, bad(`"encrypted" is not an object`)
 		}
-		w.Encrypted = &sealed{}
+		w.Encrypted = &Sealed{}
 		for key, dst := range map[string]any{
 			"kdf": &w.Encrypted.KDF, "logN": &w.Encrypted.LogN, "r": &w.Encrypted.R, "p": &w.Encrypted.P,
 			"salt": &w.Encrypted.Salt, "nonce": &w.Encrypted.Nonce, "ciphertext": &w.Encrypted.Ciphertext,
@@ -170,17 +302,28 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 	if w.Format != formatV1 {
 		return nil, bad(`"format" is not "` + formatV1 + `"`)
 	}
-	if w.Type != "p256" {
-		return nil, bad(`unsupported key type (want "p256")`)
-	}
 	if !ValidName(w.Name) {
 		return nil, bad("invalid name")
 	}
-	comp, err := p256.ParseCompressed(w.Recipient)
-	if err != nil {
-		return nil, bad("invalid recipient")
+	var pub []byte
+	var err error
+	switch kind := pq.KindOf(w.Type); {
+	case w.Type == TypeP256:
+		if pub, err = p256.ParseCompressed(w.Recipient); err != nil {
+			return nil, bad("invalid recipient")
+		}
+	case kind != nil:
+		// The form and checksum only: the ML-KEM key is checked when the
+		// key is used, so that listing a keystore stays cheap.
+		k, raw, err := pq.ParsePublic(w.Recipient)
+		if err != nil || k != kind {
+			return nil, bad("invalid recipient")
+		}
+		pub = raw
+	default:
+		return nil, bad(`unsupported key type (want one of ` + strings.Join(Types(), ", ") + `)`)
 	}
-	k := &KeyFile{Name: w.Name, Recipient: w.Recipient, Compressed: comp}
+	k := &KeyFile{Name: w.Name, Type: w.Type, Recipient: w.Recipient, Public: pub}
 	if w.Created != "" {
 		if k.Created, err = time.Parse(time.RFC3339, w.Created); err != nil {
 			return nil, bad("invalid creation time")
@@ -195,7 +338,7 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 		// That it matches the recipient is checked when it is used
 		// (PrivateKey): listing a keystore costs no scalar multiplications.
 	case w.Private == "" && w.Encrypted != nil:
-		if err := w.Encrypted.check(); err != nil {
+		if err := w.Encrypted.check(32); err != nil {
 			return nil, bad(err.Error())
 		}
 		k.sealed = w.Encrypted
@@ -205,10 +348,15 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 	return k, nil
 }
 
-func seal(scalar, passphrase []byte, recipient string, logN int) (*sealed, error) {
+// Seal seals secret under passphrase, bound to ad (a public key string).
+func Seal(secret, passphrase []byte, ad string) (*Sealed, error) {
+	return seal(secret, passphrase, ad, defaultLogN)
+}
+
+func seal(scalar, passphrase []byte, recipient string, logN int) (*Sealed, error) {
 	salt := make([]byte, 16)
 	rand.Read(salt)
-	s := &sealed{KDF: "scrypt", LogN: logN, R: 8, P: 1, Salt: base64.StdEncoding.EncodeToString(salt)}
+	s := &Sealed{KDF: "scrypt", LogN: logN, R: 8, P: 1, Salt: base64.StdEncoding.EncodeToString(salt)}
 	g, err := s.aead(passphrase)
 	if err != nil {
 		return nil, err
@@ -229,7 +377,11 @@ const (
 	MaxScryptWork   = 1 << 23
 )
 
-func (s *sealed) check() error {
+// Check validates a sealed secret of size bytes read from a file, and
+// bounds the work its parameters ask for.
+func (s *Sealed) Check(size int) error { return s.check(size) }
+
+func (s *Sealed) check(size int) error {
 	if s.KDF != "scrypt" || s.LogN < 10 || s.LogN > 22 || s.R < 1 || s.R > 32 || s.P < 1 || s.P > 16 {
 		return errors.New("unsupported passphrase parameters")
 	}
@@ -240,13 +392,13 @@ func (s *sealed) check() error {
 	salt, err1 := base64.StdEncoding.Strict().DecodeString(s.Salt)
 	nonce, err2 := base64.StdEncoding.Strict().DecodeString(s.Nonce)
 	ct, err3 := base64.StdEncoding.Strict().DecodeString(s.Ciphertext)
-	if err1 != nil || err2 != nil || err3 != nil || len(salt) < 16 || len(nonce) != 12 || len(ct) != 32+16 {
+	if err1 != nil || err2 != nil || err3 != nil || len(salt) < 16 || len(nonce) != 12 || len(ct) != size+16 {
 		return errors.New("malformed sealed private key")
 	}
 	return nil
 }
 
-func (s *sealed) aead(passphrase []byte) (cipher.AEAD, error) {
+func (s *Sealed) aead(passphrase []byte) (cipher.AEAD, error) {
 	salt, err := base64.StdEncoding.Strict().DecodeString(s.Salt)
 	if err != nil {
 		return nil, err
@@ -262,7 +414,8 @@ func (s *sealed) aead(passphrase []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(b)
 }
 
-func (s *sealed) open(passphrase []byte, recipient string) ([]byte, error) {
+// Open returns the sealed secret; ErrBadPassphrase if passphrase is wrong.
+func (s *Sealed) Open(passphrase []byte, recipient string) ([]byte, error) {
 	g, err := s.aead(passphrase)
 	if err != nil {
 		return nil, err

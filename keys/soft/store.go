@@ -211,26 +211,26 @@ func readPrivate(path string) ([]byte, error) {
 // or that others can write; a missing one is fs.ErrNotExist.
 func (s *Store) CheckDir() error { return safefile.CheckDir(s.Dir) }
 
-// ReadKey reads a private key given by path: an ocikp key file, or a PEM
-// P-256 key (PKCS#8 or SEC1). The name is the file's base name.
-func ReadKey(path string) (*KeyFile, *ecdh.PrivateKey, error) {
+// ReadKey reads a private key given by path: an ocikp key file (of any
+// type), or a PEM P-256 key (PKCS#8 or SEC1), held in memory as an
+// unprotected key file named after the file.
+func ReadKey(path string) (*KeyFile, error) {
 	data, err := readPrivate(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if strings.Contains(string(data), "-----BEGIN") {
 		priv, err := ParsePEMPrivateKey(data)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		k, err := NewKeyFile(strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)), priv, nil)
-		return k, priv, err
+		return NewKeyFile(strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)), priv, nil)
 	}
 	k, err := ParseKeyFile(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return k, nil, nil
+	return k, nil
 }
 
 // Entry is one listed key, or the error that kept it from being read.
