@@ -109,20 +109,33 @@ func (r *Ref) Identity(kc *Keychain, passphrase func(keyName string) ([]byte, er
 				return pq.Private{}, err
 			}
 		}
-		dk, err := r.mlkemKey(pass)
-		if err != nil {
-			err = fmt.Errorf("key %q: ML-KEM half: %w", r.Name, err)
-			if errors.Is(err, soft.ErrPassphraseNeeded) {
-				err = hint.Wrap(err, "set OCIKP_PASSPHRASE_FILE (or OCIKP_PASSPHRASE) for unattended decryption")
-			}
-			return pq.Private{}, err
-		}
-		kx, err := keychainKey()
-		if err != nil {
-			return pq.Private{}, err
-		}
-		return pq.Private{MLKEM: dk, Classical: kx}, nil
+		return r.Private(kc, pass)
 	})
+}
+
+// Private returns a hybrid's two halves: the ML-KEM key opened (with
+// passphrase if sealed) and the Keychain key.
+func (r *Ref) Private(kc *Keychain, passphrase []byte) (pq.Private, error) {
+	if !r.Hybrid() {
+		return pq.Private{}, fmt.Errorf("key %q is not a hybrid key", r.Name)
+	}
+	dk, err := r.mlkemKey(passphrase)
+	if err != nil {
+		err = fmt.Errorf("key %q: ML-KEM half: %w", r.Name, err)
+		if errors.Is(err, soft.ErrPassphraseNeeded) {
+			err = hint.Wrap(err, "set OCIKP_PASSPHRASE_FILE (or OCIKP_PASSPHRASE) for unattended decryption")
+		}
+		return pq.Private{}, err
+	}
+	pub, err := r.PublicKey()
+	if err != nil {
+		return pq.Private{}, fmt.Errorf("key %q: %w", r.Name, err)
+	}
+	k, err := kc.Select(r.Tag, pub)
+	if err != nil {
+		return pq.Private{}, fmt.Errorf("key %q (%s): %w", r.Name, r.Kind(), err)
+	}
+	return pq.Private{MLKEM: dk, Classical: k}, nil
 }
 
 // CreateHybrid makes a hardware-bound ML-KEM-768 + P-256 key: the P-256

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/keys/keychain"
+	"github.com/ocikp/ocikp/keys/keychain/keychaintest"
 	"github.com/ocikp/ocikp/p256"
 )
 
@@ -73,6 +74,14 @@ func FuzzParseRef(f *testing.F) {
 	f.Add(good)
 	f.Add([]byte(`{"v":1,"name":"k","tag":"t","recipient":"x"}`))
 	f.Add([]byte(`{}`))
+	for _, pass := range [][]byte{nil, []byte("pw")} {
+		ref, _, err := keychain.New(&keychaintest.Fake{}).CreateHybrid("h", keychain.Spec{Tag: "t"}, pass)
+		if err != nil {
+			f.Fatal(err)
+		}
+		b, _ := ref.Marshal()
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := keychain.ParseRef(b)
 		if err != nil {

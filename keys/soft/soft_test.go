@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"github.com/ocikp/ocikp/pq"
 	"os"
 	"path/filepath"
 	"strings"
@@ -319,6 +320,14 @@ func FuzzParseKeyFile(f *testing.F) {
 	sealed, _ := ks.Marshal()
 	f.Add(sealed)
 	f.Add([]byte(`{"format":"ocikp-key-v1"}`))
+	for _, kind := range pq.Kinds() {
+		seed, _, _ := kind.GenerateKey()
+		for _, pass := range [][]byte{nil, []byte("pw")} {
+			k, _ := NewHybridKeyFile("carol", kind, seed, pass)
+			b, _ := k.Marshal()
+			f.Add(b)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		k, err := ParseKeyFile(b)
 		if err != nil {
@@ -335,8 +344,78 @@ func FuzzParseKeyFile(f *testing.F) {
 		}
 		if !k.Protected() {
 			k.PrivateKey(nil) // may fail (mismatch), must not panic
+			k.HybridKey(nil)
+		}
+		if k.Type != k2.Type || !bytes.Equal(k.Public, k2.Public) {
+			t.Fatal("re-parse changed the key")
 		}
 	})
+}
+
+// Post-quantum key files: the same file rules as P-256 ones; the seed in
+// clear or sealed; the recipient's type must be the file's.
+func TestHybridKeyFiles(t *testing.T) {
+	st := &Store{Dir: t.TempDir()}
+	for _, kind := range pq.Kinds() {
+		seed, pub, err := kind.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pass := range [][]byte{nil, []byte("pw")} {
+			name := kind.Type + map[bool]string{true: "-sealed", false: ""}[pass != nil]
+			k, err := NewHybridKeyFile(name, kind, seed, pass)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Put(name, k); err != nil {
+				t.Fatal(err)
+			}
+			fi, _ := os.Stat(filepath.Join(st.Dir, name+".key"))
+			if fi.Mode().Perm() != 0o600 {
+				t.Fatalf("mode %v", fi.Mode())
+			}
+			got, err := st.Get(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Type != kind.Type || !bytes.Equal(got.Public, pub) || got.RecipientString() != kind.Format(pub) || got.Protected() != (pass != nil) {
+				t.Fatalf("%s: read back %s", name, got.Type)
+			}
+			if pass != nil {
+				if _, err := got.HybridKey(nil); !errors.Is(err, ErrPassphraseNeeded) {
+					t.Fatalf("no passphrase: %v", err)
+				}
+				if _, err := got.HybridKey([]byte("wrong")); !errors.Is(err, ErrBadPassphrase) {
+					t.Fatalf("wrong passphrase: %v", err)
+				}
+			}
+			priv, err := got.HybridKey(pass)
+			if err != nil || !bytes.Equal(priv.Key.PublicKey().Bytes(), pub) {
+				t.Fatalf("private key: %v", err)
+			}
+			if _, err := got.PrivateKey(pass); err == nil {
+				t.Fatal("a post-quantum key gave a P-256 private key")
+			}
+			r, err := got.NewRecipient()
+			if err != nil || r.(interface{ Type() string }).Type() != kind.Type {
+				t.Fatalf("recipient: %v", err)
+			}
+		}
+		// A file whose type is not its recipient's is refused.
+		k, _ := NewHybridKeyFile("x", kind, seed, nil)
+		b, _ := k.Marshal()
+		other := pq.XWing
+		if kind.Type == pq.XWing {
+			other = pq.MLKEMP256
+		}
+		bad := bytes.Replace(b, []byte(`"type": "`+kind.Type+`"`), []byte(`"type": "`+other+`"`), 1)
+		if _, err := ParseKeyFile(bad); err == nil {
+			t.Fatalf("%s key file labelled %s accepted", kind.Type, other)
+		}
+		if _, err := ParseKeyFile(bytes.Replace(b, []byte(`"type": "`+kind.Type+`"`), []byte(`"type": "rsa"`), 1)); err == nil || !strings.Contains(err.Error(), "mlkem768x25519") {
+			t.Fatalf("unknown type: %v", err)
+		}
+	}
 }
 
 // A key file cannot make an unwrap spend more than the scrypt bounds:
