@@ -215,6 +215,22 @@ func TestContainerd2(t *testing.T) {
 			t.Fatal("the CRI pulled an image encrypted only for alice through a service holding bob's key")
 		}
 	})
+
+	// Last: the new key joins the decoder's keystore (bob's), which the
+	// wrong-keystore subtests above count.
+	t.Run("CRI PullImage of a post-quantum image", func(t *testing.T) {
+		out, err := exec.Command(p.bin, "--keystore", ksB, "keygen", "--type", "mlkem768x25519", "bob-pq").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := encrypt("cri-pq", strings.TrimSpace(string(out)))
+		if _, err := criPull(t, c.sock, ref); err != nil {
+			t.Fatalf("PullImage: %v\ncontainerd log:\n%s", err, tail(c.logs.String(), 20))
+		}
+		if n := p.calls(t); n != layers {
+			t.Errorf("the CRI pull called the provider %d times for %d layers", n, layers)
+		}
+	})
 }
 
 func (c *containerd) nerdEnv(t *testing.T, env []string, args ...string) (string, error) {

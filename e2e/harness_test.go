@@ -117,10 +117,15 @@ func (p *provider) calls(t *testing.T) int {
 // keystore makes a keystore with the named keys and returns its directory
 // and the keys' recipients.
 func (p *provider) keystore(t *testing.T, names ...string) (string, map[string]string) {
+	return p.keystoreOf(t, "p256", names...)
+}
+
+// keystoreOf is keystore for keys of one type (keygen --type).
+func (p *provider) keystoreOf(t *testing.T, typ string, names ...string) (string, map[string]string) {
 	dir := filepath.Join(t.TempDir(), "keys")
 	recips := map[string]string{}
 	for _, n := range names {
-		out, err := exec.Command(p.bin, "--keystore", dir, "keygen", n).Output()
+		out, err := exec.Command(p.bin, "--keystore", dir, "keygen", "--type", typ, n).Output()
 		if err != nil {
 			t.Fatalf("keygen %s: %v", n, err)
 		}

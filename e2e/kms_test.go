@@ -47,14 +47,16 @@ func TestSkopeoKMS(t *testing.T) {
 	reg := startRegistry(t)
 	fake := testkms.StartGCP(t, gcpKeyName)
 	aws := testkms.StartAWS(t, []string{awsKeyID}, map[string]string{"alias/layers": awsKeyID})
-	ksA, ra := p.keystore(t, "alice")
+	// alice's key is post-quantum, as the KMS keys are (symmetric): the
+	// mixing rule lets them share a layer.
+	ksA, ra := p.keystoreOf(t, "mlkem768x25519", "alice")
 	ksEmpty := t.TempDir()
 	const layers = 3
 	orig := pushImage(t, reg+"/kms:1", layers)
 	want := layerDigests(t, orig)
 	sk.env = append(kmsEnv(fake), awsEnv(t, aws)...)
 
-	// One layer, three recipients: a GCP key, an AWS key, a software key.
+	// One layer, three recipients: a GCP key, an AWS key, a software X-Wing key.
 	out, err := sk.copy(ksEmpty, []string{
 		"--encryption-key", "provider:ocikp:" + gcpKeyURL,
 		"--encryption-key", "provider:ocikp:" + awsKeyURL,
