@@ -339,6 +339,15 @@ func (k *Kind) Format(pub []byte) string {
 	return s
 }
 
+// PublicSize is the size of the kind's serialized public keys.
+func (k *Kind) PublicSize() int { return k.pubSize }
+
+// HasForm reports whether s has the prefix and length of the kind's
+// recipient strings (its checksum is not verified).
+func (k *Kind) HasForm(s string) bool {
+	return len(s) == k.recipientLen() && strings.HasPrefix(s, k.HRP+"1")
+}
+
 // recipientLen is the length of the kind's recipient strings.
 func (k *Kind) recipientLen() int { return len(k.HRP) + 1 + (k.pubSize*8+4)/5 + 6 }
 

@@ -4,7 +4,10 @@
 # encodes the same JSON, interleaved in one run. Also prints ocikp's package
 # initialisation (GODEBUG=inittrace=1) and the in-process Go benchmarks.
 #
-#   RUNS=500 KEYS=3 scripts/bench-exec.sh
+# Key types (TYPES, comma-separated) are timed in the same interleaved run:
+# P-256 and the post-quantum ones by default.
+#
+#   RUNS=500 KEYS=3 TYPES=p256,mlkem768x25519,mlkem768p256 scripts/bench-exec.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
@@ -14,7 +17,7 @@ go build -o "$out/jsonecho" ./internal/cmd/jsonecho
 go build -o "$out/execbench" ./internal/cmd/execbench
 
 echo "== whole process"
-"$out/execbench" -ocikp "$out/ocikp" -baseline "$out/jsonecho" -runs "${RUNS:-500}" -keys "${KEYS:-3}"
+"$out/execbench" -ocikp "$out/ocikp" -baseline "$out/jsonecho" -runs "${RUNS:-500}" -keys "${KEYS:-3}" -types "${TYPES:-p256,mlkem768x25519,mlkem768p256}"
 
 echo
 echo "== package initialisation of ocikp (sum of GODEBUG=inittrace=1 clock times)"

@@ -3,7 +3,7 @@
 // keystore and a real unwrap request with the given ocikp, then runs the
 // baseline and ocikp interleaved, so both see the same machine state.
 //
-//	execbench -ocikp bin/ocikp -baseline bin/jsonecho [-runs 500] [-keys 3]
+//	execbench -ocikp bin/ocikp -baseline bin/jsonecho [-runs 500] [-keys 3] [-types p256,mlkem768x25519]
 package main
 
 import (
@@ -26,60 +26,47 @@ func main() {
 	runs := flag.Int("runs", 500, "timed runs of each command")
 	warm := flag.Int("warmup", 30, "untimed runs of each command first")
 	nkeys := flag.Int("keys", 3, "keys in the keystore (the layer is for the last)")
+	types := flag.String("types", "p256", "comma-separated key types: one keystore of each, all timed in one interleaved run")
 	flag.Parse()
 	if *ocikp == "" || *baseline == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := bench(*ocikp, *baseline, *runs, *warm, *nkeys); err != nil {
+	if err := bench(*ocikp, *baseline, *runs, *warm, *nkeys, strings.Split(*types, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "execbench:", err)
 		os.Exit(1)
 	}
 }
 
-func bench(ocikp, baseline string, runs, warm, nkeys int) error {
+type command struct {
+	name string
+	bin  string
+	args []string
+	in   []byte
+}
+
+func bench(ocikp, baseline string, runs, warm, nkeys int, types []string) error {
 	dir, err := os.MkdirTemp("", "execbench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	ks := filepath.Join(dir, "keys")
-	var recipient string
-	for i := range nkeys {
-		out, err := exec.Command(ocikp, "--keystore", ks, "keygen", fmt.Sprintf("key%d", i)).Output()
+	var cmds []command
+	var wraps []command
+	for _, typ := range types {
+		ks := filepath.Join(dir, "keys-"+typ)
+		unwrap, wrap, err := requests(ocikp, ks, typ, nkeys)
 		if err != nil {
-			return fmt.Errorf("keygen: %w", err)
+			return err
 		}
-		recipient = strings.TrimSpace(string(out))
+		if len(cmds) == 0 {
+			cmds = append(cmds, command{"baseline (decode+encode JSON)", baseline, nil, unwrap})
+		}
+		args := []string{"keyprovider", "--name", "ocikp", "--keystore", ks}
+		cmds = append(cmds, command{fmt.Sprintf("unwrap %s (%d keys)", typ, nkeys), ocikp, args, unwrap})
+		wraps = append(wraps, command{"wrap " + typ, ocikp, args, wrap})
 	}
-	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
-	wrapReq, _ := json.Marshal(map[string]any{"op": "keywrap", "keywrapparams": map[string]any{
-		"ec":       map[string]any{"Parameters": map[string][]string{"ocikp": {b64(recipient)}}},
-		"optsdata": b64(strings.Repeat("o", 200)),
-	}})
-	out, err := runOnce(ocikp, []string{"keyprovider", "--name", "ocikp", "--keystore", ks}, wrapReq)
-	if err != nil {
-		return fmt.Errorf("wrap: %w", err)
-	}
-	var reply struct {
-		R struct{ Annotation []byte } `json:"keywrapresults"`
-	}
-	if err := json.Unmarshal(out, &reply); err != nil {
-		return err
-	}
-	unwrapReq, _ := json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{
-		"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": reply.R.Annotation,
-	}})
-	cmds := []struct {
-		name string
-		bin  string
-		args []string
-		in   []byte
-	}{
-		{"baseline (decode+encode JSON)", baseline, nil, unwrapReq},
-		{fmt.Sprintf("ocikp keyprovider unwrap (%d keys)", nkeys), ocikp, []string{"keyprovider", "--name", "ocikp", "--keystore", ks}, unwrapReq},
-		{"ocikp keyprovider wrap", ocikp, []string{"keyprovider", "--name", "ocikp", "--keystore", ks}, wrapReq},
-	}
+	cmds = append(cmds, wraps...)
 	times := make([][]time.Duration, len(cmds))
 	for i := range warm + runs {
 		for j, c := range cmds {
@@ -99,6 +86,39 @@ func bench(ocikp, baseline string, runs, warm, nkeys int) error {
 		fmt.Printf("%-36s median %6.3f ms  p90 %6.3f ms  ratio %.2fx\n", c.name, ms(m), ms(pct(times[j], 90)), float64(m)/float64(base))
 	}
 	return nil
+}
+
+// requests makes a keystore of nkeys keys of type typ and returns an
+// unwrap request for a layer wrapped (by ocikp) for the last, and the wrap
+// request that made it.
+func requests(ocikp, ks, typ string, nkeys int) (unwrap, wrap []byte, err error) {
+	var recipient string
+	for i := range nkeys {
+		out, err := exec.Command(ocikp, "--keystore", ks, "keygen", "--type", typ, fmt.Sprintf("key%d", i)).Output()
+		if err != nil {
+			return nil, nil, fmt.Errorf("keygen --type %s: %w", typ, err)
+		}
+		recipient = strings.TrimSpace(string(out))
+	}
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	wrap, _ = json.Marshal(map[string]any{"op": "keywrap", "keywrapparams": map[string]any{
+		"ec":       map[string]any{"Parameters": map[string][]string{"ocikp": {b64(recipient)}}},
+		"optsdata": b64(strings.Repeat("o", 200)),
+	}})
+	out, err := runOnce(ocikp, []string{"keyprovider", "--name", "ocikp", "--keystore", ks}, wrap)
+	if err != nil {
+		return nil, nil, fmt.Errorf("wrap: %w", err)
+	}
+	var reply struct {
+		R struct{ Annotation []byte } `json:"keywrapresults"`
+	}
+	if err := json.Unmarshal(out, &reply); err != nil {
+		return nil, nil, err
+	}
+	unwrap, _ = json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{
+		"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": reply.R.Annotation,
+	}})
+	return unwrap, wrap, nil
 }
 
 func runOnce(bin string, args []string, in []byte) ([]byte, error) {
