@@ -107,6 +107,10 @@ func cmdComplete(e *env, args []string) error {
 	words = words[i:]
 	var cands []string
 	switch {
+	case len(words) > 1 && words[len(words)-1] == "--type" && words[0] == "keygen":
+		cands = soft.Types()
+	case len(words) > 1 && words[len(words)-1] == "--backend":
+		cands = []string{"soft", "keychain"}
 	case len(words) == 0 && strings.HasPrefix(cur, "-"):
 		cands = []string{"--keystore", "--help", "--version"}
 	case len(words) == 0:

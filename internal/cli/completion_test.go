@@ -43,6 +43,9 @@ func TestComplete(t *testing.T) {
 		{[]string{"completion", ""}, "bash fish zsh"},
 		{[]string{"import", "--file", ""}, "__files__"},
 		{[]string{"--keystore", ""}, "__files__"},
+		{[]string{"keygen", "--type", ""}, "mlkem768p256 mlkem768x25519 p256"},
+		{[]string{"keygen", "--type", "mlkem768x"}, "mlkem768x25519"},
+		{[]string{"keygen", "--backend", ""}, "keychain soft"},
 	} {
 		if got := strings.Join(complete(t, c.words...), " "); got != c.want {
 			t.Errorf("%q: %q, want %q", c.words, got, c.want)
