@@ -169,14 +169,6 @@ func (p *Provider) warnf(format string, args ...any) {
 	}
 }
 
-// recipientOf is the checksummed recipient string of a recipient.
-func recipientOf(r envelope.Recipient) string {
-	if s, ok := r.(fmt.Stringer); ok {
-		return s.String()
-	}
-	return "the new form"
-}
-
 // kindOf names a recipient's kind for metrics and messages: its stanza
 // type when it says, else the scheme of the string that named it.
 func kindOf(r envelope.Recipient, v string) string {
@@ -217,9 +209,8 @@ func (p *Provider) wrap(ctx context.Context, w *protocol.KeyWrapParams) ([]byte,
 		}
 		rs = append(rs, r)
 		kind := kindOf(r, string(v))
-		if strings.HasPrefix(string(v), "ocikp-p256:") {
-			p.warnf("encryption key %d of %d is in the old ocikp-p256: form, which has no checksum; use %s (ocikp recipient KEYNAME prints it)",
-				i+1, len(values), recipientOf(r))
+		if d, ok := r.(interface{ Deprecated() string }); ok && d.Deprecated() != "" {
+			p.warnf("encryption key %d of %d %s", i+1, len(values), d.Deprecated())
 		}
 		if !kinds[kind] {
 			st := backend.StrengthOf(r)

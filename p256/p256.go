@@ -72,9 +72,19 @@ var (
 
 // Recipient wraps file keys for one P-256 public key.
 type Recipient struct {
-	pub  *ecdh.PublicKey
-	comp []byte
-	hpk  hpke.PublicKey
+	pub    *ecdh.PublicKey
+	comp   []byte
+	hpk    hpke.PublicKey
+	legacy bool // parsed from the ocikp-p256: form
+}
+
+// Deprecated says, for a recipient given in the old form without a
+// checksum, what to use instead ("" for the current form).
+func (r *Recipient) Deprecated() string {
+	if !r.legacy {
+		return ""
+	}
+	return "is in the old " + LegacyScheme + ": form, which has no checksum; use " + r.String() + " (ocikp recipient KEYNAME prints it)"
 }
 
 // NewRecipient returns a recipient for a P-256 public key.
@@ -290,7 +300,12 @@ func Parse(s string) (*Recipient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewRecipient(pub)
+	r, err := NewRecipient(pub)
+	if err != nil {
+		return nil, err
+	}
+	r.legacy = IsLegacy(s)
+	return r, nil
 }
 
 // Near reports whether s looks like a checksummed P-256 recipient, perhaps
