@@ -24,10 +24,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/btcsuite/btcd/btcutil/bech32"
-
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/bech32m"
 )
 
 // Both recipient forms register; the Apple provider's apple-se:// URLs
@@ -51,10 +50,6 @@ const HRP = "ocikp1p256"
 // LegacyScheme prefixes the first recipient form, "ocikp-p256:" +
 // base64url(compressed point), which has no checksum. It is still read.
 const LegacyScheme = "ocikp-p256"
-
-// recipientLen is the length of a recipient string: HRP, separator, 53
-// characters of data, 6 of checksum.
-const recipientLen = len(HRP) + 1 + (compSize*8+4)/5 + 6
 
 const (
 	info     = "ocikp/v1 p256"
@@ -203,14 +198,14 @@ func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	}
 	// A hardware or Keychain key can fail its ECDH (a locked token, a
 	// refused prompt); that is the key's failure, not the stanza's.
-	rec := &ecdhErr{KeyExchanger: kx}
+	rec := &ErrorRecorder{KeyExchanger: kx}
 	priv, err := hpke.NewDHKEMPrivateKey(rec)
 	if err != nil {
 		return nil, err
 	}
 	r, err := hpke.NewRecipient(s.Enc, priv, kdf, aead, []byte(info))
-	if rec.err != nil {
-		return nil, fmt.Errorf("key %q: %w", id.name, rec.err)
+	if rec.Err != nil {
+		return nil, fmt.Errorf("key %q: %w", id.name, rec.Err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("key %q: %w", id.name, errStanza(s))
@@ -225,16 +220,20 @@ func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	return fk, nil
 }
 
-// ecdhErr remembers the error of the key's own ECDH.
-type ecdhErr struct {
+// ErrorRecorder wraps a key exchanger and keeps the error of its own
+// ECDH: HPKE reports any failure as its own, while a hardware or Keychain
+// key's (a locked token, a refused prompt) is the key's, not the stanza's.
+// One per operation: it is not safe for concurrent use.
+type ErrorRecorder struct {
 	ecdh.KeyExchanger
-	err error
+	Err error
 }
 
-func (e *ecdhErr) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
+// ECDH performs the wrapped key's ECDH, recording its error.
+func (e *ErrorRecorder) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
 	s, err := e.KeyExchanger.ECDH(peer)
 	if err != nil {
-		e.err = err
+		e.Err = err
 	}
 	return s, err
 }
@@ -247,17 +246,7 @@ func errStanza(s *envelope.Stanza) error {
 func Format(pub *ecdh.PublicKey) string { return FormatCompressed(Compress(pub)) }
 
 // FormatCompressed returns the recipient string of a compressed point.
-func FormatCompressed(comp []byte) string {
-	data, err := bech32.ConvertBits(comp, 8, 5, true)
-	if err != nil {
-		panic(err) // 8 to 5 bits with padding cannot fail
-	}
-	s, err := bech32.EncodeM(HRP, data)
-	if err != nil {
-		panic(err)
-	}
-	return s
-}
+func FormatCompressed(comp []byte) string { return bech32m.Encode(HRP, comp) }
 
 // Compress returns the 33-byte SEC1 compressed form of pub.
 func Compress(pub *ecdh.PublicKey) []byte {
@@ -273,7 +262,7 @@ var ErrNotP256 = errors.New("not a P-256 recipient")
 
 // ErrChecksum is a recipient string with a mistyped, missing or extra
 // character.
-var ErrChecksum = errors.New("checksum mismatch: a character of the recipient is mistyped, missing or extra")
+var ErrChecksum = bech32m.ErrChecksum
 
 // Parse reads a recipient string: "ocikp1p2561…" (checksummed), the legacy
 // "ocikp-p256:<base64url compressed point>", or the Apple Keychain
@@ -311,19 +300,7 @@ func Parse(s string) (*Recipient, error) {
 // Near reports whether s looks like a checksummed P-256 recipient, perhaps
 // with one character of its prefix mistyped, so that a typo anywhere is
 // reported as a checksum mismatch rather than as an unknown recipient.
-func Near(s string) bool {
-	const head = HRP + "1"
-	if len(s) < len(head) {
-		return false
-	}
-	diff := 0
-	for i := range len(head) {
-		if c := s[i] | 0x20; c != head[i] && s[i] != head[i] {
-			diff++
-		}
-	}
-	return diff <= 1
-}
+func Near(s string) bool { return bech32m.Near(s, HRP) }
 
 // IsLegacy reports the recipient form without a checksum.
 func IsLegacy(s string) bool { return strings.HasPrefix(s, LegacyScheme+":") }
@@ -343,18 +320,11 @@ func ParseCompressed(s string) ([]byte, error) {
 	if !Near(s) {
 		return nil, ErrNotP256
 	}
-	if len(s) != recipientLen {
-		return nil, fmt.Errorf("P-256 recipient: %d characters, want %d: %w", len(s), recipientLen, ErrChecksum)
+	raw, err := bech32m.Decode(s, HRP, compSize, "P-256 recipient")
+	if err != nil {
+		return nil, err
 	}
-	hrp, data, version, err := bech32.DecodeNoLimitWithVersion(s)
-	if _, mixed := err.(bech32.ErrMixedCase); mixed {
-		return nil, errors.New("P-256 recipient: mixes upper and lower case; recipients are lower case")
-	}
-	if err != nil || version != bech32.VersionM || hrp != HRP {
-		return nil, fmt.Errorf("P-256 recipient: %w", ErrChecksum)
-	}
-	raw, err := bech32.ConvertBits(data, 5, 8, false)
-	if err != nil || len(raw) != compSize || raw[0]&^1 != 2 {
+	if raw[0]&^1 != 2 {
 		return nil, errors.New("P-256 recipient: the checksum holds but it does not encode a compressed point")
 	}
 	return raw, nil

@@ -13,10 +13,10 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/btcsuite/btcd/btcutil/bech32"
-
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/bech32m"
+	"github.com/ocikp/ocikp/p256"
 )
 
 func init() {
@@ -285,11 +285,11 @@ func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 		return nil, err
 	}
 	key := priv.Key
-	var hw *ecdhErr
+	var hw *p256.ErrorRecorder
 	if key == nil {
 		// A Keychain or hardware key can fail its ECDH (locked, a refused
 		// prompt): that is the key's failure, not the stanza's.
-		hw = &ecdhErr{KeyExchanger: priv.Classical}
+		hw = &p256.ErrorRecorder{KeyExchanger: priv.Classical}
 		if key, err = hpke.NewHybridPrivateKey(priv.MLKEM, hw); err != nil {
 			return nil, fmt.Errorf("key %q: %w", id.name, err)
 		}
@@ -301,8 +301,8 @@ func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 			return fk, nil
 		}
 	}
-	if hw != nil && hw.err != nil {
-		return nil, fmt.Errorf("key %q: %w", id.name, hw.err)
+	if hw != nil && hw.Err != nil {
+		return nil, fmt.Errorf("key %q: %w", id.name, hw.Err)
 	}
 	if len(s.Tag) == 0 {
 		return nil, envelope.ErrIncorrectIdentity
@@ -310,34 +310,9 @@ func (id *Identity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	return nil, fmt.Errorf("key %q: %s matches this key but does not decrypt: %w", id.name, s.Hint(), envelope.ErrTampered)
 }
 
-// ecdhErr remembers the error of the classical half's own ECDH.
-type ecdhErr struct {
-	ecdh.KeyExchanger
-	err error
-}
-
-func (e *ecdhErr) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
-	s, err := e.KeyExchanger.ECDH(peer)
-	if err != nil {
-		e.err = err
-	}
-	return s, err
-}
-
 // Format returns the recipient string of a public key of kind k: the
-// Bech32m encoding (BIP 350, without its 90-character limit, as age's
-// post-quantum recipients) under "ocikp1" + type, lower case.
-func (k *Kind) Format(pub []byte) string {
-	data, err := bech32.ConvertBits(pub, 8, 5, true)
-	if err != nil {
-		panic(err) // 8 to 5 bits with padding cannot fail
-	}
-	s, err := bech32.EncodeM(k.HRP, data)
-	if err != nil {
-		panic(err)
-	}
-	return s
-}
+// Bech32m encoding under "ocikp1" + type, lower case (see internal/bech32m).
+func (k *Kind) Format(pub []byte) string { return bech32m.Encode(k.HRP, pub) }
 
 // PublicSize is the size of the kind's serialized public keys.
 func (k *Kind) PublicSize() int { return k.pubSize }
@@ -345,35 +320,19 @@ func (k *Kind) PublicSize() int { return k.pubSize }
 // HasForm reports whether s has the prefix and length of the kind's
 // recipient strings (its checksum is not verified).
 func (k *Kind) HasForm(s string) bool {
-	return len(s) == k.recipientLen() && strings.HasPrefix(s, k.HRP+"1")
+	return len(s) == bech32m.Len(k.HRP, k.pubSize) && strings.HasPrefix(s, k.HRP+"1")
 }
-
-// recipientLen is the length of the kind's recipient strings.
-func (k *Kind) recipientLen() int { return len(k.HRP) + 1 + (k.pubSize*8+4)/5 + 6 }
 
 // ErrChecksum is a recipient string with a mistyped, missing or extra
 // character.
-var ErrChecksum = errors.New("checksum mismatch: a character of the recipient is mistyped, missing or extra")
+var ErrChecksum = bech32m.ErrChecksum
 
 // ErrNotPQ is returned for strings that are not hybrid recipients.
 var ErrNotPQ = errors.New("not a post-quantum recipient")
 
 // Near reports whether s starts like the kind's recipients, one character
-// of the prefix mistyped at most, so that a typo anywhere is reported as a
-// checksum mismatch rather than as an unknown recipient.
-func (k *Kind) Near(s string) bool {
-	head := k.HRP + "1"
-	if len(s) < len(head) {
-		return false
-	}
-	diff := 0
-	for i := range len(head) {
-		if c := s[i] | 0x20; c != head[i] && s[i] != head[i] {
-			diff++
-		}
-	}
-	return diff <= 1
-}
+// of the prefix mistyped at most.
+func (k *Kind) Near(s string) bool { return bech32m.Near(s, k.HRP) }
 
 // KindOfString returns the kind whose recipients s resembles, or nil.
 func KindOfString(s string) *Kind {
@@ -393,19 +352,9 @@ func ParsePublic(s string) (*Kind, []byte, error) {
 	if k == nil {
 		return nil, nil, ErrNotPQ
 	}
-	if len(s) != k.recipientLen() {
-		return nil, nil, fmt.Errorf("%s recipient: %d characters, want %d: %w", k.Type, len(s), k.recipientLen(), ErrChecksum)
-	}
-	hrp, data, version, err := bech32.DecodeNoLimitWithVersion(s)
-	if _, mixed := err.(bech32.ErrMixedCase); mixed {
-		return nil, nil, fmt.Errorf("%s recipient: mixes upper and lower case; recipients are lower case", k.Type)
-	}
-	if err != nil || version != bech32.VersionM || hrp != k.HRP {
-		return nil, nil, fmt.Errorf("%s recipient: %w", k.Type, ErrChecksum)
-	}
-	raw, err := bech32.ConvertBits(data, 5, 8, false)
-	if err != nil || len(raw) != k.pubSize {
-		return nil, nil, fmt.Errorf("%s recipient: the checksum holds but it does not encode a public key", k.Type)
+	raw, err := bech32m.Decode(s, k.HRP, k.pubSize, k.Type+" recipient")
+	if err != nil {
+		return nil, nil, err
 	}
 	return k, raw, nil
 }

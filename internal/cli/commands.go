@@ -28,7 +28,6 @@ import (
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/kms"
-	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/pq"
 	"github.com/ocikp/ocikp/protocol"
 )
@@ -198,6 +197,22 @@ func cmdKeygen(e *env, args []string) error {
 
 // storeHybridKey stores a new post-quantum key, as storeKey does a P-256 one.
 func (e *env) storeHybridKey(name string, kind *pq.Kind, seed []byte, prompt bool, passFile string) error {
+	return e.newKeyFile(name, prompt, passFile, "created", func(pass []byte) (*soft.KeyFile, error) {
+		return soft.NewHybridKeyFile(name, kind, seed, pass)
+	})
+}
+
+// storeKey stores a new P-256 key.
+func (e *env) storeKey(name string, priv *ecdh.PrivateKey, prompt bool, passFile, verb string) error {
+	return e.newKeyFile(name, prompt, passFile, verb, func(pass []byte) (*soft.KeyFile, error) {
+		return soft.NewKeyFile(name, priv, pass)
+	})
+}
+
+// newKeyFile stores the key file build returns, sealed if a passphrase is
+// asked for, unless the keystore holds the key already; it prints the
+// recipient on stdout and a note on stderr.
+func (e *env) newKeyFile(name string, prompt bool, passFile, verb string, build func(pass []byte) (*soft.KeyFile, error)) error {
 	pass, err := e.newPassphrase(prompt, passFile)
 	if err != nil {
 		return err
@@ -206,43 +221,26 @@ func (e *env) storeHybridKey(name string, kind *pq.Kind, seed []byte, prompt boo
 	if err != nil {
 		return err
 	}
-	k, err := soft.NewHybridKeyFile(name, kind, seed, pass)
+	k, err := build(pass)
 	if err != nil {
+		return err
+	}
+	if err := refuseDuplicate(st, k.Public); err != nil {
 		return err
 	}
 	if err := st.Put(name, k); err != nil {
 		return err
 	}
-	note := ""
+	var notes []string
+	if k.Type != soft.TypeP256 {
+		notes = append(notes, k.Type+", "+pq.KindOf(k.Type).Label)
+	}
 	if k.Protected() {
-		note = ", passphrase-protected"
-	}
-	fmt.Fprintln(e.stdout, k.RecipientString())
-	fmt.Fprintf(e.stderr, "ocikp: created %s key %q (%s%s) in %s\n", kind.Type, k.Name, kind.Label, note, st.Dir)
-	return nil
-}
-
-// storeKey stores a new key, sealed if a passphrase is asked for, and prints
-// its recipient on stdout and a note on stderr.
-func (e *env) storeKey(name string, priv *ecdh.PrivateKey, prompt bool, passFile, verb string) error {
-	pass, err := e.newPassphrase(prompt, passFile)
-	if err != nil {
-		return err
-	}
-	st, err := e.store()
-	if err != nil {
-		return err
-	}
-	if err := refuseDuplicate(st, p256.Compress(priv.PublicKey())); err != nil {
-		return err
-	}
-	k, err := st.Create(name, priv, pass)
-	if err != nil {
-		return err
+		notes = append(notes, "passphrase-protected")
 	}
 	note := ""
-	if k.Protected() {
-		note = " (passphrase-protected)"
+	if len(notes) > 0 {
+		note = " (" + strings.Join(notes, "; ") + ")"
 	}
 	fmt.Fprintln(e.stdout, k.RecipientString())
 	fmt.Fprintf(e.stderr, "ocikp: %s key %q in %s%s\n", verb, k.Name, st.Dir, note)
