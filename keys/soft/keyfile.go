@@ -18,6 +18,7 @@ import (
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/jsonstr"
 	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/pq"
 )
@@ -284,8 +285,15 @@ func ParseKeyFile(data []byte) (*KeyFile, error) {
 		"format": &w.Format, "type": &w.Type, "name": &w.Name, "created": &w.Created,
 		"recipient": &w.Recipient, "private": &w.Private, "public": &w.Public,
 	} {
-		if raw, ok := m[key]; ok && json.Unmarshal(raw, dst) != nil {
-			return nil, bad(fmt.Sprintf("%q is not a string", key))
+		if raw, ok := m[key]; ok {
+			// Already validated by the Unmarshal into m: a plain string is
+			// sliced out (jsonstr), not scanned a second time — post-quantum
+			// key files hold 3.6 KB of recipient and public key.
+			v, err := jsonstr.Unquote(raw)
+			if err != nil {
+				return nil, bad(fmt.Sprintf("%q is not a string", key))
+			}
+			*dst = v
 		}
 	}
 	if raw, ok := m["encrypted"]; ok && string(raw) != "null" {
