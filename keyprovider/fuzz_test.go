@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/pq"
 	"github.com/ocikp/ocikp/protocol"
 )
 
@@ -33,6 +34,22 @@ func FuzzHandle(f *testing.F) {
 	f.Add([]byte(`{"op":"keyunwrap","keyunwrapparams":{"dc":{"Parameters":{"ocikp":["` + b64([]byte("alice")) + `"]}},"annotation":"` + ann + `"}}`))
 	f.Add([]byte(`{"op":"keyunwrap","keyunwrapparams":{"dc":null,"annotation":"` + ann + `"}}`))
 	f.Add([]byte(`{"op":"keywrap","keywrapparams":{"ec":{},"optsdata":"eA=="}}`))
+	// A post-quantum key beside it: wraps for it (and the mix), its layers.
+	fx := &fixture{t: f, st: st, recip: map[string]string{}}
+	xw := fx.addPQ("xw", pq.XWing, nil)
+	for _, vals := range [][]string{{xw}, {xw, k.Recipient}} {
+		var enc []string
+		for _, v := range vals {
+			enc = append(enc, `"`+b64([]byte(v))+`"`)
+		}
+		w := `{"op":"keywrap","keywrapparams":{"ec":{"Parameters":{"ocikp":[` + strings.Join(enc, ",") + `]}},"optsdata":"` + b64([]byte("SECRETOPTS")) + `"}}`
+		f.Add([]byte(w))
+		req, _ := protocol.DecodeRequest([]byte(w))
+		if reply, err := p.Handle(req); err == nil {
+			a := strings.TrimSuffix(strings.TrimPrefix(string(reply), `{"keywrapresults":{"annotation":"`), `"}}`)
+			f.Add([]byte(`{"op":"keyunwrap","keyunwrapparams":{"dc":null,"annotation":"` + a + `"}}`))
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := protocol.DecodeRequest(b)
 		if err != nil {

@@ -20,7 +20,7 @@ import (
 var opts = []byte(`{"symkey":"bGF5ZXIga2V5","digest":"sha256:00"}`)
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	st    *soft.Store
 	recip map[string]string
 	priv  map[string]*ecdh.PrivateKey
