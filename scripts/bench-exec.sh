@@ -25,4 +25,4 @@ GODEBUG=inittrace=1 "$out/ocikp" version 2>&1 >/dev/null | awk '{n++; s+=$5} END
 
 echo
 echo "== in-process (go test -bench)"
-go test -run '^$' -bench . -benchmem ./keyprovider | grep -E '^Benchmark'
+go test -run '^$' -bench . -benchmem ./keyprovider ./pq | grep -E '^Benchmark'

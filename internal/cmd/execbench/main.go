@@ -27,12 +27,13 @@ func main() {
 	warm := flag.Int("warmup", 30, "untimed runs of each command first")
 	nkeys := flag.Int("keys", 3, "keys in the keystore (the layer is for the last)")
 	types := flag.String("types", "p256", "comma-separated key types: one keystore of each, all timed in one interleaved run")
+	other := flag.String("other", "", "another ocikp build: its unwrap with the first type's keystore joins the run (a regression check)")
 	flag.Parse()
 	if *ocikp == "" || *baseline == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := bench(*ocikp, *baseline, *runs, *warm, *nkeys, strings.Split(*types, ",")); err != nil {
+	if err := bench(*ocikp, *other, *baseline, *runs, *warm, *nkeys, strings.Split(*types, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "execbench:", err)
 		os.Exit(1)
 	}
@@ -45,7 +46,7 @@ type command struct {
 	in   []byte
 }
 
-func bench(ocikp, baseline string, runs, warm, nkeys int, types []string) error {
+func bench(ocikp, other, baseline string, runs, warm, nkeys int, types []string) error {
 	dir, err := os.MkdirTemp("", "execbench-")
 	if err != nil {
 		return err
@@ -64,6 +65,9 @@ func bench(ocikp, baseline string, runs, warm, nkeys int, types []string) error 
 		}
 		args := []string{"keyprovider", "--name", "ocikp", "--keystore", ks}
 		cmds = append(cmds, command{fmt.Sprintf("unwrap %s (%d keys)", typ, nkeys), ocikp, args, unwrap})
+		if other != "" && len(cmds) == 2 {
+			cmds = append(cmds, command{fmt.Sprintf("unwrap %s, -other build", typ), other, args, unwrap})
+		}
 		wraps = append(wraps, command{"wrap " + typ, ocikp, args, wrap})
 	}
 	cmds = append(cmds, wraps...)
