@@ -2,6 +2,8 @@ package keyprovider
 
 import (
 	"bytes"
+	"crypto/ecdh"
+	"crypto/mlkem"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -213,4 +215,67 @@ func TestKeychainHybrid(t *testing.T) {
 
 func wrapParams(params map[string][][]byte) *protocol.KeyWrapParams {
 	return &protocol.KeyWrapParams{EC: &protocol.EncryptConfig{Parameters: params}, Optsdata: opts}
+}
+
+// The wrong-key error through the provider for keys that share one half
+// with the layer's recipient: a keystore whose Keychain-bound hybrid pairs
+// the right Keychain key with another ML-KEM key, or the right ML-KEM key
+// with another Keychain key. Each is a well-formed record of a different
+// hybrid key; neither opens the layer, and the error is the wrong-key one.
+func TestHybridWrongHalfThroughProvider(t *testing.T) {
+	fake := &keychaintest.Fake{}
+	kc := keychain.New(fake)
+	right, _, err := kc.CreateHybrid("mac", keychain.Spec{Tag: "ocikp.mac"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := kc.CreateHybrid("other", keychain.Spec{Tag: "ocikp.other"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t)
+	p := &Provider{Name: "ocikp", Store: f.st, Keychain: kc}
+	ann := f.wrap(p, map[string][][]byte{"ocikp": vals(right.RecipientString())})
+	rightPriv, _ := right.Private(kc, nil)
+	otherPriv, _ := other.Private(kc, nil)
+	p256Of := func(r *keychain.Ref) *ecdh.PublicKey { k, _ := r.PublicKey(); return k }
+	for name, c := range map[string]struct {
+		mlkem *keychain.Ref // whose ML-KEM half
+		ec    *keychain.Ref // whose Keychain key
+	}{
+		"wrong ML-KEM half":    {other, right},
+		"wrong classical half": {right, other},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dk := rightPriv.MLKEM.(*mlkem.DecapsulationKey768)
+			if c.mlkem == other {
+				dk = otherPriv.MLKEM.(*mlkem.DecapsulationKey768)
+			}
+			rec, err := pq.NewHybridRecipient(dk.EncapsulationKey(), p256Of(c.ec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := &keychain.Ref{Name: "half", Type: pq.MLKEMP256, Tag: c.ec.Tag, Classical: c.ec.Classical,
+				Recipient: rec.String(), MLKEM: &keychain.MLKEMHalf{Private: c.mlkem.MLKEM.Private}}
+			data, _ := ref.Marshal()
+			if ref, err = keychain.ParseRef(data); err != nil {
+				t.Fatal(err)
+			}
+			q := &Provider{Name: "ocikp", Store: &soft.Store{Dir: t.TempDir()}, Keychain: kc}
+			if err := q.Refs().Put(ref); err != nil {
+				t.Fatal(err)
+			}
+			for _, dc := range []map[string][][]byte{nil, {"ocikp": vals("half")}} {
+				_, err := unwrap(q, ann, dc)
+				if err == nil || !strings.Contains(err.Error(), "no key can decrypt this layer") ||
+					!strings.Contains(err.Error(), "mlkem768p256 tag ") || errors.Is(err, envelope.ErrTampered) {
+					t.Fatalf("%v", err)
+				}
+				t.Logf("%v\n%s", err, strings.Join(hint.Of(err), "\n"))
+				if h := strings.Join(hint.Of(err), "\n"); !strings.Contains(h, "half") {
+					t.Fatalf("the hints do not name the key tried: %s", h)
+				}
+			}
+		})
+	}
 }
