@@ -22,7 +22,6 @@ import (
 const pqVectorsFile = "testdata/vectors-pq-v1.json"
 
 func identityOf(t *testing.T, spec string) (envelope.Identity, string) {
-	t.Helper()
 	typ, h, _ := strings.Cut(spec, ":")
 	raw, err := hex.DecodeString(h)
 	if err != nil {
@@ -51,40 +50,7 @@ func TestPQVectors(t *testing.T) {
 	if *update {
 		writePQVectors(t)
 	}
-	data, err := os.ReadFile(pqVectorsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vf vectorFile
-	if err := json.Unmarshal(data, &vf); err != nil {
-		t.Fatal(err)
-	}
-	if len(vf.Vectors) < 8 {
-		t.Fatalf("only %d vectors", len(vf.Vectors))
-	}
-	for _, v := range vf.Vectors {
-		t.Run(v.Name, func(t *testing.T) {
-			var ids []envelope.Identity
-			for i, spec := range v.Identities {
-				id, rec := identityOf(t, spec)
-				if rec != v.Recipients[i] {
-					t.Fatalf("identity %d's recipient differs", i)
-				}
-				ids = append(ids, id)
-			}
-			got, err := openBlob([]byte(v.Annotation), ids)
-			if v.Error == "" {
-				want, _ := base64.StdEncoding.DecodeString(v.Optsdata)
-				if err != nil || !bytes.Equal(got, want) {
-					t.Fatalf("got %q, %v", got, err)
-				}
-				return
-			}
-			if class := errorClass(err); class != v.Error {
-				t.Fatalf("error %v is %q, want %q", err, class, v.Error)
-			}
-		})
-	}
+	checkVectors(t, pqVectorsFile, identityOf)
 }
 
 func writePQVectors(t *testing.T) {
