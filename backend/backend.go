@@ -35,9 +35,6 @@ type Key interface {
 // plugins, the Keychain) assert the interfaces they own on it.
 type Env interface {
 	Context() context.Context
-	// Remote says the string came from another process (the gRPC
-	// service's client): no local files may be named.
-	Remote() bool
 }
 
 // Selection is what a decryption-key string selects: local keys, tried
@@ -189,9 +186,9 @@ func StrengthOf(r envelope.Recipient) Strength {
 	return Classical
 }
 
-// Background is an Env for local use outside a request: no deadline, not
-// remote.
+// Background is an Env outside a request: no deadline, no provider
+// resources.
 type Background struct{}
 
+// Context returns context.Background().
 func (Background) Context() context.Context { return context.Background() }
-func (Background) Remote() bool             { return false }

@@ -20,15 +20,17 @@ func TestRegistry(t *testing.T) {
 	env := backend.Background{}
 	priv, _ := ecdh.P256().GenerateKey(rand.Reader)
 	_, pub, _ := pq.KindOf(pq.XWing).GenerateKey()
-	for _, s := range []string{p256.Format(priv.PublicKey()), pq.KindOf(pq.XWing).Format(pub)} {
+	for s, typ := range map[string]string{p256.Format(priv.PublicKey()): "p256", pq.KindOf(pq.XWing).Format(pub): pq.XWing} {
 		r, err := backend.Recipient(env, s)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if got := r.(interface{ Type() string }).Type(); got != typ {
+			t.Errorf("%.20s… is a %s recipient, want %s", s, got, typ)
+		}
 		if backend.IsDecrypt(s) {
 			t.Errorf("%.20s… is a decryption-key form", s)
 		}
-		_ = r
 	}
 	for _, s := range []string{"", "alice", "ssh-ed25519 AAAA", "http://x", "/etc/passwd"} {
 		if _, err := backend.Recipient(env, s); !errors.Is(err, backend.ErrUnknown) {

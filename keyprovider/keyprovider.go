@@ -98,7 +98,6 @@ type env struct {
 }
 
 func (e env) Context() context.Context     { return e.ctx }
-func (e env) Remote() bool                 { return e.p.Remote }
 func (e env) KMSPlugins() *kms.Plugins     { return e.p.plugins() }
 func (e env) KMSCache() *kmspub.Cache      { return e.p.KMSCache() }
 func (e env) Keychain() *keychain.Keychain { return e.p.keychain() }
@@ -169,15 +168,6 @@ func (p *Provider) warnf(format string, args ...any) {
 	}
 }
 
-// kindOf names a recipient's kind for metrics and messages: its stanza
-// type when it says, else the scheme of the string that named it.
-func kindOf(r envelope.Recipient, v string) string {
-	if t, ok := r.(interface{ Type() string }); ok {
-		return t.Type()
-	}
-	return backend.Scheme(v)
-}
-
 func (p *Provider) debug(msg string, args ...any) {
 	if p.Log != nil {
 		p.Log.Debug(msg, args...)
@@ -200,35 +190,43 @@ func (p *Provider) wrap(ctx context.Context, w *protocol.KeyWrapParams) ([]byte,
 		return nil, "", err
 	}
 	var rs []envelope.Recipient
-	kinds := map[string]bool{}
-	strength := map[backend.Strength][]string{}
 	for i, v := range values {
 		r, err := p.recipientFor(ctx, string(v))
 		if err != nil {
 			return nil, "", fmt.Errorf("encryption key %d of %d: %w", i+1, len(values), err)
 		}
-		rs = append(rs, r)
-		kind := kindOf(r, string(v))
 		if d, ok := r.(interface{ Deprecated() string }); ok && d.Deprecated() != "" {
 			p.warnf("encryption key %d of %d %s", i+1, len(values), d.Deprecated())
 		}
-		if !kinds[kind] {
-			st := backend.StrengthOf(r)
-			strength[st] = append(strength[st], kind)
-		}
-		kinds[kind] = true
+		rs = append(rs, r)
 	}
+	names, strength := kinds(rs)
 	if err := p.checkMix(strength); err != nil {
 		return nil, "", err
 	}
 	p.debug("wrap", "recipients", len(rs))
-	var names []string
-	for k := range kinds {
-		names = append(names, k)
-	}
-	slices.Sort(names)
 	ann, err := envelope.Seal(w.Optsdata, rs...)
 	return ann, strings.Join(names, "+"), err
+}
+
+// kinds returns the recipients' kinds (their stanza types or key URL
+// schemes), each once, sorted, and the same grouped by strength.
+func kinds(rs []envelope.Recipient) ([]string, map[backend.Strength][]string) {
+	var names []string
+	strength := map[backend.Strength][]string{}
+	for _, r := range rs {
+		kind := "other"
+		if t, ok := r.(interface{ Type() string }); ok {
+			kind = t.Type()
+		}
+		if !slices.Contains(names, kind) {
+			names = append(names, kind)
+			st := backend.StrengthOf(r)
+			strength[st] = append(strength[st], kind)
+		}
+	}
+	slices.Sort(names)
+	return names, strength
 }
 
 // ErrMixedStrength is a wrap that would mix post-quantum and classical-only
@@ -253,19 +251,7 @@ func (p *Provider) checkMix(strength map[backend.Strength][]string) error {
 
 // CheckMix applies the mixing rule to the recipients of a layer (rewrap).
 func (p *Provider) CheckMix(rs []envelope.Recipient) error {
-	strength := map[backend.Strength][]string{}
-	seen := map[string]bool{}
-	for _, r := range rs {
-		kind := kindOf(r, "")
-		if kind == "" {
-			kind = "kms"
-		}
-		if !seen[kind] {
-			seen[kind] = true
-			st := backend.StrengthOf(r)
-			strength[st] = append(strength[st], kind)
-		}
-	}
+	_, strength := kinds(rs)
 	return p.checkMix(strength)
 }
 

@@ -337,6 +337,12 @@ type Recipient struct {
 // quantum computer does not break.
 func (r *Recipient) PostQuantum() bool { return r.PostQuantumSafe }
 
+// Type names the recipient's kind: its key URL's scheme.
+func (r *Recipient) Type() string {
+	scheme, _, _ := strings.Cut(r.URL, "://")
+	return scheme
+}
+
 // Wrap asks the plugin to wrap fileKey for the recipient.
 func (r *Recipient) Wrap(fileKey []byte) (*envelope.Stanza, error) {
 	resp, err := r.Client.Call(r.Ctx, &Request{Op: OpWrap, Recipient: r.URL, FileKey: fileKey})

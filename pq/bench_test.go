@@ -71,3 +71,19 @@ func BenchmarkParseAndWrap(b *testing.B) {
 		}
 	})
 }
+
+// Checking a recipient string's Bech32m checksum: what key files avoid
+// by keeping the public key in base64 too (see keys/soft).
+func BenchmarkParsePublic(b *testing.B) {
+	for _, k := range pq.Kinds() {
+		b.Run(k.Type, func(b *testing.B) {
+			_, pub, _ := k.GenerateKey()
+			s := k.Format(pub)
+			for b.Loop() {
+				if _, _, err := pq.ParsePublic(s); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -334,8 +334,8 @@ var ErrNotPQ = errors.New("not a post-quantum recipient")
 // of the prefix mistyped at most.
 func (k *Kind) Near(s string) bool { return bech32m.Near(s, k.HRP) }
 
-// KindOfString returns the kind whose recipients s resembles, or nil.
-func KindOfString(s string) *Kind {
+// kindOfString returns the kind whose recipients s resembles, or nil.
+func kindOfString(s string) *Kind {
 	for _, k := range kinds {
 		if k.Near(s) {
 			return k
@@ -348,7 +348,7 @@ func KindOfString(s string) *Kind {
 // returns its kind and public key bytes, without decoding the key (which
 // costs an ML-KEM key check); Parse does that.
 func ParsePublic(s string) (*Kind, []byte, error) {
-	k := KindOfString(s)
+	k := kindOfString(s)
 	if k == nil {
 		return nil, nil, ErrNotPQ
 	}
@@ -366,14 +366,4 @@ func Parse(s string) (*Recipient, error) {
 		return nil, err
 	}
 	return k.NewRecipient(raw)
-}
-
-// IsRecipient reports whether s has the prefix of a hybrid recipient.
-func IsRecipient(s string) bool {
-	for _, k := range kinds {
-		if strings.HasPrefix(s, k.HRP+"1") {
-			return true
-		}
-	}
-	return false
 }

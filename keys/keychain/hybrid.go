@@ -10,7 +10,6 @@ import (
 
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
-	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/pq"
@@ -87,19 +86,14 @@ func (r *Ref) NewRecipient() (envelope.Recipient, error) {
 // hybrid, the ML-KEM half opened, with passphrase if sealed) when a stanza
 // matches.
 func (r *Ref) Identity(kc *Keychain, passphrase func(keyName string) ([]byte, error)) backend.Key {
-	keychainKey := func() (ecdh.KeyExchanger, error) {
-		pub, err := r.PublicKey()
-		if err != nil {
-			return nil, fmt.Errorf("key %q: %w", r.Name, err)
-		}
-		k, err := kc.Select(r.Tag, pub)
-		if err != nil {
-			return nil, fmt.Errorf("key %q (%s): %w", r.Name, r.Kind(), err)
-		}
-		return k, nil
-	}
 	if !r.Hybrid() {
-		return p256.NewIdentity(r.Name, r.Compressed(), keychainKey)
+		return p256.NewIdentity(r.Name, r.Compressed(), func() (ecdh.KeyExchanger, error) {
+			k, err := r.keychainKey(kc)
+			if err != nil {
+				return nil, err // not a nil *Key in a non-nil interface
+			}
+			return k, nil
+		})
 	}
 	return pq.KindOf(r.Type).NewIdentity(r.Name, r.hybridPub, func() (pq.Private, error) {
 		var pass []byte
@@ -113,6 +107,19 @@ func (r *Ref) Identity(kc *Keychain, passphrase func(keyName string) ([]byte, er
 	})
 }
 
+// keychainKey finds the recorded Keychain key by its tag and public key.
+func (r *Ref) keychainKey(kc *Keychain) (*Key, error) {
+	pub, err := r.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("key %q: %w", r.Name, err)
+	}
+	k, err := kc.Select(r.Tag, pub)
+	if err != nil {
+		return nil, fmt.Errorf("key %q (%s): %w", r.Name, r.Kind(), err)
+	}
+	return k, nil
+}
+
 // Private returns a hybrid's two halves: the ML-KEM key opened (with
 // passphrase if sealed) and the Keychain key.
 func (r *Ref) Private(kc *Keychain, passphrase []byte) (pq.Private, error) {
@@ -121,19 +128,11 @@ func (r *Ref) Private(kc *Keychain, passphrase []byte) (pq.Private, error) {
 	}
 	dk, err := r.mlkemKey(passphrase)
 	if err != nil {
-		err = fmt.Errorf("key %q: ML-KEM half: %w", r.Name, err)
-		if errors.Is(err, soft.ErrPassphraseNeeded) {
-			err = hint.Wrap(err, "set OCIKP_PASSPHRASE_FILE (or OCIKP_PASSPHRASE) for unattended decryption")
-		}
+		return pq.Private{}, soft.KeyError(r.Name, fmt.Errorf("ML-KEM half: %w", err))
+	}
+	k, err := r.keychainKey(kc)
+	if err != nil {
 		return pq.Private{}, err
-	}
-	pub, err := r.PublicKey()
-	if err != nil {
-		return pq.Private{}, fmt.Errorf("key %q: %w", r.Name, err)
-	}
-	k, err := kc.Select(r.Tag, pub)
-	if err != nil {
-		return pq.Private{}, fmt.Errorf("key %q (%s): %w", r.Name, r.Kind(), err)
 	}
 	return pq.Private{MLKEM: dk, Classical: k}, nil
 }

@@ -57,14 +57,6 @@ const TypeP256 = "p256"
 // Types lists the key types a key file may hold.
 func Types() []string { return append([]string{TypeP256}, pq.Types()...) }
 
-// Compressed returns a P-256 key's compressed point (nil for other types).
-func (k *KeyFile) Compressed() []byte {
-	if k.Type != TypeP256 {
-		return nil
-	}
-	return k.Public
-}
-
 // Sealed is a secret sealed under a passphrase (scrypt, AES-256-GCM), as
 // key files store it; the additional data binds it to its public key.
 type Sealed struct {
@@ -172,6 +164,16 @@ func (k *KeyFile) NewRecipient() (envelope.Recipient, error) {
 	return p256.NewRecipient(pub)
 }
 
+// KeyError names the key a private-key error is about, and says what to
+// set when the key needed a passphrase that no one gave.
+func KeyError(name string, err error) error {
+	err = fmt.Errorf("key %q: %w", name, err)
+	if errors.Is(err, ErrPassphraseNeeded) {
+		err = hint.Wrap(err, "set OCIKP_PASSPHRASE_FILE (or OCIKP_PASSPHRASE) for unattended decryption")
+	}
+	return err
+}
+
 // Identity returns the key as a decryption key; the private key is read,
 // asking passphrase for a sealed one, only when a stanza matches.
 func (k *KeyFile) Identity(passphrase func(keyName string) ([]byte, error)) backend.Key {
@@ -181,13 +183,6 @@ func (k *KeyFile) Identity(passphrase func(keyName string) ([]byte, error)) back
 		}
 		return passphrase(k.Name)
 	}
-	explain := func(err error) error {
-		err = fmt.Errorf("key %q: %w", k.Name, err)
-		if errors.Is(err, ErrPassphraseNeeded) {
-			err = hint.Wrap(err, "set OCIKP_PASSPHRASE_FILE (or OCIKP_PASSPHRASE) for unattended decryption")
-		}
-		return err
-	}
 	if kind := pq.KindOf(k.Type); kind != nil {
 		return kind.NewIdentity(k.Name, k.Public, func() (pq.Private, error) {
 			p, err := pass()
@@ -196,7 +191,7 @@ func (k *KeyFile) Identity(passphrase func(keyName string) ([]byte, error)) back
 			}
 			priv, err := k.HybridKey(p)
 			if err != nil {
-				return pq.Private{}, explain(err)
+				return pq.Private{}, KeyError(k.Name, err)
 			}
 			return priv, nil
 		})
@@ -208,7 +203,7 @@ func (k *KeyFile) Identity(passphrase func(keyName string) ([]byte, error)) back
 		}
 		priv, err := k.PrivateKey(p)
 		if err != nil {
-			return nil, explain(err)
+			return nil, KeyError(k.Name, err)
 		}
 		return priv, nil
 	})
