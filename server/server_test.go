@@ -281,13 +281,19 @@ func TestBadMessages(t *testing.T) {
 	}
 }
 
-// slowProvider makes unwraps take d, through a passphrase-protected key.
-func slowFixture(t *testing.T, d time.Duration) (*fixture, []byte) {
-	f := newFixture(t)
+// slowFixture makes unwraps take d, through a passphrase-protected key;
+// entered receives once for each unwrap that has begun.
+func slowFixture(t *testing.T, d time.Duration) (f *fixture, req []byte, entered chan struct{}) {
+	f = newFixture(t)
+	entered = make(chan struct{}, 16)
 	st := &soft.Store{Dir: t.TempDir()}
 	priv, _ := ecdh.P256().GenerateKey(rand.Reader)
 	k, _ := st.Create("slow", priv, []byte("pw"))
 	f.provider = &keyprovider.Provider{Name: "ocikp", Store: st, Passphrase: func(string) ([]byte, error) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
 		time.Sleep(d)
 		return []byte("pw"), nil
 	}}
@@ -296,16 +302,17 @@ func slowFixture(t *testing.T, d time.Duration) (*fixture, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := []byte(`{"op":"keyunwrap","keyunwrapparams":{"dc":{"Parameters":{}},"annotation":"` + b64(ann) + `"}}`)
-	return f, req
+	req = []byte(`{"op":"keyunwrap","keyunwrapparams":{"dc":{"Parameters":{}},"annotation":"` + b64(ann) + `"}}`)
+	return f, req, entered
 }
 
 func TestDeadlineAndDrain(t *testing.T) {
-	f, req := slowFixture(t, 1500*time.Millisecond)
+	const hang = 1500 * time.Millisecond
+	f, req, entered := slowFixture(t, hang)
 	addr, _, _ := f.start(Config{Listen: "127.0.0.1:0", RequestTimeout: 300 * time.Millisecond})
 	start := time.Now()
 	_, err := rawClient(t, addr).UnWrapKey(context.Background(), &kpb.KeyProviderKeyWrapProtocolInput{KeyProviderKeyWrapProtocolInput: req})
-	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > time.Second {
+	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) >= hang {
 		t.Fatalf("hanging backend: %v after %v", err, time.Since(start))
 	}
 
@@ -317,7 +324,10 @@ func TestDeadlineAndDrain(t *testing.T) {
 		_, err := c.UnWrapKey(context.Background(), &kpb.KeyProviderKeyWrapProtocolInput{KeyProviderKeyWrapProtocolInput: req})
 		errc <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	for len(entered) > 0 { // the first call's entry
+		<-entered
+	}
+	<-entered // the call is in the provider, not merely sent
 	stop()
 	if err := <-errc; err != nil {
 		t.Fatalf("call in flight at shutdown: %v", err)
@@ -377,7 +387,8 @@ func TestMetrics(t *testing.T) {
 // Connections are capped (more wait to be accepted) and closed when idle.
 func TestConnectionCapAndIdleTimeout(t *testing.T) {
 	f := newFixture(t)
-	addr, _, _ := f.start(Config{Listen: "127.0.0.1:0", MaxConns: 2, IdleTimeout: 300 * time.Millisecond})
+	const idle = 1500 * time.Millisecond
+	addr, _, _ := f.start(Config{Listen: "127.0.0.1:0", MaxConns: 2, IdleTimeout: idle})
 	dial := func() (*grpc.ClientConn, kpb.KeyProviderServiceClient) {
 		c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -395,12 +406,20 @@ func TestConnectionCapAndIdleTimeout(t *testing.T) {
 	c1, _ := dial()
 	c2, _ := dial()
 	c3, _ := dial()
-	for _, c := range []*grpc.ClientConn{c1, c2} {
-		if err := health(c, 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
+	if err := health(c1, 5*time.Second); err != nil {
+		t.Fatal(err)
 	}
-	if err := health(c3, 300*time.Millisecond); status.Code(err) != codes.DeadlineExceeded {
+	c1Idle := time.Now() // the server may close c1 from c1Idle+idle on
+	if err := health(c2, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The probe must end before either connection can be closed as idle,
+	// or a slow machine would let the third in through the idle close.
+	probe := idle - time.Since(c1Idle) - 500*time.Millisecond
+	if probe < 200*time.Millisecond {
+		t.Fatalf("the first two calls took %v: no time left to probe the cap", time.Since(c1Idle))
+	}
+	if err := health(c3, probe); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("a third connection was served: %v", err)
 	}
 	// Idle, the first two are closed by the server; the third gets in.
