@@ -3,7 +3,11 @@
 // keystore and a real unwrap request with the given ocikp, then runs the
 // baseline and ocikp interleaved, so both see the same machine state.
 //
-//	execbench -ocikp bin/ocikp -baseline bin/jsonecho [-runs 500] [-keys 3] [-types p256,mlkem768x25519]
+//	execbench -ocikp bin/ocikp -baseline bin/jsonecho [-floor bin/kemfloor] [-runs 500] [-keys 3] [-types p256,mlkem768x25519]
+//
+// With -floor, each type's unwrap is followed by kemfloor's: the same JSON
+// plus only that type's private-key work, the least any provider of that
+// key type pays.
 package main
 
 import (
@@ -28,12 +32,13 @@ func main() {
 	nkeys := flag.Int("keys", 3, "keys in the keystore (the layer is for the last)")
 	types := flag.String("types", "p256", "comma-separated key types: one keystore of each, all timed in one interleaved run")
 	other := flag.String("other", "", "another ocikp build: its unwrap with the first type's keystore joins the run (a regression check)")
+	floor := flag.String("floor", "", "kemfloor binary: each type's cryptographic floor joins the run")
 	flag.Parse()
 	if *ocikp == "" || *baseline == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := bench(*ocikp, *other, *baseline, *runs, *warm, *nkeys, strings.Split(*types, ",")); err != nil {
+	if err := bench(*ocikp, *other, *floor, *baseline, *runs, *warm, *nkeys, strings.Split(*types, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "execbench:", err)
 		os.Exit(1)
 	}
@@ -46,7 +51,7 @@ type command struct {
 	in   []byte
 }
 
-func bench(ocikp, other, baseline string, runs, warm, nkeys int, types []string) error {
+func bench(ocikp, other, floor, baseline string, runs, warm, nkeys int, types []string) error {
 	dir, err := os.MkdirTemp("", "execbench-")
 	if err != nil {
 		return err
@@ -67,6 +72,13 @@ func bench(ocikp, other, baseline string, runs, warm, nkeys int, types []string)
 		cmds = append(cmds, command{fmt.Sprintf("unwrap %s (%d keys)", typ, nkeys), ocikp, args, unwrap})
 		if other != "" && len(cmds) == 2 {
 			cmds = append(cmds, command{fmt.Sprintf("unwrap %s, -other build", typ), other, args, unwrap})
+		}
+		if floor != "" {
+			sealed := filepath.Join(dir, "sealed-"+typ)
+			if _, err := runOnce(floor, []string{"-seal", typ, sealed}, nil); err != nil {
+				return fmt.Errorf("kemfloor -seal %s: %w", typ, err)
+			}
+			cmds = append(cmds, command{"  floor " + typ + " (kemfloor)", floor, []string{typ, sealed}, unwrap})
 		}
 		wraps = append(wraps, command{"wrap " + typ, ocikp, args, wrap})
 	}
