@@ -357,27 +357,36 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	rawClient(t, addr).WrapKey(context.Background(), &kpb.KeyProviderKeyWrapProtocolInput{KeyProviderKeyWrapProtocolInput: []byte("{")})
-	var body string
-	for range 50 { // the metrics listener starts beside the gRPC one
-		resp, err := http.Get("http://" + maddr + "/metrics")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body = string(b)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for _, want := range []string{
+	wants := []string{
 		`ocikp_requests_total{backend="p256",op="keywrap",result="OK"} 1`,
 		`ocikp_requests_total{backend="p256",op="keyunwrap",result="OK"} 1`,
 		`ocikp_requests_total{backend="none",op="keywrap",result="InvalidArgument"} 1`,
 		`ocikp_request_duration_seconds_count{op="keyunwrap"} 1`,
 		`ocikp_requests_in_flight 0`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("metrics lack %s", want)
+	}
+	lacking := func(body string) (l []string) {
+		for _, want := range wants {
+			if !strings.Contains(body, want) {
+				l = append(l, want)
+			}
 		}
+		return l
+	}
+	// The metrics listener starts beside the gRPC one, and a call is
+	// counted out just after its reply is sent: poll, bounded.
+	var body string
+	for range 100 {
+		if resp, err := http.Get("http://" + maddr + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if body = string(b); len(lacking(body)) == 0 {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, want := range lacking(body) {
+		t.Errorf("metrics lack %s", want)
 	}
 	if strings.Contains(body, "symkey") {
 		t.Error("metrics contain request data")
