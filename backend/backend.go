@@ -75,6 +75,11 @@ type Backend struct {
 	// Decrypt resolves a decryption-key string; nil if the form only names
 	// recipients.
 	Decrypt func(env Env, s string) (Selection, error)
+	// IsDecrypt reports whether s is a decryption-key string, for a
+	// scheme whose strings also name recipients (apple-se's two modes);
+	// nil: every string of the scheme is one. Without a provider name an
+	// entry is ocikp's only if its values are.
+	IsDecrypt func(s string) bool
 }
 
 // ErrUnknown is returned for a string that no registered scheme claims.
@@ -162,7 +167,7 @@ func Decrypt(env Env, s string) (sel Selection, ok bool, err error) {
 // IsDecrypt reports whether s has a registered decryption-key scheme.
 func IsDecrypt(s string) bool {
 	b, ok := schemes[Scheme(s)]
-	return ok && b.Decrypt != nil
+	return ok && b.Decrypt != nil && (b.IsDecrypt == nil || b.IsDecrypt(s))
 }
 
 // Schemes lists the registered recipient schemes.

@@ -56,6 +56,10 @@ func TestRegistry(t *testing.T) {
 	if !backend.IsRecipient("apple-se://se?mode=encrypt&pub=x") || !backend.IsDecrypt("apple-se://se?mode=decrypt") {
 		t.Fatal("apple-se")
 	}
+	// An encryption URL is not a decryption key, though its scheme has both.
+	if backend.IsDecrypt("apple-se://se?mode=encrypt&pub=x") || backend.IsDecrypt("apple-se://se?mode=decrypt&pub=x") {
+		t.Fatal("an apple-se URL that is no decryption key is claimed as one")
+	}
 	// Typos in a checksummed recipient's prefix go to its parser.
 	xw := pq.KindOf(pq.XWing).Format(pub)
 	if _, err := backend.Recipient(env, "ocikp1mlkem768x25518"+xw[20:]); !errors.Is(err, pq.ErrChecksum) {

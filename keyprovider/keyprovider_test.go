@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -123,6 +124,13 @@ func TestNameDetection(t *testing.T) {
 	// An entry naming a local key selects it, even without --name.
 	if _, err := unwrap(p, ann, map[string][][]byte{"whatever": vals("bob")}); err == nil {
 		t.Fatal("selection by key name ignored without --name")
+	}
+	// Another provider's entry holding an apple-se URL that is not a
+	// decryption key (an encryption URL) is not ocikp's: the keystore
+	// is tried as with no parameters.
+	enc := "apple-se://se?mode=encrypt&pub=" + base64.RawURLEncoding.EncodeToString(make([]byte, 65))
+	if got, err := unwrap(p, ann, map[string][][]byte{"other": vals(enc)}); err != nil || !bytes.Equal(got, opts) {
+		t.Fatalf("an apple-se encryption URL was taken as a decryption key: %v", err)
 	}
 	// Two entries of ocikp recipients: ambiguous.
 	_, err := p.Wrap(&protocol.KeyWrapParams{EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{

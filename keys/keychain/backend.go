@@ -19,6 +19,7 @@ func init() {
 	backend.Register("apple-se", backend.Backend{
 		Recipient: func(_ backend.Env, s string) (envelope.Recipient, error) { return p256.Parse(s) },
 		Decrypt:   decrypt,
+		IsDecrypt: IsDecryptURL,
 	})
 }
 
