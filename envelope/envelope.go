@@ -31,6 +31,17 @@ const (
 	nonceSize     = 12
 )
 
+// StanzaTag is the 4-byte tag of a stanza of type typ, as the public-key
+// stanza types compute it: HKDF-Extract(SHA-256, salt = "ocikp/v1 TYPE tag",
+// enc ‖ the recipient's public key)[:4]. The key holder recomputes it without
+// a private-key operation; an observer who does not know the public key
+// cannot link two layers to one key.
+func StanzaTag(typ string, enc, pub []byte) []byte {
+	secret := make([]byte, 0, len(enc)+len(pub))
+	t, _ := hkdf.Extract(sha256.New, append(append(secret, enc...), pub...), []byte("ocikp/v1 "+typ+" tag"))
+	return t[:4]
+}
+
 const (
 	payloadInfo = "ocikp/v1 payload"
 	headerInfo  = "ocikp/v1 header"

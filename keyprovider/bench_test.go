@@ -11,46 +11,6 @@ import (
 	"github.com/ocikp/ocikp/protocol"
 )
 
-func benchSetup(b *testing.B) (*Provider, []byte, []byte) {
-	st := &soft.Store{Dir: b.TempDir()}
-	var rec []byte
-	for _, n := range []string{"alice", "bob"} {
-		priv, _ := ecdh.P256().GenerateKey(rand.Reader)
-		k, err := st.Create(n, priv, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		rec = []byte(k.Recipient)
-	}
-	p := &Provider{Name: "ocikp", Store: st}
-	opts := make([]byte, 200)
-	return p, rec, opts
-}
-
-func BenchmarkWrap(b *testing.B) {
-	p, rec, opts := benchSetup(b)
-	params := &protocol.KeyWrapParams{EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": {rec}}}, Optsdata: opts}
-	for b.Loop() {
-		if _, err := p.Wrap(params); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkUnwrap(b *testing.B) {
-	p, rec, opts := benchSetup(b)
-	ann, err := p.Wrap(&protocol.KeyWrapParams{EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": {rec}}}, Optsdata: opts})
-	if err != nil {
-		b.Fatal(err)
-	}
-	u := &protocol.KeyUnwrapParams{DC: &protocol.DecryptConfig{}, Annotation: ann}
-	for b.Loop() {
-		if _, err := p.Unwrap(u); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // BenchmarkServiceUnwrap is the service's per-call work without the gRPC
 // transport: decode the request bytes, unwrap with the cached keys, encode
 // the reply. One key, as in scripts/load-serve.sh.

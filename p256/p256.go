@@ -15,9 +15,7 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/elliptic"
-	"crypto/hkdf"
 	"crypto/hpke"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -53,8 +51,6 @@ const LegacyScheme = "ocikp-p256"
 
 const (
 	info     = "ocikp/v1 p256"
-	tagSalt  = "ocikp/v1 p256 tag"
-	tagSize  = 4
 	encSize  = 65
 	keySize  = envelope.FileKeySize + 16
 	compSize = 33
@@ -122,10 +118,7 @@ func (r *Recipient) Matches(s *envelope.Stanza) bool {
 }
 
 // Tag computes a stanza's tag from enc and the recipient's compressed point.
-func Tag(enc, compressed []byte) []byte {
-	t, _ := hkdf.Extract(sha256.New, append(append([]byte{}, enc...), compressed...), []byte(tagSalt))
-	return t[:tagSize]
-}
+func Tag(enc, compressed []byte) []byte { return envelope.StanzaTag(StanzaType, enc, compressed) }
 
 // Identity unwraps stanzas addressed to one P-256 key. It knows its public
 // key in compressed form only (tags need nothing else, so matching costs no

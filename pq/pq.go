@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdh"
-	"crypto/hkdf"
 	"crypto/hpke"
 	"crypto/mlkem"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -40,8 +38,6 @@ const SeedSize = 32
 // what a hardware-bound hybrid keeps in the keystore.
 const MLKEMSeedSize = mlkem.SeedSize
 
-const tagSize = 4
-
 // Kind is one hybrid KEM as ocikp uses it.
 type Kind struct {
 	Type    string // stanza and key type
@@ -49,7 +45,6 @@ type Kind struct {
 	Label   string // for people: "ML-KEM-768 + X25519"
 	kem     hpke.KEM
 	info    string // HPKE info: binds the envelope version and the stanza type
-	tagSalt string
 	pubSize int
 	encSize int
 }
@@ -61,7 +56,7 @@ var kinds = []*Kind{
 
 func newKind(typ, label string, kem hpke.KEM, pubSize, encSize int) *Kind {
 	return &Kind{Type: typ, Label: label, kem: kem, pubSize: pubSize, encSize: encSize,
-		HRP: "ocikp1" + typ, info: "ocikp/v1 " + typ, tagSalt: "ocikp/v1 " + typ + " tag"}
+		HRP: "ocikp1" + typ, info: "ocikp/v1 " + typ}
 }
 
 var (
@@ -175,16 +170,9 @@ func (r *Recipient) Matches(s *envelope.Stanza) bool {
 	return s.Type == r.kind.Type && len(s.Tag) > 0 && bytes.Equal(s.Tag, r.kind.Tag(s.Enc, r.raw))
 }
 
-// Tag computes a stanza's tag, as for P-256 recipients:
-// HKDF-Extract(SHA-256, salt = "ocikp/v1 TYPE tag", enc ‖ public key)[:4].
-// The key holder recomputes it without a private-key operation; an observer
-// who does not know the public key cannot link two layers to one key.
-func (k *Kind) Tag(enc, pub []byte) []byte {
-	secret := make([]byte, 0, len(enc)+len(pub))
-	secret = append(append(secret, enc...), pub...)
-	t, _ := hkdf.Extract(sha256.New, secret, []byte(k.tagSalt))
-	return t[:tagSize]
-}
+// Tag computes a stanza's tag over enc and the whole hybrid public key, as
+// for P-256 recipients (envelope.StanzaTag).
+func (k *Kind) Tag(enc, pub []byte) []byte { return envelope.StanzaTag(k.Type, enc, pub) }
 
 // Private is an identity's private key: a software key, or the two halves
 // of a hybrid whose classical half is a hardware or Keychain key.
