@@ -94,7 +94,10 @@ func New(s Settings) (*Plugins, error) {
 	slices.Sort(extra)
 	p := &Plugins{env: env, clients: map[string]*plugin.Client{}}
 	for kind, c := range plugins {
-		p.clients[kind] = &plugin.Client{Name: c.Name, EnvAllow: c.EnvAllow, Env: extra, MaxProcs: s.Procs}
+		// The settings pass the same filter as the inherited environment:
+		// --adc reaches the GCP plugin only, --aws-profile the AWS one.
+		own := plugin.FilterEnv(extra, c.EnvAllow)
+		p.clients[kind] = &plugin.Client{Name: c.Name, EnvAllow: c.EnvAllow, Env: own, MaxProcs: s.Procs}
 	}
 	return p, nil
 }
