@@ -11,7 +11,6 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/containers/ocicrypt/config"
 	"github.com/containers/ocicrypt/keywrap/jwe"
-	"github.com/containers/ocicrypt/keywrap/pgp"
 	"github.com/containers/ocicrypt/keywrap/pkcs7"
 
 	"github.com/ocikp/ocikp/envelope"
@@ -47,15 +46,28 @@ func (f *foreignOpener) OpenForeign(ctx context.Context, w *imagekeys.Wrapping, 
 		if f.dc == nil || len(f.dc.Parameters["privkeys"]) == 0 {
 			return nil, fmt.Errorf("%w: give its private key with --key", imagekeys.ErrCannotOpen)
 		}
-		if w.Scheme == "jwe" {
-			return jwe.NewKeyWrapper().UnwrapKey(f.dc, blob)
+		if err := checkForeignSize(w.Scheme, blob); err != nil {
+			return nil, err
 		}
-		return pkcs7.NewKeyWrapper().UnwrapKey(f.dc, blob)
+		// go-jose inflates a "zip":"DEF" payload to at most 10 times its
+		// size (or 250 kB); PKCS#7 decrypts no more than it holds.
+		var secret []byte
+		var err error
+		if w.Scheme == "jwe" {
+			secret, err = jwe.NewKeyWrapper().UnwrapKey(f.dc, blob)
+		} else {
+			secret, err = pkcs7.NewKeyWrapper().UnwrapKey(f.dc, blob)
+		}
+		if err == nil && len(secret) > maxSecret {
+			return nil, fmt.Errorf("the %s wrapped key holds %d bytes: %w", w.Scheme, len(secret), errTooLarge)
+		}
+		return secret, err
 	case "pgp":
 		if f.dc == nil || len(f.dc.Parameters["gpg-privatekeys"]) == 0 {
 			return nil, fmt.Errorf("%w: give its secret key with --gpg-key", imagekeys.ErrCannotOpen)
 		}
-		return pgp.NewKeyWrapper().UnwrapKey(f.dc, blob)
+		// Not ocicrypt's unwrapper: it reads the whole decompressed body.
+		return openPGP(f.dc.Parameters["gpg-privatekeys"], blob)
 	}
 	return nil, fmt.Errorf("%w: %s is not migrated here", imagekeys.ErrCannotOpen, w.Scheme)
 }
