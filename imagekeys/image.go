@@ -214,7 +214,9 @@ type Result struct {
 	OldDigest string          `json:"oldDigest,omitempty"`
 	NewDigest string          `json:"newDigest,omitempty"`
 	Platforms []*PlatformPlan `json:"platforms,omitempty"`
-	err       error
+	// Verified: what the read-back after the write checked (VerifyRemoved).
+	Verified []string `json:"verified,omitempty"`
+	err      error
 }
 
 // Err is why the image failed (StatusFailed).

@@ -6,12 +6,15 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"github.com/ocikp/ocikp/backend"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
 
+	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/safetext"
+	"github.com/ocikp/ocikp/kms"
 )
 
 // Opener recovers an envelope's file key with local identities (the
@@ -32,9 +35,27 @@ type Resolver interface {
 // Target is one recipient named on the command line, with the test that
 // recognises its stanza in an envelope without a private-key operation.
 type Target struct {
-	Spec  string
-	R     envelope.Recipient // nil for a hint that only removes
+	Spec string
+	R    envelope.Recipient // nil for a hint that only removes
+	// Keep marks --keep: a KMS key URL whose stanzas a rotation seals the
+	// new layer key for. It adds nothing to a layer that lacks one.
+	Keep  bool
 	match func(*envelope.Stanza) bool
+}
+
+// Display is the target as output shows it: escaped, and a recipient
+// string too long for a line (post-quantum ones run to 2 KB) cut to its
+// two ends.
+func (t *Target) Display() string { return Shorten(t.Spec) }
+
+// Shorten escapes s as safetext.Token does and cuts its middle when it
+// is longer than a line's worth.
+func Shorten(s string) string {
+	const head, tail = 40, 16
+	if len(s) > head+tail+8 {
+		return safetext.Token(s[:head], head) + "…" + safetext.Token(s[len(s)-tail:], tail)
+	}
+	return safetext.Token(s, len(s))
 }
 
 // Matches reports whether s was written for this target.
@@ -71,6 +92,19 @@ func NewTarget(ctx context.Context, res Resolver, spec string, forRemove bool) (
 	return nil, err
 }
 
+// NewKeepTarget resolves --keep URL: a KMS key URL, as inspect shows it.
+func NewKeepTarget(ctx context.Context, res Resolver, url string) (*Target, error) {
+	if !kms.IsURL(url) {
+		return nil, fmt.Errorf("%s is not a KMS key URL (schemes: %s); keystore keys are kept without it", Shorten(url), strings.Join(kms.Schemes, ", "))
+	}
+	t, err := NewTarget(ctx, res, url, false)
+	if err != nil {
+		return nil, err
+	}
+	t.Keep = true
+	return t, nil
+}
+
 // kidMatch matches a KMS stanza by its key id: the URL itself, or a
 // version of it (Azure pins versions as URL/VERSION).
 func kidMatch(url string) func(*envelope.Stanza) bool {
@@ -102,7 +136,34 @@ type LayerPlan struct {
 	Rotated   bool     `json:",omitempty"`
 	NewDigest string   `json:",omitempty"`
 	Dropped   []string `json:",omitempty"`
+	// NewKey is, for a rotation, every recipient of the old layer key and
+	// of the new one, each marked kept, added, removed or dropped.
+	NewKey []KeyChange `json:"newKey,omitempty"`
 }
+
+// KeyChange is what a rotation did with one recipient.
+type KeyChange struct {
+	Status    string `json:"status"`    // KeyKept, KeyAdded, KeyRemoved, KeyDropped
+	Recipient string `json:"recipient"` // the stanza's hint, or the --add recipient
+	Reason    string `json:"reason"`
+}
+
+// Statuses of a KeyChange.
+const (
+	KeyKept    = "kept"
+	KeyAdded   = "added"
+	KeyRemoved = "removed"
+	KeyDropped = "dropped"
+)
+
+// Reasons of a KeyChange.
+const (
+	ReasonLocalKey   = "a key of this keystore"
+	ReasonKeep       = "named with --keep"
+	ReasonAdd        = "named with --add"
+	ReasonRemove     = "named with --remove"
+	ReasonNotConfirm = "a KMS key found in the image, not named with --keep"
+)
 
 // Changed reports whether the layer's annotation changes.
 func (p *LayerPlan) Changed() bool { return p.Rotated || len(p.Added)+len(p.Removed) > 0 }
@@ -224,7 +285,7 @@ func (plan *LayerPlan) partition(env *envelope.Envelope, add, remove []*Target) 
 		kept = append(kept, s)
 	}
 	for _, t := range add {
-		if !slices.ContainsFunc(kept, t.Matches) {
+		if !t.Keep && !slices.ContainsFunc(kept, t.Matches) {
 			added = append(added, t)
 			plan.Added = append(plan.Added, t.Spec)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/kms"
 )
 
 // BlobStore reads and writes layer blobs, for --rotate-layer-keys.
@@ -38,7 +39,8 @@ type StanzaRecipients interface {
 // RotateLayer gives one encrypted layer a fresh layer key: the blob is
 // decrypted with the old key (checked by ocicrypt's HMAC), encrypted with a
 // new one by ocicrypt's layer cipher into a new blob, and the new key is
-// sealed for the layer's remaining recipients plus add. Every other
+// sealed for the remaining recipients the user confirmed (see confirm)
+// plus add; KMS stanzas not named are dropped (plan.NewKey). Every other
 // scheme's wrapped key is dropped: it opens the old blob only. With dryRun
 // nothing is read or written beyond the file key.
 func RotateLayer(ctx context.Context, l *Descriptor, provider string, op Opener, known StanzaRecipients, bs BlobStore, add, remove []*Target, tmpDir string, dryRun bool) (*LayerPlan, error) {
@@ -53,19 +55,25 @@ func RotateLayer(ctx context.Context, l *Descriptor, provider string, op Opener,
 	}
 	kept, added := plan.partition(ol.env, add, remove)
 	var recips []envelope.Recipient
+	var confirmed []*envelope.Stanza
 	for _, s := range kept {
-		// A kept stanza named by --add is wrapped for that recipient;
-		// any other must be known here.
-		var r envelope.Recipient
-		if i := slices.IndexFunc(add, func(t *Target) bool { return t.Matches(s) }); i >= 0 {
-			r = add[i].R
-		} else if r, err = known.RecipientOfStanza(ctx, s); err != nil {
-			return nil, fmt.Errorf("rotating needs every remaining recipient: %w", err)
+		r, why, err := confirm(ctx, s, add, known)
+		if err != nil {
+			return nil, err
 		}
-		recips = append(recips, r)
+		if r == nil {
+			plan.NewKey = append(plan.NewKey, KeyChange{Status: KeyDropped, Recipient: s.Hint(), Reason: why})
+			continue
+		}
+		plan.NewKey = append(plan.NewKey, KeyChange{Status: KeyKept, Recipient: s.Hint(), Reason: why})
+		recips, confirmed = append(recips, r), append(confirmed, s)
 	}
 	for _, t := range added {
 		recips = append(recips, t.R)
+		plan.NewKey = append(plan.NewKey, KeyChange{Status: KeyAdded, Recipient: t.Display(), Reason: ReasonAdd})
+	}
+	for _, r := range plan.Removed {
+		plan.NewKey = append(plan.NewKey, KeyChange{Status: KeyRemoved, Recipient: r.Hint, Reason: ReasonRemove})
 	}
 	if len(recips) == 0 {
 		return nil, errNoneLeft
@@ -80,7 +88,7 @@ func RotateLayer(ctx context.Context, l *Descriptor, provider string, op Opener,
 	}
 	plan.Rotated = true
 	if dryRun {
-		for _, s := range kept {
+		for _, s := range confirmed {
 			plan.After = append(plan.After, describeStanza(s))
 		}
 		for range plan.Added {
@@ -169,6 +177,30 @@ func RotateLayer(ctx context.Context, l *Descriptor, provider string, op Opener,
 	plan.NewDigest = digest
 	l.Digest, l.Size = digest, n
 	return plan, nil
+}
+
+// confirm returns the recipient the new layer key is sealed for in place
+// of kept stanza s, and why; nil (with why) when s is dropped. Only what
+// the user confirmed gets the new key: a recipient named with --add or
+// --keep, or a key of the local keystore (matched by its tag). A KMS
+// stanza is only a URL the image carries, written by anyone who knew the
+// old layer key, so it is dropped unless named; any other stanza whose
+// recipient is unknown stops the rotation (it cannot be wrapped for).
+func confirm(ctx context.Context, s *envelope.Stanza, add []*Target, known StanzaRecipients) (envelope.Recipient, string, error) {
+	if i := slices.IndexFunc(add, func(t *Target) bool { return t.Matches(s) }); i >= 0 {
+		if add[i].Keep {
+			return add[i].R, ReasonKeep, nil
+		}
+		return add[i].R, ReasonAdd, nil
+	}
+	if kms.IsStanza(s.Type) {
+		return nil, ReasonNotConfirm, nil
+	}
+	r, err := known.RecipientOfStanza(ctx, s)
+	if err != nil {
+		return nil, "", fmt.Errorf("rotating needs every remaining recipient: %w", err)
+	}
+	return r, ReasonLocalKey, nil
 }
 
 func hexDigest(h hash.Hash) string { return fmt.Sprintf("sha256:%x", h.Sum(nil)) }

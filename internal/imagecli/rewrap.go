@@ -23,13 +23,20 @@ Layer blobs keep their digests. Every encrypted layer must end with the
 same recipients, or nothing is written. A tag that moved while rewrap ran
 is not overwritten.
 
+--remove of a recipient that no layer holds is an error (nothing is
+written). After writing, rewrap reads the tag back and checks that no
+layer it reaches still holds a stanza for a removed recipient.
+
 Removing a recipient stops new access only: whoever held its key before
-may have kept the layer keys. Real revocation needs new layer keys, which
-means new layer blobs: --rotate-layer-keys downloads each layer, decrypts
-it, encrypts it with a fresh key (ocicrypt's layer cipher), uploads the new
-blob and seals the new key for the remaining recipients (every one must be
-known here: a keystore key, a KMS key URL, or named with --add). Other
-schemes' wrapped keys are dropped: they open the old blobs only.`
+may have kept the layer keys, or the old blobs. Real revocation needs new
+layer keys, which means new layer blobs: --rotate-layer-keys downloads each
+layer, decrypts it, encrypts it with a fresh key (ocicrypt's layer cipher),
+uploads the new blob and seals the new key only for recipients confirmed
+here: keys of this keystore, recipients given with --add, and KMS keys
+named with --keep URL. A KMS stanza the image carries and --keep does not
+name is dropped, with a warning (anyone who knew the old layer key could
+have written it); run with --dry-run first to see. Other schemes' wrapped
+keys are dropped: they open the old blobs only.`
 
 type multiFlag []string
 
@@ -40,16 +47,21 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 	fs := c.flags()
 	var add, remove multiFlag
 	fs.Var(&add, "add", "add a `RECIPIENT` (recipient string, key name, KMS key URL); repeatable")
-	fs.Var(&remove, "remove", "remove a `RECIPIENT`, key name, KMS key URL or stanza tag as inspect shows it; repeatable")
+	fs.Var(&remove, "remove", "remove a `RECIPIENT`, key name, KMS key URL or stanza tag as inspect shows it (an error if no layer holds it); repeatable")
+	var keep multiFlag
+	fs.Var(&keep, "keep", "with --rotate-layer-keys: seal the new layer keys for the KMS key `URL` the image holds (others are dropped); repeatable")
 	to := fs.String("to", "", "write the result under another `IMAGE` name of the same registry or layout instead")
 	dryRun := fs.Bool("dry-run", false, "print the plan; write nothing")
 	allTags := fs.Bool("all-tags", false, "rewrap every tag of each docker://HOST/REPO named (plain images are skipped)")
 	jobs := fs.Int("jobs", 4, "images rewrapped at once")
 	fs.BoolVar(&c.allowClassical, "allow-classical", false, "let a layer mix post-quantum and classical-only recipients")
 	rotate := fs.Bool("rotate-layer-keys", false, "revoke for real: new layer keys, so new layer blobs (downloaded, re-encrypted, uploaded); other schemes' keys are dropped")
-	pos, err := c.parse(fs, args, "ocikp rewrap [--add RECIPIENT]... [--remove RECIPIENT|HINT]... [--to IMAGE] [--dry-run] [--all-tags] [--json] IMAGE...", rewrapSummary)
+	pos, err := c.parse(fs, args, "ocikp rewrap [--add RECIPIENT]... [--remove RECIPIENT|HINT]... [--rotate-layer-keys [--keep URL]...] [--to IMAGE] [--dry-run] [--all-tags] [--json] IMAGE...", rewrapSummary)
 	if err != nil {
 		return err
+	}
+	if len(keep) > 0 && !*rotate {
+		return usagef("--keep goes with --rotate-layer-keys: without it, every stanza is kept as it is")
 	}
 	if *rotate && *to != "" {
 		return usagef("--rotate-layer-keys writes new blobs where the image is; it does not go with --to")
@@ -98,6 +110,16 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 		}
 		removeT = append(removeT, t)
 	}
+	var keepT []*imagekeys.Target
+	for i, u := range keep {
+		t, err := imagekeys.NewKeepTarget(ctx, p, u)
+		if err != nil {
+			return fmt.Errorf("--keep %d of %d: %w", i+1, len(keep), err)
+		}
+		keepT = append(keepT, t)
+	}
+	// --keep targets ride with --add: they confirm, and add nothing.
+	addT = append(addT, keepT...)
 	opts := imagekeys.RewrapOptions{Provider: c.providerName, Add: addT, Remove: removeT, DryRun: *dryRun, Rotate: *rotate, Known: p}
 	if *rotate {
 		tmp, err := os.MkdirTemp("", "ocikp-rotate-")
@@ -112,22 +134,30 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	finished := 0
+	notHeld := map[*imagekeys.Target]int{} // --all-tags: images that do not hold a --remove or --keep
 	for i, n := range names {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			res := c.rewrapOne(ctx, n, *to, p, opts)
+			res, unheld := c.rewrapOne(ctx, n, *to, p, opts, keepT, *allTags)
 			if *allTags && errors.Is(res.Err(), imagekeys.ErrNotEncrypted) {
 				res.Status, res.Reason = imagekeys.StatusSkipped, "not encrypted"
 			}
 			results[i] = res
+			mu.Lock()
+			for _, t := range unheld {
+				notHeld[t]++
+			}
+			if d := droppedKMS(res); len(d) > 0 {
+				fmt.Fprintf(c.stderr, "ocikp: warning: %s: the new layer keys are not sealed for KMS keys found in the image and not named with --keep: %s\n",
+					oneLine(res.Image), oneLine(strings.Join(d, ", ")))
+			}
 			if len(names) > 1 {
-				mu.Lock()
 				finished++
 				fmt.Fprintf(c.stderr, "[%d/%d] %s: %s\n", finished, len(names), oneLine(res.Image), res.Status)
-				mu.Unlock()
 			}
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
@@ -137,15 +167,57 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 			failed++
 		}
 	}
-	return c.finish(results, failed)
+	if err := c.finish(results, failed); err != nil {
+		return err
+	}
+	// --all-tags: a tag may lack a recipient that others hold, but one that
+	// no tag holds is the wrong one.
+	for _, t := range append(slices.Clone(removeT), keepT...) {
+		if notHeld[t] == len(names) {
+			flag := "--remove"
+			if t.Keep {
+				flag = "--keep"
+			}
+			return fmt.Errorf("%s %s: no tag of the repositories %w", flag, t.Display(), imagekeys.ErrNotHeld)
+		}
+	}
+	return nil
 }
 
-func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opener, opts imagekeys.RewrapOptions) *imagekeys.Result {
+// droppedKMS lists the KMS stanzas a rotation of res dropped, once each.
+func droppedKMS(res *imagekeys.Result) []string {
+	var out []string
+	for _, p := range res.Platforms {
+		for _, l := range p.Layers {
+			for _, k := range l.NewKey {
+				if k.Status == imagekeys.KeyDropped && !slices.Contains(out, k.Recipient) {
+					out = append(out, k.Recipient)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// rewrapOne rewraps one image. A --remove or --keep target that no layer
+// holds fails it, unless allTags (then it is returned, for the run to
+// judge across tags).
+func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opener, opts imagekeys.RewrapOptions, keep []*imagekeys.Target, allTags bool) (*imagekeys.Result, []*imagekeys.Target) {
 	res := &imagekeys.Result{Image: name}
-	fail := func(err error) *imagekeys.Result { return res.Fail(err) }
+	fail := func(err error) (*imagekeys.Result, []*imagekeys.Target) { return res.Fail(err), nil }
 	img, st, ref, err := c.open(ctx, name)
 	if err != nil {
 		return fail(err)
+	}
+	// Before anything is opened or uploaded: a recipient the image does
+	// not hold was most likely mistyped or mistaken.
+	unheld := imagekeys.Unheld(img, opts.Provider, append(slices.Clone(opts.Remove), keep...))
+	if len(unheld) > 0 && !allTags {
+		flag := "--remove"
+		if unheld[0].Keep {
+			flag = "--keep"
+		}
+		return fail(hint.Wrap(imagekeys.NotHeldError(flag, img.Name, unheld[0]), "see who holds each layer: ocikp inspect --keys "+img.Name))
 	}
 	if opts.Rotate {
 		bs, ok := st.(imagekeys.BlobStore)
@@ -163,10 +235,10 @@ func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opene
 	switch {
 	case opts.DryRun:
 		res.Status = imagekeys.StatusPlanned
-		return res
+		return res, unheld
 	case !changed && to == "":
 		res.Status, res.NewDigest = imagekeys.StatusUpToDate, img.Digest
-		return res
+		return res, unheld
 	}
 	dst := st
 	if to != "" {
@@ -182,8 +254,18 @@ func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opene
 		return fail(hint.Wrap(fmt.Errorf("%s: writing the new manifests: %w", img.Name, err),
 			"the tag is written last and still points at the image it did: rerun when the registry answers"))
 	}
-	res.Status, res.NewDigest = imagekeys.StatusRewrapped, d
-	return res
+	// Read back what the name now points at, as a puller would.
+	dstName := img.Name
+	if to != "" {
+		dstName = to
+	}
+	removed := slices.DeleteFunc(slices.Clone(opts.Remove), func(t *imagekeys.Target) bool { return slices.Contains(unheld, t) })
+	verified, err := imagekeys.VerifyRemoved(ctx, dstName, dst, d, removed)
+	if err != nil {
+		return fail(hint.Wrap(err, "inspect it (ocikp inspect --keys "+dstName+") and rerun the rewrap"))
+	}
+	res.Status, res.NewDigest, res.Verified = imagekeys.StatusRewrapped, d, verified
+	return res, unheld
 }
 
 // expandTags lists the tags of each repository named.
@@ -326,7 +408,13 @@ func (c *cmd) printResults(results []*imagekeys.Result) {
 					changes = []string{"unchanged"}
 				}
 				fmt.Fprintf(c.stderr, "%s: %s: %d -> %d recipients: %s\n", oneLine(r.Image), where, len(l.Before), len(l.After), strings.Join(changes, ", "))
+				for _, k := range l.NewKey {
+					fmt.Fprintf(c.stderr, "  %-8s %s (%s)\n", k.Status, oneLine(k.Recipient), k.Reason)
+				}
 			}
+		}
+		for _, v := range r.Verified {
+			fmt.Fprintf(c.stderr, "verified: %s\n", oneLine(v))
 		}
 	}
 	tw := newTable(c.stdout)

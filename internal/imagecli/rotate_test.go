@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -28,6 +29,7 @@ import (
 	"github.com/containers/ocicrypt/keywrap/pkcs7"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/keys/kmspub"
 	"github.com/ocikp/ocikp/keys/soft"
 )
 
@@ -280,5 +282,143 @@ func TestUnreachableRegistry(t *testing.T) {
 	checkError(t, stderr, code, "docker://"+addr+"/app:1: ")
 	if !strings.Contains(stderr, "ocikp: hint: check the name and that the registry answers") {
 		t.Fatalf("no hint: %s", stderr)
+	}
+}
+
+// cacheKMSKey makes an RSA key and caches its public half in the
+// keystore as the asymmetric AWS KMS key url: ocikp then wraps for url
+// offline, as a KMS plugin would for a key whose policy lets anyone
+// encrypt (which an attacker's own key can).
+func cacheKMSKey(t *testing.T, ks, url string) *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &kmspub.Cache{Dir: filepath.Join(ks, "kms")}
+	if err := c.Put(&kmspub.Entry{URL: url, StanzaType: "awskms-rsa", KID: url, N: k.N.Bytes(), E: k.E, Fetched: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// kmsOpens reports whether k opens a stanza of the layout's envelope for
+// the layer's options.
+func kmsOpens(t *testing.T, dir string, k *rsa.PrivateKey) bool {
+	_, ann := layerOf(t, dir)
+	blob, _ := base64.StdEncoding.DecodeString(ann["org.opencontainers.image.enc.keys.provider.ocikp"])
+	env, err := envelope.Parse(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range env.Recipients {
+		if fk, err := rsa.DecryptOAEP(sha256.New(), nil, k, s.Key, nil); err == nil {
+			if _, err := env.OpenPayload(fk); err == nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// A KMS stanza planted in the envelope before a rotation (whoever is being
+// removed knows the old layer key and can write one for a key of their
+// own) does not get the new layer key: it is dropped and listed, and a
+// KMS key the user names with --keep is kept.
+func TestRotateDropsPlantedKMS(t *testing.T) {
+	const (
+		team     = "awskms://arn:aws:kms:eu-west-1:111111111111:key/team"
+		attacker = "awskms://arn:aws:kms:eu-west-1:666666666666:key/mallory"
+	)
+	ks := filepath.Join(t.TempDir(), "keys")
+	st := &soft.Store{Dir: ks}
+	alice, bob := newKey(t, st, "alice"), newKey(t, st, "bob")
+	teamKey, attackerKey := cacheKMSKey(t, ks, team), cacheKMSKey(t, ks, attacker)
+	c := &kmspub.Cache{Dir: filepath.Join(ks, "kms")}
+	var recips []envelope.Recipient
+	for _, u := range []string{team, attacker} {
+		e, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _ := e.Recipient()
+		recips = append(recips, r)
+	}
+	mkLayout := func() string {
+		dir, _ := encryptedLayout(t, func(opts []byte) map[string]string {
+			blob, err := envelope.Seal(opts, append([]envelope.Recipient{alice, bob}, recips...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]string{"org.opencontainers.image.enc.keys.provider.ocikp": base64.StdEncoding.EncodeToString(blob)}
+		})
+		return dir
+	}
+
+	// Nothing named: neither KMS key gets the new layer key.
+	dir := mkLayout()
+	if !kmsOpens(t, dir, attackerKey) {
+		t.Fatal("the planted stanza does not open the old layer key")
+	}
+	out, stderr, code := runMain("rewrap", "--keystore", ks, "--remove", bob.String(), "--rotate-layer-keys", "oci:"+dir+":img")
+	if code != 0 {
+		t.Fatalf("rotate: %d\n%s%s", code, out, stderr)
+	}
+	if kmsOpens(t, dir, attackerKey) {
+		t.Fatalf("the new layer key is wrapped for the planted %s:\n%s%s", attacker, out, stderr)
+	}
+	if kmsOpens(t, dir, teamKey) {
+		t.Fatalf("the new layer key is wrapped for %s, never named:\n%s", team, stderr)
+	}
+	for _, want := range []string{"dropped  awskms-rsa " + attacker, "dropped  awskms-rsa " + team, "kept     p256 tag ", "removed  p256 tag ",
+		"ocikp: warning: oci:" + dir + ":img: the new layer keys are not sealed for KMS keys found in the image and not named with --keep: "} {
+		if !strings.Contains(stderr, want) {
+			t.Fatalf("no %q in:\n%s", want, stderr)
+		}
+	}
+	if w := stderr[strings.Index(stderr, "ocikp: warning:"):]; !strings.Contains(w[:strings.Index(w, "\n")], attacker) {
+		t.Fatalf("the warning does not list %s:\n%s", attacker, stderr)
+	}
+	if _, err := openLayer(t, dir, st, "alice"); err != nil {
+		t.Fatalf("alice after the rotation: %v", err)
+	}
+
+	// --keep TEAM: the team key is kept, the planted one still dropped; the
+	// JSON summary marks each.
+	dir = mkLayout()
+	carol := stranger(t)
+	out, stderr, code = runMain("rewrap", "--keystore", ks, "--json", "--keep", team, "--add", carol.String(), "--remove", bob.String(), "--rotate-layer-keys", "oci:"+dir+":img")
+	if code != 0 {
+		t.Fatalf("rotate --keep: %d\n%s%s", code, out, stderr)
+	}
+	if !kmsOpens(t, dir, teamKey) || kmsOpens(t, dir, attackerKey) {
+		t.Fatalf("--keep %s: team %v, attacker %v", team, kmsOpens(t, dir, teamKey), kmsOpens(t, dir, attackerKey))
+	}
+	var res []struct {
+		Platforms []struct {
+			Layers []struct {
+				NewKey []struct{ Status, Recipient, Reason string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, k := range res[0].Platforms[0].Layers[0].NewKey {
+		got[k.Status] += k.Recipient + ";"
+	}
+	if !strings.Contains(got["kept"], "p256 tag ") || !strings.Contains(got["kept"], team) || !strings.Contains(got["added"], carol.String()[:40]) ||
+		got["dropped"] != "awskms-rsa "+attacker+";" || !strings.HasPrefix(got["removed"], "p256 tag ") {
+		t.Fatalf("the summary: %v\n%s", got, out)
+	}
+
+	// --keep of a key no layer holds is an error, as --remove is.
+	dir = mkLayout()
+	_, stderr, code = runMain("rewrap", "--keystore", ks, "--keep", team+"-typo", "--rotate-layer-keys", "oci:"+dir+":img")
+	checkError(t, stderr, code, "holds a stanza for it")
+	// --keep without a rotation has nothing to keep.
+	_, stderr, code = runMain("rewrap", "--keystore", ks, "--keep", team, "--remove", "bob", "oci:"+dir+":img")
+	if code != 2 || !strings.Contains(stderr, "--keep goes with --rotate-layer-keys") {
+		t.Fatalf("--keep without a rotation: %d %s", code, stderr)
 	}
 }

@@ -1,6 +1,8 @@
 package safetext
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -49,4 +51,36 @@ func FuzzClean(f *testing.F) {
 			t.Fatalf("printable ASCII changed: %q -> %q", s, out)
 		}
 	})
+}
+
+// Writer escapes as Clean does but keeps the lines and columns of the
+// text written through it.
+func TestWriter(t *testing.T) {
+	var b bytes.Buffer
+	w := Writer(&b)
+	w.Write([]byte("a\tb\n"))
+	w.Write([]byte("platform linux\x1b[2J/\u202eamd64\xff\r\n"))
+	if want := "a\tb\nplatform linux\\x1b[2J/\\u202eamd64\\xff\\x0d\n"; b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
+	}
+}
+
+// JSON leaves no unsafe character raw, stays valid JSON, and decodes to
+// the value encoded (invalid UTF-8 aside, which encoding/json replaces).
+func TestJSON(t *testing.T) {
+	in := map[string]string{"k\u202e": "linux\x1b[2J\u2066\u009b\x7f\u200f/caf\u00e9 \u2713"}
+	enc, _ := json.Marshal(in)
+	out := JSON(enc)
+	for _, r := range string(out) {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || (r >= 0x200e && r <= 0x200f) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			t.Fatalf("%U raw in %s", r, out)
+		}
+	}
+	var back map[string]string
+	if err := json.Unmarshal(out, &back); err != nil || back["k\u202e"] != in["k\u202e"] {
+		t.Fatalf("%s decodes to %q (%v)", out, back, err)
+	}
+	if plain := []byte(`{"a":"b"}`); &JSON(plain)[0] != &plain[0] {
+		t.Error("plain JSON copied")
+	}
 }
