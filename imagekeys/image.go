@@ -2,33 +2,62 @@ package imagekeys
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ocikp/ocikp/backend"
+	"strings"
 
+	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/safetext"
 )
 
-// Image is what a name points at: one manifest, or an index and the image
-// manifests it lists (other entries are kept as they are).
+// Image is what a name points at: one manifest, or the whole graph an
+// index reaches. Nested indexes are followed (containerd and skopeo pull
+// through them), bounded by MaxIndexDepth and MaxGraphEntries; an entry
+// that cannot be read refuses the image, so a manifest holding encrypted
+// layers is never skipped. Only artifacts a runtime never pulls are
+// passed over, by the rule of passOver, and listed in PassedOver.
 type Image struct {
 	Name      string
 	Raw       []byte
 	MediaType string
 	Digest    string
 	Index     *Index
+	// Manifests are every image manifest the name reaches, each once,
+	// depth first in index order.
 	Manifests []*PlatformManifest
+	// PassedOver are the artifacts left as they are.
+	PassedOver []*PassedOver
+	// children are the nested indexes, by the digest they were read by;
+	// skipped are passed-over manifests, kept for their blobs.
+	children map[string]*Index
+	skipped  []*Manifest
 }
 
 // PlatformManifest is one image manifest of an Image.
 type PlatformManifest struct {
-	Platform string // "" for a lone manifest
+	Platform string // "" for a lone manifest; a nested entry without one takes its index's
 	Digest   string
-	M        *Manifest
-	entry    *Descriptor // its index entry
+	// Via are the digests of the nested indexes between the name's index
+	// and this manifest; empty for an entry of the name's own index.
+	Via   []string
+	M     *Manifest
+	entry *Descriptor // its index entry
 }
 
-// Load resolves the name in st and reads its manifests.
+// PassedOver is an index entry left as it is: an artifact a runtime never
+// pulls, holding no encrypted layer.
+type PassedOver struct {
+	Digest    string   `json:"digest"`
+	MediaType string   `json:"mediaType"`
+	Platform  string   `json:"platform,omitempty"`
+	Via       []string `json:"via,omitempty"`
+	Reason    string   `json:"reason"`
+}
+
+// Load resolves the name in st and reads every manifest and index it
+// reaches.
 func Load(ctx context.Context, name string, st Store) (*Image, error) {
 	raw, mt, dg, err := st.Resolve(ctx)
 	if err != nil {
@@ -50,31 +79,192 @@ func Load(ctx context.Context, name string, st Store) (*Image, error) {
 	if img.Index, err = ParseIndex(raw, mt); err != nil {
 		return nil, err
 	}
-	total, layers := len(raw), 0
-	for _, d := range img.Index.Manifests {
-		if d.MediaType != MediaOCIManifest && d.MediaType != MediaDockerManifest {
-			continue
+	ld := &loader{st: st, img: img, seen: map[string]bool{dg: true}, bytes: len(raw)}
+	if err := ld.index(ctx, img.Index, 1, nil, ""); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+// loader walks an index graph within the bounds of the whole image.
+type loader struct {
+	st                     Store
+	img                    *Image
+	seen                   map[string]bool
+	entries, bytes, layers int
+}
+
+// EntryError names the index entry an error is about.
+type EntryError struct {
+	Digest, MediaType string
+	Via               []string
+	Err               error
+}
+
+func (e *EntryError) Error() string {
+	w := "index entry " + safetext.Token(e.Digest, 80) + " (" + safetext.Token(e.MediaType, 100) + ")"
+	if len(e.Via) > 0 {
+		w += " under " + safetext.Token(e.Via[len(e.Via)-1], 80)
+	}
+	return w + ": " + e.Err.Error()
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// ErrGraph marks an index graph beyond the bounds or holding an entry
+// ocikp cannot handle.
+var ErrGraph = errors.New("the image cannot be handled whole")
+
+func (ld *loader) index(ctx context.Context, x *Index, depth int, via []string, platform string) error {
+	for _, d := range x.Manifests {
+		fail := func(err error) error {
+			return &EntryError{Digest: d.Digest, MediaType: d.MediaType, Via: via, Err: err}
 		}
-		raw, mt, err := st.Fetch(ctx, d.Digest)
+		if ld.entries++; ld.entries > MaxGraphEntries {
+			return fail(fmt.Errorf("%w: its indexes list more than %d entries in all", ErrGraph, MaxGraphEntries))
+		}
+		if ld.seen[d.Digest] {
+			continue // read once; Write updates every entry naming it
+		}
+		ld.seen[d.Digest] = true
+		raw, fetched, err := ld.st.Fetch(ctx, d.Digest)
+		if err == nil {
+			err = d.checkSize(raw)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("platform %s (%s): %w", d.Platform, d.Digest, err)
+			return fail(err)
 		}
+		if ld.bytes += len(raw); ld.bytes > MaxImageBytes {
+			return fail(fmt.Errorf("%w: more than %d MiB of manifests and indexes", ErrGraph, MaxImageBytes>>20))
+		}
+		// The document's own media type wins: what it says it is, it is
+		// read as.
+		mt := sniffDeclared(raw)
 		if mt == "" {
 			mt = d.MediaType
 		}
-		m, err := ParseManifest(raw, mt)
-		if err != nil {
-			return nil, fmt.Errorf("platform %s (%s): %w", d.Platform, d.Digest, err)
+		if mt == "" {
+			mt = fetched
 		}
-		// An index bounds each manifest; these bound the image.
-		total += len(raw)
-		layers += len(m.Layers)
-		if total > MaxImageBytes || layers > MaxImageLayers {
-			return nil, manifestErr("the index lists more than %d MiB of manifests or %d layers", MaxImageBytes>>20, MaxImageLayers)
+		p := platform
+		if d.Platform != nil {
+			p = d.Platform.String()
 		}
-		img.Manifests = append(img.Manifests, &PlatformManifest{Platform: d.Platform.String(), Digest: d.Digest, M: m, entry: d})
+		switch {
+		case IsIndex(mt):
+			if depth+1 > MaxIndexDepth {
+				return fail(fmt.Errorf("%w: indexes nest more than %d deep", ErrGraph, MaxIndexDepth))
+			}
+			child, err := ParseIndex(raw, mt)
+			if err != nil {
+				return fail(err)
+			}
+			if ld.img.children == nil {
+				ld.img.children = map[string]*Index{}
+			}
+			ld.img.children[d.Digest] = child
+			if err := ld.index(ctx, child, depth+1, append(via[:len(via):len(via)], d.Digest), p); err != nil {
+				return err
+			}
+		case mt == MediaOCIManifest || mt == MediaDockerManifest:
+			m, err := ParseManifest(raw, mt)
+			if err != nil {
+				return fail(err)
+			}
+			if ld.layers += len(m.Layers); ld.layers > MaxImageLayers {
+				return fail(fmt.Errorf("%w: more than %d layers", ErrGraph, MaxImageLayers))
+			}
+			if why := artifact(d, raw); why != "" && !hasEncrypted(m) {
+				ld.img.PassedOver = append(ld.img.PassedOver, &PassedOver{Digest: d.Digest, MediaType: mt, Platform: p, Via: via, Reason: why})
+				ld.img.skipped = append(ld.img.skipped, m)
+				continue
+			}
+			ld.img.Manifests = append(ld.img.Manifests, &PlatformManifest{Platform: p, Digest: d.Digest, Via: via, M: m, entry: d})
+		default:
+			why := artifact(d, raw)
+			if why == "" {
+				return fail(fmt.Errorf("%w: neither an image manifest nor an index, nor an artifact a runtime never pulls", ErrGraph))
+			}
+			if encryptionMarks(raw) {
+				return fail(fmt.Errorf("%w: an artifact that names encrypted content ocikp cannot rewrap", ErrGraph))
+			}
+			ld.img.PassedOver = append(ld.img.PassedOver, &PassedOver{Digest: d.Digest, MediaType: mt, Platform: p, Via: via, Reason: why})
+		}
 	}
-	return img, nil
+	return nil
+}
+
+// Attestation manifests (BuildKit's, in the index beside the image they
+// describe) and referrers artifacts (signatures, SBOMs: an artifactType)
+// are never pulled by a runtime.
+const dockerReferenceType = "vnd.docker.reference.type"
+
+// artifact says why an entry is an artifact a runtime never pulls, or "".
+func artifact(d *Descriptor, raw []byte) string {
+	if d.Annotations[dockerReferenceType] == "attestation-manifest" {
+		return "attestation manifest"
+	}
+	if d.raw.str("artifactType") != "" {
+		return "artifact (artifactType on its entry)"
+	}
+	if o, err := parseObject(raw); err == nil && o.str("artifactType") != "" {
+		return "artifact (artifactType)"
+	}
+	return ""
+}
+
+func hasEncrypted(m *Manifest) bool {
+	for _, l := range m.Layers {
+		if Encrypted(l.MediaType) || len(Wrappings(l.Annotations)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// encryptionMarks reports whether a document ocikp cannot parse as a
+// manifest still names encrypted content anywhere: a media type ending
+// in +encrypted or an org.opencontainers.image.enc. annotation. It reads
+// the decoded JSON, so escapes in the text hide nothing.
+func encryptionMarks(raw []byte) bool {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return true // unreadable: assume the worst
+	}
+	var walk func(v any) bool
+	walk = func(v any) bool {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, e := range v {
+				if strings.HasPrefix(k, "org.opencontainers.image.enc.") {
+					return true
+				}
+				if s, ok := e.(string); ok && k == "mediaType" && strings.HasSuffix(s, "+encrypted") {
+					return true
+				}
+				if walk(e) {
+					return true
+				}
+			}
+		case []any:
+			for _, e := range v {
+				if walk(e) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(v)
+}
+
+// sniffDeclared is the mediaType a document declares, or "".
+func sniffDeclared(raw []byte) string {
+	o, err := parseObject(raw)
+	if err != nil {
+		return ""
+	}
+	return o.str("mediaType")
 }
 
 func sniffMediaType(raw []byte) string {
@@ -110,9 +300,11 @@ type LayerReport struct {
 
 // PlatformReport is inspect's view of one image manifest.
 type PlatformReport struct {
-	Platform string        `json:"platform,omitempty"`
-	Digest   string        `json:"digest"`
-	Layers   []LayerReport `json:"layers"`
+	Platform string `json:"platform,omitempty"`
+	Digest   string `json:"digest"`
+	// Via are the nested indexes the manifest is reached through.
+	Via    []string      `json:"via,omitempty"`
+	Layers []LayerReport `json:"layers"`
 }
 
 // Report is what inspect prints.
@@ -121,6 +313,9 @@ type Report struct {
 	Digest    string           `json:"digest"`
 	MediaType string           `json:"mediaType"`
 	Platforms []PlatformReport `json:"platforms"`
+	// PassedOver are the artifacts the image's indexes list that ocikp
+	// leaves as they are (docs/image-keys.md).
+	PassedOver []*PassedOver `json:"passedOver,omitempty"`
 }
 
 // KeyFinder names the local keys that could open an envelope (inspect
@@ -132,9 +327,9 @@ type KeyFinder interface {
 // Inspect describes every layer of img; with keys, also which local keys
 // could open it.
 func Inspect(img *Image, keys KeyFinder) *Report {
-	r := &Report{Image: img.Name, Digest: img.Digest, MediaType: img.MediaType}
+	r := &Report{Image: img.Name, Digest: img.Digest, MediaType: img.MediaType, PassedOver: img.PassedOver}
 	for _, pm := range img.Manifests {
-		pr := PlatformReport{Platform: pm.Platform, Digest: pm.Digest}
+		pr := PlatformReport{Platform: pm.Platform, Digest: pm.Digest, Via: pm.Via}
 		for i, l := range pm.M.Layers {
 			lr := LayerReport{Index: i, Digest: l.Digest, MediaType: l.MediaType, Size: l.Size,
 				Encrypted: Encrypted(l.MediaType), Wrappings: Wrappings(l.Annotations)}
@@ -276,71 +471,108 @@ func Plan(ctx context.Context, img *Image, op Opener, o RewrapOptions) ([]*Platf
 }
 
 // Write stores the manifests Plan changed: each image manifest by digest,
-// then the index, and last the tag, unless the tag no longer points at
-// what was read (ErrMoved). dst is st itself or another name (--to), which
-// must already hold the blobs. It returns the new digest of the name.
+// then each nested index that lists it (a new child is a new digest in its
+// parent), children before their parents as a registry requires, then the
+// name's index, and last the tag, unless the tag no longer points at what
+// was read (ErrMoved). dst is st itself or another name (--to), which must
+// already hold the blobs. It returns the new digest of the name.
 func Write(ctx context.Context, img *Image, st, dst Store) (string, error) {
 	same := dst == st
-	put := func(raw []byte, mt string) (string, error) { return dst.Put(ctx, raw, mt) }
+	old := img.Digest
+	if !same {
+		old = ""
+	}
 	if img.Index == nil {
 		pm := img.Manifests[0]
 		raw, err := pm.M.Marshal()
 		if err != nil {
 			return "", err
 		}
-		old := img.Digest
-		if !same {
-			old = ""
-		}
 		return digestOf(raw), dst.Retag(ctx, raw, pm.M.MediaType, old)
 	}
-	byDigest := map[string]*PlatformManifest{}
+	w := &writer{img: img, st: st, dst: dst, same: same, pms: map[string]*PlatformManifest{}, done: map[string]*Descriptor{}}
 	for _, pm := range img.Manifests {
-		byDigest[pm.Digest] = pm
+		w.pms[pm.Digest] = pm
 	}
-	for _, e := range img.Index.Manifests {
-		pm := byDigest[e.Digest]
-		if pm == nil {
-			// Not an image manifest: copied as it is to another name.
-			if !same {
-				raw, mt, err := st.Fetch(ctx, e.Digest)
-				if err != nil {
-					return "", err
-				}
-				if _, err := put(raw, mt); err != nil {
-					return "", err
-				}
-			}
-			continue
-		}
-		raw, err := pm.M.Marshal()
-		if err != nil {
-			return "", err
-		}
-		d, err := put(raw, pm.M.MediaType)
-		if err != nil {
-			return "", fmt.Errorf("platform %s: %w", pm.Platform, err)
-		}
-		e.Digest, e.Size = d, int64(len(raw))
+	if err := w.index(ctx, img.Index); err != nil {
+		return "", err
 	}
 	raw, err := img.Index.Marshal()
 	if err != nil {
 		return "", err
 	}
-	old := img.Digest
-	if !same {
-		old = ""
-	}
 	return digestOf(raw), dst.Retag(ctx, raw, img.Index.MediaType, old)
 }
 
-// Blobs lists the config and layer digests of every image manifest (what
-// another repository must hold before its manifests are written).
+type writer struct {
+	img     *Image
+	st, dst Store
+	same    bool
+	pms     map[string]*PlatformManifest
+	done    map[string]*Descriptor // by the digest read: what it became
+}
+
+// index writes what x lists and points x's entries at it.
+func (w *writer) index(ctx context.Context, x *Index) error {
+	for _, e := range x.Manifests {
+		read := e.Digest
+		if d := w.done[read]; d != nil {
+			e.Digest, e.Size = d.Digest, d.Size
+			continue
+		}
+		var raw []byte
+		var mt string
+		var err error
+		if pm := w.pms[read]; pm != nil {
+			raw, err = pm.M.Marshal()
+			mt = pm.M.MediaType
+		} else if child := w.img.children[read]; child != nil {
+			if err := w.index(ctx, child); err != nil {
+				return err
+			}
+			raw, err = child.Marshal()
+			mt = child.MediaType
+		} else {
+			// Passed over: copied as it is to another name.
+			if !w.same {
+				if raw, mt, err = w.st.Fetch(ctx, read); err != nil {
+					return err
+				}
+				if mt == "" {
+					mt = e.MediaType
+				}
+				if _, err := w.dst.Put(ctx, raw, mt); err != nil {
+					return err
+				}
+			}
+			w.done[read] = &Descriptor{Digest: e.Digest, Size: e.Size}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		d, err := w.dst.Put(ctx, raw, mt)
+		if err != nil {
+			return fmt.Errorf("%s: %w", safetext.Token(read, 80), err)
+		}
+		e.Digest, e.Size = d, int64(len(raw))
+		w.done[read] = &Descriptor{Digest: d, Size: e.Size}
+	}
+	return nil
+}
+
+// Blobs lists the config and layer digests of every manifest the image
+// reaches, passed-over ones included (what another repository must hold
+// before its manifests are written).
 func (img *Image) Blobs() []string {
 	seen := map[string]bool{}
 	var out []string
+	ms := img.skipped
 	for _, pm := range img.Manifests {
-		for _, d := range append([]*Descriptor{pm.M.Config}, pm.M.Layers...) {
+		ms = append(ms, pm.M)
+	}
+	for _, m := range ms {
+		for _, d := range append([]*Descriptor{m.Config}, m.Layers...) {
 			if !seen[d.Digest] {
 				seen[d.Digest] = true
 				out = append(out, d.Digest)

@@ -15,6 +15,11 @@ const (
 	MaxManifests    = 1024 // children of an index
 	MaxImageBytes   = 64 << 20
 	MaxImageLayers  = 4096 // in all the manifests of an index
+	// An image is the graph its name reaches: indexes nest at most
+	// MaxIndexDepth deep (the name's own index is the first), and the
+	// whole graph lists at most MaxGraphEntries entries, as one index may.
+	MaxIndexDepth   = 4
+	MaxGraphEntries = MaxManifests
 )
 
 // Media types.
@@ -71,6 +76,15 @@ type Descriptor struct {
 	Size        int64
 	Annotations map[string]string
 	Platform    *Platform // index entries only
+	hasSize     bool
+}
+
+// checkSize reports content whose length is not the descriptor's size.
+func (d *Descriptor) checkSize(raw []byte) error {
+	if d.hasSize && d.Size != int64(len(raw)) {
+		return fmt.Errorf("%w: %s is %d bytes, its descriptor says %d", ErrDigest, d.Digest, len(raw), d.Size)
+	}
+	return nil
 }
 
 // Platform is an index entry's platform.
@@ -104,6 +118,7 @@ func parseDescriptor(raw json.RawMessage) (*Descriptor, error) {
 		if err := json.Unmarshal(s, &d.Size); err != nil || d.Size < 0 {
 			return nil, manifestErr("descriptor %s: bad size", d.Digest)
 		}
+		d.hasSize = true
 	}
 	if a, ok := o["annotations"]; ok {
 		if err := json.Unmarshal(a, &d.Annotations); err != nil {
@@ -121,7 +136,7 @@ func parseDescriptor(raw json.RawMessage) (*Descriptor, error) {
 
 func validDigest(d string) bool {
 	alg, hex, ok := strings.Cut(d, ":")
-	if !ok || (alg != "sha256" && alg != "sha512") || len(hex) < 32 || len(hex) > 128 {
+	if !ok || !(alg == "sha256" && len(hex) == 64 || alg == "sha512" && len(hex) == 128) {
 		return false
 	}
 	for _, c := range hex {

@@ -242,7 +242,11 @@ func (l *Layout) OpenBlob(_ context.Context, digest string) (io.ReadCloser, erro
 	if err != nil {
 		return nil, err
 	}
-	return os.Open(p)
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	return newVerifiedReader(f, digest)
 }
 
 func (l *Layout) PutBlob(_ context.Context, path, digest string, _ int64, _ string) error {

@@ -4,10 +4,12 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"os"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/ocikp/ocikp/imageref"
 	"github.com/ocikp/ocikp/internal/safefile"
+	"github.com/ocikp/ocikp/internal/safetext"
 )
 
 // Store reads and writes the manifests of one image name.
@@ -44,6 +47,71 @@ var ErrMoved = errors.New("the tag moved while it was being rewritten")
 var ErrReadOnly = errors.New("read-only image source")
 
 func digestOf(raw []byte) string { return fmt.Sprintf("sha256:%x", sha256.Sum256(raw)) }
+
+// ErrDigest marks content that does not match the digest it was read by.
+var ErrDigest = errors.New("content does not match its digest")
+
+// hasher returns the hash of a digest's own algorithm: content named
+// sha512:… is checked with SHA-512, never taken on trust.
+func hasher(digest string) (hash.Hash, error) {
+	alg, _, _ := strings.Cut(digest, ":")
+	switch alg {
+	case "sha256":
+		return sha256.New(), nil
+	case "sha512":
+		return sha512.New(), nil
+	}
+	return nil, manifestErr("digest algorithm %s is not supported (sha256, sha512)", safetext.Token(alg, 20))
+}
+
+// verifyDigest checks raw against digest, with digest's algorithm.
+func verifyDigest(raw []byte, digest string) error {
+	h, err := hasher(digest)
+	if err != nil {
+		return err
+	}
+	h.Write(raw)
+	if got := hashDigest(digest, h); got != digest {
+		return fmt.Errorf("%w: %s holds content of digest %s", ErrDigest, digest, got)
+	}
+	return nil
+}
+
+func hashDigest(digest string, h hash.Hash) string {
+	alg, _, _ := strings.Cut(digest, ":")
+	return fmt.Sprintf("%s:%x", alg, h.Sum(nil))
+}
+
+// verifiedReader reads r and fails at its end, instead of reporting
+// io.EOF, if what it read does not match digest: a reader that stops at
+// the first error never takes unverified content for a whole blob.
+type verifiedReader struct {
+	r      io.ReadCloser
+	h      hash.Hash
+	digest string
+}
+
+func newVerifiedReader(r io.ReadCloser, digest string) (io.ReadCloser, error) {
+	h, err := hasher(digest)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return &verifiedReader{r: r, h: h, digest: digest}, nil
+}
+
+func (v *verifiedReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	if err == io.EOF {
+		if got := hashDigest(v.digest, v.h); got != v.digest {
+			return n, fmt.Errorf("%w: %s holds content of digest %s", ErrDigest, v.digest, got)
+		}
+	}
+	return n, err
+}
+
+func (v *verifiedReader) Close() error { return v.r.Close() }
 
 // RegistryOptions are the registry client's settings.
 type RegistryOptions struct {
@@ -81,6 +149,9 @@ type Registry struct {
 	Opts RegistryOptions
 }
 
+// get reads a manifest and checks it here, not only in the registry
+// client: go-containerregistry takes a schema-1 manifest's digest from the
+// registry's header, unchecked.
 func (r *Registry) get(ctx context.Context, ref name.Reference) ([]byte, string, string, error) {
 	d, err := remote.Get(ref, r.Opts.remote(ctx)...)
 	if err != nil {
@@ -89,7 +160,14 @@ func (r *Registry) get(ctx context.Context, ref name.Reference) ([]byte, string,
 	if len(d.Manifest) > MaxManifestSize {
 		return nil, "", "", manifestErr("larger than %d bytes", MaxManifestSize)
 	}
-	return d.Manifest, string(d.MediaType), d.Digest.String(), nil
+	dg := digestOf(d.Manifest)
+	if byDigest, ok := ref.(name.Digest); ok {
+		dg = byDigest.DigestStr()
+		if err := verifyDigest(d.Manifest, dg); err != nil {
+			return nil, "", "", err
+		}
+	}
+	return d.Manifest, string(d.MediaType), dg, nil
 }
 
 func (r *Registry) Resolve(ctx context.Context) ([]byte, string, string, error) {
@@ -97,10 +175,10 @@ func (r *Registry) Resolve(ctx context.Context) ([]byte, string, string, error) 
 }
 
 func (r *Registry) Fetch(ctx context.Context, digest string) ([]byte, string, error) {
-	raw, mt, got, err := r.get(ctx, r.Ref.Context().Digest(digest))
-	if err == nil && got != digest {
-		err = fmt.Errorf("the registry returned %s for %s", got, digest)
+	if !validDigest(digest) {
+		return nil, "", manifestErr("digest %.80q", digest)
 	}
+	raw, mt, _, err := r.get(ctx, r.Ref.Context().Digest(digest))
 	return raw, mt, err
 }
 
@@ -217,6 +295,9 @@ func (l *Layout) Resolve(ctx context.Context) ([]byte, string, string, error) {
 	}
 	d := x.Manifests[i]
 	raw, _, err := l.Fetch(ctx, d.Digest)
+	if err == nil {
+		err = d.checkSize(raw)
+	}
 	return raw, d.MediaType, d.Digest, err
 }
 
@@ -229,8 +310,8 @@ func (l *Layout) Fetch(_ context.Context, digest string) ([]byte, string, error)
 	if err != nil {
 		return nil, "", err
 	}
-	if got := digestOf(raw); strings.HasPrefix(digest, "sha256:") && got != digest {
-		return nil, "", fmt.Errorf("blob %s has digest %s", digest, got)
+	if err := verifyDigest(raw, digest); err != nil {
+		return nil, "", err
 	}
 	var probe struct {
 		MediaType string `json:"mediaType"`
@@ -329,6 +410,9 @@ func (a *Archive) Resolve(ctx context.Context) ([]byte, string, string, error) {
 	}
 	d := x.Manifests[i]
 	raw, _, err := a.Fetch(ctx, d.Digest)
+	if err == nil {
+		err = d.checkSize(raw)
+	}
 	return raw, d.MediaType, d.Digest, err
 }
 
@@ -341,8 +425,8 @@ func (a *Archive) Fetch(_ context.Context, digest string) ([]byte, string, error
 	if !ok {
 		return nil, "", fmt.Errorf("the archive has no manifest %s", digest)
 	}
-	if got := digestOf(raw); alg == "sha256" && got != digest {
-		return nil, "", fmt.Errorf("blob %s has digest %s", digest, got)
+	if err := verifyDigest(raw, digest); err != nil {
+		return nil, "", err
 	}
 	var probe struct {
 		MediaType string `json:"mediaType"`

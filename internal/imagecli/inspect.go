@@ -58,8 +58,8 @@ func (c *cmd) printReport(r *imagekeys.Report, keys bool) {
 	fmt.Fprintf(c.stdout, "%s  %s\n", r.Image, r.Digest)
 	for _, p := range r.Platforms {
 		indent := "  "
-		if p.Platform != "" {
-			fmt.Fprintf(c.stdout, "  platform %s  %s\n", p.Platform, p.Digest)
+		if p.Platform != "" || len(p.Via) > 0 {
+			fmt.Fprintf(c.stdout, "  platform %s  %s%s\n", p.Platform, p.Digest, via(p.Via))
 			indent = "    "
 		}
 		for _, l := range p.Layers {
@@ -95,6 +95,25 @@ func (c *cmd) printReport(r *imagekeys.Report, keys bool) {
 				}
 			}
 		}
+	}
+	c.printPassedOver(r)
+}
+
+// via names the nested indexes a manifest is reached through.
+func via(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	s := make([]string, len(v))
+	for i, d := range v {
+		s[i] = oneLine(short(d))
+	}
+	return "  via index " + strings.Join(s, " > ")
+}
+
+func (c *cmd) printPassedOver(r *imagekeys.Report) {
+	for _, p := range r.PassedOver {
+		fmt.Fprintf(c.stdout, "  passed over %s  %s  %s%s\n", oneLine(p.Digest), oneLine(p.MediaType), oneLine(p.Reason), via(p.Via))
 	}
 }
 

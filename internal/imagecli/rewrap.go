@@ -55,7 +55,7 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 	allTags := fs.Bool("all-tags", false, "rewrap every tag of each docker://HOST/REPO named (plain images are skipped)")
 	jobs := fs.Int("jobs", 4, "images rewrapped at once")
 	fs.BoolVar(&c.allowClassical, "allow-classical", false, "let a layer mix post-quantum and classical-only recipients")
-	rotate := fs.Bool("rotate-layer-keys", false, "revoke for real: new layer keys, so new layer blobs (downloaded, re-encrypted, uploaded); other schemes' keys are dropped")
+	rotate := fs.Bool("rotate-layer-keys", false, "revoke for real: new layer keys, so new layer blobs (downloaded, re-encrypted, uploaded), sealed only for keystore keys, --add and --keep; other KMS stanzas and schemes' keys are dropped")
 	pos, err := c.parse(fs, args, "ocikp rewrap [--add RECIPIENT]... [--remove RECIPIENT|HINT]... [--rotate-layer-keys [--keep URL]...] [--to IMAGE] [--dry-run] [--all-tags] [--json] IMAGE...", rewrapSummary)
 	if err != nil {
 		return err
