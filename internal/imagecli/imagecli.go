@@ -7,7 +7,6 @@ package imagecli
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"github.com/ocikp/ocikp/imagekeys"
 	"github.com/ocikp/ocikp/imageref"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/safetext"
 	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -44,7 +44,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ocikp: error: ocikp-image needs a command: inspect, rewrap or migrate")
 		return 2
 	}
-	c := &cmd{name: args[0], stdin: stdin, stdout: stdout, stderr: stderr}
+	// Everything printed passes safetext (see output.go).
+	c := &cmd{name: args[0], stdin: stdin, stdout: safetext.Writer(stdout), stderr: safetext.Writer(stderr)}
 	var err error
 	switch args[0] {
 	case "inspect":
@@ -197,12 +198,6 @@ func (c *cmd) open(ctx context.Context, s string) (*imagekeys.Image, imagekeys.S
 		return nil, nil, nil, err
 	}
 	return img, st, r, nil
-}
-
-func (c *cmd) printJSON(v any) error {
-	enc := json.NewEncoder(c.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }

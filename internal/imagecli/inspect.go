@@ -55,11 +55,11 @@ func (c *cmd) inspect(ctx context.Context, args []string) error {
 }
 
 func (c *cmd) printReport(r *imagekeys.Report, keys bool) {
-	fmt.Fprintf(c.stdout, "%s  %s\n", r.Image, r.Digest)
+	printf(c.stdout, "%s  %s\n", r.Image, r.Digest)
 	for _, p := range r.Platforms {
 		indent := "  "
 		if p.Platform != "" || len(p.Via) > 0 {
-			fmt.Fprintf(c.stdout, "  platform %s  %s%s\n", p.Platform, p.Digest, via(p.Via))
+			printf(c.stdout, "  platform %s  %s%s\n", p.Platform, p.Digest, via(p.Via))
 			indent = "    "
 		}
 		for _, l := range p.Layers {
@@ -70,28 +70,28 @@ func (c *cmd) printReport(r *imagekeys.Report, keys bool) {
 			if l.Strength != "" {
 				state += ", " + l.Strength
 			}
-			fmt.Fprintf(c.stdout, "%slayer %d  %s  %s  %s\n", indent, l.Index, short(l.Digest), l.MediaType, state)
+			printf(c.stdout, "%slayer %d  %s  %s  %s\n", indent, l.Index, short(l.Digest), l.MediaType, state)
 			for _, w := range l.Wrappings {
 				scheme := w.Scheme
 				if w.Provider != "" {
 					scheme = "provider:" + oneLine(w.Provider)
 				}
 				for _, b := range w.Blobs {
-					fmt.Fprintf(c.stdout, "%s  %s: %s", indent, scheme, b.Format)
+					printf(c.stdout, "%s  %s: %s", indent, scheme, b.Format)
 					if b.Error != "" {
-						fmt.Fprintf(c.stdout, " (%s)", oneLine(b.Error))
+						printf(c.stdout, " (%s)", oneLine(b.Error))
 					}
 					fmt.Fprintln(c.stdout)
 					for _, rc := range b.Recipients {
-						fmt.Fprintf(c.stdout, "%s    %s  (%s)\n", indent, oneLine(rc.Hint), rc.Strength)
+						printf(c.stdout, "%s    %s  (%s)\n", indent, oneLine(rc.Hint), rc.Strength)
 					}
 				}
 			}
 			if keys && l.Encrypted {
 				if len(l.Keys) == 0 {
-					fmt.Fprintf(c.stdout, "%s  local keys: none\n", indent)
+					printf(c.stdout, "%s  local keys: none\n", indent)
 				} else {
-					fmt.Fprintf(c.stdout, "%s  local keys: %s\n", indent, oneLine(strings.Join(l.Keys, ", ")))
+					printf(c.stdout, "%s  local keys: %s\n", indent, oneLine(strings.Join(l.Keys, ", ")))
 				}
 			}
 		}
@@ -113,7 +113,7 @@ func via(v []string) string {
 
 func (c *cmd) printPassedOver(r *imagekeys.Report) {
 	for _, p := range r.PassedOver {
-		fmt.Fprintf(c.stdout, "  passed over %s  %s  %s%s\n", oneLine(p.Digest), oneLine(p.MediaType), oneLine(p.Reason), via(p.Via))
+		printf(c.stdout, "  passed over %s  %s  %s%s\n", oneLine(p.Digest), oneLine(p.MediaType), oneLine(p.Reason), via(p.Via))
 	}
 }
 

@@ -162,9 +162,9 @@ func (c *cmd) migrate(ctx context.Context, args []string) error {
 			for i, pl := range plans {
 				switch {
 				case pl.UpToDate:
-					fmt.Fprintf(c.stderr, "%s: encrypted layer %d: already has an ocikp envelope\n", oneLine(img.Name), i)
+					printf(c.stderr, "%s: encrypted layer %d: already has an ocikp envelope\n", oneLine(img.Name), i)
 				default:
-					fmt.Fprintf(c.stderr, "%s: encrypted layer %d: from %s (%s) to %d recipients; removed: %d annotations\n",
+					printf(c.stderr, "%s: encrypted layer %d: from %s (%s) to %d recipients; removed: %d annotations\n",
 						oneLine(img.Name), i, pl.From, pl.Format, len(pl.After), len(pl.Removed))
 				}
 			}

@@ -150,12 +150,12 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 				notHeld[t]++
 			}
 			if d := droppedKMS(res); len(d) > 0 {
-				fmt.Fprintf(c.stderr, "ocikp: warning: %s: the new layer keys are not sealed for KMS keys found in the image and not named with --keep: %s\n",
+				printf(c.stderr, "ocikp: warning: %s: the new layer keys are not sealed for KMS keys found in the image and not named with --keep: %s\n",
 					oneLine(res.Image), oneLine(strings.Join(d, ", ")))
 			}
 			if len(names) > 1 {
 				finished++
-				fmt.Fprintf(c.stderr, "[%d/%d] %s: %s\n", finished, len(names), oneLine(res.Image), res.Status)
+				printf(c.stderr, "[%d/%d] %s: %s\n", finished, len(names), oneLine(res.Image), res.Status)
 			}
 			mu.Unlock()
 		}()
@@ -407,14 +407,14 @@ func (c *cmd) printResults(results []*imagekeys.Result) {
 				if len(changes) == 0 {
 					changes = []string{"unchanged"}
 				}
-				fmt.Fprintf(c.stderr, "%s: %s: %d -> %d recipients: %s\n", oneLine(r.Image), where, len(l.Before), len(l.After), strings.Join(changes, ", "))
+				printf(c.stderr, "%s: %s: %d -> %d recipients: %s\n", oneLine(r.Image), where, len(l.Before), len(l.After), strings.Join(changes, ", "))
 				for _, k := range l.NewKey {
-					fmt.Fprintf(c.stderr, "  %-8s %s (%s)\n", k.Status, oneLine(k.Recipient), k.Reason)
+					printf(c.stderr, "  %-8s %s (%s)\n", k.Status, oneLine(k.Recipient), k.Reason)
 				}
 			}
 		}
 		for _, v := range r.Verified {
-			fmt.Fprintf(c.stderr, "verified: %s\n", oneLine(v))
+			printf(c.stderr, "verified: %s\n", oneLine(v))
 		}
 	}
 	tw := newTable(c.stdout)
@@ -424,7 +424,7 @@ func (c *cmd) printResults(results []*imagekeys.Result) {
 		if d == "" {
 			d = r.OldDigest
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", oneLine(r.Image), r.Status, short(d), oneLine(r.Reason))
+		printf(tw, "%s\t%s\t%s\t%s\n", oneLine(r.Image), r.Status, short(d), oneLine(r.Reason))
 	}
 	tw.Flush()
 }
