@@ -52,7 +52,12 @@ func (m rawManifestT) MediaType() (types.MediaType, error) { return types.MediaT
 // pushImage pushes an image whose one layer is encrypted for recipients
 // to host/app:1 and returns its name for ocikp and its manifest digest.
 func pushImage(t *testing.T, host string, recipients ...envelope.Recipient) (string, string) {
-	ref, err := name.ParseReference(host+"/app:1", name.Insecure)
+	return pushTag(t, host, "1", recipients...)
+}
+
+// pushTag pushes as pushImage does, to host/app:TAG.
+func pushTag(t *testing.T, host, tag string, recipients ...envelope.Recipient) (string, string) {
+	ref, err := name.ParseReference(host+"/app:"+tag, name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,12 +82,14 @@ func pushImage(t *testing.T, host string, recipients ...envelope.Recipient) (str
 	if err := remote.Put(ref, rawManifestT{m, "application/vnd.oci.image.manifest.v1+json"}); err != nil {
 		t.Fatal(err)
 	}
-	return "docker://" + host + "/app:1", fmt.Sprintf("sha256:%x", sha256.Sum256(m))
+	return "docker://" + ref.String(), fmt.Sprintf("sha256:%x", sha256.Sum256(m))
 }
 
-// tagDigest is the digest the tag points at now.
-func tagDigest(t *testing.T, host string) string {
-	ref, _ := name.ParseReference(host+"/app:1", name.Insecure)
+// tagDigest is the digest app:1 points at now.
+func tagDigest(t *testing.T, host string) string { return remoteDigest(t, host, "1") }
+
+func remoteDigest(t *testing.T, host, tag string) string {
+	ref, _ := name.ParseReference(host+"/app:"+tag, name.Insecure)
 	d, err := remote.Head(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -214,5 +221,31 @@ func TestRewrapVerificationFails(t *testing.T) {
 	checkError(t, stderr, code, "still holds a stanza for")
 	if !strings.Contains(stderr, d0) {
 		t.Fatalf("the error does not say where the tag points:\n%s", stderr)
+	}
+}
+
+// --all-tags: a tag without R is left as the rest of the plan says; R
+// that no tag holds fails the run, naming R.
+func TestRewrapRemoveAllTags(t *testing.T) {
+	ks := filepath.Join(t.TempDir(), "keys")
+	st := &soft.Store{Dir: ks}
+	alice, bob := newKey(t, st, "alice"), newKey(t, st, "bob")
+	host := testRegistry(t, nil)
+	pushTag(t, host, "1", alice, bob)
+	_, d2 := pushTag(t, host, "2", bob)
+	mallory := stranger(t).String()
+	out, stderr, code := runMain("rewrap", "--keystore", ks, "--tls-verify=false", "--all-tags", "--remove", mallory, "docker://"+host+"/app")
+	checkError(t, stderr[strings.Index(stderr, "ocikp: error:"):], code, "no tag of the repositories holds a stanza for it")
+	checkNames(t, stderr, mallory)
+	if strings.Count(out, " up to date ") != 2 {
+		t.Fatalf("--all-tags --remove of a stranger:\n%s%s", out, stderr)
+	}
+	out, stderr, code = runMain("rewrap", "--keystore", ks, "--tls-verify=false", "--all-tags", "--remove", "alice", "docker://"+host+"/app")
+	if code != 0 || strings.Count(out, " rewrapped ") != 1 || strings.Count(out, " up to date ") != 1 ||
+		!strings.Contains(stderr, "verified: no layer reachable from docker://"+host+"/app:1 holds a stanza for alice") {
+		t.Fatalf("--all-tags --remove alice: %d\n%s%s", code, out, stderr)
+	}
+	if d := remoteDigest(t, host, "2"); d != d2 {
+		t.Fatal("app:2, which never held alice, was written")
 	}
 }
