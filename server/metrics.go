@@ -20,9 +20,10 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	dropped  *prometheus.CounterVec
 }
 
-func newMetrics() *metrics {
+func newMetrics(pending *budget) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -35,8 +36,22 @@ func newMetrics() *metrics {
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"op"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ocikp_requests_in_flight", Help: "Calls being served."}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ocikp_streams_dropped_total",
+			Help: "Streams ended before their handler had the request: refused for the pending budget (budget), or ended by the request deadline while their message was still arriving (receive_deadline).",
+		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.inFlight,
+	m.dropped.WithLabelValues("budget")
+	m.dropped.WithLabelValues("receive_deadline")
+	usedBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ocikp_pending_request_bytes",
+		Help: "Bytes of the pending budget reserved now by streams whose requests are being received or wait to be served.",
+	}, func() float64 { return float64(pending.used.Load()) })
+	budgetBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ocikp_pending_request_budget_bytes",
+		Help: "The pending budget (--max-pending-bytes).",
+	}, func() float64 { return float64(pending.limit) })
+	m.reg.MustRegister(m.requests, m.latency, m.inFlight, m.dropped, usedBytes, budgetBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -47,9 +47,10 @@ type Config struct {
 	ClientCA string // if set, clients must present a certificate it signed
 	Insecure bool   // allow plaintext on a non-loopback TCP address
 
-	RequestTimeout time.Duration // per call (default 30s)
+	RequestTimeout time.Duration // per call, from its headers: receiving the request is included (default 30s)
 	MaxMessage     int           // bytes (default protocol.MaxRequestSize)
-	MaxConcurrent  int           // calls served at once (default 64)
+	MaxConcurrent  int           // calls served at once, and streams open at once on one connection (default 64)
+	MaxPending     int64         // bytes for requests being received or waiting (default 2 × MaxConcurrent × (MaxMessage + 32 KiB))
 	DrainTimeout   time.Duration // graceful shutdown limit (default 30s)
 	MaxConns       int           // connections open at once (default 1024); more wait to be accepted
 	IdleTimeout    time.Duration // a connection without calls for this long is closed (default 2m)
@@ -88,14 +89,15 @@ func ParseListen(addr string) (Listener, error) {
 
 // Server is a configured service.
 type Server struct {
-	cfg    Config
-	lis    Listener
-	certs  *certs
-	grpc   *grpc.Server
-	health *health.Server
-	sem    chan struct{}
-	served atomic.Int64
-	m      *metrics
+	cfg     Config
+	lis     Listener
+	certs   *certs
+	grpc    *grpc.Server
+	health  *health.Server
+	sem     chan struct{}
+	pending *budget
+	served  atomic.Int64
+	m       *metrics
 }
 
 // New checks the configuration and loads certificates.
@@ -108,6 +110,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 64
+	}
+	cost := int64(cfg.MaxMessage) + streamOverhead
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 2 * int64(cfg.MaxConcurrent) * cost
+	}
+	if cfg.MaxPending < cost {
+		return nil, fmt.Errorf("--max-pending-bytes %d is less than one request (--max-message-bytes plus %d KiB: %d)", cfg.MaxPending, streamOverhead>>10, cost)
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
@@ -145,15 +154,23 @@ func New(cfg Config) (*Server, error) {
 				"serve metrics on 127.0.0.1:PORT or unix:///PATH (and scrape through a proxy)", "or add --metrics-insecure if a network layer you trust protects it")
 		}
 	}
-	s := &Server{cfg: cfg, lis: lis, sem: make(chan struct{}, cfg.MaxConcurrent), health: health.NewServer(), m: newMetrics()}
+	s := &Server{cfg: cfg, lis: lis, sem: make(chan struct{}, cfg.MaxConcurrent), health: health.NewServer(),
+		pending: &budget{limit: cfg.MaxPending}}
+	s.m = newMetrics(s.pending)
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxMessage + 1024), // the field plus protobuf framing
 		grpc.MaxSendMsgSize(cfg.MaxMessage + 1024),
+		// Every stream reserves its share of the pending budget and gets
+		// its deadline before its message is read (budget.go).
+		grpc.InTapHandle(s.admit),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrent)),
+		grpc.MaxHeaderListSize(maxHeaderList),
 		// A client that connects and says nothing is dropped; one that
-		// stays connected without calls is closed when idle.
+		// stays connected without calls is closed when idle; one that
+		// stops answering pings (gone, or its network) is closed.
 		grpc.ConnectionTimeout(10 * time.Second),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout}),
-		grpc.MaxConcurrentStreams(uint32(min(cfg.MaxConcurrent*2, 1000))),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout, Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	if useTLS {
 		s.certs = &certs{certFile: cfg.TLSCert, keyFile: cfg.TLSKey, caFile: cfg.ClientCA}
@@ -167,6 +184,13 @@ func New(cfg Config) (*Server, error) {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
 }
+
+// A connection silent for keepaliveTime is pinged, and closed (its streams
+// with it) if the ping is not answered within keepaliveTimeout.
+const (
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+)
 
 // Reload rereads the TLS certificate, key and client CA; connections keep
 // going, new handshakes use the new files.
@@ -280,6 +304,10 @@ func (s *Server) call(ctx context.Context, op string, data []byte) (out *kpb.Key
 	start := time.Now()
 	backend := ""
 	defer func() { s.m.observe(op, backend, status.Code(err).String(), time.Since(start)) }()
+	// The message is in: the stream keeps only its size of the budget. The
+	// deadline was set when its headers arrived (admit); this one only
+	// matters to a call that did not come through the transport.
+	received(ctx, len(data))
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	select {
