@@ -50,6 +50,39 @@ func makeGoldenLayout(t *testing.T, dir string) {
 	md := put([]byte(m))
 	os.WriteFile(filepath.Join(dir, "index.json"), fmt.Appendf(nil, `{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d,"annotations":{"org.opencontainers.image.ref.name":"img"}}]}`, md, len(m)), 0o644)
 	os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+	addNestedGolden(t, dir)
+}
+
+// addNestedGolden names "nested" an index whose image manifest (img's) sits
+// under a nested index, beside an attestation manifest that inspect lists
+// as passed over.
+func addNestedGolden(t *testing.T, dir string) {
+	put := layoutWriter(t, dir)
+	var idx struct {
+		Manifests []struct {
+			Digest string
+			Size   int
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil || json.Unmarshal(b, &idx) != nil {
+		t.Fatalf("index.json: %v", err)
+	}
+	img := idx.Manifests[0]
+	cfg := put([]byte(`{"architecture":"unknown","os":"unknown","rootfs":{"type":"layers","diff_ids":[]}}`))
+	att := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":1},"layers":[`+
+		`{"mediaType":"application/vnd.in-toto+json","digest":%q,"size":2,"annotations":{"in-toto.io/predicate-type":"https://spdx.dev/Document"}}]}`, cfg, put([]byte("{}")))
+	nested := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[`+
+		`{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d,"platform":{"architecture":"amd64","os":"linux"}}]}`, img.Digest, img.Size)
+	top := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[`+
+		`{"mediaType":"application/vnd.oci.image.index.v1+json","digest":%q,"size":%d},`+
+		`{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d,"annotations":{"vnd.docker.reference.digest":%q,"vnd.docker.reference.type":"attestation-manifest"},"platform":{"architecture":"unknown","os":"unknown"}}]}`,
+		put(nested), len(nested), put(att), len(att), img.Digest)
+	b = fmt.Appendf(nil, `{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d,"annotations":{"org.opencontainers.image.ref.name":"img"}},`+
+		`{"mediaType":"application/vnd.oci.image.index.v1+json","digest":%q,"size":%d,"annotations":{"org.opencontainers.image.ref.name":"nested"}}]}`, img.Digest, img.Size, put(top), len(top))
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestInspectGolden(t *testing.T) {
@@ -58,7 +91,7 @@ func TestInspectGolden(t *testing.T) {
 	if *update {
 		makeGoldenLayout(t, dir)
 	}
-	out, stderr, code := runMain("inspect", "--json", "oci:"+dir+":img")
+	out, stderr, code := runMain("inspect", "--json", "oci:"+dir+":img", "oci:"+dir+":nested")
 	if code != 0 {
 		t.Fatalf("inspect: %d %s", code, stderr)
 	}
