@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -61,7 +62,8 @@ type proc struct {
 	out    *bufio.Reader
 	stderr *tailBuffer
 	gen    int
-	reused bool // it has answered before
+	reused bool          // it has answered before
+	reaped chan struct{} // closed once cmd.Wait has returned
 }
 
 // EnvDir names the environment variable of a directory searched for
@@ -103,11 +105,43 @@ func (c *Client) start(gen int) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	endWithParent(cmd)
+	p.reaped = make(chan struct{})
+	if err := p.startPinned(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", c.Name, err)
 	}
 	p.out = bufio.NewReaderSize(out, 64<<10)
 	return p, nil
+}
+
+// startPinned starts the process from a goroutine locked to its thread
+// until the process is reaped. Linux's parent-death signal follows the
+// thread that forked, and Go ends a thread when a goroutine locked to it
+// exits: started from any thread, a plugin could be killed in the middle of
+// its work because some other code ended that thread. One thread per
+// plugin process, asleep, is the cost.
+func (p *proc) startPinned() error {
+	if !pinThread {
+		return p.cmd.Start()
+	}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := p.cmd.Start()
+		started <- err
+		if err == nil {
+			<-p.reaped
+		}
+	}()
+	return <-started
+}
+
+// wait reaps the process, once, and frees its starting thread.
+func (p *proc) wait() error {
+	err := p.cmd.Wait()
+	close(p.reaped)
+	return err
 }
 
 // acquire returns an idle process, or starts one if fewer than MaxProcs
@@ -267,9 +301,9 @@ func (c *Client) died(p *proc, err error) error {
 func (p *proc) end(wait bool) error {
 	p.in.Close()
 	if wait {
-		return p.cmd.Wait()
+		return p.wait()
 	}
-	go p.cmd.Wait()
+	go p.wait()
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,11 @@ import (
 
 	"github.com/ocikp/ocikp/envelope"
 )
+
+// The main goroutine keeps the main thread, which Go never ends: so a
+// goroutine that locks its thread and returns really ends that thread
+// (TestClientProcessOutlivesTheCallersThread).
+func init() { runtime.LockOSThread() }
 
 // The test binary is also a plugin: with OCIKP_TEST_PLUGIN set it serves
 // probe on stdin/stdout, so the client is tested against real processes.
@@ -305,5 +311,28 @@ func TestClientFiltersEnvironment(t *testing.T) {
 		if !strings.Contains(env, good) {
 			t.Errorf("the plugin did not get %q", good)
 		}
+	}
+}
+
+// A process started from a goroutine whose thread then ends (a goroutine
+// locked to its thread that returns ends the thread) keeps running: on
+// Linux the parent-death signal follows the thread that forked, so the
+// client starts processes from a thread of its own.
+func TestClientProcessOutlivesTheCallersThread(t *testing.T) {
+	c := probeClient(t)
+	first := make(chan string, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		resp, err := c.Call(context.Background(), &Request{Op: OpUnwrap, Stanza: &Stanza{Type: "pid"}})
+		if err != nil {
+			first <- err.Error()
+			return
+		}
+		first <- string(resp.FileKey)
+	}()
+	pid := <-first
+	time.Sleep(200 * time.Millisecond) // for the thread to end, and a signal to land
+	if again := call(t, c, "pid", "", ""); again != pid {
+		t.Fatalf("the process (%s) did not survive its caller's thread; a new one (%s) answered", pid, again)
 	}
 }

@@ -1,12 +1,15 @@
 package plugin
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
@@ -38,19 +41,8 @@ func TestServe(t *testing.T) {
 		`{"v":2,"op":"wrap"}`,
 		`not json`,
 		`{"v":1,"op":"open-legacy","blob":"AA=="}`,
-	}, "\n") + "\n"
-	var out bytes.Buffer
-	if err := Serve(strings.NewReader(in), &out, echo{}); err != nil {
-		t.Fatal(err)
-	}
-	var got []Response
-	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-		var r Response
-		if err := json.Unmarshal([]byte(l), &r); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, r)
-	}
+	}, "\n")
+	got := converse(t, echo{}, strings.Split(in, "\n"))
 	if len(got) != 7 {
 		t.Fatalf("%d replies", len(got))
 	}
@@ -70,6 +62,35 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// converse sends each request as ocikp does, after the reply to the one
+// before, and returns the replies; then it ends Serve's input.
+func converse(t *testing.T, h Handler, requests []string) []Response {
+	t.Helper()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- Serve(inR, outW, h); outW.Close() }()
+	replies := bufio.NewReader(outR)
+	var got []Response
+	for _, req := range requests {
+		io.WriteString(inW, req+"\n")
+		l, err := replies.ReadBytes('\n')
+		if err != nil {
+			t.Fatalf("no reply to %s: %v", req, err)
+		}
+		var r Response
+		if err := json.Unmarshal(l, &r); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r)
+	}
+	inW.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func FuzzServe(f *testing.F) {
 	f.Add([]byte(`{"v":1,"op":"wrap","recipient":"echo://k","file_key":"AQID"}` + "\n"))
 	f.Add([]byte(`{"v":1,"op":"unwrap","stanza":null}` + "\n"))
@@ -86,4 +107,39 @@ func FuzzServe(f *testing.F) {
 			}
 		}
 	})
+}
+
+// hang never answers an unwrap until released.
+type hang struct {
+	echo
+	started chan struct{}
+	release chan struct{}
+}
+
+func (h hang) Unwrap(*envelope.Stanza) ([]byte, error) {
+	close(h.started)
+	<-h.release
+	return nil, errors.New("released")
+}
+
+// When its input ends in the middle of a request (ocikp, which holds the
+// other end, is gone), Serve returns at once rather than when the
+// request's KMS call gives up: nobody is left to read the reply.
+func TestServeEndsWithItsInput(t *testing.T) {
+	h := hang{started: make(chan struct{}), release: make(chan struct{})}
+	defer close(h.release)
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- Serve(pr, io.Discard, h) }()
+	io.WriteString(pw, `{"v":1,"op":"unwrap","stanza":{"type":"echo","key":"AQID"}}`+"\n")
+	<-h.started
+	pw.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still waits on its request 5 s after its input ended")
+	}
 }

@@ -28,18 +28,48 @@ type Handler interface {
 
 // Serve answers requests from in on out until in ends. It is the whole
 // main loop of a plugin written in Go.
+//
+// in is read while a request is being handled, so that Serve returns as
+// soon as in ends, even in the middle of a request: ocikp closes the
+// plugin's stdin only between requests, so an end of input during one means
+// ocikp is gone (killed, say) and nobody will read the reply. A plugin
+// whose Serve returned should exit without waiting for that request (its
+// KMS call may not end for a long time); Main does.
 func Serve(in io.Reader, out io.Writer, h Handler) error {
-	r := bufio.NewReaderSize(in, 64<<10)
+	lines := make(chan input)
+	quit := make(chan struct{})
+	defer close(quit)
+	go read(bufio.NewReaderSize(in, 64<<10), lines, quit)
 	w := bufio.NewWriter(out)
+	var next *input // a request that came before the reply to the last
 	for {
-		line, err := readLine(r)
-		if err == io.EOF {
+		m := next
+		next = nil
+		if m == nil {
+			v := <-lines
+			m = &v
+		}
+		if m.err == io.EOF {
 			return nil
 		}
-		if err != nil {
-			return err
+		if m.err != nil {
+			return m.err
 		}
-		resp := handle(line, h)
+		done := make(chan *Response, 1)
+		go func(line []byte) { done <- handle(line, h) }(m.line)
+		var resp *Response
+		select {
+		case resp = <-done:
+		case v := <-lines:
+			if v.err != nil {
+				// Input ended (or failed) mid-request: the request is abandoned.
+				next = &v
+				continue
+			}
+			// Requests are answered in order, one at a time.
+			next = &v
+			resp = <-done
+		}
 		b, err := json.Marshal(resp)
 		if err != nil {
 			return err
@@ -47,6 +77,28 @@ func Serve(in io.Reader, out io.Writer, h Handler) error {
 		w.Write(append(b, '\n'))
 		if err := w.Flush(); err != nil {
 			return err
+		}
+	}
+}
+
+// input is one line read, or the error that ended the input.
+type input struct {
+	line []byte
+	err  error
+}
+
+// read sends the lines of r, then the error that ended them, to lines,
+// until quit is closed.
+func read(r *bufio.Reader, lines chan<- input, quit <-chan struct{}) {
+	for {
+		line, err := readLine(r)
+		select {
+		case lines <- input{line, err}:
+		case <-quit:
+			return
+		}
+		if err != nil {
+			return
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -601,4 +602,84 @@ func TestServeReloadsKMSSettings(t *testing.T) {
 	if n := r.pluginStarts(); n != 1 {
 		t.Fatalf("%d plugin starts after the kill, want 1", n)
 	}
+}
+
+// A plugin ends with the exec provider that started it: ocikp keyprovider
+// killed (SIGTERM, SIGKILL) while its plugin waits on a KMS that never
+// answers leaves no plugin running until its own KMS timeout.
+func TestPluginEndsWithProvider(t *testing.T) {
+	r := newRig(t)
+	ann := r.wrap(`{"symkey":"orphan"}`, keyURL)
+	req, _ := json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{
+		"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": ann}})
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			l, accepted := hangingKMS(t)
+			cmd := exec.Command(r.ocikp, "keyprovider", "--name", "ocikp")
+			cmd.Env = append(append(os.Environ(), r.env...), "OCIKP_GCPKMS_ENDPOINT="+l.Addr().String(), "OCIKP_KMS_TIMEOUT=60s")
+			cmd.Stdin = bytes.NewReader(req)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			select {
+			case <-accepted: // the plugin is in its KMS call
+			case <-time.After(20 * time.Second):
+				t.Fatal("the plugin never called the KMS")
+			}
+			kids := children(cmd.Process.Pid)
+			if len(kids) != 1 {
+				t.Fatalf("%d child processes of ocikp, want its plugin", len(kids))
+			}
+			plugin := kids[0]
+			t.Cleanup(func() { syscall.Kill(plugin, syscall.SIGKILL) })
+			cmd.Process.Signal(sig)
+			cmd.Wait()
+			start := time.Now()
+			for alive(plugin) {
+				if time.Since(start) > 5*time.Second {
+					t.Fatalf("the plugin (pid %d) still runs 5 s after ocikp ended by %v", plugin, sig)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Logf("plugin gone %v after ocikp ended by %v", time.Since(start).Round(time.Millisecond), sig)
+		})
+	}
+}
+
+// hangingKMS is a Cloud KMS endpoint that accepts connections and never
+// answers; accepted receives each connection.
+func hangingKMS(t *testing.T) (net.Listener, chan net.Conn) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 64)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		for len(accepted) > 0 {
+			(<-accepted).Close()
+		}
+	})
+	return l, accepted
+}
+
+// alive reports whether a process exists and has not exited (a zombie
+// waiting for a reaper has ended).
+func alive(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
