@@ -120,6 +120,13 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 	}
 	// --keep targets ride with --add: they confirm, and add nothing.
 	addT = append(addT, keepT...)
+	if *allTags {
+		// Each tag alone may lack R; none holding it stops the run
+		// before anything is written.
+		if err := c.heldSomewhere(ctx, names, append(slices.Clone(removeT), keepT...), *jobs); err != nil {
+			return err
+		}
+	}
 	opts := imagekeys.RewrapOptions{Provider: c.providerName, Add: addT, Remove: removeT, DryRun: *dryRun, Rotate: *rotate, Known: p}
 	if *rotate {
 		tmp, err := os.MkdirTemp("", "ocikp-rotate-")
@@ -170,18 +177,63 @@ func (c *cmd) rewrap(ctx context.Context, args []string) error {
 	if err := c.finish(results, failed); err != nil {
 		return err
 	}
-	// --all-tags: a tag may lack a recipient that others hold, but one that
-	// no tag holds is the wrong one.
+	// --all-tags: checked before the run too; this catches tags that moved
+	// between the two reads.
 	for _, t := range append(slices.Clone(removeT), keepT...) {
 		if notHeld[t] == len(names) {
-			flag := "--remove"
-			if t.Keep {
-				flag = "--keep"
-			}
-			return fmt.Errorf("%s %s: no tag of the repositories %w", flag, t.Display(), imagekeys.ErrNotHeld)
+			return fmt.Errorf("%s %s: no tag of the repositories %w", targetFlag(t), t.Display(), imagekeys.ErrNotHeld)
 		}
 	}
 	return nil
+}
+
+// heldSomewhere reads the manifests of every image named and fails, naming
+// the target, when one of targets is held by none of them. Images that
+// cannot be read are left for the run to report.
+func (c *cmd) heldSomewhere(ctx context.Context, names []string, targets []*imagekeys.Target, jobs int) error {
+	if len(targets) == 0 {
+		return nil
+	}
+	held := make([]bool, len(targets))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, jobs)
+	for _, n := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			img, _, _, err := c.open(ctx, n)
+			if err != nil {
+				return
+			}
+			unheld := imagekeys.Unheld(img, c.providerName, targets)
+			mu.Lock()
+			defer mu.Unlock()
+			for i, t := range targets {
+				held[i] = held[i] || !slices.Contains(unheld, t)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, t := range targets {
+		if !held[i] {
+			return notHeldAnywhere(t)
+		}
+	}
+	return nil
+}
+
+func notHeldAnywhere(t *imagekeys.Target) error {
+	return fmt.Errorf("%s %s: no tag of the repositories %w; nothing was written", targetFlag(t), t.Display(), imagekeys.ErrNotHeld)
+}
+
+// targetFlag is the flag that named a --remove or --keep target.
+func targetFlag(t *imagekeys.Target) string {
+	if t.Keep {
+		return "--keep"
+	}
+	return "--remove"
 }
 
 // droppedKMS lists the KMS stanzas a rotation of res dropped, once each.
@@ -213,11 +265,7 @@ func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opene
 	// not hold was most likely mistyped or mistaken.
 	unheld := imagekeys.Unheld(img, opts.Provider, append(slices.Clone(opts.Remove), keep...))
 	if len(unheld) > 0 && !allTags {
-		flag := "--remove"
-		if unheld[0].Keep {
-			flag = "--keep"
-		}
-		return fail(hint.Wrap(imagekeys.NotHeldError(flag, img.Name, unheld[0]), "see who holds each layer: ocikp inspect --keys "+img.Name))
+		return fail(hint.Wrap(imagekeys.NotHeldError(targetFlag(unheld[0]), img.Name, unheld[0]), "see who holds each layer: ocikp inspect --keys "+img.Name))
 	}
 	if opts.Rotate {
 		bs, ok := st.(imagekeys.BlobStore)
