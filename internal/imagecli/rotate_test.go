@@ -359,7 +359,16 @@ func TestRotateDropsPlantedKMS(t *testing.T) {
 	if !kmsOpens(t, dir, attackerKey) {
 		t.Fatal("the planted stanza does not open the old layer key")
 	}
-	out, stderr, code := runMain("rewrap", "--keystore", ks, "--remove", bob.String(), "--rotate-layer-keys", "oci:"+dir+":img")
+	// The dry run shows the same plan and writes nothing.
+	index0, _ := os.ReadFile(filepath.Join(dir, "index.json"))
+	out, stderr, code := runMain("rewrap", "--keystore", ks, "--dry-run", "--remove", bob.String(), "--rotate-layer-keys", "oci:"+dir+":img")
+	if code != 0 || !strings.Contains(out, "planned") || !strings.Contains(stderr, "dropped  awskms-rsa "+attacker) || !strings.Contains(stderr, "ocikp: warning: ") {
+		t.Fatalf("dry run: %d\n%s%s", code, out, stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "index.json")); !bytes.Equal(b, index0) {
+		t.Fatal("the dry run wrote index.json")
+	}
+	out, stderr, code = runMain("rewrap", "--keystore", ks, "--remove", bob.String(), "--rotate-layer-keys", "oci:"+dir+":img")
 	if code != 0 {
 		t.Fatalf("rotate: %d\n%s%s", code, out, stderr)
 	}
