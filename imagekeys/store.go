@@ -125,13 +125,15 @@ func (o RegistryOptions) remote(ctx context.Context) []remote.Option {
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithUserAgent(o.UserAgent),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4}),
 		remote.WithRetryStatusCodes(429, 500, 502, 503, 504)}
+	tr := remote.DefaultTransport
 	if o.Insecure {
 		// skopeo's --tls-verify=false: plain HTTP (name.Insecure) and
 		// certificates not verified.
-		tr := remote.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
-		opts = append(opts, remote.WithTransport(tr))
+		t := remote.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		tr = t
 	}
+	opts = append(opts, remote.WithTransport(limitReplies(tr)))
 	switch {
 	case o.Auth != nil:
 		opts = append(opts, remote.WithAuth(o.Auth))
