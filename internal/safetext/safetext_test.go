@@ -84,3 +84,23 @@ func TestJSON(t *testing.T) {
 		t.Error("plain JSON copied")
 	}
 }
+
+// For any string, JSON of its encoding carries no unsafe character raw
+// and decodes to what the encoding decodes to.
+func FuzzJSON(f *testing.F) {
+	f.Add("\x1b[31m\u202e\xff\u009b\x7f\u2028")
+	f.Fuzz(func(t *testing.T, s string) {
+		enc, _ := json.Marshal(s)
+		out := JSON(enc)
+		for _, r := range string(out) {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+				t.Fatalf("JSON(%s) = %s keeps %U", enc, out, r)
+			}
+		}
+		var want, got string
+		json.Unmarshal(enc, &want)
+		if err := json.Unmarshal(out, &got); err != nil || got != want {
+			t.Fatalf("JSON(%s) = %s decodes to %q, want %q (%v)", enc, out, got, want, err)
+		}
+	})
+}
