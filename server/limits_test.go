@@ -203,3 +203,37 @@ func TestPendingBudgetSmallerThanARequest(t *testing.T) {
 		t.Fatalf("a budget smaller than one request: %v", err)
 	}
 }
+
+// A client that stops answering (gone, or its network) is found by the
+// service's pings: its connection is closed, and a stream it left open
+// gives its share of the budget back long before the request deadline.
+func TestKeepaliveReapsADeadClient(t *testing.T) {
+	defer func(d, o time.Duration) { keepaliveTime, keepaliveTimeout = d, o }(keepaliveTime, keepaliveTimeout)
+	keepaliveTime, keepaliveTimeout = 300*time.Millisecond, 300*time.Millisecond
+	f := newFixture(t)
+	addr, s, _ := f.start(Config{Listen: "127.0.0.1:0", RequestTimeout: time.Minute, IdleTimeout: time.Minute})
+	h := dialH2(t, addr)
+	h.open()
+	start := time.Now()
+	pings := 0
+	for {
+		fr, err := h.fr.ReadFrame() // pings are never answered
+		if err != nil {
+			break
+		}
+		if p, ok := fr.(*http2.PingFrame); ok && !p.IsAck() {
+			pings++
+		}
+	}
+	took := time.Since(start)
+	if pings == 0 || took > 5*time.Second {
+		t.Fatalf("connection closed after %v and %d pings", took, pings)
+	}
+	for s.pending.used.Load() != 0 && time.Since(start) < 5*time.Second {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if used := s.pending.used.Load(); used != 0 {
+		t.Fatalf("%d bytes still reserved after the dead client's connection was closed", used)
+	}
+	t.Logf("a client that stopped answering: closed after %v (%d ping(s))", took.Round(10*time.Millisecond), pings)
+}

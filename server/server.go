@@ -186,8 +186,9 @@ func New(cfg Config) (*Server, error) {
 }
 
 // A connection silent for keepaliveTime is pinged, and closed (its streams
-// with it) if the ping is not answered within keepaliveTimeout.
-const (
+// with it) if the ping is not answered within keepaliveTimeout. Variables
+// only so that a test can shorten them.
+var (
 	keepaliveTime    = 30 * time.Second
 	keepaliveTimeout = 10 * time.Second
 )
