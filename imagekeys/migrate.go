@@ -62,6 +62,7 @@ func MigrateLayer(ctx context.Context, l *Descriptor, provider string, op Foreig
 	var from *Wrapping
 	var fromFormat string
 	var failures []string
+	var errs []error
 	for _, w := range ws {
 		for i, b := range w.blobs {
 			if b == nil {
@@ -74,6 +75,7 @@ func MigrateLayer(ctx context.Context, l *Descriptor, provider string, op Foreig
 			}
 			if !errors.Is(err, ErrCannotOpen) {
 				failures = append(failures, fmt.Sprintf("%s: %v", shortAnnotation(w.Annotation), err))
+				errs = append(errs, err)
 			}
 		}
 		if secret != nil {
@@ -92,7 +94,7 @@ func MigrateLayer(ctx context.Context, l *Descriptor, provider string, op Foreig
 		if len(failures) > 0 {
 			msg += ": " + strings.Join(failures, "; ")
 		}
-		return nil, errors.New(msg)
+		return nil, &openError{msg, errs}
 	}
 	blob, err := envelope.Seal(secret, recipients...)
 	if err != nil {
@@ -125,6 +127,16 @@ func MigrateLayer(ctx context.Context, l *Descriptor, provider string, op Foreig
 	}
 	return plan, nil
 }
+
+// openError is a layer no given key opened: its message names every
+// wrapped key tried, and it wraps why each failed.
+type openError struct {
+	msg  string
+	errs []error
+}
+
+func (e *openError) Error() string   { return e.msg }
+func (e *openError) Unwrap() []error { return e.errs }
 
 // rank orders the schemes migrate takes a secret from.
 func rank(w *Wrapping) int {

@@ -120,6 +120,9 @@ func TestMigratePGPBombBounded(t *testing.T) {
 	}
 	checkError(t, stderr, code, "decompresses to more than")
 	t.Logf("stderr: %s", stderr)
+	if !strings.Contains(stderr, "ocikp: hint: no tool writes a wrapped key that large") {
+		t.Errorf("no hint that the image is hostile: %s", stderr)
+	}
 	if out != "" {
 		t.Fatalf("stdout: %s", out)
 	}

@@ -202,8 +202,11 @@ func readKeyFile(path string) ([]byte, error) {
 }
 
 func explainMigrate(image string, err error) error {
-	if errors.Is(err, imagekeys.ErrNotEncrypted) {
+	switch {
+	case errors.Is(err, imagekeys.ErrNotEncrypted):
 		return hint.Wrap(fmt.Errorf("%s: %w", image, err), "nothing to migrate")
+	case errors.Is(err, errTooLarge):
+		return hint.Wrap(fmt.Errorf("%s: %w", image, err), "no tool writes a wrapped key that large: the image is damaged or made to exhaust memory; nothing was written")
 	}
 	return hint.Wrap(fmt.Errorf("%s: %w", image, err),
 		"seed providers' layers open with the keystore (ocikp import the seed's key) or KMS; JWE and PKCS#7 layers need --key FILE (and --cert FILE for PKCS#7), PGP layers --gpg-key FILE")
