@@ -109,7 +109,15 @@ func (e *EntryError) Error() string {
 	return w + ": " + e.Err.Error()
 }
 
-func (e *EntryError) Unwrap() error { return e.Err }
+// Unwrap gives the cause and, when the entry's content is at fault (a
+// bound, a forgery) rather than the way to it, ErrManifest: no retry or
+// other credentials will help.
+func (e *EntryError) Unwrap() []error {
+	if errors.Is(e.Err, ErrGraph) || errors.Is(e.Err, ErrDigest) {
+		return []error{e.Err, ErrManifest}
+	}
+	return []error{e.Err}
+}
 
 // ErrGraph marks an index graph beyond the bounds or holding an entry
 // ocikp cannot handle.

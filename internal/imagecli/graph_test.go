@@ -385,4 +385,7 @@ func TestRegistryForgedManifest(t *testing.T) {
 	pushManifest(t, srv.URL, "1", top)
 	_, stderr, code := runMain("inspect", "--tls-verify=false", "docker://"+strings.TrimPrefix(srv.URL, "http://")+"/app:1")
 	checkError(t, stderr, code, "does not match its digest")
+	if strings.Contains(stderr, "hint: check the name") {
+		t.Fatalf("a forgery is not a network problem: %s", stderr)
+	}
 }
