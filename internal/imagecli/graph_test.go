@@ -389,3 +389,67 @@ func TestRegistryForgedManifest(t *testing.T) {
 		t.Fatalf("a forgery is not a network problem: %s", stderr)
 	}
 }
+
+// --rotate-layer-keys reaches a layer under a nested index: the new blob
+// and envelope are written, and every index up to the tag points at them.
+func TestRotateNested(t *testing.T) {
+	ks := filepath.Join(t.TempDir(), "keys")
+	st := &soft.Store{Dir: ks}
+	alice, bob := newKey(t, st, "alice"), newKey(t, st, "bob")
+	dir, plain := encryptedLayout(t, func(opts []byte) map[string]string {
+		blob, err := envelope.Seal(opts, alice, bob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]string{"org.opencontainers.image.enc.keys.provider.ocikp": base64.StdEncoding.EncodeToString(blob)}
+	})
+	var idx struct {
+		Manifests []struct {
+			Digest string
+			Size   int
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "index.json"))
+	json.Unmarshal(b, &idx)
+	m := idx.Manifests[0]
+	put := layoutWriter(t, dir)
+	nested := indexOf(fmt.Sprintf(`{"mediaType":%q,"digest":%q,"size":%d}`, mtManifest, m.Digest, m.Size))
+	top := indexOf(entryOf(mtIndex, nested, put(nested), ""))
+	writeIndexJSON(t, dir, mtIndex, top, put(top))
+
+	out, stderr, code := runMain("rewrap", "--keystore", ks, "--remove", alice.String(), "--rotate-layer-keys", "oci:"+dir+":img")
+	if code != 0 {
+		t.Fatalf("rotate: %d\n%s%s", code, out, stderr)
+	}
+	b, _ = os.ReadFile(filepath.Join(dir, "index.json"))
+	json.Unmarshal(b, &idx)
+	fetch := layoutFetch(t, dir)
+	var walk func(raw []byte) (string, map[string]string)
+	walk = func(raw []byte) (string, map[string]string) {
+		var doc struct {
+			Manifests []struct{ Digest string }
+			Layers    []struct {
+				Digest      string
+				Annotations map[string]string
+			}
+		}
+		json.Unmarshal(raw, &doc)
+		if len(doc.Layers) > 0 {
+			return doc.Layers[0].Digest, doc.Layers[0].Annotations
+		}
+		return walk(fetch(doc.Manifests[0].Digest))
+	}
+	digest, ann := walk(fetch(idx.Manifests[0].Digest))
+	if opens(t, []map[string]string{ann}, privateKey(t, st, "alice")) != 0 {
+		t.Fatal("alice opens the rotated nested layer")
+	}
+	blob, _ := base64.StdEncoding.DecodeString(ann["org.opencontainers.image.enc.keys.provider.ocikp"])
+	env, _ := envelope.Parse(blob)
+	opts, err := env.Open(p256Identity(privateKey(t, st, "bob")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := decryptBlob(t, dir, digest, opts, ann); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("bob's view of the rotated nested layer: %v", err)
+	}
+}
