@@ -453,3 +453,21 @@ func TestRotateNested(t *testing.T) {
 		t.Fatalf("bob's view of the rotated nested layer: %v", err)
 	}
 }
+
+// The text output names the nested index a manifest is reached through
+// and lists what was passed over (the JSON is the golden file's).
+func TestInspectTextNested(t *testing.T) {
+	out, stderr, code := runMain("inspect", "oci:"+filepath.Join("testdata", "layout")+":nested")
+	if code != 0 {
+		t.Fatalf("inspect: %d %s", code, stderr)
+	}
+	for _, want := range []string{
+		"  platform linux/amd64  sha256:0685eb09f8226df3a62fa3d46d415ba702cb3260b4bd786f8818be538962ff9f  via index sha256:defb5bd17691\n",
+		"    layer 1  sha256:c806cd9c716c  application/vnd.oci.image.layer.v1.tar+gzip+encrypted  encrypted, classical\n",
+		"  passed over sha256:ffc9a9e2551af430388d9b191f0f07684a7d4dccd5fe64e48e763ecf96efdf8b  application/vnd.oci.image.manifest.v1+json  attestation manifest\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect lacks %q:\n%s", want, out)
+		}
+	}
+}
