@@ -269,6 +269,18 @@ func TestSHA512Blobs(t *testing.T) {
 	}
 }
 
+// A digest of another algorithm is refused unread, saying why.
+func TestOtherDigestAlgorithm(t *testing.T) {
+	m := []byte(imageManifest(d1, true, ""))
+	dir, _ := writeLayout(t, "sha384", m, m)
+	b, _ := os.ReadFile(filepath.Join(dir, "index.json"))
+	os.WriteFile(filepath.Join(dir, "index.json"), bytes.Replace(b, []byte(`"sha256:`), []byte(`"sha384:`), 1), 0o644)
+	_, err := Load(context.Background(), "x", &Layout{Dir: dir, RefName: "img"})
+	if !errors.Is(err, ErrManifest) || !strings.Contains(err.Error(), "only sha256 and sha512") {
+		t.Fatalf("sha384: %v", err)
+	}
+}
+
 // A layer blob read for --rotate-layer-keys is checked by its digest: the
 // reader fails at the end, never reports a forgery as a whole blob.
 func TestLayoutOpenBlobVerified(t *testing.T) {

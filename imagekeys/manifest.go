@@ -112,6 +112,9 @@ func parseDescriptor(raw json.RawMessage) (*Descriptor, error) {
 	}
 	d := &Descriptor{raw: o, MediaType: o.str("mediaType"), Digest: o.str("digest")}
 	if !validDigest(d.Digest) {
+		if alg, _, ok := strings.Cut(d.Digest, ":"); ok && alg != "sha256" && alg != "sha512" {
+			return nil, manifestErr("descriptor with digest %.80q: only sha256 and sha512 digests are verified, so no other is read", d.Digest)
+		}
 		return nil, manifestErr("descriptor with digest %.80q", d.Digest)
 	}
 	if s, ok := o["size"]; ok {
