@@ -17,7 +17,7 @@ import (
 // through them), bounded by MaxIndexDepth and MaxGraphEntries; an entry
 // that cannot be read refuses the image, so a manifest holding encrypted
 // layers is never skipped. Only artifacts a runtime never pulls are
-// passed over, by the rule of passOver, and listed in PassedOver.
+// passed over, by the rule of artifact, and listed in PassedOver.
 type Image struct {
 	Name      string
 	Raw       []byte
@@ -183,7 +183,7 @@ func (ld *loader) index(ctx context.Context, x *Index, depth int, via []string, 
 				return fail(fmt.Errorf("%w: more than %d layers", ErrGraph, MaxImageLayers))
 			}
 			if why := artifact(d, raw); why != "" && !hasEncrypted(m) {
-				ld.img.PassedOver = append(ld.img.PassedOver, &PassedOver{Digest: d.Digest, MediaType: mt, Platform: p, Via: via, Reason: why})
+				ld.passOver(d, mt, p, via, why)
 				ld.img.skipped = append(ld.img.skipped, m)
 				continue
 			}
@@ -196,10 +196,17 @@ func (ld *loader) index(ctx context.Context, x *Index, depth int, via []string, 
 			if encryptionMarks(raw) {
 				return fail(fmt.Errorf("%w: an artifact that names encrypted content ocikp cannot rewrap", ErrGraph))
 			}
-			ld.img.PassedOver = append(ld.img.PassedOver, &PassedOver{Digest: d.Digest, MediaType: mt, Platform: p, Via: via, Reason: why})
+			ld.passOver(d, mt, p, via, why)
 		}
 	}
 	return nil
+}
+
+func (ld *loader) passOver(d *Descriptor, mt, platform string, via []string, why string) {
+	if len(mt) > 255 { // RFC 6838 allows 127 characters per part
+		mt = mt[:255] + "…"
+	}
+	ld.img.PassedOver = append(ld.img.PassedOver, &PassedOver{Digest: d.Digest, MediaType: mt, Platform: platform, Via: via, Reason: why})
 }
 
 // Attestation manifests (BuildKit's, in the index beside the image they
