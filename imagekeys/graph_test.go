@@ -266,6 +266,17 @@ func TestSHA512Blobs(t *testing.T) {
 				t.Errorf("%s %s: %v", alg, name, err)
 			}
 		}
+		// Written back as sha256, even where the layout had no such blob.
+		l := &Layout{Dir: dir, RefName: "img"}
+		img, _ := Load(ctx, "x", l)
+		img.Manifests[0].M.Layers[0].Annotations[ProviderPrefix+"ocikp"] = "changed"
+		if _, err := Write(ctx, img, l, l); err != nil {
+			t.Fatalf("%s: writing back: %v", alg, err)
+		}
+		if img, err := Load(ctx, "x", l); err != nil || !strings.HasPrefix(img.Digest, "sha256:") ||
+			img.Manifests[0].M.Layers[0].Annotations[ProviderPrefix+"ocikp"] != "changed" {
+			t.Fatalf("%s: read back: %v", alg, err)
+		}
 	}
 }
 

@@ -325,6 +325,10 @@ func (l *Layout) Fetch(_ context.Context, digest string) ([]byte, string, error)
 func (l *Layout) Put(_ context.Context, raw []byte, _ string) (string, error) {
 	d := digestOf(raw)
 	p, _ := l.blobPath(d)
+	// A layout of sha512 blobs only has no blobs/sha256 yet.
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", err
+	}
 	return d, safefile.Replace(p, raw, 0o644)
 }
 
