@@ -407,11 +407,17 @@ type budgeted struct {
 	id    envelope.Identity
 	match func(*envelope.Stanza) bool
 	b     *budget
+	ctx   context.Context // ends a key file's wait to open (soft.MaxDerivations)
 }
 
 func (c *budgeted) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	if !c.match(s) || !c.b.take() {
 		return nil, envelope.ErrIncorrectIdentity
+	}
+	if id, ok := c.id.(interface {
+		UnwrapContext(context.Context, *envelope.Stanza) ([]byte, error)
+	}); ok {
+		return id.UnwrapContext(c.ctx, s)
 	}
 	return c.id.Unwrap(s)
 }
@@ -450,7 +456,7 @@ func (p *Provider) openFileKey(ctx context.Context, env *envelope.Envelope, sel 
 	keyBudget := &budget{left: MaxKeyAttempts, what: fmt.Sprintf("%d private-key attempts", MaxKeyAttempts)}
 	ids := make([]envelope.Identity, len(sel.keys))
 	for i, k := range sel.keys {
-		ids[i] = &budgeted{id: k, match: k.Matches, b: keyBudget}
+		ids[i] = &budgeted{id: k, match: k.Matches, b: keyBudget, ctx: ctx}
 	}
 	p.debug("unwrap", "stanzas", len(env.Recipients), "keys", len(sel.keys))
 	fk, s, err := env.UnwrapStanza(ids...)

@@ -2,6 +2,7 @@ package soft
 
 import (
 	"bytes"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdh"
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/scrypt"
@@ -85,15 +87,16 @@ const formatV1 = "ocikp-key-v1"
 // Protected reports whether the private key is sealed under a passphrase.
 func (k *KeyFile) Protected() bool { return k.sealed != nil }
 
-// secret returns the private bytes, opening them with passphrase if sealed.
-func (k *KeyFile) secret(passphrase []byte) ([]byte, error) {
+// secret returns the private bytes, opening them with passphrase if
+// sealed; waiting for a derivation slot ends with ctx.
+func (k *KeyFile) secret(ctx context.Context, passphrase []byte) ([]byte, error) {
 	if k.sealed == nil {
 		return k.private, nil
 	}
 	if len(passphrase) == 0 {
 		return nil, ErrPassphraseNeeded
 	}
-	return k.sealed.Open(passphrase, k.Recipient)
+	return k.sealed.OpenContext(ctx, passphrase, k.Recipient)
 }
 
 // PrivateKey returns a P-256 key's private key, opening it with passphrase
@@ -102,10 +105,14 @@ func (k *KeyFile) PrivateKey(passphrase []byte) (*ecdh.PrivateKey, error) {
 	if k.Type != TypeP256 {
 		return nil, fmt.Errorf("key %q is a %s key, not a P-256 key", k.Name, k.Type)
 	}
-	scalar, err := k.secret(passphrase)
+	scalar, err := k.secret(context.Background(), passphrase)
 	if err != nil {
 		return nil, err
 	}
+	return k.p256From(scalar)
+}
+
+func (k *KeyFile) p256From(scalar []byte) (*ecdh.PrivateKey, error) {
 	priv, err := ecdh.P256().NewPrivateKey(scalar)
 	if err != nil {
 		return nil, errors.New("key file holds an invalid P-256 private key")
@@ -123,10 +130,14 @@ func (k *KeyFile) HybridKey(passphrase []byte) (pq.Private, error) {
 	if kind == nil {
 		return pq.Private{}, fmt.Errorf("key %q is a %s key, not a post-quantum one", k.Name, k.Type)
 	}
-	seed, err := k.secret(passphrase)
+	seed, err := k.secret(context.Background(), passphrase)
 	if err != nil {
 		return pq.Private{}, err
 	}
+	return k.hybridFrom(kind, seed)
+}
+
+func (k *KeyFile) hybridFrom(kind *pq.Kind, seed []byte) (pq.Private, error) {
 	priv, err := kind.PrivateKey(seed)
 	if err != nil {
 		return pq.Private{}, errors.New("key file holds an invalid " + k.Type + " private key")
@@ -175,38 +186,101 @@ func KeyError(name string, err error) error {
 }
 
 // Identity returns the key as a decryption key; the private key is read,
-// asking passphrase for a sealed one, only when a stanza matches.
+// asking passphrase for a sealed one, only when a stanza matches. Through
+// UnwrapContext, waiting to open a sealed key ends with the caller's
+// context.
 func (k *KeyFile) Identity(passphrase func(keyName string) ([]byte, error)) backend.Key {
-	pass := func() ([]byte, error) {
-		if !k.Protected() || passphrase == nil {
-			return nil, nil
-		}
-		return passphrase(k.Name)
-	}
+	o := &opener{k: k, passphrase: passphrase}
 	if kind := pq.KindOf(k.Type); kind != nil {
-		return kind.NewIdentity(k.Name, k.Public, func() (pq.Private, error) {
-			p, err := pass()
+		return &pqIdentity{kind.NewIdentity(k.Name, k.Public, func() (pq.Private, error) {
+			seed, err := o.open(context.Background())
 			if err != nil {
 				return pq.Private{}, err
 			}
-			priv, err := k.HybridKey(p)
+			priv, err := k.hybridFrom(kind, seed)
 			if err != nil {
 				return pq.Private{}, KeyError(k.Name, err)
 			}
 			return priv, nil
-		})
+		}), o}
 	}
-	return p256.NewIdentity(k.Name, k.Public, func() (ecdh.KeyExchanger, error) {
-		p, err := pass()
+	return &p256Identity{p256.NewIdentity(k.Name, k.Public, func() (ecdh.KeyExchanger, error) {
+		scalar, err := o.open(context.Background())
 		if err != nil {
 			return nil, err
 		}
-		priv, err := k.PrivateKey(p)
+		priv, err := k.p256From(scalar)
 		if err != nil {
 			return nil, KeyError(k.Name, err)
 		}
 		return priv, nil
-	})
+	}), o}
+}
+
+// opener opens a key file's private bytes for its identity, once: the
+// identity keeps the key it builds from them, so a sealed key is derived
+// once per identity, not per stanza.
+type opener struct {
+	k          *KeyFile
+	passphrase func(keyName string) ([]byte, error)
+	mu         sync.Mutex
+	secret     []byte
+}
+
+func (o *opener) open(ctx context.Context) ([]byte, error) {
+	if !o.k.Protected() {
+		return o.k.private, nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.secret != nil {
+		return o.secret, nil
+	}
+	var pass []byte
+	if o.passphrase != nil {
+		var err error
+		if pass, err = o.passphrase(o.k.Name); err != nil {
+			return nil, err
+		}
+	}
+	secret, err := o.k.secret(ctx, pass)
+	if err != nil {
+		return nil, KeyError(o.k.Name, err)
+	}
+	o.secret = secret
+	return secret, nil
+}
+
+// unwrapContext opens a sealed key within ctx before unwrap needs it.
+func (o *opener) unwrapContext(ctx context.Context, matches bool, unwrap func() ([]byte, error)) ([]byte, error) {
+	if matches && o.k.Protected() {
+		if _, err := o.open(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return unwrap()
+}
+
+// p256Identity and pqIdentity are the identities of key files, with
+// UnwrapContext.
+type p256Identity struct {
+	*p256.Identity
+	o *opener
+}
+
+type pqIdentity struct {
+	*pq.Identity
+	o *opener
+}
+
+// UnwrapContext is Unwrap whose wait to open a sealed key ends with ctx.
+func (id *p256Identity) UnwrapContext(ctx context.Context, s *envelope.Stanza) ([]byte, error) {
+	return id.o.unwrapContext(ctx, id.Matches(s), func() ([]byte, error) { return id.Unwrap(s) })
+}
+
+// UnwrapContext is Unwrap whose wait to open a sealed key ends with ctx.
+func (id *pqIdentity) UnwrapContext(ctx context.Context, s *envelope.Stanza) ([]byte, error) {
+	return id.o.unwrapContext(ctx, id.Matches(s), func() ([]byte, error) { return id.Unwrap(s) })
 }
 
 // NewKeyFile builds a key file for a P-256 key, sealed when passphrase is
@@ -367,7 +441,7 @@ func seal(scalar, passphrase []byte, recipient string, logN int) (*Sealed, error
 	salt := make([]byte, 16)
 	rand.Read(salt)
 	s := &Sealed{KDF: "scrypt", LogN: logN, R: 8, P: 1, Salt: base64.StdEncoding.EncodeToString(salt)}
-	g, err := s.aead(passphrase)
+	g, err := s.aead(context.Background(), passphrase)
 	if err != nil {
 		return nil, err
 	}
@@ -408,12 +482,18 @@ func (s *Sealed) check(size int) error {
 	return nil
 }
 
-func (s *Sealed) aead(passphrase []byte) (cipher.AEAD, error) {
+// aead derives the sealing key, in one of the process's MaxDerivations
+// slots; waiting for one ends with ctx.
+func (s *Sealed) aead(ctx context.Context, passphrase []byte) (cipher.AEAD, error) {
 	salt, err := base64.StdEncoding.Strict().DecodeString(s.Salt)
 	if err != nil {
 		return nil, err
 	}
+	if err := derivations.acquire(ctx); err != nil {
+		return nil, err
+	}
 	key, err := scrypt.Key(passphrase, salt, 1<<s.LogN, s.R, s.P, 32)
+	derivations.release()
 	if err != nil {
 		return nil, err
 	}
@@ -426,7 +506,13 @@ func (s *Sealed) aead(passphrase []byte) (cipher.AEAD, error) {
 
 // Open returns the sealed secret; ErrBadPassphrase if passphrase is wrong.
 func (s *Sealed) Open(passphrase []byte, recipient string) ([]byte, error) {
-	g, err := s.aead(passphrase)
+	return s.OpenContext(context.Background(), passphrase, recipient)
+}
+
+// OpenContext is Open whose wait for a derivation slot (MaxDerivations)
+// ends with ctx.
+func (s *Sealed) OpenContext(ctx context.Context, passphrase []byte, recipient string) ([]byte, error) {
+	g, err := s.aead(ctx, passphrase)
 	if err != nil {
 		return nil, err
 	}
