@@ -50,22 +50,22 @@ func indexOf(entries ...string) []byte {
 	return []byte(`{"schemaVersion":2,"mediaType":"` + mtIndex + `","manifests":[` + strings.Join(entries, ",") + `]}`)
 }
 
-// nestedImage is an index listing one manifest and a nested index that
-// lists another, each layer encrypted for recipients; it returns the top
-// index, stored by put.
-func nestedImage(t *testing.T, put func([]byte) string, recipients ...envelope.Recipient) []byte {
-	a := encManifest(t, put, "layer a", recipients...)
-	b := encManifest(t, put, "layer b", recipients...)
-	nested := indexOf(entryOf(mtManifest, b, put(b), `,"platform":{"os":"linux","architecture":"arm64"}`))
-	return indexOf(entryOf(mtManifest, a, put(a), `,"platform":{"os":"linux","architecture":"amd64"}`), entryOf(mtIndex, nested, put(nested), ""))
+// nestedImage is an index listing one manifest, its layer encrypted for
+// top, and a nested index that lists another, its layer encrypted for
+// nested; it returns the top index, stored by put.
+func nestedImage(t *testing.T, put func([]byte) string, top, nested []envelope.Recipient) []byte {
+	a := encManifest(t, put, "layer a", top...)
+	b := encManifest(t, put, "layer b", nested...)
+	x := indexOf(entryOf(mtManifest, b, put(b), `,"platform":{"os":"linux","architecture":"arm64"}`))
+	return indexOf(entryOf(mtManifest, a, put(a), `,"platform":{"os":"linux","architecture":"amd64"}`), entryOf(mtIndex, x, put(x), ""))
 }
 
 // nestedLayout writes nestedImage into a new layout as "img".
-func nestedLayout(t *testing.T, recipients ...envelope.Recipient) string {
+func nestedLayout(t *testing.T, top, nested []envelope.Recipient) string {
 	dir := t.TempDir()
 	put := layoutWriter(t, dir)
-	top := nestedImage(t, put, recipients...)
-	writeIndexJSON(t, dir, mtIndex, top, put(top))
+	x := nestedImage(t, put, top, nested)
+	writeIndexJSON(t, dir, mtIndex, x, put(x))
 	return dir
 }
 
@@ -160,13 +160,13 @@ func inspectPlatforms(t *testing.T, args ...string) [][]string {
 }
 
 // A layer reached through a nested index is part of the image: inspect
-// shows it, and rewrap --remove leaves no layer the tag reaches that the
-// removed key opens.
+// shows it, and rewrap --remove of a key whose only stanza sits under the
+// nested index leaves no layer the tag reaches that the removed key opens.
 func TestNestedIndexLayout(t *testing.T) {
 	ks := filepath.Join(t.TempDir(), "keys")
 	st := &soft.Store{Dir: ks}
 	alice, bob := newKey(t, st, "alice"), newKey(t, st, "bob")
-	dir := nestedLayout(t, alice, bob)
+	dir := nestedLayout(t, []envelope.Recipient{alice}, []envelope.Recipient{alice, bob})
 	img := "oci:" + dir + ":img"
 
 	if ps := inspectPlatforms(t, img); len(ps) != 2 {
@@ -205,7 +205,7 @@ func TestNestedIndexRegistry(t *testing.T) {
 		docs[d] = b
 		return d
 	}
-	top := nestedImage(t, put, alice, bob)
+	top := nestedImage(t, put, []envelope.Recipient{alice}, []envelope.Recipient{alice, bob})
 	for _, d := range order { // children were stored first
 		pushManifest(t, srv.URL, d, docs[d])
 	}
