@@ -121,6 +121,7 @@ func RotateLayer(ctx context.Context, l *Descriptor, provider string, op Opener,
 	if err != nil {
 		return nil, fmt.Errorf("reading the layer: %w", err)
 	}
+	src = SizedBlob(src, l)
 	defer src.Close()
 	plain, _, err := hDec.Decrypt(src, blockcipher.LayerBlockCipherOptions{Private: priv, Public: pub})
 	if err != nil {

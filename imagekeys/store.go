@@ -113,6 +113,42 @@ func (v *verifiedReader) Read(p []byte) (int, error) {
 
 func (v *verifiedReader) Close() error { return v.r.Close() }
 
+// sizedReader fails a blob that is not the size its descriptor says: one
+// byte too many is an error then and there (no reading on to the end of a
+// larger blob), one too few at the end.
+type sizedReader struct {
+	r      io.ReadCloser
+	size   int64
+	digest string
+	n      int64
+}
+
+// SizedBlob checks r, a blob's content, against the descriptor's size
+// (when it has one; the digest is checked by the store).
+func SizedBlob(r io.ReadCloser, d *Descriptor) io.ReadCloser {
+	if !d.hasSize {
+		return r
+	}
+	return &sizedReader{r: r, size: d.Size, digest: d.Digest}
+}
+
+func (s *sizedReader) Read(p []byte) (int, error) {
+	if left := s.size + 1 - s.n; int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	switch {
+	case s.n > s.size:
+		return n, fmt.Errorf("%w: %s is larger than its descriptor's %d bytes", ErrDigest, s.digest, s.size)
+	case err == io.EOF && s.n < s.size:
+		return n, fmt.Errorf("%w: %s is %d bytes, its descriptor says %d", ErrDigest, s.digest, s.n, s.size)
+	}
+	return n, err
+}
+
+func (s *sizedReader) Close() error { return s.r.Close() }
+
 // RegistryOptions are the registry client's settings.
 type RegistryOptions struct {
 	Keychain  authn.Keychain // credentials; nil for the default chain

@@ -471,3 +471,32 @@ func TestInspectTextNested(t *testing.T) {
 		}
 	}
 }
+
+// A layer whose descriptor gives another size than its blob's is refused
+// by --rotate-layer-keys, and nothing is written.
+func TestRotateWrongSize(t *testing.T) {
+	ks := filepath.Join(t.TempDir(), "keys")
+	st := &soft.Store{Dir: ks}
+	alice, bob := newKey(t, st, "alice"), newKey(t, st, "bob")
+	for _, delta := range []int{-1, 1} {
+		dir, _ := encryptedLayout(t, func(opts []byte) map[string]string {
+			blob, err := envelope.Seal(opts, alice, bob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]string{"org.opencontainers.image.enc.keys.provider.ocikp": base64.StdEncoding.EncodeToString(blob)}
+		})
+		var m map[string]any
+		json.Unmarshal([]byte(readManifest(t, dir)), &m)
+		l := m["layers"].([]any)[0].(map[string]any)
+		l["size"] = l["size"].(float64) + float64(delta)
+		raw, _ := json.Marshal(m)
+		writeIndexJSON(t, dir, mtManifest, raw, layoutWriter(t, dir)(raw))
+		index0, _ := os.ReadFile(filepath.Join(dir, "index.json"))
+		_, stderr, code := runMain("rewrap", "--keystore", ks, "--remove", alice.String(), "--rotate-layer-keys", "oci:"+dir+":img")
+		checkError(t, stderr, code, "its descriptor")
+		if b, _ := os.ReadFile(filepath.Join(dir, "index.json")); !bytes.Equal(b, index0) {
+			t.Fatalf("size %+d: a refused rotation was written", delta)
+		}
+	}
+}
