@@ -163,7 +163,7 @@ func New(cfg Config) (*Server, error) {
 		// Every stream reserves its share of the pending budget and gets
 		// its deadline before its message is read (budget.go).
 		grpc.InTapHandle(s.admit),
-		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrent)),
+		grpc.MaxConcurrentStreams(uint32(min(cfg.MaxConcurrent, 1000))),
 		grpc.MaxHeaderListSize(maxHeaderList),
 		// A client that connects and says nothing is dropped; one that
 		// stays connected without calls is closed when idle; one that
