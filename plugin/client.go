@@ -62,8 +62,7 @@ type proc struct {
 	out    *bufio.Reader
 	stderr *tailBuffer
 	gen    int
-	reused bool          // it has answered before
-	reaped chan struct{} // closed once cmd.Wait has returned
+	reused bool // it has answered before
 }
 
 // EnvDir names the environment variable of a directory searched for
@@ -106,42 +105,45 @@ func (c *Client) start(gen int) (*proc, error) {
 		return nil, err
 	}
 	endWithParent(cmd)
-	p.reaped = make(chan struct{})
-	if err := p.startPinned(); err != nil {
+	if err := startPinned(cmd); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", c.Name, err)
 	}
 	p.out = bufio.NewReaderSize(out, 64<<10)
 	return p, nil
 }
 
-// startPinned starts the process from a goroutine locked to its thread
-// until the process is reaped. Linux's parent-death signal follows the
-// thread that forked, and Go ends a thread when a goroutine locked to it
-// exits: started from any thread, a plugin could be killed in the middle of
-// its work because some other code ended that thread. One thread per
-// plugin process, asleep, is the cost.
-func (p *proc) startPinned() error {
-	if !pinThread {
-		return p.cmd.Start()
-	}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		err := p.cmd.Start()
-		started <- err
-		if err == nil {
-			<-p.reaped
-		}
-	}()
-	return <-started
+// spawner is a goroutine locked to its thread for the life of the process,
+// which starts every plugin process: Linux's parent-death signal follows
+// the thread that forked, and Go ends a thread when a goroutine locked to
+// it returns, so a plugin started from any thread could be killed in the
+// middle of its work because some other code ended that thread. One
+// thread, started with the first plugin.
+var spawner struct {
+	once sync.Once
+	reqs chan spawn
 }
 
-// wait reaps the process, once, and frees its starting thread.
-func (p *proc) wait() error {
-	err := p.cmd.Wait()
-	close(p.reaped)
-	return err
+type spawn struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startPinned(cmd *exec.Cmd) error {
+	if !pinThread {
+		return cmd.Start()
+	}
+	spawner.once.Do(func() {
+		spawner.reqs = make(chan spawn)
+		go func() {
+			runtime.LockOSThread() // never unlocked; the goroutine never returns
+			for s := range spawner.reqs {
+				s.done <- s.cmd.Start()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawner.reqs <- spawn{cmd, done}
+	return <-done
 }
 
 // acquire returns an idle process, or starts one if fewer than MaxProcs
@@ -301,9 +303,9 @@ func (c *Client) died(p *proc, err error) error {
 func (p *proc) end(wait bool) error {
 	p.in.Close()
 	if wait {
-		return p.wait()
+		return p.cmd.Wait()
 	}
-	go p.wait()
+	go p.cmd.Wait()
 	return nil
 }
 
