@@ -17,6 +17,37 @@ var ErrNotHeld = errors.New("holds a stanza for it")
 // reaches a stanza of a removed recipient or is not what was written.
 var ErrNotVerified = errors.New("the write did not verify")
 
+// ErrLegacyHeld marks a layer holding a wrapped key in a seed provider's
+// format (Apple keychain, GCP kmscrypt) under a provider annotation: ocikp
+// opens it with a keystore key or a KMS key, and it names no recipient a
+// removal could match, so a removed recipient may still open the layer.
+var ErrLegacyHeld = errors.New("which names no recipient a removal can check")
+
+// LegacyHeld returns an error naming the first encrypted layer of img
+// that holds a seed provider's wrapped key under any provider name, or
+// nil. Removal can be verified only where every such key is gone.
+func LegacyHeld(img *Image) error {
+	for _, pm := range img.Manifests {
+		for i, l := range pm.M.Layers {
+			if !Encrypted(l.MediaType) {
+				continue
+			}
+			for _, w := range Wrappings(l.Annotations) {
+				if w.Scheme != "provider" {
+					continue
+				}
+				for _, b := range w.Blobs {
+					if b.Format == FormatAppleSeed || b.Format == FormatGCPSeed {
+						return &LayerError{Platform: pm.Platform, Index: i, Digest: l.Digest,
+							Err: fmt.Errorf("%s holds a wrapped key of the %s, %w", shortAnnotation(w.Annotation), b.Format, ErrLegacyHeld)}
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // Unheld returns the targets that match no stanza of the ocikp envelope
 // under provider in any layer of img.
 func Unheld(img *Image, provider string, targets []*Target) []*Target {
@@ -81,6 +112,11 @@ func VerifyRemoved(ctx context.Context, name string, st Store, digest string, re
 	moved := ""
 	if img.Digest != digest {
 		moved = fmt.Sprintf("points at %s, not at %s just written", img.Digest, digest)
+	}
+	if len(removed) > 0 {
+		if err := LegacyHeld(img); err != nil {
+			return nil, fmt.Errorf("%w: %s, read back: %w", ErrNotVerified, name, err)
+		}
 	}
 	var found string
 	eachStanza(img, func(_, platform string, index int, dg string, s *envelope.Stanza) {
