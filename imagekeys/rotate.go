@@ -44,6 +44,12 @@ type StanzaRecipients interface {
 // scheme's wrapped key is dropped: it opens the old blob only. With dryRun
 // nothing is read or written beyond the file key.
 func RotateLayer(ctx context.Context, l *Descriptor, provider string, op Opener, known StanzaRecipients, bs BlobStore, add, remove []*Target, tmpDir string, dryRun bool) (*LayerPlan, error) {
+	// The descriptor's size is the only bound on the blob read below (the
+	// digest is checked at its end): without one, an endless blob would be
+	// decrypted into a temporary file without end.
+	if !l.hasSize {
+		return nil, manifestErr("the layer's descriptor has no size, so its blob cannot be read within a bound")
+	}
 	ol, err := openLayerKey(ctx, l, provider, op)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ocikp/ocikp/envelope"
@@ -83,5 +84,40 @@ func TestRewrapRemoveLegacySeed(t *testing.T) {
 	checkError(t, stderr, code, "ocikp holds a wrapped key of the apple-keychain-provider (seed format), which names no recipient a removal can check; nothing was written")
 	if b, _ := os.ReadFile(filepath.Join(dir, "index.json")); !bytes.Equal(b, index0) {
 		t.Fatalf("index.json was written:\n%s%s", out, stderr)
+	}
+}
+
+// A layer descriptor without a size (the OCI spec requires one) gave
+// --rotate-layer-keys no bound on the blob it reads: a registry's endless
+// body, or a layout blob linked to /dev/zero, was decrypted and written to
+// a temporary file without end. It is refused before anything is read,
+// and nothing is written.
+func TestRotateUnsizedLayer(t *testing.T) {
+	ks := filepath.Join(t.TempDir(), "keys")
+	st := &soft.Store{Dir: ks}
+	alice, bob := newKey(t, st, "alice"), newKey(t, st, "bob")
+	dir, _ := encryptedLayout(t, func(opts []byte) map[string]string {
+		blob, err := envelope.Seal(opts, alice, bob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]string{"org.opencontainers.image.enc.keys.provider.ocikp": base64.StdEncoding.EncodeToString(blob)}
+	})
+	var m map[string]any
+	json.Unmarshal([]byte(readManifest(t, dir)), &m)
+	delete(m["layers"].([]any)[0].(map[string]any), "size")
+	raw, _ := json.Marshal(m)
+	writeIndexJSON(t, dir, mtManifest, raw, layoutWriter(t, dir)(raw))
+	index0, _ := os.ReadFile(filepath.Join(dir, "index.json"))
+	for _, extra := range [][]string{nil, {"--dry-run"}} {
+		args := append([]string{"rewrap", "--keystore", ks, "--remove", alice.String(), "--rotate-layer-keys"}, extra...)
+		out, stderr, code := runMain(append(args, "oci:"+dir+":img")...)
+		if code != 1 || !strings.Contains(stderr, "no size") {
+			t.Fatalf("%v: exit %d\n%s%s", extra, code, out, stderr)
+		}
+		checkError(t, stderr, code, "no size")
+		if b, _ := os.ReadFile(filepath.Join(dir, "index.json")); !bytes.Equal(b, index0) {
+			t.Fatalf("%v: index.json was written", extra)
+		}
 	}
 }
