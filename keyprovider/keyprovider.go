@@ -20,6 +20,7 @@ import (
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safetext"
+	"github.com/ocikp/ocikp/internal/suggest"
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/kmspub"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -64,6 +65,11 @@ type Provider struct {
 	// AllowClassical lets a wrap mix post-quantum and classical-only
 	// recipients (the provider's --allow-classical).
 	AllowClassical bool
+	// AllowClassicalHint is how the user accepts a mix on purpose, named
+	// in the refusal's hint: the flag of the command they ran ("ocikp
+	// rewrap --allow-classical"). Empty: the exec provider's (through
+	// ocikp config), or for a Remote provider the service's own flag.
+	AllowClassicalHint string
 	// KMS are the provider's KMS plugin processes (nil: created with
 	// default settings when first needed). Close ends them.
 	KMS *kms.Plugins
@@ -243,10 +249,18 @@ func (p *Provider) checkMix(strength map[backend.Strength][]string) error {
 	}
 	slices.Sort(pq)
 	slices.Sort(classical)
+	how := p.AllowClassicalHint
+	switch {
+	case how != "":
+	case p.Remote:
+		how = "the service's operator runs ocikp serve --allow-classical"
+	default:
+		how = "--allow-classical in ocikp's args in OCICRYPT_KEYPROVIDER_CONFIG (ocikp config --allow-classical)"
+	}
 	return hint.Wrap(fmt.Errorf("the encryption keys %w (post-quantum: %s; classical-only: %s): the layer would be only as strong as the classical ones",
 		ErrMixedStrength, strings.Join(pq, ", "), strings.Join(classical, ", ")),
 		"give every recipient a post-quantum key (ocikp keygen --type mlkem768x25519 NAME) or a symmetric KMS key",
-		"or accept classical strength on purpose: --allow-classical in ocikp's args in OCICRYPT_KEYPROVIDER_CONFIG (ocikp config --allow-classical)")
+		"or accept classical strength on purpose: "+how)
 }
 
 // CheckMix applies the mixing rule to the recipients of a layer (rewrap).
@@ -316,8 +330,7 @@ func (p *Provider) recipientFor(ctx context.Context, v string) (envelope.Recipie
 			return r, nil
 		}
 		// Worded as unwrap words it: a name, not a malformed recipient.
-		return nil, hint.Wrap(fmt.Errorf("no key of that name in %s", p.keystoreName()),
-			"name a key from 'ocikp list', or pass a recipient (ocikp recipient KEYNAME prints one)")
+		return nil, p.noKeyNamed(v, "name a key from 'ocikp list', or pass a recipient (ocikp recipient KEYNAME prints one)")
 	}
 	return nil, hint.Wrap(errors.New("not an ocikp recipient or key name"),
 		"recipients look like ocikp1mlkem768x255191… or ocikp1p2561… (see: ocikp recipient KEYNAME); schemes: "+strings.Join(backend.Schemes(), ", "))
@@ -762,7 +775,7 @@ func (p *Provider) namedKey(v string) (backend.Key, error) {
 			if !errors.Is(rerr, keychain.ErrNotFound) {
 				return nil, p.redact(rerr)
 			}
-			return nil, hint.Wrap(fmt.Errorf("no key of that name in %s", p.keystoreName()), keyParamHint)
+			return nil, p.noKeyNamed(v, keyParamHint)
 		}
 		if err != nil {
 			return nil, p.redact(err)
@@ -777,6 +790,29 @@ func (p *Provider) namedKey(v string) (backend.Key, error) {
 			"key files must be ocikp key files (any type) or PEM P-256 private keys, mode 0600")
 	}
 	return k.Identity(p.Passphrase), nil
+}
+
+// noKeyNamed says that the keystore has no key name: for a local caller
+// with the name (the user's own words) and the closest name it holds; a
+// remote client learns no key names, so is neither told nor shown any.
+func (p *Provider) noKeyNamed(name, advice string) error {
+	if p.Remote {
+		return hint.Wrap(fmt.Errorf("no key of that name in %s", p.keystoreName()), advice)
+	}
+	var names []string
+	if entries, err := p.Store.List(); err == nil {
+		for _, e := range entries {
+			names = append(names, e.Name)
+		}
+	}
+	for _, e := range p.Refs().List() {
+		names = append(names, e.Name)
+	}
+	err := fmt.Errorf("no key %.70q in %s", name, p.keystoreName())
+	if h := suggest.Hint(name, names); h != "" {
+		return hint.Wrap(err, h, advice)
+	}
+	return hint.Wrap(err, advice)
 }
 
 const keyParamHint = "name a key from 'ocikp list' or a key file path, or pass the bare provider:NAME to try every key"

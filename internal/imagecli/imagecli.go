@@ -151,8 +151,8 @@ func (c *cmd) provider() (*keyprovider.Provider, func(), error) {
 	// CacheKeys: one process opens many layers; the keystore is listed
 	// once (again only if it changes), not once per layer.
 	p := &keyprovider.Provider{Name: c.providerName, Store: &soft.Store{Dir: dir}, CacheKeys: true, KMS: plugins,
-		AllowClassical: c.allowClassical,
-		Warn:           func(msg string) { fmt.Fprintf(c.stderr, "ocikp: warning: %s\n", oneLine(msg)) }}
+		AllowClassical: c.allowClassical, AllowClassicalHint: "ocikp " + c.name + " --allow-classical",
+		Warn: func(msg string) { fmt.Fprintf(c.stderr, "ocikp: warning: %s\n", oneLine(msg)) }}
 	return p, func() { p.Close(true) }, nil
 }
 
