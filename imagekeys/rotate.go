@@ -249,7 +249,7 @@ func (l *Layout) OpenBlob(_ context.Context, digest string) (io.ReadCloser, erro
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	f, err := openRegular(p)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -279,7 +280,7 @@ func (l *Layout) readIndex() (*Index, error) {
 }
 
 func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return nil, err
 	}
@@ -292,6 +293,25 @@ func readBounded(path string) ([]byte, error) {
 		return nil, manifestErr("%s is larger than %d bytes", path, MaxManifestSize)
 	}
 	return b, nil
+}
+
+// openRegular opens a file of a layout, which is the image's: without
+// blocking (a FIFO would hang open(2) forever, a terminal wait for input),
+// and only if it is a regular file, as fstat on the open file says.
+func openRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = manifestErr("%s is not a regular file", filepath.Base(path))
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // entry finds the index entry of the ref name.
