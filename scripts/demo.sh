@@ -8,12 +8,21 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
+start=$SECONDS
+# The first build downloads about a hundred Go modules; go prints a line
+# for each. The step lines say what is happening instead.
+nodl() { "$@" 2> >(grep -v '^go: downloading ' >&2); }
+step() { printf '  %s ... ' "$1"; local t=$SECONDS; shift; nodl "$@"; echo "done ($((SECONDS - t)) s)"; }
 
-say "building ocikp"
+say "building (the first run downloads Go modules and builds skopeo once: about 4 minutes; later runs: seconds)"
 mkdir -p bin
-go build -o bin/ocikp ./cmd/ocikp
-go build -o bin/mkimage ./internal/cmd/mkimage
-TOOLS_BIN=$(scripts/install-tools.sh skopeo)
+step "ocikp (go build ./cmd/ocikp)" go build -o bin/ocikp ./cmd/ocikp
+step "mkimage, a small image maker (go build ./internal/cmd/mkimage)" go build -o bin/mkimage ./internal/cmd/mkimage
+printf '  skopeo v1.16.1 with key provider support, and Debian'"'"'s docker-registry (scripts/install-tools.sh skopeo; cached in %s) ...\n' \
+  "${OCIKP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/ocikp/tools}"
+t=$SECONDS
+TOOLS_BIN=$(nodl scripts/install-tools.sh skopeo)
+echo "  done ($((SECONDS - t)) s)"
 export PATH="$PWD/bin:$TOOLS_BIN:$PATH"
 
 work=$(mktemp -d)
@@ -80,4 +89,4 @@ fi
 # skopeo escapes the provider's stderr inside its own message; unescape for reading.
 sed 's/\\n/\n/g' "$work/err"
 
-say "done: registry stopped, temporary files removed"
+say "done in $((SECONDS - start)) s: registry stopped, temporary files removed"
