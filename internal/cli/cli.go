@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/suggest"
 	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keys/keychain"
 )
@@ -28,13 +29,15 @@ const generalUsage = `ocikp — an OCIcrypt key provider
 
 Usage:
   ocikp keyprovider [--name NAME]      answer one ocicrypt request (stdin → stdout)
-  ocikp keygen NAME                    create a key; prints its recipient
+  ocikp keygen [--type TYPE] [--passphrase] NAME
+                                       create a key (p256, or post-quantum mlkem768x25519
+                                       or mlkem768p256); prints its recipient
   ocikp keygen --backend keychain [--secure-enclave] [--require-presence] [--tag TAG] NAME
                                        create a macOS Keychain / Secure Enclave key
   ocikp import NAME [--file PEM]       import a P-256 private key (PKCS#8 or SEC1 PEM)
   ocikp import --backend keychain --tag TAG NAME
                                        record an existing Keychain key (e.g. the Apple provider's)
-  ocikp list [--json]                  list keys
+  ocikp list [--long | --json]         list keys (--long: whole recipients)
   ocikp recipient NAME                 print a key's recipient string
   ocikp delete NAME                    delete a key
   ocikp config [--name NAME]           print an OCICRYPT_KEYPROVIDER_CONFIG file
@@ -49,7 +52,8 @@ Usage:
   ocikp health [--grpc ADDR] …         ask a service whether it serves (exit 0) (ocikp health -h)
   ocikp doctor [--json] [provider:NAME[:VALUE] …]
                                        check the setup the callers see; says what to fix
-  ocikp version
+  ocikp version                        print the version (also ocikp -v, ocikp --version)
+  ocikp help [COMMAND]                 print this, or a command's help
   ocikp completion bash|zsh|fish       print a shell completion script
 
 Global flags (before or after the command):
@@ -106,7 +110,9 @@ func mainEnv(e *env, args []string) int {
 	printError(stderr, err)
 	var ue *usageError
 	if errors.As(err, &ue) {
-		if e.cmd != "" {
+		if len(hint.Of(err)) >= 2 {
+			// printError showed two hints already: the most a failure gets.
+		} else if e.cmd != "" {
 			fmt.Fprintf(stderr, "ocikp: hint: run 'ocikp %s --help' for usage\n", e.cmd)
 		} else {
 			fmt.Fprintln(stderr, "ocikp: hint: run 'ocikp help' for usage")
@@ -178,7 +184,7 @@ func run(e *env, args []string) error {
 		case "h", "help":
 			fmt.Fprint(e.stdout, generalUsage)
 			return nil
-		case "version":
+		case "v", "version":
 			return cmdVersion(e, nil)
 		default:
 			return usagef("unknown flag %.40q before the command", args[0])
@@ -195,17 +201,8 @@ func run(e *env, args []string) error {
 		return cmdComplete(e, args[1:])
 	}
 	if args[0] == "help" {
-		// "ocikp help CMD" is "ocikp CMD --help", whichever binary runs CMD.
-		if len(args) > 1 {
-			for _, c := range commands {
-				if c.name == args[1] {
-					return c.run(e, []string{"--help"})
-				}
-			}
-			return usagef("unknown command %.40q", args[1])
-		}
-		fmt.Fprint(e.stdout, generalUsage)
-		return nil
+		e.cmd = "help"
+		return cmdHelp(e, args[1:])
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
@@ -213,7 +210,50 @@ func run(e *env, args []string) error {
 			return c.run(e, args[1:])
 		}
 	}
-	return usagef("unknown command %.40q", args[0])
+	return unknownCommand(args[0])
+}
+
+const helpSummary = "Print ocikp's commands, or one command's help: \"ocikp help CMD\" is \"ocikp CMD --help\"."
+
+// cmdHelp is "ocikp help [CMD]"; "ocikp help --man" writes the manual
+// page (docs/man/ocikp.1) from the same help texts.
+func cmdHelp(e *env, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(e.stdout, generalUsage)
+		return nil
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage.Print(e.stdout, "ocikp help [COMMAND]", helpSummary, nil)
+		return nil
+	case "--man":
+		return e.manPage()
+	}
+	if len(args) > 1 {
+		return usagef("usage: ocikp help [COMMAND]")
+	}
+	// "ocikp help CMD" is "ocikp CMD --help", whichever binary runs CMD.
+	for _, c := range commands {
+		if c.name == args[0] {
+			e.cmd = c.name
+			return c.run(e, []string{"--help"})
+		}
+	}
+	return unknownCommand(args[0])
+}
+
+// unknownCommand is a usage error naming the command typed and, when one is
+// close, the command meant.
+func unknownCommand(name string) error {
+	err := usagef("unknown command %.40q", name)
+	names := []string{"help"}
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	if h := suggest.Hint(name, names); h != "" {
+		return hint.Wrap(err, h)
+	}
+	return err
 }
 
 // flags returns a flag set for a command, with the global flags added.

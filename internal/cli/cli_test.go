@@ -18,6 +18,7 @@ func runMain(t *testing.T, stdin string, args ...string) (int, string, string) {
 
 func TestExitCodes(t *testing.T) {
 	t.Setenv("OCIKP_KEYSTORE", t.TempDir())
+	runMain(t, "", "keygen", "alice")
 	for _, c := range []struct {
 		args []string
 		want int
@@ -32,7 +33,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"recipient", "nobody"}, 1},
 		{[]string{"recipient", "../x"}, 2},
 		{[]string{"keygen", "bad name"}, 2},
-		{[]string{"delete", "nobody"}, 2}, // not a terminal: needs --force
+		{[]string{"delete", "nobody"}, 1}, // no such key: said before asking for --force
+		{[]string{"delete", "alice"}, 2},  // not a terminal: needs --force
 		{[]string{"kms", "--help"}, 0},
 		{[]string{"help", "list"}, 0},
 		{[]string{"keyprovider"}, 1}, // empty stdin
@@ -121,6 +123,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// Without --name these entries are not recognised as ours, and the
 	// unwrap rightly succeeds with every key.
 	nameOnly := map[string]bool{"wrong key name": true, "wrong key path": true}
+	keyName := map[string]bool{"wrong key name": true, "recipient is marker": true}
 	for name, in := range failing {
 		for _, args := range [][]string{{"keyprovider", "--name", "ocikp"}, {"keyprovider"}} {
 			if nameOnly[name] && len(args) == 1 {
@@ -129,6 +132,12 @@ func TestSecretsNeverLeak(t *testing.T) {
 			code, stdout, stderr := runMain(t, in, args...)
 			if code == 0 {
 				t.Errorf("%s %v: succeeded", name, args)
+			}
+			if keyName[name] && len(args) > 1 {
+				// A key name the keystore lacks is repeated to the local
+				// user who gave it (issue 21), and only as that name; the
+				// service never repeats one (keyprovider's tests).
+				stderr = strings.ReplaceAll(stderr, `no key "`+marker+`" in keystore`, "")
 			}
 			for _, s := range secrets {
 				if strings.Contains(stdout, s) || strings.Contains(stderr, s) {

@@ -15,11 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
-	"strconv"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safefile"
@@ -308,81 +304,6 @@ func cmdImport(e *env, args []string) error {
 	return e.storeKey(pos[0], priv, *prompt, *passFile, "imported")
 }
 
-type listed struct {
-	Name      string `json:"name"`
-	Type      string `json:"type"`
-	Recipient string `json:"recipient,omitempty"`
-	Protected bool   `json:"protected"`
-	Created   string `json:"created,omitempty"`
-	Error     string `json:"error,omitempty"`
-}
-
-func cmdList(e *env, args []string) error {
-	fs := e.flags("list")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := e.parse(fs, args, 0, 0, "[--json]"); err != nil {
-		return err
-	}
-	st, err := e.existingStore()
-	if err != nil {
-		return err
-	}
-	entries, err := st.List()
-	if err != nil {
-		return err
-	}
-	out := []listed{}
-	for _, en := range entries {
-		l := listed{Name: en.Name, Type: "?"}
-		if en.Err != nil {
-			l.Error = oneLine(en.Err.Error())
-		} else {
-			l.Type = en.Key.Type
-			l.Recipient, l.Protected = en.Key.RecipientString(), en.Key.Protected()
-			if !en.Key.Created.IsZero() {
-				l.Created = en.Key.Created.Format(time.RFC3339)
-			}
-		}
-		out = append(out, l)
-	}
-	for _, en := range keychain.RefsIn(st.Dir).List() {
-		l := listed{Name: en.Name, Type: "p256 (keychain)"}
-		if en.Err != nil {
-			l.Error = oneLine(en.Err.Error())
-		} else {
-			l.Type = en.Ref.KeyType() + " (" + en.Ref.Kind() + ", tag " + strconv.Quote(en.Ref.Tag) + ")"
-			l.Recipient, l.Protected, l.Created = en.Ref.RecipientString(), en.Ref.RequirePresence || en.Ref.Protected(), en.Ref.Created.Format(time.RFC3339)
-		}
-		out = append(out, l)
-	}
-	for _, k := range (&keyprovider.Provider{Store: st}).KMSCache().List() {
-		out = append(out, listed{Name: k.URL, Type: k.StanzaType + " (cached public key)", Recipient: k.URL, Created: k.Fetched.Format(time.RFC3339)})
-	}
-	if *asJSON {
-		b, _ := json.MarshalIndent(out, "", "  ")
-		fmt.Fprintf(e.stdout, "%s\n", b)
-		return nil
-	}
-	if len(out) == 0 {
-		fmt.Fprintf(e.stderr, "ocikp: no keys in %s (create one with: ocikp keygen NAME)\n", st.Dir)
-		return nil
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tTYPE\tPROTECTED\tCREATED\tRECIPIENT")
-	for _, l := range out {
-		if l.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\tunusable: %s\n", l.Name, l.Type, l.Error)
-			continue
-		}
-		prot := "no"
-		if l.Protected {
-			prot = "yes"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Name, l.Type, prot, l.Created, l.Recipient)
-	}
-	return tw.Flush()
-}
-
 // nameAndStore parses the single NAME argument of a command and opens the store.
 func (e *env) nameAndStore(fs *flag.FlagSet, args []string) (string, *soft.Store, error) {
 	pos, err := e.parse(fs, args, 1, 1, "NAME")
@@ -486,7 +407,7 @@ func cmdRecipient(e *env, args []string) error {
 		}
 	}
 	if err != nil {
-		return err
+		return lookupErr(st, name, err)
 	}
 	fmt.Fprintln(e.stdout, k.RecipientString())
 	return nil
@@ -499,6 +420,12 @@ func cmdDelete(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if _, err := st.Get(name); err != nil {
+		// Before asking: a typo should not be confirmed first.
+		if err := lookupErr(st, name, err); errors.Is(err, soft.ErrNotFound) {
+			return err
+		}
+	}
 	if !*force {
 		if err := e.confirmDelete(name); err != nil {
 			return err
@@ -508,7 +435,7 @@ func cmdDelete(e *env, args []string) error {
 		return e.keychainDelete(refs, name)
 	}
 	if err := st.Delete(name); err != nil {
-		return err
+		return lookupErr(st, name, err)
 	}
 	fmt.Fprintf(e.stderr, "ocikp: deleted key %q from %s; layers encrypted only to it can no longer be decrypted\n", name, st.Dir)
 	return nil
@@ -673,31 +600,6 @@ func validProviderName(s string) bool {
 		}
 	}
 	return true
-}
-
-func cmdVersion(e *env, args []string) error {
-	if _, err := e.parse(e.flags("version"), args, 0, 0, ""); err != nil {
-		return err
-	}
-	fmt.Fprintln(e.stdout, versionString())
-	return nil
-}
-
-// versionString is what "ocikp version" prints: the module version, and
-// for a development build the VCS revision it was built from.
-func versionString() string {
-	v := "(devel)"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && v == "(devel)" && len(s.Value) >= 12 {
-				v += " " + s.Value[:12]
-			}
-		}
-	}
-	return "ocikp " + v
 }
 
 // promptPassphrase reads a line from the terminal without echo.

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/ocikp/ocikp/internal/usage"
-	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/plugin"
 )
@@ -138,7 +137,7 @@ func (e *env) positional(words []string) []string {
 	switch words[0] {
 	case "help":
 		if len(words) == 1 {
-			var names []string
+			names := []string{"help"}
 			for _, c := range commands {
 				names = append(names, c.name)
 			}
@@ -166,24 +165,29 @@ func (e *env) keyNames() []string {
 	if err != nil {
 		return nil
 	}
-	st := &soft.Store{Dir: dir}
-	var names []string
-	if entries, err := st.List(); err == nil {
-		for _, en := range entries {
-			names = append(names, en.Name)
-		}
-	}
-	for _, en := range keychain.RefsIn(dir).List() {
-		if en.Err == nil {
-			names = append(names, en.Name)
-		}
-	}
-	return names
+	return storeNames(&soft.Store{Dir: dir})
 }
 
 // commandFlags reads a command's flags from its own help, so that they
-// are never listed twice; serve and health ask ocikp-serve.
+// are never listed twice.
 func (e *env) commandFlags(name string) []string {
+	help, err := e.helpOf(name)
+	if err != nil {
+		return nil
+	}
+	flags := []string{"--help"}
+	sc := bufio.NewScanner(strings.NewReader(help))
+	for sc.Scan() {
+		if f, ok := usage.FlagOf(sc.Text()); ok {
+			flags = append(flags, f)
+		}
+	}
+	return flags
+}
+
+// helpOf returns what "ocikp NAME --help" prints; serve and health ask
+// ocikp-serve, inspect, rewrap and migrate ocikp-image.
+func (e *env) helpOf(name string) (string, error) {
 	var help bytes.Buffer
 	switch name {
 	case "serve", "health", "inspect", "rewrap", "migrate":
@@ -197,32 +201,21 @@ func (e *env) commandFlags(name string) []string {
 		}
 		path, err := (&plugin.Client{Name: prog}).Find()
 		if err != nil {
-			return nil
+			return "", err
 		}
 		cmd := exec.Command(path, args...)
 		cmd.Stdout = &help
-		if cmd.Run() != nil {
-			return nil
+		if err := cmd.Run(); err != nil {
+			return "", fmt.Errorf("%s %s: %w", path, strings.Join(args, " "), err)
 		}
-	default:
-		found := false
-		for _, c := range commands {
-			if c.name == name {
-				sub := &env{stdin: e.stdin, stdout: &help, stderr: &bytes.Buffer{}, keystore: e.keystore}
-				c.run(sub, []string{"--help"})
-				found = true
-			}
-		}
-		if !found {
-			return nil
+		return help.String(), nil
+	}
+	for _, c := range commands {
+		if c.name == name {
+			sub := &env{stdin: e.stdin, stdout: &help, stderr: &bytes.Buffer{}, keystore: e.keystore}
+			c.run(sub, []string{"--help"})
+			return help.String(), nil
 		}
 	}
-	flags := []string{"--help"}
-	sc := bufio.NewScanner(&help)
-	for sc.Scan() {
-		if f, ok := usage.FlagOf(sc.Text()); ok {
-			flags = append(flags, f)
-		}
-	}
-	return flags
+	return "", unknownCommand(name)
 }

@@ -35,7 +35,7 @@ func TestComplete(t *testing.T) {
 		{[]string{"recipient", "al"}, "albert alice"},
 		{[]string{"delete", ""}, "albert alice bob"},
 		{[]string{"--keystore", ks, "delete", "b"}, "bob"},
-		{[]string{"list", "--"}, "--help --json --keystore"},
+		{[]string{"list", "--"}, "--help --json --keystore --long"},
 		{[]string{"delete", "--f"}, "--force"},
 		{[]string{"keyprovider", "--n"}, "--name"},
 		{[]string{"kms", ""}, "pubkey"},
