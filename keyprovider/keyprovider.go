@@ -20,6 +20,7 @@ import (
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safetext"
+	"github.com/ocikp/ocikp/internal/suggest"
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/kmspub"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -329,8 +330,7 @@ func (p *Provider) recipientFor(ctx context.Context, v string) (envelope.Recipie
 			return r, nil
 		}
 		// Worded as unwrap words it: a name, not a malformed recipient.
-		return nil, hint.Wrap(fmt.Errorf("no key of that name in %s", p.keystoreName()),
-			"name a key from 'ocikp list', or pass a recipient (ocikp recipient KEYNAME prints one)")
+		return nil, p.noKeyNamed(v, "name a key from 'ocikp list', or pass a recipient (ocikp recipient KEYNAME prints one)")
 	}
 	return nil, hint.Wrap(errors.New("not an ocikp recipient or key name"),
 		"recipients look like ocikp1mlkem768x255191… or ocikp1p2561… (see: ocikp recipient KEYNAME); schemes: "+strings.Join(backend.Schemes(), ", "))
@@ -421,18 +421,84 @@ type budgeted struct {
 	match func(*envelope.Stanza) bool
 	b     *budget
 	ctx   context.Context // ends a key file's wait to open (soft.MaxDerivations)
+	name  string          // a keystore key's name, for lockedError
 }
 
 func (c *budgeted) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	if !c.match(s) || !c.b.take() {
 		return nil, envelope.ErrIncorrectIdentity
 	}
+	var out []byte
+	var err error
 	if id, ok := c.id.(interface {
 		UnwrapContext(context.Context, *envelope.Stanza) ([]byte, error)
 	}); ok {
-		return id.UnwrapContext(c.ctx, s)
+		out, err = id.UnwrapContext(c.ctx, s)
+	} else {
+		out, err = c.id.Unwrap(s)
 	}
-	return c.id.Unwrap(s)
+	if c.name != "" && (errors.Is(err, soft.ErrPassphraseNeeded) || errors.Is(err, soft.ErrBadPassphrase)) {
+		err = &lockedError{name: c.name, tagged: len(s.Tag) > 0, err: err}
+	}
+	return out, err
+}
+
+// lockedError is a key that matched a stanza but stayed sealed: no
+// passphrase, or a wrong one. A failed unwrap leads with it: the user
+// lacks a passphrase, not a key.
+type lockedError struct {
+	name   string
+	tagged bool // the stanza's tag is this key's: it can open the layer
+	err    error
+}
+
+func (e *lockedError) Error() string { return e.err.Error() }
+func (e *lockedError) Unwrap() error { return e.err }
+
+// PassphraseError is a failed unwrap that a sealed keystore key could
+// have done with its passphrase. It wraps the NoIdentityError.
+type PassphraseError struct {
+	Key    string
+	Wrong  bool // a passphrase was given, and it was not this key's
+	Tagged bool // the layer's stanza carries the key's tag
+	err    *envelope.NoIdentityError
+}
+
+func (e *PassphraseError) Error() string {
+	can := "can"
+	if !e.Tagged {
+		can = "may" // an untagged stanza could be anyone's
+	}
+	what := "needs its passphrase"
+	if e.Wrong {
+		what = "the passphrase given is wrong"
+	}
+	return fmt.Sprintf("key %q %s open this layer but %s; it was encrypted for %s", e.Key, can, what, envelope.Describe(e.err.Stanzas))
+}
+
+func (e *PassphraseError) Unwrap() error { return e.err }
+
+// passphraseFirst returns a PassphraseError for the first sealed key
+// among failures, preferring one whose tag matched; nil if none.
+func (p *Provider) passphraseFirst(failures []error, nie *envelope.NoIdentityError) error {
+	var found *lockedError
+	for _, f := range failures {
+		var le *lockedError
+		if errors.As(f, &le) && (found == nil || le.tagged && !found.tagged) {
+			found = le
+		}
+	}
+	// A remote client is not told which keys the service holds or which
+	// are locked: the service's log says it (localFailures).
+	if found == nil || p.Remote {
+		return nil
+	}
+	pe := &PassphraseError{Key: found.name, Wrong: errors.Is(found.err, soft.ErrBadPassphrase), Tagged: found.tagged, err: nie}
+	advice := "set OCIKP_PASSPHRASE_FILE (or OCIKP_PASSPHRASE) for unattended decryption, or add --passphrase-file FILE to ocikp's args in OCICRYPT_KEYPROVIDER_CONFIG"
+	if pe.Wrong {
+		advice = "check the passphrase in OCIKP_PASSPHRASE_FILE, OCIKP_PASSPHRASE or --passphrase-file"
+	}
+	return hint.Wrap(pe, advice)
 }
 
 // open tries local keys first (cheap, offline), then the KMS plugin, so a
@@ -469,7 +535,7 @@ func (p *Provider) openFileKey(ctx context.Context, env *envelope.Envelope, sel 
 	keyBudget := &budget{left: MaxKeyAttempts, what: fmt.Sprintf("%d private-key attempts", MaxKeyAttempts)}
 	ids := make([]envelope.Identity, len(sel.keys))
 	for i, k := range sel.keys {
-		ids[i] = &budgeted{id: k, match: k.Matches, b: keyBudget, ctx: ctx}
+		ids[i] = &budgeted{id: k, match: k.Matches, b: keyBudget, ctx: ctx, name: k.Name()}
 	}
 	p.debug("unwrap", "stanzas", len(env.Recipients), "keys", len(sel.keys))
 	fk, s, err := env.UnwrapStanza(ids...)
@@ -488,7 +554,11 @@ func (p *Provider) openFileKey(ctx context.Context, env *envelope.Envelope, sel 
 	if errors.As(err, &nie) {
 		// A spent budget first: it says why the rest was not tried.
 		budgets := append(keyBudget.failure(), kmsBudget.failure()...)
+		locked := p.passphraseFirst(local, nie)
 		nie.Failures = append(append(budgets, p.localFailures(local)...), nie.Failures...)
+		if locked != nil {
+			return nil, "", locked
+		}
 		return nil, "", p.noKeyError(nie, sel)
 	}
 	if err != nil {
@@ -775,7 +845,7 @@ func (p *Provider) namedKey(v string) (backend.Key, error) {
 			if !errors.Is(rerr, keychain.ErrNotFound) {
 				return nil, p.redact(rerr)
 			}
-			return nil, hint.Wrap(fmt.Errorf("no key of that name in %s", p.keystoreName()), keyParamHint)
+			return nil, p.noKeyNamed(v, keyParamHint)
 		}
 		if err != nil {
 			return nil, p.redact(err)
@@ -790,6 +860,29 @@ func (p *Provider) namedKey(v string) (backend.Key, error) {
 			"key files must be ocikp key files (any type) or PEM P-256 private keys, mode 0600")
 	}
 	return k.Identity(p.Passphrase), nil
+}
+
+// noKeyNamed says that the keystore has no key name: for a local caller
+// with the name (the user's own words) and the closest name it holds; a
+// remote client learns no key names, so is neither told nor shown any.
+func (p *Provider) noKeyNamed(name, advice string) error {
+	if p.Remote {
+		return hint.Wrap(fmt.Errorf("no key of that name in %s", p.keystoreName()), advice)
+	}
+	var names []string
+	if entries, err := p.Store.List(); err == nil {
+		for _, e := range entries {
+			names = append(names, e.Name)
+		}
+	}
+	for _, e := range p.Refs().List() {
+		names = append(names, e.Name)
+	}
+	err := fmt.Errorf("no key %.70q in %s", name, p.keystoreName())
+	if h := suggest.Hint(name, names); h != "" {
+		return hint.Wrap(err, h, advice)
+	}
+	return hint.Wrap(err, advice)
 }
 
 const keyParamHint = "name a key from 'ocikp list' or a key file path, or pass the bare provider:NAME to try every key"
