@@ -178,8 +178,8 @@ func TestRegistryStringsEscaped(t *testing.T) {
 			w.Write(tags)
 		default:
 			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(404)
-			fmt.Fprintf(w, `{"errors":[{"code":"MANIFEST_UNKNOWN","message":%q}]}`, hostile("no such manifest")+badUTF8)
+			w.WriteHeader(400) // a code and status kept as the registry says them
+			fmt.Fprintf(w, `{"errors":[{"code":"UNSUPPORTED","message":%q}]}`, hostile("no such manifest")+badUTF8)
 		}
 	}))
 	defer srv.Close()
@@ -195,7 +195,7 @@ func TestRegistryStringsEscaped(t *testing.T) {
 	} {
 		out, stderr, code := runMain(args...)
 		what := strings.Join(args[:len(args)-1], " ")
-		if code != 1 || !strings.Contains(out+stderr, "MANIFEST_UNKNOWN") {
+		if code != 1 || !strings.Contains(out+stderr, "UNSUPPORTED") {
 			t.Errorf("%s: exit %d, want 1 and the registry's error\n%s%s", what, code, out, stderr)
 		}
 		checkClean(t, what+" stdout", out)
