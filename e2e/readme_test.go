@@ -319,6 +319,7 @@ var docsWants = map[string][]string{
 	"docs/service.md":      {"SERVING", "which serves", "refused, as it should be"},
 	"docs/post-quantum.md": {"mix post-quantum and classical-only", "refused, as it should be"},
 	"docs/callers.md":      {"use_local_image_pull"},
+	"docs/rewrap.md":       {"refused, as it should be"},
 }
 
 // Each docs/ page's runnable blocks run as written, in order, each page on
