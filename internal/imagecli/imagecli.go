@@ -94,7 +94,7 @@ func (c *cmd) flags() *flag.FlagSet {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.keystore, "keystore", "", "keystore `DIR` (default $OCIKP_KEYSTORE, else the XDG default)")
 	fs.StringVar(&c.providerName, "name", "ocikp", "provider `NAME` of the annotations (provider:NAME)")
-	fs.BoolVar(&c.tlsVerify, "tls-verify", true, "HTTPS with verified certificates; registries on localhost, 127.0.0.0/8, ::1, *.local and private (10/8, 172.16/12, 192.168/16) addresses may also answer on plain HTTP. --tls-verify=false (as skopeo spells it): plain HTTP or unverified HTTPS for any registry")
+	fs.BoolVar(&c.tlsVerify, "tls-verify", true, "HTTPS with verified certificates; a registry at localhost:PORT, *.localhost, 127.0.0.1, ::1 or a private address (10/8, 172.16/12, 192.168/16) may also answer on plain HTTP. --tls-verify=false (as skopeo spells it): plain HTTP or unverified HTTPS for any registry")
 	fs.StringVar(&c.creds, "creds", "", "registry credentials `USER[:PASSWORD]` (default: auth.json, Docker's config and its credential helpers)")
 	fs.StringVar(&c.authfile, "authfile", "", "containers auth.json `FILE` (default $REGISTRY_AUTH_FILE, then $XDG_RUNTIME_DIR/containers/auth.json)")
 	fs.BoolVar(&c.asJSON, "json", false, "print JSON")
@@ -203,7 +203,7 @@ func (c *cmd) open(ctx context.Context, s string) (*imagekeys.Image, imagekeys.S
 			err = hint.Wrap(err, "give credentials: --creds USER:PASSWORD, --authfile FILE, or log in (podman login, docker login)")
 		case errors.As(err, &te):
 		case r.Transport == imageref.Docker && !errors.Is(err, imagekeys.ErrManifest):
-			err = hint.Wrap(err, "check the name and that the registry answers; a registry on plain HTTP elsewhere than localhost, 127.0.0.0/8, ::1 or a private address needs --tls-verify=false")
+			err = hint.Wrap(err, "check the name and that the registry answers; a registry on plain HTTP elsewhere than localhost:PORT, 127.0.0.1, ::1 or a private address needs --tls-verify=false")
 		}
 		return nil, nil, nil, err
 	}
