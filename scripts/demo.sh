@@ -11,7 +11,7 @@ show() { printf '$ %s\n' "$*"; "$@"; }
 start=$SECONDS
 # The first build downloads about a hundred Go modules; go prints a line
 # for each. The step lines say what is happening instead.
-nodl() { "$@" 2> >(grep -v '^go: downloading ' >&2); }
+nodl() { "$@" 2> >(grep --line-buffered -v '^go: downloading ' >&2); }
 step() { printf '  %s ... ' "$1"; local t=$SECONDS; shift; nodl "$@"; echo "done ($((SECONDS - t)) s)"; }
 
 say "building (the first run downloads Go modules and builds skopeo once: about 4 minutes; later runs: seconds)"
