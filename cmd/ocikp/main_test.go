@@ -39,6 +39,7 @@ func TestScripts(t *testing.T) {
 			"wrapreq":   cmdWrapreq,
 			"unwrapreq": cmdUnwrapreq,
 			"optsdata":  cmdOptsdata,
+			"mkcert":    cmdMkcert,
 		},
 	})
 }

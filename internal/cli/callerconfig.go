@@ -1,18 +1,32 @@
 package cli
 
 import (
+	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/ocikp/ocikp/internal/hint"
 )
 
 // DefaultKeyproviderConfig is where the callers' configuration expects the
 // OCICRYPT_KEYPROVIDER_CONFIG file unless --keyprovider-config says otherwise
 // (written by plain "ocikp config").
 const DefaultKeyproviderConfig = "/etc/ocikp/ocicrypt.json"
+
+// DefaultNodeKeystore is the keystore the node recipes (--containerd,
+// --crio) give the runtime's ocikp when neither --keystore nor the key
+// provider config names one: a runtime's service has no home directory,
+// so ocikp's per-user default does not exist there.
+const DefaultNodeKeystore = "/etc/ocikp/keys"
 
 // callerConfig is what "ocikp config --containerd/--crio/--quadlet" is given.
 type callerConfig struct {
@@ -22,6 +36,7 @@ type callerConfig struct {
 	decoder      string // containerd: ctd-decoder's path
 	version      string // containerd: "2" (2.x) or "1" (1.6, 1.7)
 	image        string // quadlet: the image reference
+	check        bool   // check that the paths written exist (not --no-check)
 }
 
 // configValue refuses what the TOML and systemd quoting below cannot carry
@@ -33,15 +48,206 @@ func configValue(what, v string) error {
 	return nil
 }
 
-func absConfigPath(what, p string) (string, error) {
+// What a path that config writes must be, for checkPath.
+type pathKind int
+
+const (
+	anyFile    pathKind = iota // a file the caller reads (the key provider config)
+	executable                 // a program the caller runs
+	directory                  // a keystore
+	certFile                   // PEM certificates
+	keyFile                    // a PEM private key
+)
+
+// checkPath checks a path that config writes into a caller's
+// configuration: the caller (containerd, CRI-O, skopeo) reads it later,
+// from another directory and maybe another machine's view of the file
+// system, so a relative path is refused (never resolved against this
+// directory), and unless check is false the file must already be there
+// and be of its kind.
+func checkPath(flagName, p string, kind pathKind, check bool) error {
 	if p == "" {
-		return "", nil
+		return nil
 	}
-	abs, err := filepath.Abs(p)
+	if err := configValue(flagName, p); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(p) {
+		h := "give an absolute path"
+		if abs, err := filepath.Abs(p); err == nil {
+			if _, err := os.Stat(abs); err == nil {
+				h = "give an absolute path: " + abs
+			}
+		}
+		if kind == executable && !strings.Contains(p, "/") {
+			if found, err := exec.LookPath(p); err == nil && filepath.IsAbs(found) {
+				h = "give an absolute path; in PATH: " + found
+			}
+		}
+		return hint.Wrap(usagef("%s %.80q is a relative path: the caller reads it from another directory", flagName, p), h)
+	}
+	if !check {
+		return nil
+	}
+	noCheck := "or pass --no-check to write it as it is (it must be there when the caller runs)"
+	fi, err := os.Stat(p)
 	if err != nil {
-		return "", err
+		what := "create it"
+		switch kind {
+		case executable:
+			what = "install it there"
+		case directory:
+			what = "create it (ocikp --keystore " + p + " keygen NAME, or import the keys there)"
+		}
+		return hint.Wrap(fmt.Errorf("%s %s: %w", flagName, p, pathErr(err)), what+", "+noCheck)
 	}
-	return abs, configValue(what, abs)
+	switch kind {
+	case directory:
+		if !fi.IsDir() {
+			return hint.Wrap(fmt.Errorf("%s %s is not a directory", flagName, p), "name the keystore directory")
+		}
+		return nil
+	case executable:
+		if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return hint.Wrap(fmt.Errorf("%s %s is not an executable file", flagName, p), "chmod +x "+p+", or name the program itself")
+		}
+		return nil
+	}
+	if !fi.Mode().IsRegular() {
+		return hint.Wrap(fmt.Errorf("%s %s is not a regular file", flagName, p), noCheck)
+	}
+	switch kind {
+	case certFile:
+		err = checkPEMFile(p, "CERTIFICATE")
+	case keyFile:
+		err = checkPEMFile(p, "PRIVATE KEY")
+	}
+	if err != nil {
+		return hint.Wrap(fmt.Errorf("%s %s: %w", flagName, p, err), "name the PEM file itself, "+noCheck)
+	}
+	return nil
+}
+
+// pathErr is an os error without the path it repeats.
+func pathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// checkPEMFile reports whether path holds a PEM block whose type ends in
+// want ("CERTIFICATE"; "PRIVATE KEY" for any key type). It does not parse
+// the certificate: the exec binary links no x509 (ocikp-serve's health
+// probe does, and doctor runs it). A file this user may not read is not
+// an error: the caller may run as another user.
+func checkPEMFile(path, want string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil
+	}
+	if err != nil {
+		return pathErr(err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return pathErr(err)
+	}
+	for len(data) > 0 {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			break
+		}
+		if strings.HasSuffix(b.Type, want) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no PEM %s in it", want)
+}
+
+// inHomeDir reports whether path lies in a home directory: fine for a
+// user's skopeo, not for a node's runtimes, which run as a service.
+func inHomeDir(path string) bool {
+	dirs := []string{"/home/", "/root/"}
+	if h, err := os.UserHomeDir(); err == nil && h != "/" {
+		dirs = append(dirs, strings.TrimSuffix(h, "/")+"/")
+	}
+	for _, d := range dirs {
+		if strings.HasPrefix(path, d) {
+			return true
+		}
+	}
+	return false
+}
+
+// readEntry reads the key provider config at path and returns its entry
+// for name.
+func readEntry(path, name string) (*provider, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, hint.Wrap(fmt.Errorf("the key provider config %s: %w", path, pathErr(err)),
+			"write it first: ocikp config --path /usr/local/bin/ocikp --keystore "+DefaultNodeKeystore+" --output "+path+" (or --grpc ADDR for a service)",
+			"or pass --no-check to name it as it is")
+	}
+	var cfg struct {
+		Providers map[string]*provider `json:"key-providers"`
+	}
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return nil, hint.Wrap(fmt.Errorf("the key provider config %s is not valid JSON: %w", path, err), "write it anew with: ocikp config --output "+path)
+	}
+	p := cfg.Providers[name]
+	if p == nil || (p.Cmd == nil && p.GRPC == "") {
+		return nil, hint.Wrap(fmt.Errorf("the key provider config %s has no provider %q with a \"cmd\" or \"grpc\"", path, name),
+			"write it with: ocikp config --name "+name+" … --output "+path+", or pass that config's provider name with --name")
+	}
+	p.Name = name
+	return p, nil
+}
+
+// nodeCheck checks what a caller recipe points at, and settles the
+// keystore it writes. containerd and CRI-O run ocikp as a service with no
+// home directory, so an exec config's ocikp needs a keystore named for
+// it: the config's own --keystore, else --keystore, else
+// DefaultNodeKeystore. A service (grpc) reads its own keystore.
+func (c *callerConfig) nodeCheck(node bool) error {
+	if err := checkPath("--keystore", c.keystore, directory, c.check); err != nil {
+		return err
+	}
+	if !c.check {
+		if node && c.keystore == "" {
+			c.keystore = DefaultNodeKeystore
+		}
+		return nil
+	}
+	p, err := readEntry(c.kpConfig, c.providerName)
+	if err != nil {
+		return err
+	}
+	if p.Cmd == nil {
+		return nil // a service: its own keystore
+	}
+	what := fmt.Sprintf("the key provider config %s runs", c.kpConfig)
+	if err := checkPath(what, p.Cmd.Path, executable, true); err != nil {
+		return err
+	}
+	if node && inHomeDir(p.Cmd.Path) {
+		return hint.Wrap(fmt.Errorf("%s %s, inside a home directory: the runtime runs it as a service", what, p.Cmd.Path),
+			"install ocikp in a system path and write the config for it: install -m 0755 "+p.Cmd.Path+" /usr/local/bin/ocikp && ocikp config --path /usr/local/bin/ocikp --keystore "+DefaultNodeKeystore+" --output "+c.kpConfig,
+			"or pass --no-check to keep it")
+	}
+	if ks := flagValue(p.Cmd.Args, "keystore"); ks != "" {
+		if c.keystore != "" && c.keystore != ks {
+			return usagef("--keystore %s, but the key provider config %s runs ocikp with --keystore %s: ocikp would use that one", c.keystore, c.kpConfig, ks)
+		}
+		return checkPath(what+" with --keystore", ks, directory, true)
+	}
+	if node && c.keystore == "" {
+		c.keystore = DefaultNodeKeystore
+		return checkPath("the default node keystore", c.keystore, directory, true)
+	}
+	return nil
 }
 
 // containerdDropIn prints a containerd configuration file to import
@@ -55,8 +261,10 @@ func (e *env) containerdDropIn(c callerConfig) error {
 		}
 		decoder = p
 	}
-	decoder, err := absConfigPath("--decoder", decoder)
-	if err != nil {
+	if err := checkPath("--decoder", decoder, executable, c.check); err != nil {
+		return err
+	}
+	if err := c.nodeCheck(true); err != nil {
 		return err
 	}
 	env := []string{"OCICRYPT_KEYPROVIDER_CONFIG=" + c.kpConfig}
@@ -112,13 +320,16 @@ version = 2
   env = [%s]
 `, id.id, id.mt, id.mt, decoder, strings.Join(quoted, ", "))
 	}
-	_, err = fmt.Fprint(e.stdout, b.String())
+	_, err := fmt.Fprint(e.stdout, b.String())
 	return err
 }
 
 // crioDropIn prints a systemd drop-in for the crio service: CRI-O decrypts
 // in-process and has no key provider setting of its own.
 func (e *env) crioDropIn(c callerConfig) error {
+	if err := c.nodeCheck(true); err != nil {
+		return err
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `# CRI-O: encrypted image layers decrypted by ocikp (provider %q).
 # Save as /etc/systemd/system/crio.service.d/ocikp.conf, then
@@ -147,6 +358,9 @@ func (e *env) quadletImage(c callerConfig) error {
 	}
 	if strings.ContainsFunc(c.image, unicode.IsSpace) {
 		return usagef("--image %.60q has a space; an image reference has none", c.image)
+	}
+	if err := c.nodeCheck(false); err != nil {
+		return err
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Quadlet: pull and decrypt an encrypted image with ocikp (provider %q).

@@ -460,7 +460,7 @@ func (e *env) confirmDelete(name string) error {
 func cmdConfig(e *env, args []string) (err error) {
 	fs := e.flags("config")
 	name := fs.String("name", "ocikp", "provider name (the NAME in provider:NAME:…)")
-	path := fs.String("path", "", "path of the ocikp binary (default: this one)")
+	path := fs.String("path", "", "absolute `PATH` of the ocikp binary the callers run (default: this one; for a node, a system path such as /usr/local/bin/ocikp)")
 	grpcAddr := fs.String("grpc", "", "point at an ocikp serve service at host:port or unix:///path instead")
 	tlsCA := fs.String("tls-ca", "", "with --grpc: CA file that signed the service's certificate")
 	tlsCert := fs.String("tls-cert", "", "with --grpc: client certificate (for --client-ca services)")
@@ -470,12 +470,13 @@ func cmdConfig(e *env, args []string) (err error) {
 	ctdVersion := fs.String("containerd-version", "2", "with --containerd: `N` = 2 for containerd 2.x, 1 for 1.6 and 1.7")
 	decoder := fs.String("decoder", "", "with --containerd: `PATH` of imgcrypt's ctd-decoder (default: found in PATH)")
 	crio := fs.Bool("crio", false, "print a systemd drop-in that gives CRI-O the key provider config instead")
+	noCheck := fs.Bool("no-check", false, "write the paths given even if they are not there (yet); by default --path, --keystore, --decoder, --tls-* and --keyprovider-config must exist, and an exec config for --containerd/--crio must run ocikp from outside a home directory")
 	quadlet := fs.Bool("quadlet", false, "print a Quadlet .image unit that pulls and decrypts --image instead")
 	image := fs.String("image", "", "with --quadlet: the encrypted image `REF`")
 	output := fs.String("output", "", "write to `FILE` (atomically: whole or not at all) instead of stdout")
 	allowClassical := fs.Bool("allow-classical", false, "let the provider mix post-quantum and classical-only recipients in one layer (adds --allow-classical to its args)")
-	kpConfig := fs.String("keyprovider-config", DefaultKeyproviderConfig, "with --containerd/--crio/--quadlet: `FILE` where the output of plain \"ocikp config\" is saved")
-	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN] | [--grpc ADDR [--tls-ca F] [--tls-cert F --tls-key F] [--server-name N]]\n       ocikp config --containerd [--containerd-version 2|1] [--decoder PATH] | --crio | --quadlet --image REF  [--keyprovider-config FILE] [--keystore DIR]\n       (each form takes --output FILE)"); err != nil {
+	kpConfig := fs.String("keyprovider-config", DefaultKeyproviderConfig, "with --containerd/--crio/--quadlet: `FILE` where the output of plain \"ocikp config\" is saved (it must exist: it is read for the ocikp and keystore it names)")
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN] | [--grpc ADDR [--tls-ca F] [--tls-cert F --tls-key F] [--server-name N]]\n       ocikp config --containerd [--containerd-version 2|1] [--decoder PATH] | --crio | --quadlet --image REF  [--keyprovider-config FILE] [--keystore DIR]\n       (each form takes --output FILE and --no-check; paths are absolute; --containerd and --crio give the runtime's ocikp --keystore DIR, else the config's, else "+DefaultNodeKeystore+")"); err != nil {
 		return err
 	}
 	if !validProviderName(*name) {
@@ -497,13 +498,12 @@ func cmdConfig(e *env, args []string) (err error) {
 			return usagef("--containerd, --crio and --quadlet each print one file: give one")
 		}
 		if *grpcAddr != "" || *path != "" {
-			return usagef("--grpc and --path go in the key provider config itself (plain \"ocikp config\"), which --keyprovider-config names")
+			return hint.Wrap(usagef("--grpc and --path go in the key provider config itself (plain \"ocikp config\"), which --keyprovider-config names"),
+				"ocikp config --path /usr/local/bin/ocikp --keystore "+DefaultNodeKeystore+" --output "+DefaultKeyproviderConfig+", then this command")
 		}
-		c := callerConfig{providerName: *name, decoder: *decoder, version: *ctdVersion, image: *image}
-		if c.kpConfig, err = absConfigPath("--keyprovider-config", *kpConfig); err != nil {
-			return err
-		}
-		if c.keystore, err = absConfigPath("--keystore", e.keystore); err != nil {
+		c := callerConfig{providerName: *name, decoder: *decoder, version: *ctdVersion, image: *image,
+			kpConfig: *kpConfig, keystore: e.keystore, check: !*noCheck}
+		if err := checkPath("--keyprovider-config", c.kpConfig, anyFile, false); err != nil {
 			return err
 		}
 		switch {
@@ -519,6 +519,14 @@ func cmdConfig(e *env, args []string) (err error) {
 		if *allowClassical {
 			return usagef("--allow-classical is the service's own setting: pass it to ocikp serve")
 		}
+		for _, f := range []struct {
+			flag, path string
+			kind       pathKind
+		}{{"--tls-ca", *tlsCA, certFile}, {"--tls-cert", *tlsCert, certFile}, {"--tls-key", *tlsKey, keyFile}} {
+			if err := checkPath(f.flag, f.path, f.kind, !*noCheck); err != nil {
+				return err
+			}
+		}
 		return e.grpcConfig(*name, *grpcAddr, *tlsCA, *tlsCert, *tlsKey, *serverName)
 	}
 	if *tlsCA != "" || *tlsCert != "" || *tlsKey != "" || *serverName != "" {
@@ -531,18 +539,15 @@ func cmdConfig(e *env, args []string) (err error) {
 			return fmt.Errorf("finding the ocikp binary: %w", err)
 		}
 		bin = exe
-	}
-	bin, err = filepath.Abs(bin)
-	if err != nil {
+	} else if err := checkPath("--path", bin, executable, !*noCheck); err != nil {
 		return err
 	}
 	cmdArgs := []string{"keyprovider", "--name", *name}
 	if e.keystore != "" {
-		ks, err := filepath.Abs(e.keystore)
-		if err != nil {
+		if err := checkPath("--keystore", e.keystore, directory, !*noCheck); err != nil {
 			return err
 		}
-		cmdArgs = append(cmdArgs, "--keystore", ks)
+		cmdArgs = append(cmdArgs, "--keystore", e.keystore)
 	}
 	if *allowClassical {
 		cmdArgs = append(cmdArgs, "--allow-classical")

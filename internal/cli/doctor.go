@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/backend"
+	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/kmsconfig"
 	"github.com/ocikp/ocikp/internal/safefile"
@@ -87,7 +88,16 @@ func cmdDoctor(e *env, args []string) error {
 	for _, k := range keys {
 		d.checkKeyArg(k, providers)
 	}
-	d.checkKeystore(d.keystoreFor(providers))
+	d.checkMix(keys, providers)
+	if svc := services(providers); len(svc) > 0 && len(svc) == len(providers) {
+		if len(svc) == 1 {
+			d.ok("keystore", "not read by the callers: provider %s is a service, which reads its own keystore", svc[0])
+		} else {
+			d.ok("keystore", "not read by the callers: providers %s are services, which read their own keystores", strings.Join(svc, ", "))
+		}
+	} else {
+		d.checkKeystore(d.keystoreFor(providers))
+	}
 	d.checkKMS()
 
 	failed := 0
@@ -221,30 +231,185 @@ func (d *doctor) checkProvider(p *provider) {
 	d.ok(name, "runs %s %s", path, strings.Join(args, " "))
 }
 
-// checkService asks an ocikp serve service for its health through
-// ocikp-serve (the exec binary links no gRPC).
+// checkService checks a gRPC entry: the TLS files it names, then the
+// service's health through ocikp-serve (the exec binary links no gRPC and
+// no x509). Every fix keeps the entry a gRPC one.
 func (d *doctor) checkService(p *provider) {
 	name := "provider " + p.Name
-	args := []string{"health", "--grpc", p.GRPC, "--timeout", "3s"}
-	if t := p.TLS; t != nil {
-		for f, v := range map[string]string{"--tls-ca": t.RootCA, "--tls-cert": t.Cert, "--tls-key": t.Key, "--server-name": t.ServerName} {
-			if v != "" {
-				args = append(args, f, v)
+	// The entry names a service: whether it answers is this check's
+	// business, not a reason to propose an exec config instead.
+	p.ours = true
+	tlsNote := ""
+	if p.TLS != nil {
+		tlsNote = " (TLS)"
+	}
+	t := p.TLS
+	if t == nil {
+		t = &struct {
+			RootCA     string `json:"root-ca-file"`
+			Cert       string `json:"cert-file"`
+			Key        string `json:"key-file"`
+			ServerName string `json:"server-name"`
+		}{}
+	}
+	files := []struct{ field, path, flag, want, what string }{
+		{"root-ca-file", t.RootCA, "--tls-ca", "CERTIFICATE", "the service's CA certificate"},
+		{"cert-file", t.Cert, "--tls-cert", "CERTIFICATE", "the client certificate"},
+		{"key-file", t.Key, "--tls-key", "PRIVATE KEY", "the client key"},
+	}
+	// rewrite is the config command that writes this entry anew, with bad
+	// as the flag whose file must change.
+	rewrite := func(addr, bad string) string {
+		cmd := "ocikp config --name " + p.Name + " --grpc " + addr
+		for _, f := range files {
+			switch {
+			case f.flag == bad:
+				cmd += " " + f.flag + " /ABSOLUTE/" + filepath.Base(f.path)
+			case f.path != "":
+				cmd += " " + f.flag + " " + f.path
 			}
 		}
+		if t.ServerName != "" {
+			cmd += " --server-name " + t.ServerName
+		}
+		if cfg := os.Getenv("OCICRYPT_KEYPROVIDER_CONFIG"); cfg != "" {
+			cmd += " --output " + cfg
+		}
+		return cmd
+	}
+	args := []string{"health", "--grpc", p.GRPC, "--timeout", "3s"}
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if !filepath.IsAbs(f.path) {
+			d.fail(name, "write the entry with absolute paths: "+rewrite(p.GRPC, f.flag),
+				"the service %s's %s %q is a relative path: each caller reads it from its own directory", p.GRPC, f.field, f.path)
+			return
+		}
+		if err := checkPEMFile(f.path, f.want); err != nil {
+			d.fail(name, fmt.Sprintf("put %s at %s, or write the entry anew with the right file: %s", f.what, f.path, rewrite(p.GRPC, f.flag)),
+				"the service %s's %s %s: %v", p.GRPC, f.field, f.path, err)
+			return
+		}
+		args = append(args, f.flag, f.path)
+	}
+	if t.ServerName != "" {
+		args = append(args, "--server-name", t.ServerName)
 	}
 	serve, err := (&plugin.Client{Name: "ocikp-serve"}).Find()
 	if err != nil {
-		d.warn(name, "install ocikp-serve beside ocikp (go install ./cmd/...)", "points at the service %s; ocikp-serve, which doctor asks it with, is not installed", p.GRPC)
+		d.warn(name, "install ocikp-serve beside ocikp (go install ./cmd/ocikp-serve)", "points at the service %s%s; ocikp-serve, which doctor asks it with, is not installed", p.GRPC, tlsNote)
 		return
 	}
 	out, err := runQuiet(serve, args...)
-	if err != nil {
-		d.fail(name, "start it (ocikp serve --listen "+p.GRPC+"), or fix the address in the config", "points at the service %s, which does not answer: %s", p.GRPC, firstLine(out))
+	if err == nil {
+		d.ok(name, "points at the service %s%s, which serves", p.GRPC, tlsNote)
 		return
 	}
-	p.ours = true
-	d.ok(name, "points at the service %s, which serves", p.GRPC)
+	msg := strings.TrimPrefix(firstLine(out), "ocikp: error: ")
+	var fix string
+	switch {
+	case strings.HasPrefix(msg, "--tls-ca:"):
+		fix = "put the service's CA certificate (PEM) at " + t.RootCA + ", or write the entry anew: " + rewrite(p.GRPC, "--tls-ca")
+	case strings.HasPrefix(msg, "client certificate:"):
+		fix = "put the client's certificate and key (PEM, a pair) at " + t.Cert + " and " + t.Key + ", or write the entry anew: " + rewrite(p.GRPC, "--tls-cert")
+	case p.TLS != nil && (strings.Contains(msg, "certificate") || strings.Contains(msg, "tls:")):
+		fix = "the config's --tls-ca must be the CA that signed the service's certificate, and --server-name a name in it: " + rewrite(p.GRPC, "--tls-ca")
+	default:
+		start := "ocikp serve --listen " + p.GRPC
+		if p.TLS != nil {
+			start += " --tls-cert SERVER.pem --tls-key SERVER-key.pem"
+		}
+		fix = "start the service: " + start + " --keystore DIR (or its systemd unit or DaemonSet); or, if it listens elsewhere: " + rewrite("ADDR", "")
+	}
+	d.fail(name, fix, "points at the service %s%s, which does not answer: %s", p.GRPC, tlsNote, msg)
+}
+
+// services lists the config's gRPC entries.
+func services(providers []*provider) []string {
+	var out []string
+	for _, p := range providers {
+		if p.GRPC != "" {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// checkMix applies the mixing rule to what the key args give each
+// provider of the config, as that provider applies it when a caller wraps
+// a layer for all of them in one call: a refusal there is a failure here.
+// The rule and its hints are the provider's own (keyprovider.CheckMix).
+func (d *doctor) checkMix(keys []string, providers []*provider) {
+	for _, p := range providers {
+		var values []string
+		for _, k := range keys {
+			rest, _ := strings.CutPrefix(k, "provider:")
+			if n, v, _ := strings.Cut(rest, ":"); n == p.Name && v != "" {
+				values = append(values, v)
+			}
+		}
+		if len(values) < 2 {
+			continue
+		}
+		service := p.Cmd == nil
+		kp := &keyprovider.Provider{Name: p.Name, Store: &soft.Store{Dir: d.keystoreFor([]*provider{p})}, Remote: service}
+		if !service {
+			kp.AllowClassicalHint = "ocikp config --name " + p.Name + " --allow-classical"
+			if cfg := os.Getenv("OCICRYPT_KEYPROVIDER_CONFIG"); cfg != "" {
+				kp.AllowClassicalHint += " --output " + cfg
+			}
+		}
+		var rs []envelope.Recipient
+		pq := 0
+		for _, v := range values {
+			// A service resolves key names in its own keystore, which
+			// doctor cannot see; only recipient strings count there.
+			if service && !backend.IsRecipient(v) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			r, err := kp.RecipientFor(ctx, v)
+			cancel()
+			if err != nil {
+				continue // reported by checkKeyArg
+			}
+			rs = append(rs, r)
+			if backend.StrengthOf(r) == backend.PostQuantum {
+				pq++
+			}
+		}
+		kp.Close(true)
+		if len(rs) < 2 {
+			continue
+		}
+		err := kp.CheckMix(rs)
+		switch {
+		case err == nil && pq == len(rs):
+			d.ok("mix", "provider:%s: %d recipient(s), all post-quantum", p.Name, len(rs))
+		case err == nil:
+			d.ok("mix", "provider:%s: %d recipient(s), all classical-only (P-256, RSA): no post-quantum protection, but no refusal", p.Name, len(rs))
+		case service:
+			d.warn("mix", strings.Join(hint.Of(err), "; "), "provider:%s: %v; the service refuses it unless it runs with --allow-classical", p.Name, err)
+		case hasFlag(p.Cmd.Args, "allow-classical"):
+			d.warn("mix", firstHint(err), "provider:%s: %v; the config's ocikp runs with --allow-classical, so it is accepted", p.Name, err)
+		default:
+			d.fail("mix", strings.Join(hint.Of(err), "; "), "provider:%s: %v", p.Name, err)
+		}
+	}
+}
+
+// hasFlag reports whether a boolean flag is set in args (--f, -f,
+// --f=true).
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if a == name || a == name+"=true" {
+			return true
+		}
+	}
+	return false
 }
 
 // checkKeyArg checks a --encryption-key or --decryption-key value as the
@@ -278,6 +443,10 @@ func (d *doctor) checkKeyArg(arg string, providers []*provider) {
 		return
 	} else if !errors.Is(err, backend.ErrUnknown) {
 		d.fail(name, "copy it again from: ocikp recipient KEYNAME", "provider:%s:%.40s…: %v", pname, value, err)
+		return
+	}
+	if match.GRPC != "" {
+		d.warn(name, "", "provider:%s:%.40s: a key name, which the service resolves in its own keystore; doctor cannot check it from here", pname, value)
 		return
 	}
 	if soft.ValidName(value) {
