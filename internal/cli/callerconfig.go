@@ -209,9 +209,11 @@ func readEntry(path, name string) (*provider, error) {
 // nodeCheck checks what a caller recipe points at, and settles the
 // keystore it writes. containerd and CRI-O run ocikp as a service with no
 // home directory, so an exec config's ocikp needs a keystore named for
-// it: the config's own --keystore, else --keystore, else
-// DefaultNodeKeystore. A service (grpc) reads its own keystore.
-func (c *callerConfig) nodeCheck(node bool) error {
+// it: --keystore (written as given), else the config's own, else
+// DefaultNodeKeystore. A service (grpc) reads its own keystore. An ocikp
+// in a home directory works for root but breaks when that user's Go
+// directory changes: a warning, not a refusal.
+func (c *callerConfig) nodeCheck(e *env, node bool) error {
 	if err := checkPath("--keystore", c.keystore, directory, c.check); err != nil {
 		return err
 	}
@@ -233,9 +235,8 @@ func (c *callerConfig) nodeCheck(node bool) error {
 		return err
 	}
 	if node && inHomeDir(p.Cmd.Path) {
-		return hint.Wrap(fmt.Errorf("%s %s, inside a home directory: the runtime runs it as a service", what, p.Cmd.Path),
-			"install ocikp in a system path and write the config for it: install -m 0755 "+p.Cmd.Path+" /usr/local/bin/ocikp && ocikp config --path /usr/local/bin/ocikp --keystore "+DefaultNodeKeystore+" --output "+c.kpConfig,
-			"or pass --no-check to keep it")
+		fmt.Fprintf(e.stderr, "ocikp: warning: %s %s, inside a home directory; the runtime runs it as a service: install it at a system path and write the config for it: install -m 0755 %s /usr/local/bin/ocikp && ocikp config --path /usr/local/bin/ocikp --keystore %s --output %s\n",
+			what, p.Cmd.Path, p.Cmd.Path, DefaultNodeKeystore, c.kpConfig)
 	}
 	if ks := flagValue(p.Cmd.Args, "keystore"); ks != "" {
 		if c.keystore != "" && c.keystore != ks {
@@ -243,7 +244,10 @@ func (c *callerConfig) nodeCheck(node bool) error {
 		}
 		return checkPath(what+" with --keystore", ks, directory, true)
 	}
-	if node && c.keystore == "" {
+	if c.keystore != "" {
+		return nil
+	}
+	if node {
 		c.keystore = DefaultNodeKeystore
 		return checkPath("the default node keystore", c.keystore, directory, true)
 	}
@@ -264,7 +268,7 @@ func (e *env) containerdDropIn(c callerConfig) error {
 	if err := checkPath("--decoder", decoder, executable, c.check); err != nil {
 		return err
 	}
-	if err := c.nodeCheck(true); err != nil {
+	if err := c.nodeCheck(e, true); err != nil {
 		return err
 	}
 	env := []string{"OCICRYPT_KEYPROVIDER_CONFIG=" + c.kpConfig}
@@ -327,7 +331,7 @@ version = 2
 // crioDropIn prints a systemd drop-in for the crio service: CRI-O decrypts
 // in-process and has no key provider setting of its own.
 func (e *env) crioDropIn(c callerConfig) error {
-	if err := c.nodeCheck(true); err != nil {
+	if err := c.nodeCheck(e, true); err != nil {
 		return err
 	}
 	var b strings.Builder
@@ -359,7 +363,7 @@ func (e *env) quadletImage(c callerConfig) error {
 	if strings.ContainsFunc(c.image, unicode.IsSpace) {
 		return usagef("--image %.60q has a space; an image reference has none", c.image)
 	}
-	if err := c.nodeCheck(false); err != nil {
+	if err := c.nodeCheck(e, false); err != nil {
 		return err
 	}
 	var b strings.Builder

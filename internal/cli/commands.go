@@ -127,7 +127,7 @@ func cmdConfig(e *env, args []string) (err error) {
 	ctdVersion := fs.String("containerd-version", "2", "with --containerd: `N` = 2 for containerd 2.x, 1 for 1.6 and 1.7")
 	decoder := fs.String("decoder", "", "with --containerd: `PATH` of imgcrypt's ctd-decoder (default: found in PATH)")
 	crio := fs.Bool("crio", false, "print a systemd drop-in that gives CRI-O the key provider config instead")
-	noCheck := fs.Bool("no-check", false, "write the paths given even if they are not there (yet); by default --path, --keystore, --decoder, --tls-* and --keyprovider-config must exist, and an exec config for --containerd/--crio must run ocikp from outside a home directory")
+	noCheck := fs.Bool("no-check", false, "write the paths given even if they are not there (yet); by default --path, --keystore, --decoder, --tls-* and --keyprovider-config must exist")
 	quadlet := fs.Bool("quadlet", false, "print a Quadlet .image unit that pulls and decrypts --image instead")
 	image := fs.String("image", "", "with --quadlet: the encrypted image `REF`")
 	output := fs.String("output", "", "write to `FILE` (atomically: whole or not at all) instead of stdout")
