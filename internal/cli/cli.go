@@ -142,7 +142,7 @@ func init() {
 		{"keyprovider", cmdKeyprovider, "Answer one ocicrypt key provider request: JSON on stdin, the reply on stdout. skopeo, podman, buildah, containerd's ctd-decoder and CRI-O run this; ocikp config writes the entry that makes them."},
 		{"keygen", cmdKeygen, "Create a key in the keystore (or the macOS Keychain) and print its recipient, the string others encrypt for."},
 		{"import", cmdImport, "Import a private key: a PEM P-256 key (PKCS#8 or SEC1) or an ocikp key file, from --file or stdin; or record an existing macOS Keychain key."},
-		{"list", cmdList, "List the keystore's keys, Keychain keys and cached KMS public keys, with their recipients."},
+		{"list", cmdList, "List the keystore's keys, Keychain keys and cached KMS public keys. Each recipient shows as a fingerprint, the first 12 hex digits of its SHA-256 (ocikp recipient NAME | tr -d '\\n' | sha256sum); --long and --json show whole recipients."},
 		{"recipient", cmdRecipient, "Print a key's recipient string."},
 		{"delete", cmdDelete, "Delete a key. Layers encrypted only for it can no longer be decrypted, so it asks at a terminal and needs --force elsewhere."},
 		{"config", cmdConfig, "Print an OCICRYPT_KEYPROVIDER_CONFIG file that runs this ocikp (or points at an ocikp serve service); with --containerd, --crio or --quadlet, the caller's own configuration that uses it."},
@@ -213,7 +213,7 @@ func run(e *env, args []string) error {
 	return unknownCommand(args[0])
 }
 
-const helpSummary = "Print ocikp's commands, or one command's help: \"ocikp help CMD\" is \"ocikp CMD --help\"."
+const helpSummary = "Print ocikp's commands, or one command's help: \"ocikp help CMD\" is \"ocikp CMD --help\". \"ocikp help --man\" prints the manual page ocikp(1), in roff, from these same texts."
 
 // cmdHelp is "ocikp help [CMD]"; "ocikp help --man" writes the manual
 // page (docs/man/ocikp.1) from the same help texts.

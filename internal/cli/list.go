@@ -23,6 +23,7 @@ type listed struct {
 	Created     string `json:"created,omitempty"`
 	Error       string `json:"error,omitempty"`
 	cachedKMS   bool
+	shortType   string // the default table's, when shorter than Type
 }
 
 // Fingerprint is what "ocikp list" shows for a recipient: the first 12 hex
@@ -38,8 +39,8 @@ func Fingerprint(recipient string) string {
 // Widths of the default table, which keeps lines within 100 columns:
 // longer names and types are cut with "…" (--long shows them whole).
 const (
-	maxListName = 40
-	maxListType = 24
+	maxListName = 31 // 31 + "mlkem768p256 (secure-enclave)" + the rest: 100
+	maxListType = 30
 )
 
 func cmdList(e *env, args []string) error {
@@ -80,6 +81,7 @@ func cmdList(e *env, args []string) error {
 			l.Error = oneLine(en.Err.Error())
 		} else {
 			l.Type = en.Ref.KeyType() + " (" + en.Ref.Kind() + ", tag " + strconv.Quote(en.Ref.Tag) + ")"
+			l.shortType = en.Ref.KeyType() + " (" + en.Ref.Kind() + ")" // the tag: --long
 			l.Recipient, l.Protected, l.Created = en.Ref.RecipientString(), en.Ref.RequirePresence || en.Ref.Protected(), en.Ref.Created.Format(time.RFC3339)
 		}
 		out = append(out, l)
@@ -127,7 +129,11 @@ func (e *env) listTable(out []listed, long bool) error {
 			kms = append(kms, l)
 			continue
 		}
-		name, typ := cell(l.Name, maxListName), cell(l.Type, maxListType)
+		typ := l.Type
+		if l.shortType != "" && !long {
+			typ = l.shortType
+		}
+		name, typ := cell(l.Name, maxListName), cell(typ, maxListType)
 		if l.Error != "" {
 			// Its reason names paths: whole, below the table.
 			fmt.Fprintf(tw, "%s\t%s\t-\t-\tunusable (see below)\n", name, typ)
