@@ -49,6 +49,9 @@ func health(args []string) int {
 		}
 	}
 	creds := insecure.NewCredentials()
+	// ocikp doctor tells a bad local TLS file from a service that does not
+	// answer by these errors' prefixes ("--tls-ca:", "client certificate:";
+	// cmd/ocikp/testdata/script/doctor_grpc.txtar).
 	if *ca != "" || *cert != "" || *serverName != "" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: *serverName}
 		if *ca != "" {
