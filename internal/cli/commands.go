@@ -13,6 +13,7 @@ import (
 
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safefile"
+	"github.com/ocikp/ocikp/internal/suggest"
 	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -85,8 +86,15 @@ func cmdKMS(e *env, args []string) error {
 		usage.Print(e.stdout, "ocikp kms pubkey URL", summaryOf("kms"), nil)
 		return nil
 	}
-	if len(args) == 0 || args[0] != "pubkey" {
+	if len(args) == 0 {
 		return usagef("usage: ocikp kms pubkey URL")
+	}
+	if args[0] != "pubkey" {
+		err := usagef("unknown kms command %.40q: ocikp kms pubkey URL", args[0])
+		if h := suggest.Hint(args[0], []string{"pubkey"}); h != "" {
+			return hint.Wrap(err, h)
+		}
+		return err
 	}
 	fs := e.flags("kms pubkey")
 	pos, err := e.parse(fs, args[1:], 1, 1, "URL")
