@@ -356,7 +356,12 @@ func (d *doctor) checkMix(keys []string, providers []*provider) {
 		service := p.Cmd == nil
 		kp := &keyprovider.Provider{Name: p.Name, Store: &soft.Store{Dir: d.keystoreFor([]*provider{p})}, Remote: service}
 		if !service {
-			kp.AllowClassicalHint = "ocikp config --name " + p.Name + " --allow-classical"
+			// The entry written anew as it is, plus the flag.
+			kp.AllowClassicalHint = "ocikp config --name " + p.Name + " --path " + p.Cmd.Path
+			if ks := flagValue(p.Cmd.Args, "keystore"); ks != "" {
+				kp.AllowClassicalHint += " --keystore " + ks
+			}
+			kp.AllowClassicalHint += " --allow-classical"
 			if cfg := os.Getenv("OCICRYPT_KEYPROVIDER_CONFIG"); cfg != "" {
 				kp.AllowClassicalHint += " --output " + cfg
 			}
