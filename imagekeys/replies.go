@@ -1,12 +1,14 @@
 package imagekeys
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Bounds on what a registry's replies may cost, enforced as they are read:
@@ -19,6 +21,20 @@ const (
 	// MaxTagListPages bounds their number.
 	MaxTagListPages = 1000
 )
+
+// Bounds on a registry reply's time, so that a registry that answers and
+// then stops (or sends a byte now and then) cannot hold a command
+// forever: a manifest or tag list reply (small) comes whole within
+// ReplyTimeout; any other GET or HEAD (a blob, a token, the ping) sends
+// something at least every StallTimeout, headers included. Uploads are
+// not bounded here: their time is the client's own sending.
+var (
+	ReplyTimeout = 2 * time.Minute
+	StallTimeout = time.Minute
+)
+
+// ErrRegistryStalled marks a reply that took longer than its bound.
+var ErrRegistryStalled = errors.New("the registry stopped answering")
 
 // ErrReplyTooLarge marks a registry reply cut off at its bound.
 var ErrReplyTooLarge = errors.New("the registry's reply is too large")
@@ -38,6 +54,71 @@ type replyLimiter struct {
 }
 
 func (l *replyLimiter) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		return l.limit(req)
+	}
+	small := strings.Contains(req.URL.Path, "/manifests/") || strings.HasSuffix(req.URL.Path, "/tags/list")
+	ctx, cancel := context.WithCancelCause(req.Context())
+	var timer *time.Timer
+	if small {
+		timer = time.AfterFunc(ReplyTimeout, func() {
+			cancel(fmt.Errorf("%w: no whole reply within %v", ErrRegistryStalled, ReplyTimeout))
+		})
+	} else {
+		timer = time.AfterFunc(StallTimeout, func() {
+			cancel(fmt.Errorf("%w: nothing received for %v", ErrRegistryStalled, StallTimeout))
+		})
+	}
+	resp, err := l.limit(req.WithContext(ctx))
+	if err != nil {
+		timer.Stop()
+		if c := context.Cause(ctx); c != nil && errors.Is(c, ErrRegistryStalled) {
+			err = c
+		}
+		cancel(nil)
+		return nil, err
+	}
+	if resp.Body == nil {
+		timer.Stop()
+		cancel(nil)
+		return resp, nil
+	}
+	resp.Body = &timedBody{rc: resp.Body, ctx: ctx, cancel: cancel, timer: timer, stall: !small}
+	return resp, nil
+}
+
+// timedBody ends its request when closed, restarts the stall timer on
+// each read that brings bytes, and reports a timeout as ErrRegistryStalled.
+type timedBody struct {
+	rc     io.ReadCloser
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	stall  bool
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 && b.stall {
+		b.timer.Reset(StallTimeout)
+	}
+	if err != nil && err != io.EOF {
+		if c := context.Cause(b.ctx); c != nil && errors.Is(c, ErrRegistryStalled) {
+			err = c
+		}
+	}
+	return n, err
+}
+
+func (b *timedBody) Close() error {
+	b.timer.Stop()
+	err := b.rc.Close()
+	b.cancel(nil)
+	return err
+}
+
+// limit applies the size bounds of manifest and tag list replies.
+func (l *replyLimiter) limit(req *http.Request) (*http.Response, error) {
 	var tags bool
 	switch p := req.URL.Path; {
 	case strings.HasSuffix(p, "/tags/list"):

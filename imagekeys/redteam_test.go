@@ -1,0 +1,95 @@
+package imagekeys
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// A registry that answers a manifest or blob request and then stops
+// sending (or sends a byte now and then) held inspect, rewrap and migrate
+// forever: nothing bounded a reply's time. A manifest or tag list reply
+// must come whole within ReplyTimeout, and a blob reply must not stall
+// for StallTimeout.
+func TestRegistryStallBounded(t *testing.T) {
+	setReplyTimeouts(t, time.Second, time.Second)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+			return
+		case strings.Contains(r.URL.Path, "/manifests/"):
+			w.Header().Set("Content-Type", MediaOCIManifest)
+		case strings.Contains(r.URL.Path, "/blobs/"):
+			w.Header().Set("Content-Length", "100000")
+		default:
+			w.WriteHeader(404)
+			return
+		}
+		// A byte every half second: never a stall, never an end.
+		for {
+			w.Write([]byte(" "))
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+				return
+			case <-r.Context().Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			if strings.Contains(r.URL.Path, "/blobs/") {
+				// Blobs: one byte, then silence.
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	defer close(release) // before Close, which waits for the handlers
+	host := strings.TrimPrefix(srv.URL, "http://")
+	ref, _ := name.ParseReference(host+"/app:v1", name.Insecure)
+	reg := &Registry{Ref: ref, Opts: RegistryOptions{Insecure: true}}
+
+	within := func(what string, f func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			if err == nil || !errors.Is(err, ErrRegistryStalled) {
+				t.Fatalf("%s: %v, want %v", what, err, ErrRegistryStalled)
+			}
+			t.Logf("%s: failed after %v: %v", what, time.Since(start).Round(time.Millisecond), err)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: still waiting for the registry after 20 s", what)
+		}
+	}
+	within("manifest", func() error { _, _, _, err := reg.Resolve(context.Background()); return err })
+	within("blob", func() error {
+		r, err := reg.OpenBlob(context.Background(), "sha256:"+strings.Repeat("a", 64))
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		_, err = io.Copy(io.Discard, r)
+		return err
+	})
+}
+
+// setReplyTimeouts lowers ReplyTimeout and StallTimeout for one test.
+func setReplyTimeouts(t *testing.T, reply, stall time.Duration) {
+	r0, s0 := ReplyTimeout, StallTimeout
+	ReplyTimeout, StallTimeout = reply, stall
+	t.Cleanup(func() { ReplyTimeout, StallTimeout = r0, s0 })
+}
