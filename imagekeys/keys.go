@@ -90,11 +90,13 @@ func Wrappings(annotations map[string]string) []*Wrapping {
 
 // read decodes ocicrypt's comma-separated base64 blobs.
 func (w *Wrapping) read(v string) {
-	parts := strings.Split(v, ",")
-	if len(parts) > maxBlobsPerScheme {
-		w.Blobs = []BlobInfo{{Format: FormatUnreadable, Error: fmt.Sprintf("%d wrapped keys, at most %d are read", len(parts), maxBlobsPerScheme)}}
+	// Counted before splitting: 4 MiB of commas would be four million
+	// strings.
+	if n := strings.Count(v, ",") + 1; n > maxBlobsPerScheme {
+		w.Blobs = []BlobInfo{{Format: FormatUnreadable, Error: fmt.Sprintf("%d wrapped keys, at most %d are read", n, maxBlobsPerScheme)}}
 		return
 	}
+	parts := strings.Split(v, ",")
 	for _, p := range parts {
 		blob, err := base64.StdEncoding.DecodeString(p)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -92,4 +93,25 @@ func setReplyTimeouts(t *testing.T, reply, stall time.Duration) {
 	r0, s0 := ReplyTimeout, StallTimeout
 	ReplyTimeout, StallTimeout = reply, stall
 	t.Cleanup(func() { ReplyTimeout, StallTimeout = r0, s0 })
+}
+
+// A key annotation of commas only (4 MiB fits in a manifest) was split
+// into four million strings (64 MiB) before the count of wrapped keys was
+// checked, on every read of the layer (inspect, Unheld, VerifyRemoved).
+// The count is checked first.
+func TestWrappingsCountBeforeSplit(t *testing.T) {
+	ann := map[string]string{ProviderPrefix + "ocikp": strings.Repeat(",", MaxManifestSize-1024)}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ws := Wrappings(ann)
+	runtime.ReadMemStats(&after)
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("a %d-byte annotation of commas: %d KiB allocated", MaxManifestSize-1024, alloc>>10)
+	if len(ws) != 1 || ws[0].Blobs[0].Format != FormatUnreadable {
+		t.Fatalf("wrappings: %+v", ws)
+	}
+	if alloc > 1<<20 {
+		t.Fatalf("reading an annotation of %d bytes allocated %d MiB", MaxManifestSize-1024, alloc>>20)
+	}
 }

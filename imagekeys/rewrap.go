@@ -242,7 +242,7 @@ func openLayerKey(ctx context.Context, l *Descriptor, provider string, op Opener
 	}
 	w := &Wrapping{Annotation: key, Scheme: "provider", Provider: provider}
 	w.read(v)
-	ol := &layerKey{annotation: key, parts: strings.Split(v, ","), index: -1, plan: &LayerPlan{}}
+	ol := &layerKey{annotation: key, index: -1, plan: &LayerPlan{}}
 	for i, e := range w.envelopes {
 		if e != nil {
 			if ol.index >= 0 {
@@ -254,6 +254,7 @@ func openLayerKey(ctx context.Context, l *Descriptor, provider string, op Opener
 	if ol.env == nil {
 		return nil, ErrNoEnvelope
 	}
+	ol.parts = strings.Split(v, ",") // at most maxBlobsPerScheme: read checked
 	for _, s := range ol.env.Recipients {
 		ol.plan.Before = append(ol.plan.Before, describeStanza(s))
 	}
