@@ -48,6 +48,26 @@ func LegacyHeld(img *Image) error {
 	return nil
 }
 
+// HeldElsewhere returns an error naming the first layer of img that holds
+// a stanza for one of targets under another provider name than provider:
+// a rewrap changes only its own annotation, so that stanza would stay.
+func HeldElsewhere(img *Image, provider string, targets []*Target) error {
+	var err error
+	eachStanza(img, func(p, platform string, index int, digest string, s *envelope.Stanza) {
+		if err != nil || p == provider {
+			return
+		}
+		for _, t := range targets {
+			if t.Matches(s) {
+				err = &LayerError{Platform: platform, Index: index, Digest: digest,
+					Err: fmt.Errorf("%s also holds a stanza for %s, which rewrap leaves as it is", shortAnnotation(ProviderPrefix+p), t.Display())}
+				return
+			}
+		}
+	})
+	return err
+}
+
 // Unheld returns the targets that match no stanza of the ocikp envelope
 // under provider in any layer of img.
 func Unheld(img *Image, provider string, targets []*Target) []*Target {

@@ -121,3 +121,37 @@ func TestRotateUnsizedLayer(t *testing.T) {
 		}
 	}
 }
+
+// A stanza for the removed recipient under another provider name (which
+// rewrap leaves as it is, and a runtime with that name configured still
+// hands to its provider): on main the manifests and the tag were written
+// first and only the read-back failed. Refused before anything is written.
+func TestRewrapRemoveOtherProviderName(t *testing.T) {
+	ks := filepath.Join(t.TempDir(), "keys")
+	st := &soft.Store{Dir: ks}
+	alice, bob := newKey(t, st, "alice"), newKey(t, st, "bob")
+	secret := []byte(`{"symkey":"x"}`)
+	ours, err := envelope.Seal(secret, alice, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := envelope.Seal(secret, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	put := layoutWriter(t, dir)
+	cfg := put([]byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))
+	layer := put([]byte("layer"))
+	m := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":1},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip+encrypted","digest":%q,"size":5,"annotations":{"org.opencontainers.image.enc.keys.provider.ocikp":%q,"org.opencontainers.image.enc.keys.provider.ocikp-old":%q}}]}`,
+		cfg, layer, base64.StdEncoding.EncodeToString(ours), base64.StdEncoding.EncodeToString(other))
+	md := put(m)
+	os.WriteFile(filepath.Join(dir, "index.json"), fmt.Appendf(nil, `{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":%d,"annotations":{"org.opencontainers.image.ref.name":"img"}}]}`, md, len(m)), 0o644)
+	img := "oci:" + dir + ":img"
+	index0, _ := os.ReadFile(filepath.Join(dir, "index.json"))
+	out, stderr, code := runMain("rewrap", "--keystore", ks, "--remove", "bob", img)
+	checkError(t, stderr, code, "provider.ocikp-old")
+	if b, _ := os.ReadFile(filepath.Join(dir, "index.json")); !bytes.Equal(b, index0) {
+		t.Fatalf("index.json was written:\n%s%s", out, stderr)
+	}
+}

@@ -268,9 +268,14 @@ func (c *cmd) rewrapOne(ctx context.Context, name, to string, op imagekeys.Opene
 		return fail(hint.Wrap(imagekeys.NotHeldError(targetFlag(unheld[0]), img.Name, unheld[0]), "see who holds each layer: ocikp inspect --keys "+img.Name))
 	}
 	// A seed provider's wrapped key beside the envelope may be a removed
-	// recipient's, and names none: only new layer keys take it away.
+	// recipient's, and names none; a stanza under another provider name
+	// is not rewrapped here: only new layer keys take either away.
 	if len(opts.Remove) > 0 && !opts.Rotate {
-		if err := imagekeys.LegacyHeld(img); err != nil {
+		err := imagekeys.LegacyHeld(img)
+		if err == nil {
+			err = imagekeys.HeldElsewhere(img, opts.Provider, opts.Remove)
+		}
+		if err != nil {
 			return fail(hint.Wrap(fmt.Errorf("--remove: %s: %w; nothing was written", img.Name, err),
 				"--rotate-layer-keys gives the layers new keys and drops the old wrapped keys"))
 		}
