@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
@@ -56,9 +57,25 @@ type PassedOver struct {
 	Reason    string   `json:"reason"`
 }
 
+// LoadTimeout bounds reading the whole graph a name reaches: each reply
+// has its own bound (ReplyTimeout), and a graph has up to
+// MaxGraphEntries of them.
+var LoadTimeout = 10 * time.Minute
+
 // Load resolves the name in st and reads every manifest and index it
-// reaches.
+// reaches, within LoadTimeout.
 func Load(ctx context.Context, name string, st Store) (*Image, error) {
+	stalled := fmt.Errorf("%w: the image's manifests were not all read within %v", ErrRegistryStalled, LoadTimeout)
+	lctx, cancel := context.WithTimeoutCause(ctx, LoadTimeout, stalled)
+	defer cancel()
+	img, err := load(lctx, name, st)
+	if err != nil && ctx.Err() == nil && context.Cause(lctx) == stalled {
+		return nil, stalled
+	}
+	return img, err
+}
+
+func load(ctx context.Context, name string, st Store) (*Image, error) {
 	raw, mt, dg, err := st.Resolve(ctx)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package imagekeys
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -113,5 +114,60 @@ func TestWrappingsCountBeforeSplit(t *testing.T) {
 	}
 	if alloc > 1<<20 {
 		t.Fatalf("reading an annotation of %d bytes allocated %d MiB", MaxManifestSize-1024, alloc>>20)
+	}
+}
+
+// Each reply within ReplyTimeout is not enough: an index of 1,024 entries
+// whose manifests each come just inside it held a load for 1,024 times
+// the bound (34 hours at 2 minutes). The whole graph is read within
+// LoadTimeout.
+func TestLoadTimeBounded(t *testing.T) {
+	setReplyTimeouts(t, 5*time.Second, 5*time.Second)
+	l0 := LoadTimeout
+	LoadTimeout = 2 * time.Second
+	t.Cleanup(func() { LoadTimeout = l0 })
+	docs := map[string][]byte{}
+	var entries []string
+	for i := range 40 {
+		m := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":1},"layers":[],"annotations":{"i":"%d"}}`,
+			MediaOCIManifest, strings.Repeat("a", 64), i)
+		d := digestOf(m)
+		docs[d] = m
+		entries = append(entries, fmt.Sprintf(`{"mediaType":%q,"digest":%q,"size":%d,"platform":{"os":"linux","architecture":"amd%d"}}`, MediaOCIManifest, d, len(m), i))
+	}
+	top := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"manifests":[%s]}`, MediaOCIIndex, strings.Join(entries, ","))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ref, ok := strings.CutPrefix(r.URL.Path, "/v2/app/manifests/")
+		if !ok {
+			return
+		}
+		b, mt := top, MediaOCIIndex
+		if ref != "v1" {
+			if b, mt = docs[ref], MediaOCIManifest; b == nil {
+				w.WriteHeader(404)
+				return
+			}
+			select { // slow, within every per-reply bound
+			case <-time.After(250 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("Content-Type", mt)
+		w.Header().Set("Docker-Content-Digest", digestOf(b))
+		w.Write(b)
+	}))
+	defer srv.Close()
+	ref, _ := name.ParseReference(strings.TrimPrefix(srv.URL, "http://")+"/app:v1", name.Insecure)
+	start := time.Now()
+	img, err := Load(context.Background(), "app", &Registry{Ref: ref, Opts: RegistryOptions{Insecure: true}})
+	took := time.Since(start)
+	t.Logf("40 manifests at 250 ms each, LoadTimeout %v: %v after %v", LoadTimeout, err, took.Round(time.Millisecond))
+	if err == nil || !errors.Is(err, ErrRegistryStalled) || took > 5*time.Second {
+		n := 0
+		if img != nil {
+			n = len(img.Manifests)
+		}
+		t.Fatalf("load of a slow graph: %v (%d manifests) after %v, want %v within about %v", err, n, took, ErrRegistryStalled, LoadTimeout)
 	}
 }
