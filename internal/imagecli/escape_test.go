@@ -78,8 +78,8 @@ func hostileLayout(t *testing.T, alice envelope.Recipient) string {
 		t.Fatal(err)
 	}
 	ann, _ := json.Marshal(map[string]string{
-		"org.opencontainers.image.enc.keys.provider.ocikp":           base64.StdEncoding.EncodeToString(ours),
-		"org.opencontainers.image.enc.keys.provider." + hostile("a"): base64.StdEncoding.EncodeToString(theirs),
+		"org.opencontainers.image.enc.keys.provider.ocikp":              base64.StdEncoding.EncodeToString(ours),
+		"org.opencontainers.image.enc.keys.provider." + hostile("a"):    base64.StdEncoding.EncodeToString(theirs),
 		"org.opencontainers.image.enc.keys." + hostile("jwe") + badUTF8: "QUJD",
 	})
 	mt, _ := json.Marshal("application/vnd.oci.image.layer.v1.tar" + hostile("") + badUTF8 + "+encrypted")
