@@ -16,6 +16,7 @@ require (
 	github.com/containers/ocicrypt v1.3.2
 	github.com/ebitengine/purego v0.11.3
 	github.com/google/go-containerregistry v0.22.1
+	github.com/google/go-tpm v0.9.8
 	github.com/hashicorp/vault/api v1.23.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rogpeppe/go-internal v1.16.0

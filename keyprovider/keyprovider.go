@@ -29,7 +29,8 @@ import (
 	"github.com/ocikp/ocikp/plugin"
 	"github.com/ocikp/ocikp/protocol"
 
-	// Recipient forms that register themselves.
+	// Recipient forms and stored keys that register themselves.
+	_ "github.com/ocikp/ocikp/keys/tpm"
 	_ "github.com/ocikp/ocikp/p256"
 	_ "github.com/ocikp/ocikp/pq"
 )
@@ -328,6 +329,13 @@ func (p *Provider) recipientFor(ctx context.Context, v string) (envelope.Recipie
 				return nil, fmt.Errorf("key %q: %w", ref.Name, err)
 			}
 			return r, nil
+		}
+		if k, kerr := p.storedKey(v); kerr == nil {
+			if r, ok := k.(interface {
+				Recipient() (envelope.Recipient, error)
+			}); ok {
+				return r.Recipient()
+			}
 		}
 		// Worded as unwrap words it: a name, not a malformed recipient.
 		return nil, p.noKeyNamed(v, "name a key from 'ocikp list', or pass a recipient (ocikp recipient KEYNAME prints one)")
@@ -748,6 +756,11 @@ func (p *Provider) cachedKeys(sel *selection) (*selection, error) {
 		stamp[0] = fi.ModTime()
 	}
 	stamp[1] = p.Refs().Stamp()
+	for _, st := range backend.StoredKinds() {
+		if s := st.Stamp(p.Store.Dir); s.After(stamp[1]) {
+			stamp[1] = s
+		}
+	}
 	c := &p.cache
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -782,7 +795,28 @@ func (p *Provider) listKeys(sel *selection) error {
 		}
 		sel.keys = append(sel.keys, e.Ref.Identity(p.keychain(), p.Passphrase))
 	}
+	for _, st := range backend.StoredKinds() {
+		for _, e := range st.List(p.Store.Dir, p.Passphrase) {
+			if e.Err != nil {
+				sel.skipped = append(sel.skipped, e.Err)
+				continue
+			}
+			sel.keys = append(sel.keys, e.Key)
+		}
+	}
 	return nil
+}
+
+// storedKey returns the keystore's key of a registered stored kind (a TPM
+// key) by name; an error wrapping backend.ErrNoStoredKey if none has it.
+func (p *Provider) storedKey(name string) (backend.Key, error) {
+	for _, st := range backend.StoredKinds() {
+		k, err := st.Get(p.Store.Dir, name, p.Passphrase)
+		if !errors.Is(err, backend.ErrNoStoredKey) {
+			return k, err
+		}
+	}
+	return nil, backend.ErrNoStoredKey
 }
 
 // unwrapEntry returns the values in dc.Parameters that name ocikp keys.
@@ -819,7 +853,11 @@ func (p *Provider) hasKey(name string) bool {
 		return false
 	}
 	_, err := os.Stat(filepath.Join(p.Store.Dir, name+".key"))
-	return err == nil || p.Refs().Has(name)
+	if err == nil || p.Refs().Has(name) {
+		return true
+	}
+	_, err = p.storedKey(name)
+	return !errors.Is(err, backend.ErrNoStoredKey)
 }
 
 // namedKey resolves a decryption key value: a keystore name, or a path to a
@@ -844,6 +882,9 @@ func (p *Provider) namedKey(v string) (backend.Key, error) {
 			}
 			if !errors.Is(rerr, keychain.ErrNotFound) {
 				return nil, p.redact(rerr)
+			}
+			if sk, serr := p.storedKey(v); !errors.Is(serr, backend.ErrNoStoredKey) {
+				return sk, p.redact(serr)
 			}
 			return nil, p.noKeyNamed(v, keyParamHint)
 		}
@@ -877,6 +918,11 @@ func (p *Provider) noKeyNamed(name, advice string) error {
 	}
 	for _, e := range p.Refs().List() {
 		names = append(names, e.Name)
+	}
+	for _, st := range backend.StoredKinds() {
+		for _, e := range st.List(p.Store.Dir, nil) {
+			names = append(names, e.Name)
+		}
 	}
 	err := fmt.Errorf("no key %.70q in %s", name, p.keystoreName())
 	if h := suggest.Hint(name, names); h != "" {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real callers the end-to-end tests and the demo drive:
-#   Debian: docker-registry (a local registry), containerd, runc
+#   Debian: docker-registry (a local registry), containerd, runc, and the
+#     hardware simulators (group hardware): swtpm, swtpm-tools, tpm2-tools
 #   built from the Go module proxy (go install is refused for these modules,
 #   so: go mod download, then go build in a writable copy):
 #     skopeo v1.16.1 (and a copy on ocicrypt v1.3.2), imgcrypt v1.1.8
@@ -15,12 +16,12 @@
 # reused when present. Prints the tools directory on stdout.
 #
 # Usage: scripts/install-tools.sh [skopeo] [skopeo13] [containerd] [containerd2]
-#                                 [podman] [crio] [shells]   (default: all)
+#                                 [podman] [crio] [shells] [hardware]   (default: all)
 set -euo pipefail
 
 TOOLS=${OCIKP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/ocikp/tools}
 mkdir -p "$TOOLS/bin"
-want=${*:-skopeo skopeo13 containerd containerd2 podman crio shells}
+want=${*:-skopeo skopeo13 containerd containerd2 podman crio shells hardware}
 
 log() { echo "install-tools: $*" >&2; }
 
@@ -121,6 +122,11 @@ for w in $want; do
   shells)
     # zsh and fish, to test ocikp's completion scripts in the real shells.
     apt_install zsh fish
+    ;;
+  hardware)
+    # A software TPM 2.0 (swtpm_setup, swtpm socket) and tpm2-tools, for
+    # the TPM backend's tests.
+    apt_install swtpm swtpm-tools tpm2-tools
     ;;
   *) log "unknown tool set: $w"; exit 2 ;;
   esac

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOOLS_BIN=$(scripts/install-tools.sh skopeo skopeo13 containerd containerd2 podman crio shells)
+TOOLS_BIN=$(scripts/install-tools.sh skopeo skopeo13 containerd containerd2 podman crio shells hardware)
 export OCIKP_TOOLS_BIN=$TOOLS_BIN OCIKP_E2E=1
 
 step() { printf '\n== %s\n' "$*"; }

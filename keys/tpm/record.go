@@ -1,0 +1,295 @@
+package tpm
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+
+	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/safefile"
+	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/p256"
+)
+
+// maxRecordSize bounds a record file (a P-256 key's blobs are ~300 bytes).
+const maxRecordSize = 8192
+
+// maxBlob bounds each TPM blob in a record (a TPM2B is at most 64 KiB;
+// a P-256 key's are about 100 bytes).
+const maxBlob = 1024
+
+// Record is the keystore's record of a TPM key (DIR/tpm/NAME.json).
+type Record struct {
+	Name      string `json:"name"`
+	Recipient string `json:"recipient"`
+	// Device is the TPM the key was made in, as given at keygen; --tpm
+	// and OCIKP_TPM override it.
+	Device string `json:"device"`
+	// Public is the key's TPM2B_PUBLIC, Private its TPM2B_PRIVATE as the
+	// TPM encrypted it under the SRK; SRK is the SRK's name.
+	Public  string    `json:"public"`
+	Private string    `json:"private"`
+	SRK     string    `json:"srk"`
+	PIN     bool      `json:"pin"`
+	PCRs    []int     `json:"pcrs,omitempty"`
+	Created time.Time `json:"created"`
+
+	compressed []byte
+	pub        tpm2.TPM2BPublic
+	priv       tpm2.TPM2BPrivate
+	srkName    []byte
+}
+
+// NewRecord records a key the TPM created.
+func NewRecord(name, device string, c *Created, s Spec) (*Record, error) {
+	r := &Record{
+		Name:      name,
+		Recipient: p256.Format(c.Public),
+		Device:    device,
+		Public:    base64.StdEncoding.EncodeToString(c.Pub),
+		Private:   base64.StdEncoding.EncodeToString(c.Priv),
+		SRK:       base64.StdEncoding.EncodeToString(c.SRKName),
+		PIN:       len(s.PIN) > 0,
+		PCRs:      s.PCRs,
+		Created:   time.Now().UTC().Truncate(time.Second),
+	}
+	data, err := r.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	return ParseRecord(data)
+}
+
+// ParseRecord reads a record file's contents, strictly.
+func ParseRecord(data []byte) (*Record, error) {
+	if len(data) > maxRecordSize {
+		return nil, fmt.Errorf("TPM key record: %d bytes, at most %d", len(data), maxRecordSize)
+	}
+	var w struct {
+		V int `json:"v"`
+		Record
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&w); err != nil || dec.More() {
+		return nil, errors.New("TPM key record: not a JSON object of the documented fields")
+	}
+	r := w.Record
+	switch {
+	case w.V != 1:
+		return nil, fmt.Errorf("TPM key record: version %d, this ocikp reads version 1", w.V)
+	case !soft.ValidName(r.Name):
+		return nil, errors.New("TPM key record: invalid key name")
+	case r.Device != "" && (!filepath.IsAbs(r.Device) || len(r.Device) > 4096 || strings.ContainsRune(r.Device, 0)):
+		return nil, errors.New("TPM key record: the device must be an absolute path")
+	}
+	if err := checkPCRs(r.PCRs); err != nil {
+		return nil, fmt.Errorf("TPM key record: %w", err)
+	}
+	c, err := p256.ParseCompressed(r.Recipient)
+	if err != nil {
+		return nil, fmt.Errorf("TPM key record: %w", err)
+	}
+	r.compressed = c
+	blob := func(field, s string) ([]byte, error) {
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil || len(b) == 0 || len(b) > maxBlob {
+			return nil, fmt.Errorf("TPM key record: %s is not a TPM blob", field)
+		}
+		return b, nil
+	}
+	pubRaw, err := blob("public", r.Public)
+	if err != nil {
+		return nil, err
+	}
+	privRaw, err := blob("private", r.Private)
+	if err != nil {
+		return nil, err
+	}
+	if r.srkName, err = blob("srk", r.SRK); err != nil {
+		return nil, err
+	}
+	pub2b, err := tpm2.Unmarshal[tpm2.TPM2BPublic](pubRaw)
+	if err != nil || !bytes.Equal(tpm2.Marshal(pub2b), pubRaw) {
+		return nil, errors.New("TPM key record: public is not a TPM2B_PUBLIC")
+	}
+	pub, err := pub2b.Contents()
+	if err != nil {
+		return nil, errors.New("TPM key record: public is not a TPM2B_PUBLIC")
+	}
+	ec, err := publicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("TPM key record: %w", err)
+	}
+	if !bytes.Equal(p256.Compress(ec), c) {
+		return nil, errors.New("TPM key record: the recipient is not the TPM key's")
+	}
+	priv2b, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](privRaw)
+	if err != nil || !bytes.Equal(tpm2.Marshal(priv2b), privRaw) {
+		return nil, errors.New("TPM key record: private is not a TPM2B_PRIVATE")
+	}
+	r.pub, r.priv = *pub2b, *priv2b
+	return &r, nil
+}
+
+// Marshal encodes r as stored.
+func (r *Record) Marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(struct {
+		V int `json:"v"`
+		*Record
+	}{1, r}, "", "  ")
+	return append(b, '\n'), err
+}
+
+// Compressed returns the key's compressed public point.
+func (r *Record) Compressed() []byte { return r.compressed }
+
+// PublicKey returns the key's public key.
+func (r *Record) PublicKey() (*ecdh.PublicKey, error) { return p256.ParsePoint(r.compressed) }
+
+// RecipientString is the key's recipient.
+func (r *Record) RecipientString() string { return p256.FormatCompressed(r.compressed) }
+
+// Protection says what the key needs besides the TPM, for listings:
+// "pin", "pcrs 7,11", "pin, pcrs 7", or "".
+func (r *Record) Protection() string {
+	var out []string
+	if r.PIN {
+		out = append(out, "pin")
+	}
+	if len(r.PCRs) > 0 {
+		s := make([]string, len(r.PCRs))
+		for i, p := range r.PCRs {
+			s[i] = fmt.Sprint(p)
+		}
+		out = append(out, "pcrs "+strings.Join(s, ","))
+	}
+	return strings.Join(out, ", ")
+}
+
+// Records is a keystore's directory of TPM key records (DIR/tpm).
+type Records struct{ Dir string }
+
+// RecordsIn returns the TPM key records of the keystore at dir.
+func RecordsIn(keystore string) *Records { return &Records{Dir: filepath.Join(keystore, "tpm")} }
+
+func (rs *Records) path(name string) string { return filepath.Join(rs.Dir, name+".json") }
+
+// Get reads one record; an error wrapping backend.ErrNoStoredKey if
+// there is none of that name.
+func (rs *Records) Get(name string) (*Record, error) {
+	if !soft.ValidName(name) {
+		return nil, fmt.Errorf("invalid key name %.70q", name)
+	}
+	if err := safefile.CheckDir(rs.Dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	// Private: the blob is useless without the TPM, but its file is kept
+	// like a key file, and its PIN flag and PCRs are the owner's business.
+	data, err := safefile.Read(rs.path(name), safefile.Private, maxRecordSize)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("key %q: %w", name, errNoKey)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, err := ParseRecord(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", rs.path(name), err)
+	}
+	if r.Name != name {
+		return nil, fmt.Errorf("%s: names key %q", rs.path(name), r.Name)
+	}
+	return r, nil
+}
+
+// Has reports whether a record of that name exists.
+func (rs *Records) Has(name string) bool {
+	if !soft.ValidName(name) {
+		return false
+	}
+	_, err := os.Stat(rs.path(name))
+	return err == nil
+}
+
+// Put records a new key; it never replaces one.
+func (rs *Records) Put(r *Record) error {
+	data, err := r.Marshal()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(rs.Dir, 0o700); err != nil {
+		return err
+	}
+	if err := safefile.CheckDir(rs.Dir); err != nil {
+		return err
+	}
+	if err := soft.WriteNew(rs.path(r.Name), data); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return hint.Wrap(fmt.Errorf("key %q already exists in %s", r.Name, rs.Dir), "choose another name")
+		}
+		return err
+	}
+	return nil
+}
+
+// Remove deletes a record (the key is gone with it: the TPM keeps no copy).
+func (rs *Records) Remove(name string) error {
+	if !soft.ValidName(name) {
+		return fmt.Errorf("invalid key name %.70q", name)
+	}
+	return os.Remove(rs.path(name))
+}
+
+// Entry is one listed record, or why it could not be read.
+type Entry struct {
+	Name   string
+	Record *Record
+	Err    error
+}
+
+// List returns every record, by name. No directory means none.
+func (rs *Records) List() []Entry {
+	if err := safefile.CheckDir(rs.Dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading TPM key records: %w", err)}}
+	}
+	des, err := os.ReadDir(rs.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading TPM key records: %w", err)}}
+	}
+	var out []Entry
+	for _, de := range des {
+		name, ok := strings.CutSuffix(de.Name(), ".json")
+		if !ok || !soft.ValidName(name) {
+			continue
+		}
+		r, err := rs.Get(name)
+		out = append(out, Entry{Name: name, Record: r, Err: err})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Stamp is the directory's modification time (zero if absent), for caches.
+func (rs *Records) Stamp() time.Time {
+	if fi, err := os.Stat(rs.Dir); err == nil {
+		return fi.ModTime()
+	}
+	return time.Time{}
+}

@@ -1,0 +1,125 @@
+// Package tpmtest starts Debian's swtpm for tests: a private socket and
+// state directory in t.TempDir(), stopped by PID in t.Cleanup.
+package tpmtest
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// SWTPM is one running swtpm.
+type SWTPM struct {
+	Socket string // raw TPM commands (what --tpm takes)
+	state  string
+	t      testing.TB
+	cmd    *exec.Cmd
+}
+
+// Start starts swtpm, or skips the test when swtpm is not installed and
+// OCIKP_E2E is unset (scripts/test.sh sets it and installs swtpm).
+func Start(t testing.TB) *SWTPM {
+	t.Helper()
+	if _, err := exec.LookPath("swtpm"); err != nil {
+		if os.Getenv("OCIKP_E2E") == "" {
+			t.Skip("swtpm is not installed (scripts/install-tools.sh hardware installs it); set OCIKP_E2E=1 to fail instead")
+		}
+		t.Fatal("swtpm is not installed: run scripts/install-tools.sh hardware")
+	}
+	// A short directory: unix socket paths are limited to 108 bytes.
+	dir, err := os.MkdirTemp("", "swtpm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s := &SWTPM{Socket: filepath.Join(dir, "s"), state: filepath.Join(dir, "state"), t: t}
+	if err := os.Mkdir(s.state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s.start()
+	return s
+}
+
+func (s *SWTPM) start() {
+	t := s.t
+	t.Helper()
+	s.cmd = exec.Command("swtpm", "socket", "--tpm2",
+		"--server", "type=unixio,path="+s.Socket,
+		"--ctrl", "type=unixio,path="+s.Socket+".ctrl",
+		"--tpmstate", "dir="+s.state,
+		"--flags", "not-need-init,startup-clear")
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("starting swtpm: %v", err)
+	}
+	cmd := s.cmd
+	t.Cleanup(func() { stop(cmd) })
+	for i := 0; ; i++ {
+		if fi, err := os.Stat(s.Socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			return
+		}
+		if i == 200 {
+			t.Fatal("swtpm did not create its socket within 10 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func stop(cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	syscall.Kill(cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// Restart stops swtpm and starts it again on the same state: a reboot
+// (PCRs reset, keys kept).
+func (s *SWTPM) Restart() {
+	s.t.Helper()
+	stop(s.cmd)
+	os.Remove(s.Socket)
+	os.Remove(s.Socket + ".ctrl")
+	s.start()
+}
+
+// Tool runs a tpm2-tools command against this swtpm, or skips the test
+// when tpm2-tools is missing and OCIKP_E2E is unset.
+func (s *SWTPM) Tool(name string, args ...string) string {
+	s.t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		if os.Getenv("OCIKP_E2E") == "" {
+			s.t.Skipf("%s is not installed (tpm2-tools)", name)
+		}
+		s.t.Fatalf("%s is not installed: run scripts/install-tools.sh hardware", name)
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI=swtpm:path="+s.Socket)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			s.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		}
+		s.t.Fatal(err)
+	}
+	return string(out)
+}
+
+// ExtendPCR extends a sha256 PCR with a digest, changing its value.
+func (s *SWTPM) ExtendPCR(pcr int) {
+	s.t.Helper()
+	s.Tool("tpm2_pcrextend", strconv.Itoa(pcr)+":sha256="+strings.Repeat("ab", 32))
+}
