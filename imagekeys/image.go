@@ -585,6 +585,9 @@ func (w *writer) index(ctx context.Context, x *Index) error {
 		}
 		d, err := w.dst.Put(ctx, raw, mt)
 		if err != nil {
+			if pm := w.pms[read]; pm != nil && pm.Platform != "" {
+				return fmt.Errorf("platform %s (%s): %w", safetext.Token(pm.Platform, 80), safetext.Token(read, 80), err)
+			}
 			return fmt.Errorf("%s: %w", safetext.Token(read, 80), err)
 		}
 		e.Digest, e.Size = d, int64(len(raw))

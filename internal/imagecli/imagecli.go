@@ -188,7 +188,7 @@ func (c *cmd) open(ctx context.Context, s string) (*imagekeys.Image, imagekeys.S
 	img, err := imagekeys.Load(ctx, r.String(), st)
 	if err != nil {
 		if r.Transport == imageref.Docker {
-			if plain := plainRegistryError(r.Registry, err); plain != nil {
+			if plain := plainRegistryError(r.Registry, r.String(), err); plain != nil {
 				err = plain
 			} else {
 				err = fmt.Errorf("%s: %w", r, err)

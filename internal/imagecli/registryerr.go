@@ -16,8 +16,10 @@ import (
 // "GET …: MANIFEST_UNKNOWN: manifest unknown; map[Tag:nope]". The names in
 // it are the user's; the registry's own text is dropped for the codes
 // mapped here and kept (escaped on output, see output.go) for the rest.
-// The transport.Error stays in the chain for errors.As.
-func plainRegistryError(ref name.Reference, err error) error {
+// Failures of the whole exchange (credentials, access, rate) lead with
+// shown, the reference as the user typed it. The transport.Error stays in
+// the chain for errors.As.
+func plainRegistryError(ref name.Reference, shown string, err error) error {
 	var te *transport.Error
 	if !errors.As(err, &te) {
 		return nil
@@ -43,11 +45,11 @@ func plainRegistryError(ref name.Reference, err error) error {
 		}
 		return wrap("no manifest %s in %s", ref.Identifier(), repo)
 	case code(transport.UnauthorizedErrorCode) || te.StatusCode == http.StatusUnauthorized:
-		return wrap("%s: the registry wants credentials (HTTP %d)", repo, te.StatusCode)
+		return wrap("%s: the registry wants credentials (HTTP %d)", shown, te.StatusCode)
 	case code(transport.DeniedErrorCode) || te.StatusCode == http.StatusForbidden:
-		return wrap("%s: the registry denied access (HTTP %d)", repo, te.StatusCode)
+		return wrap("%s: the registry denied access (HTTP %d)", shown, te.StatusCode)
 	case code(transport.TooManyRequestsErrorCode) || te.StatusCode == http.StatusTooManyRequests:
-		return hint.Wrap(wrap("%s: the registry refuses more requests for now (too many requests)", repo), "try again later")
+		return hint.Wrap(wrap("%s: the registry refuses more requests for now (too many requests)", shown), "try again later")
 	}
 	return nil
 }
