@@ -40,6 +40,7 @@ func TestScripts(t *testing.T) {
 			"unwrapreq": cmdUnwrapreq,
 			"optsdata":  cmdOptsdata,
 			"mkcert":    cmdMkcert,
+			"swtpm":     cmdSwtpm,
 		},
 	})
 }

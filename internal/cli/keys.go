@@ -19,6 +19,7 @@ import (
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/keys/tpm"
 	"github.com/ocikp/ocikp/pq"
 )
 
@@ -28,12 +29,21 @@ func cmdKeygen(e *env, args []string) error {
 	passFile := fs.String("passphrase-file", "", "protect the key with the passphrase in this file")
 	typ := fs.String("type", soft.TypeP256, "key `TYPE`: p256, or post-quantum mlkem768x25519 (X-Wing) or mlkem768p256")
 	kf := e.addKeychainFlags(fs, true)
-	pos, err := e.parse(fs, args, 1, 1, "[--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] NAME")
+	tf := addTPMFlags(fs)
+	pos, err := e.parse(fs, args, 1, 1, "[--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] [--backend tpm [--tpm PATH] [--pin | --pin-file FILE] [--pcrs LIST]] NAME")
 	if err != nil {
 		return err
 	}
 	if err := checkName(pos[0]); err != nil {
 		return err
+	}
+	if *kf.backend == "tpm" {
+		if *typ != soft.TypeP256 || *kf.tag != "" || *kf.secureEnclave || *kf.requirePresence {
+			return usagef("--backend tpm makes P-256 keys and takes --tpm, --pin, --pin-file and --pcrs")
+		}
+		return e.tpmKeygen(pos[0], tf, *prompt || *passFile != "")
+	} else if tf.used() {
+		return usagef("--tpm, --pin, --pin-file and --pcrs go with --backend tpm")
 	}
 	kind := pq.KindOf(*typ)
 	if kind == nil && *typ != soft.TypeP256 {
@@ -101,6 +111,10 @@ func (e *env) newKeyFile(name string, prompt bool, passFile, verb string, build 
 	}
 	if err := refuseDuplicate(st, k.Public); err != nil {
 		return err
+	}
+	if tpm.RecordsIn(st.Dir).Has(name) {
+		return hint.Wrap(fmt.Errorf("key %q already exists in %s (a TPM key)", name, st.Dir),
+			"choose another name, or remove the old key with: ocikp delete "+name)
 	}
 	if err := st.Put(name, k); err != nil {
 		return err
@@ -246,6 +260,10 @@ func cmdRecipient(e *env, args []string) error {
 			fmt.Fprintln(e.stdout, ref.RecipientString())
 			return nil
 		}
+		if r, ok := tpmRecipient(st, name); ok {
+			fmt.Fprintln(e.stdout, r)
+			return nil
+		}
 	}
 	if err != nil {
 		return lookupErr(st, name, err)
@@ -261,7 +279,8 @@ func cmdDelete(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := st.Get(name); err != nil {
+	isTPM := tpm.RecordsIn(st.Dir).Has(name)
+	if _, err := st.Get(name); err != nil && !isTPM {
 		// Before asking: a typo should not be confirmed first.
 		if err := lookupErr(st, name, err); errors.Is(err, soft.ErrNotFound) {
 			return err
@@ -274,6 +293,9 @@ func cmdDelete(e *env, args []string) error {
 	}
 	if refs := keychain.RefsIn(st.Dir); soft.ValidName(name) && refs.Has(name) {
 		return e.keychainDelete(refs, name)
+	}
+	if isTPM {
+		return e.tpmDelete(st, name)
 	}
 	if err := st.Delete(name); err != nil {
 		return lookupErr(st, name, err)

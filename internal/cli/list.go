@@ -86,6 +86,7 @@ func cmdList(e *env, args []string) error {
 		}
 		out = append(out, l)
 	}
+	out = append(out, tpmListed(st)...)
 	for _, k := range (&keyprovider.Provider{Store: st}).KMSCache().List() {
 		out = append(out, listed{Name: k.URL, Type: k.StanzaType + " (cached public key)", Recipient: k.URL,
 			Created: k.Fetched.Format(time.RFC3339), cachedKMS: true})

@@ -241,7 +241,7 @@ func checkPCRs(pcrs []int) error {
 // salted to the SRK, and gets the shared point encrypted back.
 func zgen(path string, r *Record, pin []byte, peer *ecdh.PublicKey) ([]byte, error) {
 	if r.PIN && len(pin) == 0 {
-		return nil, ErrPINNeeded
+		return nil, hint.Wrap(ErrPINNeeded, "set OCIKP_PASSPHRASE_FILE to a file that holds the key's PIN, for unattended decryption")
 	}
 	t, err := open(path)
 	if err != nil {

@@ -1,0 +1,186 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keys/keychain"
+	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/keys/tpm"
+)
+
+// tpmFlags are keygen's options for --backend tpm.
+type tpmFlags struct {
+	path, pcrs, pinFile *string
+	pin                 *bool
+}
+
+func addTPMFlags(fs *flag.FlagSet) tpmFlags {
+	return tpmFlags{
+		path:    fs.String("tpm", "", "tpm: the TPM `PATH`, a character device or a swtpm unix socket (default $"+tpm.EnvTPM+", else "+tpm.DefaultPath+")"),
+		pcrs:    fs.String("pcrs", "", "tpm: bind the key to these sha256 PCRs' current values (`LIST`, e.g. 7,11)"),
+		pin:     fs.Bool("pin", false, "tpm: protect the key with a PIN typed at the terminal"),
+		pinFile: fs.String("pin-file", "", "tpm: protect the key with the PIN in this `FILE`"),
+	}
+}
+
+// used reports whether a --backend tpm option was given.
+func (t tpmFlags) used() bool {
+	return *t.path != "" || *t.pcrs != "" || *t.pin || *t.pinFile != ""
+}
+
+func parsePCRs(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 || n > 23 {
+			return nil, usagef("--pcrs %.40q: want PCR numbers 0-23 separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	sort.Ints(out)
+	for i := 1; i < len(out); i++ {
+		if out[i] == out[i-1] {
+			return nil, usagef("--pcrs: PCR %d is listed twice", out[i])
+		}
+	}
+	return out, nil
+}
+
+// newPIN gets a new key's PIN from --pin-file or the terminal (--pin).
+func newPIN(prompt bool, file string) ([]byte, error) {
+	var pin []byte
+	switch {
+	case file != "" && prompt:
+		return nil, usagef("--pin and --pin-file are exclusive")
+	case file != "":
+		p, err := readPassphraseFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("PIN %w", err)
+		}
+		pin = p
+	case prompt:
+		p, err := promptPassphrase("PIN for the new TPM key: ")
+		if err != nil {
+			return nil, err
+		}
+		again, err := promptPassphrase("Repeat the PIN: ")
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(p, again) {
+			return nil, errors.New("the PINs do not match")
+		}
+		if len(p) == 0 {
+			return nil, errors.New("empty PIN")
+		}
+		pin = p
+	}
+	// The TPM takes an authValue up to the size of its name hash.
+	if len(pin) > 32 {
+		return nil, errors.New("the PIN is longer than 32 bytes, the most a TPM key's authValue holds")
+	}
+	return pin, nil
+}
+
+// tpmKeygen creates a P-256 key in the TPM and records it in the keystore.
+func (e *env) tpmKeygen(name string, t tpmFlags, passphrase bool) error {
+	if passphrase {
+		return usagef("--passphrase and --passphrase-file are for --backend soft; a TPM key takes --pin or --pin-file")
+	}
+	pcrs, err := parsePCRs(*t.pcrs)
+	if err != nil {
+		return err
+	}
+	pin, err := newPIN(*t.pin, *t.pinFile)
+	if err != nil {
+		return err
+	}
+	st, err := e.store()
+	if err != nil {
+		return err
+	}
+	recs := tpm.RecordsIn(st.Dir)
+	if err := nameFree(st, keychain.RefsIn(st.Dir), name); err != nil {
+		return err
+	}
+	if recs.Has(name) {
+		return hint.Wrap(fmt.Errorf("key %q already exists in %s", name, st.Dir),
+			"choose another name, or remove the old key with: ocikp delete "+name)
+	}
+	path := tpm.Path(*t.path, "")
+	spec := tpm.Spec{PIN: pin, PCRs: pcrs}
+	c, err := tpm.Create(path, spec)
+	if err != nil {
+		return err
+	}
+	r, err := tpm.NewRecord(name, path, c, spec)
+	if err != nil {
+		return err
+	}
+	if err := recs.Put(r); err != nil {
+		return err
+	}
+	note := ""
+	if p := r.Protection(); p != "" {
+		note = " (" + p + ")"
+	}
+	fmt.Fprintln(e.stdout, r.RecipientString())
+	fmt.Fprintf(e.stderr, "ocikp: created TPM key %q in %s%s, recorded in %s\n", name, path, note, recs.Dir)
+	return nil
+}
+
+// tpmRecipient returns a TPM key's recipient, if the keystore records one
+// of that name.
+func tpmRecipient(st *soft.Store, name string) (string, bool) {
+	r, err := tpm.RecordsIn(st.Dir).Get(name)
+	if err != nil {
+		return "", false
+	}
+	return r.RecipientString(), true
+}
+
+// tpmDelete deletes a TPM key's record, and with it the key: the TPM
+// keeps no copy.
+func (e *env) tpmDelete(st *soft.Store, name string) error {
+	recs := tpm.RecordsIn(st.Dir)
+	if err := recs.Remove(name); err != nil {
+		return fmt.Errorf("deleting key: %w", err)
+	}
+	fmt.Fprintf(e.stderr, "ocikp: deleted TPM key %q from %s; layers encrypted only to it can no longer be decrypted\n", name, recs.Dir)
+	return nil
+}
+
+// tpmListed lists the keystore's TPM keys: where each lives, and what
+// protects it besides the TPM.
+func tpmListed(st *soft.Store) []listed {
+	var out []listed
+	for _, en := range tpm.RecordsIn(st.Dir).List() {
+		l := listed{Name: en.Name, Type: "p256 (tpm)"}
+		if en.Err != nil {
+			l.Error = oneLine(en.Err.Error())
+			out = append(out, l)
+			continue
+		}
+		r := en.Record
+		where := "tpm " + r.Device
+		if p := r.Protection(); p != "" {
+			where += ", " + p
+		}
+		l.Type = "p256 (" + where + ")"
+		l.shortType = "p256 (tpm)" // the device and policy: --long
+		l.Recipient, l.Protected, l.Created = r.RecipientString(), r.PIN || len(r.PCRs) > 0, r.Created.Format(time.RFC3339)
+		out = append(out, l)
+	}
+	return out
+}

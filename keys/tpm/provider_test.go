@@ -1,0 +1,189 @@
+package tpm_test
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ocikp/ocikp/keyprovider"
+	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/keys/tpm"
+	"github.com/ocikp/ocikp/keys/tpm/tpmtest"
+	"github.com/ocikp/ocikp/protocol"
+)
+
+func wrapReq(t *testing.T, p *keyprovider.Provider, secret []byte, recipients ...string) []byte {
+	t.Helper()
+	var vs [][]byte
+	for _, r := range recipients {
+		vs = append(vs, []byte(r))
+	}
+	reply, err := p.Handle(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
+		EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vs}}, Optsdata: secret}})
+	if err != nil {
+		t.Fatalf("wrap: %v", err)
+	}
+	var out struct {
+		Results struct{ Annotation []byte } `json:"keywrapresults"`
+	}
+	if err := json.Unmarshal(reply, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Results.Annotation
+}
+
+// unwrapReq unwraps as containerd does (no parameters for the provider),
+// or with the named decryption keys.
+func unwrapReq(p *keyprovider.Provider, ann []byte, names ...string) ([]byte, error) {
+	params := map[string][][]byte{}
+	for _, n := range names {
+		params["ocikp"] = append(params["ocikp"], []byte(n))
+	}
+	reply, err := p.Handle(&protocol.Request{Op: protocol.OpKeyUnwrap, KeyUnwrapParams: &protocol.KeyUnwrapParams{
+		DC: &protocol.DecryptConfig{Parameters: params}, Annotation: ann}})
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Results struct{ Optsdata []byte } `json:"keyunwrapresults"`
+	}
+	err = json.Unmarshal(reply, &out)
+	return out.Results.Optsdata, err
+}
+
+// TestProviderTPMBesideSoftware: one layer for a TPM key and a software
+// key; each decrypts it alone through the provider core, with the empty
+// decryption parameters containerd sends and by name, across a swtpm
+// restart between wrap and unwrap.
+func TestProviderTPMBesideSoftware(t *testing.T) {
+	sw := tpmtest.Start(t)
+	r, ks := newKey(t, sw, "node", tpm.Spec{PIN: []byte("2468")})
+	st := &soft.Store{Dir: ks}
+	priv, _ := ecdh.P256().GenerateKey(rand.Reader)
+	if _, err := st.Create("laptop", priv, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := &keyprovider.Provider{Store: st, Passphrase: pin("2468")}
+	wp := &keyprovider.Provider{Name: "ocikp", Store: st}
+	secret := []byte(`{"symkey":"layer key"}`)
+	// The TPM key by recipient string, the software key by name.
+	ann := wrapReq(t, wp, secret, r.RecipientString(), "laptop")
+
+	sw.Restart()
+	// Only the TPM key: the software key file is moved away.
+	if err := os.Rename(filepath.Join(ks, "laptop.key"), filepath.Join(t.TempDir(), "laptop.key")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := unwrapReq(p, ann)
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("TPM key alone, empty parameters: %v", err)
+	}
+	named := &keyprovider.Provider{Name: "ocikp", Store: st, Passphrase: pin("2468")}
+	if got, err := unwrapReq(named, ann, "node"); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("TPM key by name: %v", err)
+	}
+	// The wrong PIN: said so, without the PIN.
+	wrong := &keyprovider.Provider{Store: st, Passphrase: pin("1357")}
+	_, err = unwrapReq(wrong, ann)
+	if !errors.Is(err, tpm.ErrBadPIN) || strings.Contains(err.Error(), "1357") || strings.Contains(err.Error(), "2468") {
+		t.Fatalf("wrong PIN: %v", err)
+	}
+
+	// Only the software key: the TPM record removed, and a fresh keystore
+	// with the software key alone.
+	ks2 := t.TempDir()
+	st2 := &soft.Store{Dir: ks2}
+	if _, err := st2.Create("laptop", priv, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := unwrapReq(&keyprovider.Provider{Store: st2}, ann); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("software key alone: %v", err)
+	}
+}
+
+// TestBusCarriesNoSecret records every byte between ocikp and the TPM
+// during keygen and an unwrap: neither the PIN nor the shared point may
+// appear (salted sessions, parameter encryption).
+func TestBusCarriesNoSecret(t *testing.T) {
+	sw := tpmtest.Start(t)
+	var mu sync.Mutex
+	var bus bytes.Buffer
+	proxy := filepath.Join(filepath.Dir(sw.Socket), "proxy")
+	l, err := net.Listen("unix", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("unix", sw.Socket)
+			if err != nil {
+				c.Close()
+				return
+			}
+			tap := func(dst, src net.Conn) {
+				buf := make([]byte, 8192)
+				for {
+					n, err := src.Read(buf)
+					if n > 0 {
+						mu.Lock()
+						bus.Write(buf[:n])
+						mu.Unlock()
+						dst.Write(buf[:n])
+					}
+					if err != nil {
+						dst.Close()
+						return
+					}
+				}
+			}
+			go tap(u, c)
+			go tap(c, u)
+		}
+	}()
+	secretPIN := []byte("PIN-8c1f0e7a")
+	c, err := tpm.Create(proxy, tpm.Spec{PIN: secretPIN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := tpm.NewRecord("node", proxy, c, tpm.Spec{PIN: secretPIN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := r.NewKey(secretPIN)
+	eph, _ := ecdh.P256().GenerateKey(rand.Reader)
+	z, err := k.ECDH(eph.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := eph.ECDH(k.PublicKey())
+	if !bytes.Equal(z, want) {
+		t.Fatal("wrong shared secret")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if bus.Len() < 500 {
+		t.Fatalf("the tap saw only %d bytes", bus.Len())
+	}
+	if !bytes.Contains(bus.Bytes(), eph.PublicKey().Bytes()[1:33]) {
+		t.Fatal("the tap does not see the peer point (sent in clear): it records nothing useful")
+	}
+	if bytes.Contains(bus.Bytes(), secretPIN) {
+		t.Error("the PIN crossed the bus in clear")
+	}
+	if bytes.Contains(bus.Bytes(), z[:16]) {
+		t.Error("the shared point crossed the bus in clear")
+	}
+}
