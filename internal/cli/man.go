@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 )
 
@@ -70,7 +69,28 @@ the callers' key provider configuration (ocikp config writes one)
 	return err
 }
 
-var flagLine = regexp.MustCompile(`^  (-\S+(?: [A-Z_|]+)?)\s{2,}(.*)$`)
+// flagLine splits a help line "  -flag [METAVAR]  text" into the flag and
+// its text. Not a regexp: package-level regexps are compiled at every
+// start of the exec binary, which runs once per layer.
+func flagLine(l string) (flag, text string, ok bool) {
+	rest, ok := strings.CutPrefix(l, "  ")
+	if !ok || !strings.HasPrefix(rest, "-") {
+		return "", "", false
+	}
+	i := strings.Index(rest, "  ")
+	if i < 0 {
+		return "", "", false
+	}
+	flag, text = rest[:i], strings.TrimLeft(rest[i:], " ")
+	name, meta, hasMeta := strings.Cut(flag, " ")
+	if len(name) < 2 || strings.ContainsAny(name, " \t") {
+		return "", "", false
+	}
+	if hasMeta && (meta == "" || strings.Trim(meta, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_|") != "") {
+		return "", "", false
+	}
+	return flag, text, true
+}
 
 // writeBlock renders one paragraph of a help text: a usage line or other
 // indented text as is, a flag list as tagged paragraphs, prose filled.
@@ -79,8 +99,8 @@ func writeBlock(b *strings.Builder, block string) {
 	switch {
 	case lines[0] == "flags:":
 		for _, l := range lines[1:] {
-			if m := flagLine.FindStringSubmatch(l); m != nil {
-				fmt.Fprintf(b, ".TP\n.B %s\n%s\n", roffQuote(m[1]), roffText(m[2]))
+			if flag, text, ok := flagLine(l); ok {
+				fmt.Fprintf(b, ".TP\n.B %s\n%s\n", roffQuote(flag), roffText(text))
 			} else {
 				b.WriteString(roffText(strings.TrimSpace(l)) + "\n")
 			}
