@@ -30,6 +30,7 @@ import (
 	"github.com/ocikp/ocikp/protocol"
 
 	// Recipient forms and stored keys that register themselves.
+	_ "github.com/ocikp/ocikp/keys/pkcs11"
 	_ "github.com/ocikp/ocikp/keys/tpm"
 	_ "github.com/ocikp/ocikp/p256"
 	_ "github.com/ocikp/ocikp/pq"
