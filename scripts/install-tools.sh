@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real callers the end-to-end tests and the demo drive:
 #   Debian: docker-registry (a local registry), containerd, runc, and the
-#     hardware simulators (group hardware): swtpm, swtpm-tools, tpm2-tools
+#     hardware simulators (group hardware): swtpm, swtpm-tools, tpm2-tools,
+#     softhsm2 and opensc (pkcs11-tool)
 #   built from the Go module proxy (go install is refused for these modules,
 #   so: go mod download, then go build in a writable copy):
 #     skopeo v1.16.1 (and a copy on ocicrypt v1.3.2), imgcrypt v1.1.8
@@ -127,6 +128,10 @@ for w in $want; do
     # A software TPM 2.0 (swtpm_setup, swtpm socket) and tpm2-tools, for
     # the TPM backend's tests.
     apt_install swtpm swtpm-tools tpm2-tools
+    # SoftHSM2 (a PKCS#11 token in files) and OpenSC's pkcs11-tool, for
+    # the PKCS#11 backend's tests; the companion ocikp-pkcs11 builds with
+    # cgo (gcc).
+    apt_install softhsm2 opensc gcc libc6-dev
     ;;
   *) log "unknown tool set: $w"; exit 2 ;;
   esac
