@@ -3,15 +3,12 @@ package tpm
 import (
 	"crypto/ecdh"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/p256"
 )
-
-var errNoKey = fmt.Errorf("no TPM key of that name: %w", backend.ErrNoStoredKey)
 
 func init() {
 	backend.RegisterStored("tpm", backend.Stored{

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
+	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safefile"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -199,7 +200,7 @@ func (rs *Records) Get(name string) (*Record, error) {
 	// like a key file, and its PIN flag and PCRs are the owner's business.
 	data, err := safefile.Read(rs.path(name), safefile.Private, maxRecordSize)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("key %q: %w", name, errNoKey)
+		return nil, fmt.Errorf("key %q: no TPM key of that name: %w", name, backend.ErrNoStoredKey)
 	}
 	if err != nil {
 		return nil, err
