@@ -1,12 +1,15 @@
 package tpm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/google/go-tpm/tpm2/transport"
 
@@ -78,7 +81,7 @@ func open(path string) (*device, error) {
 			unlock()
 			return nil, noDevice(path, err)
 		}
-		return &device{TPM: transport.FromReadWriter(c), path: path, close: c.Close, unlock: unlock}, nil
+		return &device{TPM: transport.FromReadWriter(&framed{c: c}), path: path, close: c.Close, unlock: unlock}, nil
 	}
 	unlock()
 	return nil, noDevice(path, errors.New("not a character device or a unix socket"))
@@ -97,3 +100,44 @@ func unwrapPath(err error) error {
 	}
 	return err
 }
+
+// commandTimeout bounds one command on a socket: a wedged simulator must
+// not hold an unwrap (and its caller, which has no time-out) forever.
+const commandTimeout = 30 * time.Second
+
+// framed reads whole TPM responses from a stream socket: go-tpm reads a
+// response with one Read, which a stream may split.
+type framed struct {
+	c    net.Conn
+	rest []byte
+}
+
+func (f *framed) Write(p []byte) (int, error) {
+	f.c.SetDeadline(time.Now().Add(commandTimeout)) //nolint:errcheck // unix sockets support deadlines
+	return f.c.Write(p)
+}
+
+func (f *framed) Read(p []byte) (int, error) {
+	if len(f.rest) == 0 {
+		// tag (2 bytes), size (4 bytes, the whole response), …
+		var hdr [6]byte
+		if _, err := io.ReadFull(f.c, hdr[:]); err != nil {
+			return 0, fmt.Errorf("reading the TPM's response: %w", err)
+		}
+		size := binary.BigEndian.Uint32(hdr[2:])
+		if size < 10 || size > maxResponse {
+			return 0, fmt.Errorf("the TPM's response claims %d bytes", size)
+		}
+		f.rest = make([]byte, size)
+		copy(f.rest, hdr[:])
+		if _, err := io.ReadFull(f.c, f.rest[6:]); err != nil {
+			return 0, fmt.Errorf("reading the TPM's response: %w", err)
+		}
+	}
+	n := copy(p, f.rest)
+	f.rest = f.rest[n:]
+	return n, nil
+}
+
+// maxResponse is go-tpm's response buffer (tpmutil's maxTPMResponse).
+const maxResponse = 4096

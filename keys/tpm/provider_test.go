@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -114,45 +115,7 @@ func TestProviderTPMBesideSoftware(t *testing.T) {
 // appear (salted sessions, parameter encryption).
 func TestBusCarriesNoSecret(t *testing.T) {
 	sw := tpmtest.Start(t)
-	var mu sync.Mutex
-	var bus bytes.Buffer
-	proxy := filepath.Join(filepath.Dir(sw.Socket), "proxy")
-	l, err := net.Listen("unix", proxy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("unix", sw.Socket)
-			if err != nil {
-				c.Close()
-				return
-			}
-			tap := func(dst, src net.Conn) {
-				buf := make([]byte, 8192)
-				for {
-					n, err := src.Read(buf)
-					if n > 0 {
-						mu.Lock()
-						bus.Write(buf[:n])
-						mu.Unlock()
-						dst.Write(buf[:n])
-					}
-					if err != nil {
-						dst.Close()
-						return
-					}
-				}
-			}
-			go tap(u, c)
-			go tap(c, u)
-		}
-	}()
+	proxy, bus := tapProxy(t, sw.Socket, false)
 	secretPIN := []byte("PIN-8c1f0e7a")
 	c, err := tpm.Create(proxy, tpm.Spec{PIN: secretPIN})
 	if err != nil {
@@ -172,18 +135,93 @@ func TestBusCarriesNoSecret(t *testing.T) {
 	if !bytes.Equal(z, want) {
 		t.Fatal("wrong shared secret")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if bus.Len() < 500 {
-		t.Fatalf("the tap saw only %d bytes", bus.Len())
+	seen := bus()
+	if len(seen) < 500 {
+		t.Fatalf("the tap saw only %d bytes", len(seen))
 	}
-	if !bytes.Contains(bus.Bytes(), eph.PublicKey().Bytes()[1:33]) {
+	if !bytes.Contains(seen, eph.PublicKey().Bytes()[1:33]) {
 		t.Fatal("the tap does not see the peer point (sent in clear): it records nothing useful")
 	}
-	if bytes.Contains(bus.Bytes(), secretPIN) {
+	if bytes.Contains(seen, secretPIN) {
 		t.Error("the PIN crossed the bus in clear")
 	}
-	if bytes.Contains(bus.Bytes(), z[:16]) {
+	if bytes.Contains(seen, z[:16]) {
 		t.Error("the shared point crossed the bus in clear")
+	}
+}
+
+// tapProxy serves a unix socket that forwards to target and records every
+// byte both ways; split sends the TPM's responses one byte per write.
+func tapProxy(t *testing.T, target string, split bool) (string, func() []byte) {
+	var mu sync.Mutex
+	var bus bytes.Buffer
+	proxy := filepath.Join(filepath.Dir(target), "proxy")
+	l, err := net.Listen("unix", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	tap := func(dst, src net.Conn, split bool) {
+		buf := make([]byte, 8192)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				mu.Lock()
+				bus.Write(buf[:n])
+				mu.Unlock()
+				if split {
+					for i := 0; i < n; i++ {
+						dst.Write(buf[i : i+1])
+						time.Sleep(10 * time.Microsecond)
+					}
+				} else {
+					dst.Write(buf[:n])
+				}
+			}
+			if err != nil {
+				dst.Close()
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("unix", target)
+			if err != nil {
+				c.Close()
+				return
+			}
+			go tap(u, c, false)
+			go tap(c, u, split)
+		}
+	}()
+	return proxy, func() []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return bytes.Clone(bus.Bytes())
+	}
+}
+
+// TestSplitResponses: a stream socket may deliver a response in pieces;
+// go-tpm reads it with one Read, so the socket transport reassembles it.
+func TestSplitResponses(t *testing.T) {
+	sw := tpmtest.Start(t)
+	proxy, _ := tapProxy(t, sw.Socket, true)
+	c, err := tpm.Create(proxy, tpm.Spec{})
+	if err != nil {
+		t.Fatalf("Create through a socket that splits responses: %v", err)
+	}
+	r, err := tpm.NewRecord("node", proxy, c, tpm.Spec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := r.NewKey(nil)
+	eph, _ := ecdh.P256().GenerateKey(rand.Reader)
+	if _, err := k.ECDH(eph.PublicKey()); err != nil {
+		t.Fatalf("ECDH through a socket that splits responses: %v", err)
 	}
 }
