@@ -7,6 +7,7 @@ import (
 
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/keys/keychain"
+	"github.com/ocikp/ocikp/keys/pkcs11"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/keys/tpm"
 	"github.com/ocikp/ocikp/p256"
@@ -25,7 +26,7 @@ func (e *env) addKeychainFlags(fs interface {
 	Bool(string, bool, string) *bool
 }, withCreate bool) keychainFlags {
 	k := keychainFlags{
-		backend: fs.String("backend", "soft", "where the key lives: soft (keystore file), keychain (macOS Keychain) or tpm (keygen: TPM 2.0)"),
+		backend: fs.String("backend", "soft", "where the key lives: soft (keystore file), keychain (macOS Keychain), tpm (keygen: TPM 2.0) or pkcs11 (keygen: a PKCS#11 token)"),
 		tag:     fs.String("tag", "", "keychain: the key's application tag (default ocikp.NAME; the Apple key provider's is "+keychain.DefaultTag+")"),
 	}
 	if withCreate {
@@ -70,7 +71,7 @@ func nameFree(st *soft.Store, refs *keychain.Refs, name string) error {
 		_, err := st.Get(name) // the store's own invalid-name error
 		return err
 	}
-	if _, err := st.Get(name); !errors.Is(err, soft.ErrNotFound) || refs.Has(name) || tpm.RecordsIn(st.Dir).Has(name) {
+	if _, err := st.Get(name); !errors.Is(err, soft.ErrNotFound) || refs.Has(name) || tpm.RecordsIn(st.Dir).Has(name) || pkcs11.RecordsIn(st.Dir).Has(name) {
 		return hint.Wrap(fmt.Errorf("key %q already exists in %s", name, st.Dir),
 			"choose another name, or remove the old key with: ocikp delete "+name)
 	}

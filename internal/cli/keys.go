@@ -18,6 +18,7 @@ import (
 
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/keys/keychain"
+	"github.com/ocikp/ocikp/keys/pkcs11"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/keys/tpm"
 	"github.com/ocikp/ocikp/pq"
@@ -30,12 +31,21 @@ func cmdKeygen(e *env, args []string) error {
 	typ := fs.String("type", soft.TypeP256, "key `TYPE`: p256, or post-quantum mlkem768x25519 (X-Wing) or mlkem768p256")
 	kf := e.addKeychainFlags(fs, true)
 	tf := addTPMFlags(fs)
-	pos, err := e.parse(fs, args, 1, 1, "[--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] [--backend tpm [--tpm PATH] [--pin | --pin-file FILE] [--pcrs LIST]] NAME")
+	pf := addPKCS11Flags(fs)
+	pos, err := e.parse(fs, args, 1, 1, "[--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] [--backend tpm [--tpm PATH] [--pin | --pin-file FILE] [--pcrs LIST]] [--backend pkcs11 --uri URI [--existing] [--pin | --pin-file FILE]] NAME")
 	if err != nil {
 		return err
 	}
 	if err := checkName(pos[0]); err != nil {
 		return err
+	}
+	if *kf.backend == "pkcs11" {
+		if *typ != soft.TypeP256 || *kf.tag != "" || *kf.secureEnclave || *kf.requirePresence || *prompt || *passFile != "" {
+			return usagef("--backend pkcs11 makes P-256 keys and takes --uri, --existing, --pin and --pin-file")
+		}
+		return e.pkcs11Keygen(pos[0], pf, tf)
+	} else if pf.used() {
+		return usagef("--uri and --existing go with --backend pkcs11")
 	}
 	if *kf.backend == "tpm" {
 		if *typ != soft.TypeP256 || *kf.tag != "" || *kf.secureEnclave || *kf.requirePresence {
@@ -111,6 +121,10 @@ func (e *env) newKeyFile(name string, prompt bool, passFile, verb string, build 
 	}
 	if err := refuseDuplicate(st, k.Public); err != nil {
 		return err
+	}
+	if pkcs11.RecordsIn(st.Dir).Has(name) {
+		return hint.Wrap(fmt.Errorf("key %q already exists in %s (a PKCS#11 key)", name, st.Dir),
+			"choose another name, or remove the old key with: ocikp delete "+name)
 	}
 	if tpm.RecordsIn(st.Dir).Has(name) {
 		return hint.Wrap(fmt.Errorf("key %q already exists in %s (a TPM key)", name, st.Dir),
@@ -264,6 +278,10 @@ func cmdRecipient(e *env, args []string) error {
 			fmt.Fprintln(e.stdout, r)
 			return nil
 		}
+		if r, ok := pkcs11Recipient(st, name); ok {
+			fmt.Fprintln(e.stdout, r)
+			return nil
+		}
 	}
 	if err != nil {
 		return lookupErr(st, name, err)
@@ -280,7 +298,8 @@ func cmdDelete(e *env, args []string) error {
 		return err
 	}
 	isTPM := tpm.RecordsIn(st.Dir).Has(name)
-	if _, err := st.Get(name); err != nil && !isTPM {
+	isPKCS11 := pkcs11.RecordsIn(st.Dir).Has(name)
+	if _, err := st.Get(name); err != nil && !isTPM && !isPKCS11 {
 		// Before asking: a typo should not be confirmed first.
 		if err := lookupErr(st, name, err); errors.Is(err, soft.ErrNotFound) {
 			return err
@@ -296,6 +315,9 @@ func cmdDelete(e *env, args []string) error {
 	}
 	if isTPM {
 		return e.tpmDelete(st, name)
+	}
+	if isPKCS11 {
+		return e.pkcs11Delete(st, name)
 	}
 	if err := st.Delete(name); err != nil {
 		return lookupErr(st, name, err)

@@ -87,6 +87,7 @@ func cmdList(e *env, args []string) error {
 		out = append(out, l)
 	}
 	out = append(out, tpmListed(st)...)
+	out = append(out, pkcs11Listed(st)...)
 	for _, k := range (&keyprovider.Provider{Store: st}).KMSCache().List() {
 		out = append(out, listed{Name: k.URL, Type: k.StanzaType + " (cached public key)", Recipient: k.URL,
 			Created: k.Fetched.Format(time.RFC3339), cachedKMS: true})

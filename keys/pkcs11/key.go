@@ -215,7 +215,7 @@ func (k *Key) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
 	}
 	rep, err := Call(&Request{Op: "ecdh", Module: module, URI: k.r.URI, PIN: string(k.pin), Peer: peer.Bytes()})
 	if err != nil {
-		return nil, fmt.Errorf("key %q: %w", k.r.Name, err)
+		return nil, err
 	}
 	if len(rep.Secret) != 32 {
 		return nil, fmt.Errorf("pkcs11: ECDH returned %d bytes, want 32", len(rep.Secret))
