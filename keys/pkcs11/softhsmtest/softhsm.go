@@ -31,7 +31,7 @@ func (tk *Token) URI(object string) string {
 // SOFTHSM2_CONF and OCIKP_PLUGIN_DIR for the test, or skips the test when
 // softhsm2 is not installed and OCIKP_E2E is unset (scripts/test.sh sets
 // it and installs softhsm2).
-func Start(t *testing.T, label, pin string) *Token {
+func Start(t testing.TB, label, pin string) *Token {
 	t.Helper()
 	if _, err := exec.LookPath("softhsm2-util"); err != nil || !exists(Module) {
 		if os.Getenv("OCIKP_E2E") == "" {
@@ -67,7 +67,7 @@ var (
 
 // Companion builds ocikp-pkcs11 once per test binary and returns the
 // directory that holds it.
-func Companion(t *testing.T) string {
+func Companion(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		d, err := os.MkdirTemp("", "ocikp-pkcs11")
