@@ -225,3 +225,28 @@ func TestSplitResponses(t *testing.T) {
 		t.Fatalf("ECDH through a socket that splits responses: %v", err)
 	}
 }
+
+// TestProviderServiceMode: the long-lived provider of ocikp serve
+// (CacheKeys) keeps the TPM identity between requests; each unwrap opens
+// the device afresh, so a TPM that went away is an error for that request
+// only, and the next one after it is back succeeds.
+func TestProviderServiceMode(t *testing.T) {
+	sw := tpmtest.Start(t)
+	r, ks := newKey(t, sw, "node", tpm.Spec{})
+	p := &keyprovider.Provider{Store: &soft.Store{Dir: ks}, CacheKeys: true}
+	secret := []byte(`{"symkey":"S"}`)
+	ann := wrapReq(t, &keyprovider.Provider{Store: p.Store}, secret, r.RecipientString())
+	for i := 0; i < 3; i++ {
+		if got, err := unwrapReq(p, ann); err != nil || !bytes.Equal(got, secret) {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+	}
+	sw.Stop()
+	if _, err := unwrapReq(p, ann); !errors.Is(err, tpm.ErrNoDevice) {
+		t.Fatalf("TPM gone: got %v, want ErrNoDevice", err)
+	}
+	sw.Restart()
+	if got, err := unwrapReq(p, ann); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("TPM back: %v", err)
+	}
+}

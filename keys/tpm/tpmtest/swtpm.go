@@ -85,6 +85,13 @@ func stop(cmd *exec.Cmd) {
 	}
 }
 
+// Stop stops swtpm (its socket goes away); Restart starts it again.
+func (s *SWTPM) Stop() {
+	stop(s.cmd)
+	os.Remove(s.Socket)
+	os.Remove(s.Socket + ".ctrl")
+}
+
 // Restart stops swtpm and starts it again on the same state: a reboot
 // (PCRs reset, keys kept).
 func (s *SWTPM) Restart() {
