@@ -211,6 +211,14 @@ func TestProviderTokenBesideSoftware(t *testing.T) {
 	if got, err := unwrapReq(named, ann, "node"); err != nil || !bytes.Equal(got, secret) {
 		t.Fatalf("token key by name: %v", err)
 	}
+	// As ocikp serve runs it: keys cached between requests, a remote
+	// caller; each unwrap runs the companion anew.
+	served := &keyprovider.Provider{Store: st, Passphrase: pin(testPIN), CacheKeys: true, Remote: true}
+	for range 2 {
+		if got, err := unwrapReq(served, ann); err != nil || !bytes.Equal(got, secret) {
+			t.Fatalf("service provider: %v", err)
+		}
+	}
 	wrongPIN := "PIN-wrong-31f0"
 	_, err := unwrapReq(&keyprovider.Provider{Store: st, Passphrase: pin(wrongPIN)}, ann)
 	if !errors.Is(err, pkcs11.ErrPINIncorrect) {

@@ -33,7 +33,7 @@ func Parse(s string) (*URI, error) {
 	rest, ok := strings.CutPrefix(s, "pkcs11:")
 	switch {
 	case !ok:
-		return nil, fmt.Errorf("%w: it must begin with pkcs11:", errURI)
+		return nil, fmt.Errorf("%w: it must begin with \"pkcs11:\"", errURI)
 	case len(s) > maxURI:
 		return nil, fmt.Errorf("%w: longer than %d bytes", errURI, maxURI)
 	}
