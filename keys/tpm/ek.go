@@ -116,6 +116,20 @@ func NewEKRecipient(ek *tpm2.TPMTPublic, pcrs []int, values [][]byte) (*EKRecipi
 	if err := checkPCRs(pcrs); err != nil {
 		return nil, err
 	}
+	var policy []byte
+	if len(pcrs) > 0 {
+		var err error
+		if policy, err = pcrPolicy(pcrs, values); err != nil {
+			return nil, err
+		}
+	}
+	return newEKRecipient(ek, pcrs, policy)
+}
+
+func newEKRecipient(ek *tpm2.TPMTPublic, pcrs []int, policy []byte) (*EKRecipient, error) {
+	if err := checkPCRs(pcrs); err != nil {
+		return nil, err
+	}
 	if !ek.ObjectAttributes.Restricted || !ek.ObjectAttributes.Decrypt || !ek.ObjectAttributes.FixedTPM {
 		return nil, errors.New("not an endorsement key: it must be a restricted decryption key fixed to its TPM")
 	}
@@ -127,13 +141,7 @@ func NewEKRecipient(ek *tpm2.TPMTPublic, pcrs []int, values [][]byte) (*EKRecipi
 	if err != nil {
 		return nil, fmt.Errorf("endorsement key: %w", err)
 	}
-	r := &EKRecipient{ek: *ek, ekName: name.Buffer, key: key, pcrs: pcrs}
-	if len(pcrs) > 0 {
-		if r.policy, err = pcrPolicy(pcrs, values); err != nil {
-			return nil, err
-		}
-	}
-	return r, nil
+	return &EKRecipient{ek: *ek, ekName: name.Buffer, key: key, pcrs: pcrs, policy: policy}, nil
 }
 
 // Type is the stanza type.

@@ -21,6 +21,10 @@ func init() {
 				}
 				out = append(out, sk)
 			}
+			// The device's EK opens layers sealed to it (tpm-ek stanzas).
+			if dev := EKFromDevice(); dev != "" {
+				out = append(out, backend.StoredKey{Name: "tpm-ek", Key: NewLazyEKIdentity(dev)})
+			}
 			return out
 		},
 		Get: func(keystore, name string, pass backend.Passphrase) (backend.Key, error) {
