@@ -11,6 +11,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/keys/pkcs11"
 )
 
 // Bounds on other schemes' wrapped keys, which come from the image: each
@@ -86,4 +87,41 @@ func openPGP(keys [][]byte, blob []byte) ([]byte, error) {
 
 func pgpTooLarge() error {
 	return fmt.Errorf("the PGP wrapped key decompresses to more than %d bytes: %w", maxSecret, errTooLarge)
+}
+
+// openPKCS11 decrypts ocicrypt's PKCS#11 wrapped key with the token keys
+// the user named (--pkcs11-key): the URI, its module and PIN come from
+// the command line, never from the image.
+func openPKCS11(uris []string, blob []byte) ([]byte, error) {
+	if err := checkForeignSize("PKCS#11", blob); err != nil {
+		return nil, err
+	}
+	var last error
+	for _, s := range uris {
+		u, err := pkcs11.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("--pkcs11-key: %w", err)
+		}
+		var pin []byte
+		switch {
+		case u.PINValue != "":
+			pin = []byte(u.PINValue)
+		case u.PINSource != "":
+			if pin, err = pkcs11.ReadPINSource(u.PINSource); err != nil {
+				return nil, err
+			}
+		}
+		secret, err := pkcs11.OpenOcicrypt(u, pin, blob)
+		if err == nil {
+			if len(secret) > maxSecret {
+				return nil, fmt.Errorf("the PKCS#11 wrapped key holds %d bytes: %w", len(secret), errTooLarge)
+			}
+			return secret, nil
+		}
+		if !errors.Is(err, pkcs11.ErrNotOpened) {
+			return nil, err
+		}
+		last = err
+	}
+	return nil, last
 }

@@ -24,13 +24,15 @@ recipients given, with the layer key taken from another scheme: the seed
 providers' blobs (the Apple Keychain provider's, the GCP kmscrypt
 provider's: opened with the keystore and KMS, as an unwrap would), or
 ocicrypt's JWE, PKCS#7 and PGP (opened with --key, --cert and --gpg-key, by
-ocicrypt's own unwrapping code). The old annotations are removed, so readers must use ocikp,
+ocicrypt's own unwrapping code) and PKCS#11 (RSA-OAEP, opened on the token
+--pkcs11-key names). The old annotations are removed, so readers must use ocikp,
 unless --keep-old leaves them for readers not yet moved. Layers do not move.`
 
 // foreignOpener opens other schemes' wrapped keys for migrate.
 type foreignOpener struct {
-	p  *keyprovider.Provider
-	dc *config.DecryptConfig // --key, --cert
+	p      *keyprovider.Provider
+	dc     *config.DecryptConfig // --key, --cert
+	pkcs11 []string              // --pkcs11-key URIs
 }
 
 func (f *foreignOpener) OpenForeign(ctx context.Context, w *imagekeys.Wrapping, blob []byte) ([]byte, error) {
@@ -62,6 +64,11 @@ func (f *foreignOpener) OpenForeign(ctx context.Context, w *imagekeys.Wrapping, 
 			return nil, fmt.Errorf("the %s wrapped key holds %d bytes: %w", w.Scheme, len(secret), errTooLarge)
 		}
 		return secret, err
+	case "pkcs11":
+		if len(f.pkcs11) == 0 {
+			return nil, fmt.Errorf("%w: give its token key with --pkcs11-key URI", imagekeys.ErrCannotOpen)
+		}
+		return openPKCS11(f.pkcs11, blob)
 	case "pgp":
 		if f.dc == nil || len(f.dc.Parameters["gpg-privatekeys"]) == 0 {
 			return nil, fmt.Errorf("%w: give its secret key with --gpg-key", imagekeys.ErrCannotOpen)
@@ -78,12 +85,13 @@ func (c *cmd) migrate(ctx context.Context, args []string) error {
 	fs.Var(&recips, "recipient", "encrypt the layer keys for `RECIPIENT` (recipient string, key name, KMS key URL); repeatable")
 	fs.Var(&keys, "key", "private key `FILE` (PEM) for JWE or PKCS#7 wrapped keys; repeatable")
 	fs.Var(&certs, "cert", "certificate `FILE` (PEM) for PKCS#7 wrapped keys; repeatable")
-	var gpgKeys multiFlag
+	var gpgKeys, p11Keys multiFlag
+	fs.Var(&p11Keys, "pkcs11-key", "RSA key on a PKCS#11 token, as a pkcs11: `URI` with module-path and pin-source or pin-value, for ocicrypt's PKCS#11 wrapped keys; repeatable")
 	fs.Var(&gpgKeys, "gpg-key", "OpenPGP secret key `FILE` (binary or armored, unprotected) for PGP wrapped keys; repeatable")
 	fs.BoolVar(&c.allowClassical, "allow-classical", false, "let a layer mix post-quantum and classical-only recipients")
 	keepOld := fs.Bool("keep-old", false, "keep the old annotations for readers not yet moved")
 	dryRun := fs.Bool("dry-run", false, "print the plan; write nothing")
-	pos, err := c.parse(fs, args, "ocikp migrate --recipient RECIPIENT... [--key FILE]... [--cert FILE]... [--gpg-key FILE]... [--keep-old] [--dry-run] [--json] IMAGE...", migrateSummary)
+	pos, err := c.parse(fs, args, "ocikp migrate --recipient RECIPIENT... [--key FILE]... [--cert FILE]... [--gpg-key FILE]... [--pkcs11-key URI]... [--keep-old] [--dry-run] [--json] IMAGE...", migrateSummary)
 	if err != nil {
 		return err
 	}
@@ -99,7 +107,7 @@ func (c *cmd) migrate(ctx context.Context, args []string) error {
 		return err
 	}
 	defer done()
-	op := &foreignOpener{p: p}
+	op := &foreignOpener{p: p, pkcs11: p11Keys}
 	if len(keys)+len(certs)+len(gpgKeys) > 0 {
 		params := map[string][][]byte{}
 		for _, k := range keys {
@@ -209,5 +217,5 @@ func explainMigrate(image string, err error) error {
 		return hint.Wrap(fmt.Errorf("%s: %w", image, err), "no tool writes a wrapped key that large: the image is damaged or made to exhaust memory; nothing was written")
 	}
 	return hint.Wrap(fmt.Errorf("%s: %w", image, err),
-		"seed providers' layers open with the keystore (ocikp import the seed's key) or KMS; JWE and PKCS#7 layers need --key FILE (and --cert FILE for PKCS#7), PGP layers --gpg-key FILE")
+		"seed providers' layers open with the keystore (ocikp import the seed's key) or KMS; JWE and PKCS#7 layers need --key FILE (and --cert FILE for PKCS#7), PGP layers --gpg-key FILE, PKCS#11 layers --pkcs11-key URI")
 }

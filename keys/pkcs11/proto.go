@@ -6,11 +6,15 @@ import "errors"
 // object on its stdin (never in its arguments or environment, which other
 // users of the machine may read: it carries the PIN).
 type Request struct {
-	Op     string `json:"op"`     // "keygen", "public" or "ecdh"
+	Op     string `json:"op"`     // "keygen", "public", "ecdh" or "rsa-oaep"
 	Module string `json:"module"` // resolved by CheckModule
 	URI    string `json:"uri"`    // the key's URI, without pin-value
 	PIN    string `json:"pin,omitempty"`
 	Peer   []byte `json:"peer,omitempty"` // ecdh: uncompressed P-256 point
+	// rsa-oaep: a ciphertext for the URI's RSA key, and OAEP's hash
+	// ("sha1" or "sha256"), as ocicrypt's PKCS#11 scheme writes them.
+	Hash string `json:"hash,omitempty"`
+	Data []byte `json:"data,omitempty"`
 }
 
 // Reply is the companion's answer, one JSON object on its stdout.

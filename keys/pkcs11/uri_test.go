@@ -144,3 +144,16 @@ func FuzzParseRecord(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOpenOcicrypt: an annotation from an image never panics the parser
+// and, with a URI that names no module, never reaches a token.
+func FuzzOpenOcicrypt(f *testing.F) {
+	f.Add([]byte(`{"version":0,"recipients":[{"version":0,"blob":"AAAA","hash":"sha1"}]}`))
+	f.Add([]byte(`{"version":0,"recipients":[]}`))
+	u := &URI{Object: "rsa", SlotID: -1}
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		if _, err := OpenOcicrypt(u, nil, blob); err == nil {
+			t.Fatal("opened without a module")
+		}
+	})
+}

@@ -84,6 +84,8 @@ func run(req *pkcs11.Request) (*pkcs11.Reply, error) {
 		return &pkcs11.Reply{Public: pub}, nil
 	case "ecdh":
 		return s.ecdh(req.Peer)
+	case "rsa-oaep":
+		return s.rsaOAEP(req.Hash, req.Data)
 	}
 	return nil, fmt.Errorf("unknown operation %.20q", req.Op)
 }
@@ -327,4 +329,44 @@ func (s *session) ecdh(peer []byte) (*pkcs11.Reply, error) {
 		return nil, fmt.Errorf("ECDH returned %d bytes, want 32", len(attrs[0].Value))
 	}
 	return &pkcs11.Reply{Secret: attrs[0].Value}, nil
+}
+
+// rsaOAEP decrypts with the URI's RSA private key and CKM_RSA_PKCS_OAEP
+// (MGF1 with the same hash, empty label), as ocicrypt's PKCS#11 scheme
+// does: how layers it wrapped are migrated.
+func (s *session) rsaOAEP(hash string, data []byte) (*pkcs11.Reply, error) {
+	var params *p11.OAEPParams
+	switch hash {
+	case "sha1", "":
+		params = p11.NewOAEPParams(p11.CKM_SHA_1, p11.CKG_MGF1_SHA1, p11.CKZ_DATA_SPECIFIED, nil)
+	case "sha256":
+		params = p11.NewOAEPParams(p11.CKM_SHA256, p11.CKG_MGF1_SHA256, p11.CKZ_DATA_SPECIFIED, nil)
+	default:
+		return nil, fmt.Errorf("OAEP hash %.20q: want sha1 or sha256", hash)
+	}
+	if s.u.Object == "" && len(s.u.ID) == 0 {
+		return nil, errors.New("the URI names no key: add object= or id=")
+	}
+	t := []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY), p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_RSA)}
+	if s.u.Object != "" {
+		t = append(t, p11.NewAttribute(p11.CKA_LABEL, s.u.Object))
+	}
+	if len(s.u.ID) > 0 {
+		t = append(t, p11.NewAttribute(p11.CKA_ID, s.u.ID))
+	}
+	hs, err := s.findAll(t)
+	if err != nil {
+		return nil, err
+	}
+	if len(hs) != 1 {
+		return nil, fail(pkcs11.CodeNoKey, "%s has %d RSA private keys matching the URI, want one", what(s.u), len(hs))
+	}
+	if err := s.ctx.DecryptInit(s.sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_RSA_PKCS_OAEP, params)}, hs[0]); err != nil {
+		return nil, fmt.Errorf("RSA-OAEP on %s: %w", what(s.u), err)
+	}
+	out, err := s.ctx.Decrypt(s.sh, data)
+	if err != nil {
+		return nil, fmt.Errorf("RSA-OAEP on %s: %w", what(s.u), err)
+	}
+	return &pkcs11.Reply{Secret: out}, nil
 }
