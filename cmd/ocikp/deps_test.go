@@ -13,6 +13,8 @@ import (
 var forbidden = []string{
 	"net", "crypto/x509", "net/http", "net/url", "regexp",
 	"google.golang.org/grpc", "github.com/google/go-containerregistry",
+	// PKCS#11 modules run in the cgo companion ocikp-pkcs11 (docs/pkcs11.md).
+	"github.com/miekg/pkcs11", "github.com/ocikp/ocikp/keys/pkcs11/token",
 }
 
 // allowedNet may import net (and with it net/netip): go-tpm's transport

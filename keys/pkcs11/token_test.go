@@ -219,6 +219,18 @@ func TestProviderTokenBesideSoftware(t *testing.T) {
 			t.Fatalf("service provider: %v", err)
 		}
 	}
+	// The token goes away and comes back: the service reports it, then
+	// unwraps again without a restart.
+	t.Setenv("SOFTHSM2_CONF", filepath.Join(t.TempDir(), "none.conf"))
+	if _, err := unwrapReq(served, ann); err == nil {
+		t.Fatal("unwrapped with the token gone")
+	} else {
+		t.Logf("token gone: %v", err)
+	}
+	t.Setenv("SOFTHSM2_CONF", tk.Conf)
+	if got, err := unwrapReq(served, ann); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("service provider, token back: %v", err)
+	}
 	wrongPIN := "PIN-wrong-31f0"
 	_, err := unwrapReq(&keyprovider.Provider{Store: st, Passphrase: pin(wrongPIN)}, ann)
 	if !errors.Is(err, pkcs11.ErrPINIncorrect) {
