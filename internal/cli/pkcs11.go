@@ -8,6 +8,7 @@ import (
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/pkcs11"
 	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/plugin"
 )
 
 // pkcs11Flags are keygen's options for --backend pkcs11 (it shares --pin
@@ -145,4 +146,53 @@ func pkcs11Listed(st *soft.Store) []listed {
 		out = append(out, l)
 	}
 	return out
+}
+
+// checkPKCS11 checks each token key of the keystore: its record, its
+// module, the companion, and — when a PIN is at hand (pin-source,
+// $OCIKP_PASSPHRASE_FILE, $OCIKP_PASSPHRASE) — that the token holds the
+// recorded key. It returns how many are usable.
+func (d *doctor) checkPKCS11(dir string) int {
+	usable := 0
+	for _, en := range pkcs11.RecordsIn(dir).List() {
+		name := "key " + en.Name
+		if en.Err != nil {
+			d.fail(name, firstHint(en.Err), "%v", en.Err)
+			continue
+		}
+		r := en.Record
+		u, err := pkcs11.Parse(r.URI)
+		if err == nil {
+			_, err = pkcs11.CheckModule(u)
+		}
+		if err == nil {
+			_, err = (&plugin.Client{Name: pkcs11.Companion}).Find()
+		}
+		if err != nil {
+			d.fail(name, firstHint(err), "%v", err)
+			continue
+		}
+		pin, err := r.PIN(unattendedPassphrase(""))
+		if err != nil {
+			d.fail(name, firstHint(err), "%v", err)
+			continue
+		}
+		if len(pin) == 0 {
+			d.ok(name, "PKCS#11 key on %s (module found; the key is checked only with a PIN: pin-source or $OCIKP_PASSPHRASE_FILE)", r.URI)
+			usable++
+			continue
+		}
+		pub, err := pkcs11.Existing(u, pin)
+		if err != nil {
+			d.fail(name, firstHint(err), "%v", err)
+			continue
+		}
+		if want, _ := r.PublicKey(); !pub.Equal(want) {
+			d.fail(name, "the token's key at that URI was replaced: record the new one (ocikp keygen --backend pkcs11 --existing) and rewrap images", "the key at %s is not the recorded one", r.URI)
+			continue
+		}
+		d.ok(name, "PKCS#11 key present on %s", r.URI)
+		usable++
+	}
+	return usable
 }
