@@ -34,6 +34,8 @@ Usage:
                                        or mlkem768p256); prints its recipient
   ocikp keygen --backend keychain [--secure-enclave] [--require-presence] [--tag TAG] NAME
                                        create a macOS Keychain / Secure Enclave key
+  ocikp keygen --backend tpm [--tpm PATH] [--pin] [--pcrs LIST] NAME
+                                       create a key in the TPM (docs/tpm.md)
   ocikp import NAME [--file PEM]       import a P-256 private key (PKCS#8 or SEC1 PEM)
   ocikp import --backend keychain --tag TAG NAME
                                        record an existing Keychain key (e.g. the Apple provider's)
@@ -42,6 +44,9 @@ Usage:
   ocikp delete NAME                    delete a key
   ocikp config [--name NAME]           print an OCICRYPT_KEYPROVIDER_CONFIG file
   ocikp kms pubkey URL                 fetch and cache an asymmetric KMS key's public key
+  ocikp tpm ek [--tpm PATH]            print the TPM's endorsement key (PEM)
+  ocikp tpm recipient --ek FILE [--pcrs LIST --pcr-values HEX,…]
+                                       a recipient only that TPM opens, made anywhere
   ocikp serve [--listen ADDR] …        run the gRPC key provider service (ocikp serve -h)
   ocikp inspect [--keys] [--json] IMAGE…
                                        show who can decrypt an image (ocikp inspect -h)
@@ -147,6 +152,7 @@ func init() {
 		{"delete", cmdDelete, "Delete a key. Layers encrypted only for it can no longer be decrypted, so it asks at a terminal and needs --force elsewhere."},
 		{"config", cmdConfig, "Print an OCICRYPT_KEYPROVIDER_CONFIG file that runs this ocikp (or points at an ocikp serve service); with --containerd, --crio or --quadlet, the caller's own configuration that uses it."},
 		{"kms", cmdKMS, "KMS commands. kms pubkey URL fetches and caches an asymmetric KMS key's public key, so that encrypting for it needs no KMS call."},
+		{"tpm", cmdTPM, "TPM commands. tpm ek prints the TPM's endorsement key (PEM); tpm recipient --ek FILE makes, on any machine, a recipient that only that TPM can open."},
 		{"serve", cmdServe, ""},
 		{"inspect", cmdImage("inspect"), ""},
 		{"rewrap", cmdImage("rewrap"), ""},

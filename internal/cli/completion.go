@@ -110,6 +110,9 @@ func cmdComplete(e *env, args []string) error {
 		cands = soft.Types()
 	case len(words) > 1 && words[len(words)-1] == "--backend":
 		cands = []string{"soft", "keychain"}
+		if words[0] == "keygen" {
+			cands = append(cands, "tpm")
+		}
 	case len(words) == 0 && strings.HasPrefix(cur, "-"):
 		cands = []string{"--keystore", "--help", "--version"}
 	case len(words) == 0:
@@ -148,6 +151,10 @@ func (e *env) positional(words []string) []string {
 	case "kms":
 		if len(words) == 1 {
 			return []string{"pubkey"}
+		}
+	case "tpm":
+		if len(words) == 1 {
+			return []string{"ek", "recipient"}
 		}
 	case "completion":
 		if len(words) == 1 {

@@ -29,7 +29,7 @@ func TestComplete(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{""}, "completion config delete doctor health help import inspect keygen keyprovider kms list migrate recipient rewrap serve version"},
+		{[]string{""}, "completion config delete doctor health help import inspect keygen keyprovider kms list migrate recipient rewrap serve tpm version"},
 		{[]string{"k"}, "keygen keyprovider kms"},
 		{[]string{"-"}, "--help --keystore --version"},
 		{[]string{"recipient", "al"}, "albert alice"},
@@ -45,7 +45,9 @@ func TestComplete(t *testing.T) {
 		{[]string{"--keystore", ""}, "__files__"},
 		{[]string{"keygen", "--type", ""}, "mlkem768p256 mlkem768x25519 p256"},
 		{[]string{"keygen", "--type", "mlkem768x"}, "mlkem768x25519"},
-		{[]string{"keygen", "--backend", ""}, "keychain soft"},
+		{[]string{"keygen", "--backend", ""}, "keychain soft tpm"},
+		{[]string{"import", "--backend", ""}, "keychain soft"},
+		{[]string{"tpm", ""}, "ek recipient"},
 	} {
 		if got := strings.Join(complete(t, c.words...), " "); got != c.want {
 			t.Errorf("%q: %q, want %q", c.words, got, c.want)

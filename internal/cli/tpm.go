@@ -2,15 +2,19 @@ package cli
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/suggest"
+	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/keys/tpm"
@@ -183,4 +187,94 @@ func tpmListed(st *soft.Store) []listed {
 		out = append(out, l)
 	}
 	return out
+}
+
+// cmdTPM runs the TPM commands: "tpm ek" prints the device's endorsement
+// key; "tpm recipient --ek FILE" makes a recipient for it on any machine.
+func cmdTPM(e *env, args []string) error {
+	const use = "ocikp tpm ek [--tpm PATH] | ocikp tpm recipient --ek FILE [--pcrs LIST --pcr-values HEX,…]"
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+		usage.Print(e.stdout, use, summaryOf("tpm"), nil)
+		return nil
+	}
+	if len(args) == 0 {
+		return usagef("usage: %s", use)
+	}
+	switch args[0] {
+	case "ek":
+		fs := e.flags("tpm ek")
+		path := fs.String("tpm", "", "the TPM `PATH`, a character device or a swtpm unix socket (default $"+tpm.EnvTPM+", else "+tpm.DefaultPath+")")
+		if _, err := e.parse(fs, args[1:], 0, 0, "[--tpm PATH]"); err != nil {
+			return err
+		}
+		ek, err := tpm.EKPublic(tpm.Path(*path, ""))
+		if err != nil {
+			return err
+		}
+		out, err := tpm.EKPEM(ek)
+		if err != nil {
+			return err
+		}
+		_, err = e.stdout.Write(out)
+		return err
+	case "recipient":
+		fs := e.flags("tpm recipient")
+		file := fs.String("ek", "", "the endorsement key's public key, PEM (from ocikp tpm ek)")
+		pcrs := fs.String("pcrs", "", "open only while these sha256 PCRs hold --pcr-values (`LIST`, e.g. 7,11)")
+		values := fs.String("pcr-values", "", "the PCRs' sha256 values, `HEX`,… in the order of --pcrs (tpm2_pcrread sha256 on the device)")
+		if _, err := e.parse(fs, args[1:], 0, 0, "--ek FILE [--pcrs LIST --pcr-values HEX,…]"); err != nil {
+			return err
+		}
+		if *file == "" {
+			return usagef("tpm recipient needs --ek FILE (the PEM ocikp tpm ek prints on the device)")
+		}
+		list, err := parsePCRs(*pcrs)
+		if err != nil {
+			return err
+		}
+		vals, err := parsePCRValues(*values, len(list))
+		if err != nil {
+			return err
+		}
+		data, err := os.ReadFile(*file)
+		if err != nil {
+			return err
+		}
+		ek, err := tpm.ParseEKPEM(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *file, err)
+		}
+		r, err := tpm.NewEKRecipient(ek, list, vals)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, r.String())
+		return nil
+	}
+	err := usagef("unknown tpm command %.40q: %s", args[0], use)
+	if h := suggest.Hint(args[0], []string{"ek", "recipient"}); h != "" {
+		return hint.Wrap(err, h)
+	}
+	return err
+}
+
+// parsePCRValues reads n comma-separated hex sha256 values, in the order
+// parsePCRs sorted their PCRs (so --pcrs must list them in order).
+func parsePCRValues(s string, n int) ([][]byte, error) {
+	if s == "" && n == 0 {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	if s == "" || len(parts) != n {
+		return nil, usagef("--pcr-values: want %d sha256 value(s), one per PCR of --pcrs, in increasing PCR order", n)
+	}
+	var out [][]byte
+	for _, p := range parts {
+		b, err := hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(p), "0x"))
+		if err != nil || len(b) != 32 {
+			return nil, usagef("--pcr-values: %.70q is not a sha256 value (64 hex digits)", p)
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
