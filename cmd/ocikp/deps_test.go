@@ -19,7 +19,7 @@ var forbidden = []string{
 
 // allowedNet may import net (and with it net/netip): go-tpm's transport
 // (tpmutil) imports it, and the TPM backend dials swtpm's unix socket.
-// Measured: +0.5 ms of package init per start (docs/tpm.md).
+// Measured: +0.3-0.4 ms of package init per start (docs/tpm.md).
 var allowedNet = map[string]bool{
 	"github.com/google/go-tpm/tpmutil": true,
 	"github.com/ocikp/ocikp/keys/tpm":  true,
