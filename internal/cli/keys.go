@@ -264,7 +264,29 @@ func refuseDuplicate(st *soft.Store, pub []byte) error {
 }
 
 func cmdRecipient(e *env, args []string) error {
-	name, st, err := e.nameAndStore(e.flags("recipient"), args)
+	fs := e.flags("recipient")
+	ek := addEKFlags(fs, "tpm-ek")
+	pos, err := e.parse(fs, args, 0, 1, "NAME | --tpm-ek FILE [--pcrs LIST --pcr-values HEX,…]")
+	if err != nil {
+		return err
+	}
+	if *ek.file != "" {
+		if len(pos) > 0 {
+			return usagef("--tpm-ek makes a recipient from the file alone: give no key NAME")
+		}
+		return e.ekRecipient(ek)
+	}
+	if len(pos) != 1 {
+		return usagef("usage: ocikp recipient NAME | --tpm-ek FILE [--pcrs LIST --pcr-values HEX,…]")
+	}
+	if *ek.pcrs != "" || *ek.values != "" {
+		return usagef("--pcrs and --pcr-values go with --tpm-ek")
+	}
+	name := pos[0]
+	if err := checkName(name); err != nil {
+		return err
+	}
+	st, err := e.existingStore()
 	if err != nil {
 		return err
 	}

@@ -219,37 +219,14 @@ func cmdTPM(e *env, args []string) error {
 		return err
 	case "recipient":
 		fs := e.flags("tpm recipient")
-		file := fs.String("ek", "", "the endorsement key's public key, PEM (from ocikp tpm ek)")
-		pcrs := fs.String("pcrs", "", "open only while these sha256 PCRs hold --pcr-values (`LIST`, e.g. 7,11)")
-		values := fs.String("pcr-values", "", "the PCRs' sha256 values, `HEX`,… in the order of --pcrs (tpm2_pcrread sha256 on the device)")
+		ek := addEKFlags(fs, "ek")
 		if _, err := e.parse(fs, args[1:], 0, 0, "--ek FILE [--pcrs LIST --pcr-values HEX,…]"); err != nil {
 			return err
 		}
-		if *file == "" {
+		if *ek.file == "" {
 			return usagef("tpm recipient needs --ek FILE (the PEM ocikp tpm ek prints on the device)")
 		}
-		list, err := parsePCRs(*pcrs)
-		if err != nil {
-			return err
-		}
-		vals, err := parsePCRValues(*values, len(list))
-		if err != nil {
-			return err
-		}
-		data, err := os.ReadFile(*file)
-		if err != nil {
-			return err
-		}
-		ek, err := tpm.ParseEKPEM(data)
-		if err != nil {
-			return fmt.Errorf("%s: %w", *file, err)
-		}
-		r, err := tpm.NewEKRecipient(ek, list, vals)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(e.stdout, r.String())
-		return nil
+		return e.ekRecipient(ek)
 	}
 	err := usagef("unknown tpm command %.40q: %s", args[0], use)
 	if h := suggest.Hint(args[0], []string{"ek", "recipient"}); h != "" {
@@ -277,4 +254,41 @@ func parsePCRValues(s string, n int) ([][]byte, error) {
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// ekFlags are the options of an EK-targeted recipient.
+type ekFlags struct{ file, pcrs, values *string }
+
+func addEKFlags(fs *flag.FlagSet, name string) ekFlags {
+	return ekFlags{
+		file:   fs.String(name, "", "a TPM's endorsement key, PEM `FILE` (from ocikp tpm ek): print a recipient only that TPM opens"),
+		pcrs:   fs.String("pcrs", "", "with --"+name+": open only while these sha256 PCRs hold --pcr-values (`LIST`, e.g. 7,11)"),
+		values: fs.String("pcr-values", "", "with --"+name+": the PCRs' sha256 values, `HEX`,… in increasing PCR order (tpm2_pcrread sha256 on the device)"),
+	}
+}
+
+// ekRecipient prints the recipient for the EK in the flags' file.
+func (e *env) ekRecipient(f ekFlags) error {
+	list, err := parsePCRs(*f.pcrs)
+	if err != nil {
+		return err
+	}
+	vals, err := parsePCRValues(*f.values, len(list))
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(*f.file)
+	if err != nil {
+		return err
+	}
+	ek, err := tpm.ParseEKPEM(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *f.file, err)
+	}
+	r, err := tpm.NewEKRecipient(ek, list, vals)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, r.String())
+	return nil
 }
