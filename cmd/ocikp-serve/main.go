@@ -21,6 +21,7 @@ import (
 	"github.com/ocikp/ocikp/internal/safetext"
 	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keyprovider"
+	"github.com/ocikp/ocikp/keys/pkcs11"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/kms"
 	"github.com/ocikp/ocikp/server"
@@ -80,6 +81,8 @@ func run(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
+	// PKCS#11 tokens: one companion, sessions kept (docs/pkcs11.md).
+	pkcs11.KeepCompanion()
 	// Remote: clients name keystore keys, never files, and learn no
 	// keystore paths or key names from errors.
 	p := &keyprovider.Provider{Name: *name, Store: &soft.Store{Dir: dir}, Log: log, CacheKeys: true, Remote: true,

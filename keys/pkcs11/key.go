@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ocikp/ocikp/backend"
@@ -59,6 +60,9 @@ const maxReply = 64 << 10
 // Call runs one request in the companion. The module is checked here,
 // before anything runs; the PIN goes on the companion's stdin only.
 func Call(req *Request) (*Reply, error) {
+	if req.Op == "ecdh" && keep.Load() {
+		return callKept(req)
+	}
 	path, err := (&plugin.Client{Name: Companion}).Find()
 	if err != nil {
 		return nil, err
@@ -87,13 +91,7 @@ func Call(req *Request) (*Reply, error) {
 		}
 		return nil, fmt.Errorf("%s failed: %s", Companion, msg)
 	}
-	if rep.Error != "" {
-		if s := codeErr(rep.Code); s != nil {
-			return nil, explain(&codedError{s, rep.Error})
-		}
-		return nil, errors.New(rep.Error)
-	}
-	return &rep, nil
+	return replyErr(&rep)
 }
 
 // companionEnv is ocikp's environment (modules read their own variables,
@@ -131,17 +129,30 @@ func explain(err error) error {
 	return err
 }
 
+// limited keeps the first max bytes written to it; safe for a writer
+// goroutine and a reader at once.
 type limited struct {
-	bytes.Buffer
+	mu  sync.Mutex
+	buf bytes.Buffer
 	max int
 }
 
 func (l *limited) Write(p []byte) (int, error) {
-	if room := l.max - l.Len(); room > 0 {
-		l.Buffer.Write(p[:min(len(p), room)])
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.max - l.buf.Len(); room > 0 {
+		l.buf.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
 }
+
+func (l *limited) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.buf.Bytes())
+}
+
+func (l *limited) String() string { return string(l.Bytes()) }
 
 // Generate makes a new P-256 key on the token u names (object= labels
 // it) and returns its public key and the URI that finds it (with its id).

@@ -80,3 +80,21 @@ func BenchmarkCompanion(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkKept is an unwrap's token cost in ocikp serve: one request to
+// the kept companion, whose session stays open.
+func BenchmarkKept(b *testing.B) {
+	_, u, peer := setup(b)
+	pkcs11.KeepCompanion()
+	b.Cleanup(pkcs11.StopCompanion)
+	req := &pkcs11.Request{Op: "ecdh", Module: softhsmtest.Module, URI: u.String(), PIN: benchPIN, Peer: peer.Bytes()}
+	if _, err := pkcs11.Call(req); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := pkcs11.Call(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
