@@ -512,6 +512,7 @@ func (d *doctor) checkKeystore(dir string) {
 		}
 	}
 	usable += d.checkPKCS11(dir)
+	usable += d.checkTPM(dir)
 	cached := len((&keyprovider.Provider{Store: st}).KMSCache().List())
 	if usable == 0 {
 		d.warn(name, "create a key with: ocikp keygen NAME", "%s has no usable keys (%d cached KMS public keys): layers decrypt only through a KMS", dir, cached)

@@ -292,3 +292,33 @@ func (e *env) ekRecipient(f ekFlags) error {
 	fmt.Fprintln(e.stdout, r.String())
 	return nil
 }
+
+// checkTPM checks each TPM key of the keystore (doctor): the device, the
+// key's SRK, that the TPM loads it, and a PCR-bound key's PCRs. No PIN is
+// needed. It returns how many are usable.
+func (d *doctor) checkTPM(dir string) int {
+	usable := 0
+	for _, en := range tpm.RecordsIn(dir).List() {
+		name := "key " + en.Name
+		if en.Err != nil {
+			d.fail(name, firstHint(en.Err), "%v", en.Err)
+			continue
+		}
+		r := en.Record
+		path := tpm.Path("", r.Device)
+		if err := tpm.Check(path, r); err != nil {
+			d.fail(name, firstHint(err), "%v", err)
+			continue
+		}
+		what := "TPM key present in " + path
+		if p := r.Protection(); p != "" {
+			what += " (" + p + ")"
+		}
+		if len(r.PCRs) > 0 {
+			what += "; the PCRs hold the values it is bound to"
+		}
+		d.ok(name, "%s", what)
+		usable++
+	}
+	return usable
+}

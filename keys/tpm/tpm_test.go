@@ -219,3 +219,29 @@ func TestSpecChecked(t *testing.T) {
 		}
 	}
 }
+
+func TestCheck(t *testing.T) {
+	sw := tpmtest.Start(t)
+	plain, _ := newKey(t, sw, "plain", tpm.Spec{PIN: []byte("1")})
+	bound, _ := newKey(t, sw, "bound", tpm.Spec{PCRs: []int{23}})
+	for _, r := range []*tpm.Record{plain, bound} {
+		if err := tpm.Check(sw.Socket, r); err != nil {
+			t.Fatalf("%s: %v", r.Name, err)
+		}
+	}
+	sw.ExtendPCR(23)
+	if err := tpm.Check(sw.Socket, plain); err != nil {
+		t.Fatalf("plain after PCR 23 changed: %v", err)
+	}
+	if err := tpm.Check(sw.Socket, bound); !errors.Is(err, tpm.ErrPCRMismatch) {
+		t.Fatalf("bound after PCR 23 changed: got %v, want ErrPCRMismatch", err)
+	}
+	other := tpmtest.Start(t)
+	if err := tpm.Check(other.Socket, plain); !errors.Is(err, tpm.ErrOtherTPM) {
+		t.Fatalf("another TPM: got %v, want ErrOtherTPM", err)
+	}
+	sw.Stop()
+	if err := tpm.Check(sw.Socket, plain); !errors.Is(err, tpm.ErrNoDevice) {
+		t.Fatalf("TPM gone: got %v, want ErrNoDevice", err)
+	}
+}
