@@ -1,7 +1,7 @@
 // Package softhsmtest gives tests a SoftHSM2 token of their own: a token
 // directory and SOFTHSM2_CONF in t.TempDir(), initialised with
-// softhsm2-util, and the ocikp-pkcs11 companion built once (with cgo) and
-// found through OCIKP_PLUGIN_DIR.
+// softhsm2-util, and the ocikp-pkcs11 companion built (with cgo) and found
+// through OCIKP_PLUGIN_DIR.
 package softhsmtest
 
 import (
@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 )
 
@@ -59,37 +58,21 @@ func Start(t testing.TB, label, pin string) *Token {
 	return tk
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  string
-)
-
-// Companion builds ocikp-pkcs11 once per test binary and returns the
-// directory that holds it.
+// Companion builds ocikp-pkcs11 (with cgo) into a directory of the test's
+// own and returns it; Go's build cache makes every build after the first a
+// link.
 func Companion(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		d, err := os.MkdirTemp("", "ocikp-pkcs11")
-		if err != nil {
-			buildErr = err.Error()
-			return
-		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-		cmd := exec.Command("go", "build", "-o", filepath.Join(d, "ocikp-pkcs11"), "./cmd/ocikp-pkcs11")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = err.Error() + "\n" + string(out)
-			return
-		}
-		buildDir = d
-	})
-	if buildErr != "" {
-		t.Fatalf("building ocikp-pkcs11: %s", buildErr)
+	d := t.TempDir()
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
+	cmd := exec.Command("go", "build", "-o", filepath.Join(d, "ocikp-pkcs11"), "./cmd/ocikp-pkcs11")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building ocikp-pkcs11: %v\n%s", err, out)
 	}
-	return buildDir
+	return d
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
