@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"time"
@@ -154,6 +155,9 @@ func pkcs11Listed(st *soft.Store) []listed {
 // recorded key. It returns how many are usable.
 func (d *doctor) checkPKCS11(dir string) int {
 	usable := 0
+	// A refused PIN is not tried again on the same token: smart cards
+	// lock after a few (a YubiKey's PIV PIN after three).
+	refused := map[string]bool{}
 	for _, en := range pkcs11.RecordsIn(dir).List() {
 		name := "key " + en.Name
 		if en.Err != nil {
@@ -182,7 +186,15 @@ func (d *doctor) checkPKCS11(dir string) int {
 			usable++
 			continue
 		}
+		token := u.ModulePath + "\x00" + u.Token + "\x00" + u.Serial
+		if refused[token] {
+			d.fail(name, "give the token's user PIN", "not checked: the PIN was refused for another key on this token")
+			continue
+		}
 		pub, err := pkcs11.Existing(u, pin)
+		if errors.Is(err, pkcs11.ErrPINIncorrect) || errors.Is(err, pkcs11.ErrPINLocked) {
+			refused[token] = true
+		}
 		if err != nil {
 			d.fail(name, firstHint(err), "%v", err)
 			continue
