@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -52,6 +53,12 @@ func TestKeptCompanion(t *testing.T) {
 	_, err := k.ECDH(eph.PublicKey())
 	if !errors.Is(err, pkcs11.ErrPINIncorrect) {
 		t.Fatalf("wrong PIN, kept companion: %v", err)
+	}
+	noLeak(t, err, wrong)
+	// The same wrong PIN again is refused without the token's seeing it.
+	_, err = k.ECDH(eph.PublicKey())
+	if !errors.Is(err, pkcs11.ErrPINIncorrect) || !strings.Contains(err.Error(), "not tried again") {
+		t.Fatalf("wrong PIN again, kept companion: %v", err)
 	}
 	noLeak(t, err, wrong)
 	// The right PIN still works after the wrong one.

@@ -20,14 +20,18 @@ import (
 // CKR_USER_ALREADY_LOGGED_IN whatever the PIN. So a module is kept with
 // the PIN it was logged in with, and a request with another PIN gets the
 // module afresh, where its PIN is checked.
+//
+// A PIN the token refused is not sent to it again: every unwrap would
+// otherwise spend one of the few tries a smart card allows.
 type kept struct {
-	mods map[string]*p11.Ctx
-	pins map[string]string
-	sess map[string]*session
+	mods    map[string]*p11.Ctx
+	pins    map[string]string
+	sess    map[string]*session
+	refused map[string]bool
 }
 
 func newKept() *kept {
-	return &kept{mods: map[string]*p11.Ctx{}, pins: map[string]string{}, sess: map[string]*session{}}
+	return &kept{mods: map[string]*p11.Ctx{}, pins: map[string]string{}, sess: map[string]*session{}, refused: map[string]bool{}}
 }
 
 func (k *kept) close() {
@@ -55,6 +59,10 @@ func (k *kept) drop(module string) {
 }
 
 func (k *kept) ecdh(req *pkcs11.Request) *pkcs11.Reply {
+	key := req.Module + "\x00" + req.URI + "\x00" + req.PIN
+	if k.refused[key] {
+		return &pkcs11.Reply{Error: "the PIN was refused by the token before; not tried again (fix the PIN, then it is)", Code: pkcs11.CodePINIncorrect}
+	}
 	var rep *pkcs11.Reply
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
@@ -72,6 +80,9 @@ func (k *kept) ecdh(req *pkcs11.Request) *pkcs11.Reply {
 	}
 	var f *failure
 	if errors.As(err, &f) {
+		if f.code == pkcs11.CodePINIncorrect {
+			k.refused[key] = true
+		}
 		return &pkcs11.Reply{Error: f.msg, Code: f.code}
 	}
 	return &pkcs11.Reply{Error: err.Error()}
