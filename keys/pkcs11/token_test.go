@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/pkcs11"
 	"github.com/ocikp/ocikp/keys/pkcs11/softhsmtest"
@@ -273,5 +275,24 @@ func TestPINSource(t *testing.T) {
 	os.Chmod(pinFile, 0o644)
 	if _, err := r.PIN(nil); err == nil {
 		t.Fatal("a PIN file others can read was used")
+	}
+}
+
+// TestCompanionWithoutCgo: an ocikp-pkcs11 built without cgo says so,
+// with the command that builds a working one.
+func TestCompanionWithoutCgo(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/os-release"); err != nil {
+		t.Skip("no /usr/lib/os-release to stand in for a module")
+	}
+	d := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(d, "ocikp-pkcs11"), "github.com/ocikp/ocikp/cmd/ocikp-pkcs11")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Setenv("OCIKP_PLUGIN_DIR", d)
+	_, err := pkcs11.Existing(mustParse(t, "pkcs11:token=x;object=k?module-path=/usr/lib/os-release"), nil)
+	if !errors.Is(err, pkcs11.ErrNoSupport) || !strings.Contains(strings.Join(hint.Of(err), " "), "CGO_ENABLED=1") {
+		t.Fatalf("companion without cgo: %v (hints %q)", err, hint.Of(err))
 	}
 }
