@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-go build -o "$out/ocikp" ./cmd/ocikp
+CGO_ENABLED=0 go build -o "$out/ocikp" ./cmd/ocikp
 go build -o "$out/jsonecho" ./internal/cmd/jsonecho
 go build -o "$out/execbench" ./internal/cmd/execbench
 go build -o "$out/kemfloor" ./internal/cmd/kemfloor

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-go build -o "$out/ocikp" ./cmd/ocikp
+CGO_ENABLED=0 go build -o "$out/ocikp" ./cmd/ocikp
 go build -o "$out/ocikp-plugin-gcpkms" ./cmd/ocikp-plugin-gcpkms
 go build -o "$out/kmsbench" ./internal/cmd/kmsbench
 "$out/kmsbench" -ocikp "$out/ocikp" -runs "${RUNS:-200}"

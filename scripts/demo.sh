@@ -16,7 +16,7 @@ step() { printf '  %s ... ' "$1"; local t=$SECONDS; shift; nodl "$@"; echo "done
 
 say "building (the first run downloads Go modules and builds skopeo once: about 4 minutes; later runs: seconds)"
 mkdir -p bin
-step "ocikp (go build ./cmd/ocikp)" go build -o bin/ocikp ./cmd/ocikp
+step "ocikp (CGO_ENABLED=0 go build ./cmd/ocikp)" env CGO_ENABLED=0 go build -o bin/ocikp ./cmd/ocikp
 step "mkimage, a small image maker (go build ./internal/cmd/mkimage)" go build -o bin/mkimage ./internal/cmd/mkimage
 printf '  skopeo v1.16.1 with key provider support, and Debian'"'"'s docker-registry (scripts/install-tools.sh skopeo; cached in %s) ...\n' \
   "${OCIKP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/ocikp/tools}"

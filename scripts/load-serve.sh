@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$out"' EXIT
-go build -o "$out/ocikp" ./cmd/ocikp
+CGO_ENABLED=0 go build -o "$out/ocikp" ./cmd/ocikp
 go build -o "$out/ocikp-serve" ./cmd/ocikp-serve
 go build -o "$out/grpcload" ./internal/cmd/grpcload
 ks=$out/keys
@@ -41,7 +41,7 @@ start() {
 if [ -n "${BASE:-}" ]; then
   mkdir "$out/base" "$out/base-src"
   git archive "$BASE" | tar -x -C "$out/base-src"
-  (cd "$out/base-src" && go build -o "$out/base/ocikp" ./cmd/ocikp && go build -o "$out/base/ocikp-serve" ./cmd/ocikp-serve)
+  (cd "$out/base-src" && CGO_ENABLED=0 go build -o "$out/base/ocikp" ./cmd/ocikp && go build -o "$out/base/ocikp-serve" ./cmd/ocikp-serve)
   for round in $(seq "${ROUNDS:-2}"); do
     for side in base new; do
       dir=$out label="this tree"
