@@ -128,6 +128,12 @@ func Parse(s string) (*URI, error) {
 	if u.PINSource != "" && u.PINValue != "" {
 		return nil, fmt.Errorf("%w: pin-source and pin-value are exclusive", errURI)
 	}
+	// Written back (keystore records), unescaped bytes become %XX: a URI
+	// whose written form would exceed the bound could be stored and never
+	// read again.
+	if len(u.String()) > maxURI {
+		return nil, fmt.Errorf("%w: longer than %d bytes once escaped", errURI, maxURI)
+	}
 	return u, nil
 }
 
