@@ -7,13 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 
-	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safefile"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/p256"
@@ -159,7 +155,7 @@ type Refs struct{ Dir string }
 // RefsIn returns the references of the keystore at dir.
 func RefsIn(keystore string) *Refs { return &Refs{Dir: filepath.Join(keystore, "keychain")} }
 
-func (rs *Refs) path(name string) string { return filepath.Join(rs.Dir, name+".json") }
+func (rs *Refs) path(name string) string { return soft.RecordDir(rs.Dir).Path(name) }
 
 // Get reads one reference; ErrNotFound if there is none of that name.
 func (rs *Refs) Get(name string) (*Ref, error) {
@@ -191,14 +187,8 @@ func readBounded(dir, path string) ([]byte, error) {
 	return safefile.Read(path, safefile.Record, maxRefSize)
 }
 
-// Has reports whether a reference of that name exists.
-func (rs *Refs) Has(name string) bool {
-	if !soft.ValidName(name) {
-		return false
-	}
-	_, err := os.Stat(rs.path(name))
-	return err == nil
-}
+// Has reports whether a record of that name exists.
+func (rs *Refs) Has(name string) bool { return soft.RecordDir(rs.Dir).Has(name) }
 
 // Put records a new reference; it never replaces one.
 func (rs *Refs) Put(r *Ref) error {
@@ -206,25 +196,11 @@ func (rs *Refs) Put(r *Ref) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(rs.Dir, 0o700); err != nil {
-		return err
-	}
-	if err := soft.WriteNew(rs.path(r.Name), data); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return hint.Wrap(fmt.Errorf("key %q already exists in %s", r.Name, rs.Dir), "choose another name")
-		}
-		return err
-	}
-	return nil
+	return soft.RecordDir(rs.Dir).PutNew(r.Name, data)
 }
 
 // Remove deletes a reference.
-func (rs *Refs) Remove(name string) error {
-	if !soft.ValidName(name) {
-		return fmt.Errorf("invalid key name %.70q", name)
-	}
-	return os.Remove(rs.path(name))
-}
+func (rs *Refs) Remove(name string) error { return soft.RecordDir(rs.Dir).Remove(name) }
 
 // Entry is one listed reference, or why it could not be read.
 type Entry struct {
@@ -235,40 +211,22 @@ type Entry struct {
 
 // List returns every reference, by name. No directory means none.
 func (rs *Refs) List() []Entry {
-	if err := safefile.CheckDir(rs.Dir); errors.Is(err, fs.ErrNotExist) {
-		return nil // the common case: no Keychain keys recorded
-	} else if err != nil {
-		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading Keychain records: %w", err)}}
-	}
-	des, err := os.ReadDir(rs.Dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
+	names, err := soft.RecordDir(rs.Dir).Names()
 	if err != nil {
 		// Reported like an unreadable key file: listed, and named when no
 		// key opens a layer.
 		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading Keychain records: %w", err)}}
 	}
 	var out []Entry
-	for _, de := range des {
-		name, ok := strings.CutSuffix(de.Name(), ".json")
-		if !ok || !soft.ValidName(name) {
-			continue
-		}
+	for _, name := range names {
 		r, err := rs.Get(name)
 		out = append(out, Entry{Name: name, Ref: r, Err: err})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
 // Stamp is the directory's modification time (zero if absent), for caches.
-func (rs *Refs) Stamp() time.Time {
-	if fi, err := os.Stat(rs.Dir); err == nil {
-		return fi.ModTime()
-	}
-	return time.Time{}
-}
+func (rs *Refs) Stamp() time.Time { return soft.RecordDir(rs.Dir).Stamp() }
 
 // IsDecryptURL reports whether s is the Apple key provider's decryption
 // key, apple-se://se?mode=decrypt[&tag=TAG].

@@ -7,13 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 
-	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safefile"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/p256"
@@ -108,7 +104,7 @@ func RecordsIn(keystore string) *Records {
 	return &Records{Dir: filepath.Join(keystore, "pkcs11")}
 }
 
-func (rs *Records) path(name string) string { return filepath.Join(rs.Dir, name+".json") }
+func (rs *Records) path(name string) string { return soft.RecordDir(rs.Dir).Path(name) }
 
 // Get reads one record; an error wrapping backend.ErrNoStoredKey if there
 // is none of that name.
@@ -139,13 +135,7 @@ func (rs *Records) Get(name string) (*Record, error) {
 }
 
 // Has reports whether a record of that name exists.
-func (rs *Records) Has(name string) bool {
-	if !soft.ValidName(name) {
-		return false
-	}
-	_, err := os.Stat(rs.path(name))
-	return err == nil
-}
+func (rs *Records) Has(name string) bool { return soft.RecordDir(rs.Dir).Has(name) }
 
 // Put records a new key; it never replaces one.
 func (rs *Records) Put(r *Record) error {
@@ -153,28 +143,11 @@ func (rs *Records) Put(r *Record) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(rs.Dir, 0o700); err != nil {
-		return err
-	}
-	if err := safefile.CheckDir(rs.Dir); err != nil {
-		return err
-	}
-	if err := soft.WriteNew(rs.path(r.Name), data); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return hint.Wrap(fmt.Errorf("key %q already exists in %s", r.Name, rs.Dir), "choose another name")
-		}
-		return err
-	}
-	return nil
+	return soft.RecordDir(rs.Dir).PutNew(r.Name, data)
 }
 
 // Remove deletes a record; the key stays on the token.
-func (rs *Records) Remove(name string) error {
-	if !soft.ValidName(name) {
-		return fmt.Errorf("invalid key name %.70q", name)
-	}
-	return os.Remove(rs.path(name))
-}
+func (rs *Records) Remove(name string) error { return soft.RecordDir(rs.Dir).Remove(name) }
 
 // Entry is one listed record, or why it could not be read.
 type Entry struct {
@@ -185,32 +158,19 @@ type Entry struct {
 
 // List returns every record, by name. No directory means none.
 func (rs *Records) List() []Entry {
-	if err := safefile.CheckDir(rs.Dir); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	} else if err != nil {
-		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading PKCS#11 key records: %w", err)}}
-	}
-	des, err := os.ReadDir(rs.Dir)
+	names, err := soft.RecordDir(rs.Dir).Names()
 	if err != nil {
+		// Reported like an unreadable key file: listed, and named when no
+		// key opens a layer.
 		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading PKCS#11 key records: %w", err)}}
 	}
 	var out []Entry
-	for _, de := range des {
-		name, ok := strings.CutSuffix(de.Name(), ".json")
-		if !ok || !soft.ValidName(name) {
-			continue
-		}
+	for _, name := range names {
 		r, err := rs.Get(name)
 		out = append(out, Entry{Name: name, Record: r, Err: err})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
 // Stamp is the directory's modification time (zero if absent), for caches.
-func (rs *Records) Stamp() time.Time {
-	if fi, err := os.Stat(rs.Dir); err == nil {
-		return fi.ModTime()
-	}
-	return time.Time{}
-}
+func (rs *Records) Stamp() time.Time { return soft.RecordDir(rs.Dir).Stamp() }

@@ -8,16 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/ocikp/ocikp/backend"
-	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safefile"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/p256"
@@ -185,7 +182,7 @@ type Records struct{ Dir string }
 // RecordsIn returns the TPM key records of the keystore at dir.
 func RecordsIn(keystore string) *Records { return &Records{Dir: filepath.Join(keystore, "tpm")} }
 
-func (rs *Records) path(name string) string { return filepath.Join(rs.Dir, name+".json") }
+func (rs *Records) path(name string) string { return soft.RecordDir(rs.Dir).Path(name) }
 
 // Get reads one record; an error wrapping backend.ErrNoStoredKey if
 // there is none of that name.
@@ -216,13 +213,7 @@ func (rs *Records) Get(name string) (*Record, error) {
 }
 
 // Has reports whether a record of that name exists.
-func (rs *Records) Has(name string) bool {
-	if !soft.ValidName(name) {
-		return false
-	}
-	_, err := os.Stat(rs.path(name))
-	return err == nil
-}
+func (rs *Records) Has(name string) bool { return soft.RecordDir(rs.Dir).Has(name) }
 
 // Put records a new key; it never replaces one.
 func (rs *Records) Put(r *Record) error {
@@ -230,28 +221,11 @@ func (rs *Records) Put(r *Record) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(rs.Dir, 0o700); err != nil {
-		return err
-	}
-	if err := safefile.CheckDir(rs.Dir); err != nil {
-		return err
-	}
-	if err := soft.WriteNew(rs.path(r.Name), data); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return hint.Wrap(fmt.Errorf("key %q already exists in %s", r.Name, rs.Dir), "choose another name")
-		}
-		return err
-	}
-	return nil
+	return soft.RecordDir(rs.Dir).PutNew(r.Name, data)
 }
 
 // Remove deletes a record (the key is gone with it: the TPM keeps no copy).
-func (rs *Records) Remove(name string) error {
-	if !soft.ValidName(name) {
-		return fmt.Errorf("invalid key name %.70q", name)
-	}
-	return os.Remove(rs.path(name))
-}
+func (rs *Records) Remove(name string) error { return soft.RecordDir(rs.Dir).Remove(name) }
 
 // Entry is one listed record, or why it could not be read.
 type Entry struct {
@@ -262,35 +236,19 @@ type Entry struct {
 
 // List returns every record, by name. No directory means none.
 func (rs *Records) List() []Entry {
-	if err := safefile.CheckDir(rs.Dir); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	} else if err != nil {
-		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading TPM key records: %w", err)}}
-	}
-	des, err := os.ReadDir(rs.Dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
+	names, err := soft.RecordDir(rs.Dir).Names()
 	if err != nil {
+		// Reported like an unreadable key file: listed, and named when no
+		// key opens a layer.
 		return []Entry{{Name: filepath.Base(rs.Dir) + "/", Err: fmt.Errorf("reading TPM key records: %w", err)}}
 	}
 	var out []Entry
-	for _, de := range des {
-		name, ok := strings.CutSuffix(de.Name(), ".json")
-		if !ok || !soft.ValidName(name) {
-			continue
-		}
+	for _, name := range names {
 		r, err := rs.Get(name)
 		out = append(out, Entry{Name: name, Record: r, Err: err})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
 // Stamp is the directory's modification time (zero if absent), for caches.
-func (rs *Records) Stamp() time.Time {
-	if fi, err := os.Stat(rs.Dir); err == nil {
-		return fi.ModTime()
-	}
-	return time.Time{}
-}
+func (rs *Records) Stamp() time.Time { return soft.RecordDir(rs.Dir).Stamp() }
