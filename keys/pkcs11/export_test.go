@@ -11,17 +11,6 @@ func SetKeep(on bool) {
 }
 
 // KeptStarts counts the kept companion's starts; KeptPID is its process.
-func KeptStarts() int {
-	kept.mu.Lock()
-	defer kept.mu.Unlock()
-	return kept.starts
-}
+func KeptStarts() int { return kept.Starts() }
 
-func KeptPID() int {
-	kept.mu.Lock()
-	defer kept.mu.Unlock()
-	if kept.cmd == nil {
-		return 0
-	}
-	return kept.cmd.Process.Pid
-}
+func KeptPID() int { return kept.PID() }

@@ -1,23 +1,16 @@
 package pkcs11
 
 import (
-	"bytes"
-	"context"
 	"crypto/ecdh"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/companion"
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/p256"
-	"github.com/ocikp/ocikp/plugin"
 )
 
 var errNoKey = fmt.Errorf("no PKCS#11 key of that name: %w", backend.ErrNoStoredKey)
@@ -57,63 +50,28 @@ const timeout = 2 * time.Minute
 // maxReply bounds the companion's answer.
 const maxReply = 64 << 10
 
+// client runs the companion once per request; kept is the one a
+// long-lived process keeps (KeepCompanion).
+var (
+	client = &companion.Client{Name: Companion, Timeout: timeout, MaxReply: maxReply, Coded: codeErr, Explain: explain}
+	kept   = &companion.Kept{Client: client, Args: []string{"--serve"}}
+)
+
 // Call runs one request in the companion. The module is checked here,
 // before anything runs; the PIN goes on the companion's stdin only.
 func Call(req *Request) (*Reply, error) {
-	if req.Op == "ecdh" && keep.Load() {
-		return callKept(req)
-	}
-	path, err := (&plugin.Client{Name: Companion}).Find()
-	if err != nil {
-		return nil, err
-	}
-	in, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path)
-	cmd.Stdin = bytes.NewReader(in)
-	cmd.Env = companionEnv()
-	var out, stderr limited
-	out.max, stderr.max = maxReply, 4096
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	runErr := cmd.Run()
 	var rep Reply
-	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-		if runErr == nil {
-			runErr = errors.New("no reply")
-		}
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = runErr.Error()
-		}
-		return nil, fmt.Errorf("%s failed: %s", Companion, msg)
+	var err error
+	if req.Op == "ecdh" && keep.Load() {
+		err = kept.Call(req, &rep)
+	} else {
+		err = client.Call(req, &rep)
 	}
-	return replyErr(&rep)
-}
-
-// companionEnv is ocikp's environment (modules read their own variables,
-// SOFTHSM2_CONF, OPENSC_CONF, …) without ocikp's passphrases.
-func companionEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "OCIKP_PASSPHRASE") {
-			env = append(env, kv)
-		}
+	if err != nil {
+		return nil, err
 	}
-	return env
+	return &rep, nil
 }
-
-// codedError is the companion's message with the sentinel it stands for.
-type codedError struct {
-	sentinel error
-	msg      string
-}
-
-func (e *codedError) Error() string { return e.msg }
-func (e *codedError) Unwrap() error { return e.sentinel }
 
 func explain(err error) error {
 	switch {
@@ -128,31 +86,6 @@ func explain(err error) error {
 	}
 	return err
 }
-
-// limited keeps the first max bytes written to it; safe for a writer
-// goroutine and a reader at once.
-type limited struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	max int
-}
-
-func (l *limited) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if room := l.max - l.buf.Len(); room > 0 {
-		l.buf.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (l *limited) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.buf.Bytes())
-}
-
-func (l *limited) String() string { return string(l.Bytes()) }
 
 // Generate makes a new P-256 key on the token u names (object= labels
 // it) and returns its public key and the URI that finds it (with its id).
