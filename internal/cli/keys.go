@@ -29,15 +29,19 @@ func cmdKeygen(e *env, args []string) error {
 	prompt := fs.Bool("passphrase", false, "protect the key with a passphrase typed at the terminal")
 	passFile := fs.String("passphrase-file", "", "protect the key with the passphrase in this file")
 	typ := fs.String("type", soft.TypeP256, "key `TYPE`: p256, or post-quantum mlkem768x25519 (X-Wing) or mlkem768p256")
+	ifAbsent := fs.Bool("if-absent", false, "if the keystore holds NAME already, print its recipient and change nothing (an init step run on every start)")
 	kf := e.addKeychainFlags(fs, true)
 	tf := addTPMFlags(fs)
 	pf := addPKCS11Flags(fs)
-	pos, err := e.parse(fs, args, 1, 1, "[--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] [--backend tpm [--tpm PATH] [--pin | --pin-file FILE] [--pcrs LIST]] [--backend pkcs11 --uri URI [--existing] [--pin | --pin-file FILE]] NAME")
+	pos, err := e.parse(fs, args, 1, 1, "[--if-absent] [--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] [--backend tpm [--tpm PATH] [--pin | --pin-file FILE] [--pcrs LIST]] [--backend pkcs11 --uri URI [--existing] [--pin | --pin-file FILE]] NAME")
 	if err != nil {
 		return err
 	}
 	if err := checkName(pos[0]); err != nil {
 		return err
+	}
+	if *ifAbsent && cmdRecipient(e, pos) == nil {
+		return nil
 	}
 	if *kf.backend == "pkcs11" {
 		if *typ != soft.TypeP256 || *kf.tag != "" || *kf.secureEnclave || *kf.requirePresence || *prompt || *passFile != "" {
