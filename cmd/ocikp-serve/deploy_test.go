@@ -2,18 +2,26 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	kpb "github.com/containers/ocicrypt/utils/keyprovider"
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ocikp/ocikp/keys/tpm/tpmtest"
 )
 
 // The deployment files run as written: each one's service command starts
@@ -196,4 +204,245 @@ func TestDeploymentFilesRun(t *testing.T) {
 			t.Errorf("%s: service exit after SIGTERM: %v", tc.name, werr)
 		}
 	}
+}
+
+// The TPM variants run as written, swtpm's socket standing in for
+// /dev/tpmrm0: daemonset-tpm.yaml's node-key init container makes the key
+// on the first start and prints the same recipient on the next, its
+// service unwraps with the empty parameters containerd sends (the TPM key
+// and an EK-targeted stanza), its probe answers; ocikp.service with the
+// tpm.conf drop-in does the same and systemd-analyze accepts the pair.
+func TestDeploymentTPMRun(t *testing.T) {
+	sw := tpmtest.Start(t)
+	dir := filepath.Dir(bin(t))
+	ocikp := filepath.Join(dir, "ocikp")
+	if out, err := exec.Command("go", "build", "-o", ocikp, "github.com/ocikp/ocikp/cmd/ocikp").CombinedOutput(); err != nil {
+		t.Fatalf("build ocikp: %v\n%s", err, out)
+	}
+	root := filepath.Join("..", "..", "deploy")
+	type container struct {
+		Name    string
+		Command []string
+		Args    []string
+		Env     []struct{ Name, Value string }
+		Probe   struct{ Exec struct{ Command []string } } `yaml:"readinessProbe"`
+	}
+	type daemonSet struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					InitContainers []container `yaml:"initContainers"`
+					Containers     []container
+					Volumes        []struct {
+						Name     string
+						HostPath struct{ Path, Type string } `yaml:"hostPath"`
+					}
+				}
+			}
+		}
+	}
+	read := func(name string) daemonSet {
+		var ds daemonSet
+		b, err := os.ReadFile(filepath.Join(root, "kubernetes", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(b, &ds); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return ds
+	}
+	plain, tpmDS := read("daemonset.yaml").Spec.Template.Spec, read("daemonset-tpm.yaml").Spec.Template.Spec
+	if len(tpmDS.InitContainers) != 2 || tpmDS.InitContainers[1].Name != "node-key" || len(tpmDS.Containers) != 1 {
+		t.Fatalf("daemonset-tpm.yaml: want init containers node-config, node-key and one container: %+v", tpmDS)
+	}
+	// The rest is daemonset.yaml's: the same node config and probe.
+	if !slices.Equal(tpmDS.InitContainers[0].Command, plain.InitContainers[0].Command) ||
+		!slices.Equal(tpmDS.Containers[0].Probe.Exec.Command, plain.Containers[0].Probe.Exec.Command) {
+		t.Errorf("daemonset-tpm.yaml's node-config or probe differs from daemonset.yaml's")
+	}
+	vols := map[string]string{}
+	for _, v := range tpmDS.Volumes {
+		vols[v.HostPath.Path] = v.HostPath.Type
+	}
+	if vols["/dev/tpmrm0"] != "CharDevice" || vols["/var/lib/ocikp"] != "Directory" {
+		t.Errorf("daemonset-tpm.yaml: want hostPaths /dev/tpmrm0 (CharDevice) and /var/lib/ocikp (Directory): %v", vols)
+	}
+
+	tmp := t.TempDir()
+	sock := filepath.Join(tmp, "s.sock")
+	local := strings.NewReplacer(
+		"/usr/local/bin/ocikp", ocikp,
+		"unix:///run/ocikp/ocikp.sock", "unix://"+sock,
+		"/var/lib/ocikp/", filepath.Join(tmp, "state")+"/",
+		"/dev/tpmrm0", sw.Socket,
+	)
+	localize := func(args []string) []string {
+		out := make([]string, len(args))
+		for i, a := range args {
+			out[i] = local.Replace(a)
+		}
+		return out
+	}
+	runOut := func(what string, args []string) string {
+		t.Helper()
+		out, err := exec.Command(args[0], args[1:]...).Output()
+		if err != nil {
+			var ee *exec.ExitError
+			errors.As(err, &ee)
+			t.Fatalf("%s %v: %v\n%s", what, args, err, ee.Stderr)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// keygenTwice runs a first-start keygen twice: one key, one recipient.
+	keygenTwice := func(what string, cmd []string, keystore string) string {
+		t.Helper()
+		first, again := runOut(what, cmd), runOut(what+" (restart)", cmd)
+		if !strings.HasPrefix(first, "ocikp1p2561") || first != again {
+			t.Fatalf("%s printed %q, then %q on a restart", what, first, again)
+		}
+		if out := runOut("list", []string{ocikp, "--keystore", keystore, "list"}); !regexp.MustCompile(`(?m)^node +p256 \(tpm\) `).MatchString(out) {
+			t.Fatalf("%s: the keystore lists\n%s", what, out)
+		}
+		return first
+	}
+	// serve starts a service and checks that its probe answers and that
+	// it unwraps, with no decryption parameters, a layer for the node key
+	// and one for the node's EK.
+	serve := func(what string, svc, env, probe []string, recipient string) {
+		t.Helper()
+		s := exec.Command(svc[0], svc[1:]...)
+		s.Env = append(os.Environ(), env...)
+		var log bytes.Buffer
+		s.Stderr = &log
+		if err := s.Start(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		defer func() {
+			s.Process.Signal(syscall.SIGTERM)
+			s.Wait()
+		}()
+		var out []byte
+		var err error
+		for i := 0; ; i++ {
+			out, err = exec.Command(probe[0], probe[1:]...).CombinedOutput()
+			if err == nil || i > 100 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err != nil || string(out) != "SERVING\n" {
+			t.Fatalf("%s: probe %v: %v\n%s\nservice log:\n%s", what, probe, err, out, log.Bytes())
+		}
+		ek := filepath.Join(t.TempDir(), "ek.pem")
+		os.WriteFile(ek, []byte(runOut("tpm ek", []string{ocikp, "tpm", "ek", "--tpm", sw.Socket})), 0o644)
+		ekRecipient := runOut("recipient --tpm-ek", []string{ocikp, "--keystore", t.TempDir(), "recipient", "--tpm-ek", ek})
+		for _, r := range []string{recipient, ekRecipient} {
+			if got := unwrapOverSocket(t, ocikp, sock, r, "node secret"); got != "node secret" {
+				t.Errorf("%s: unwrapped %q for %.20s…\nservice log:\n%s", what, got, r, log.Bytes())
+			}
+		}
+	}
+
+	// Kubernetes.
+	os.Mkdir(filepath.Join(tmp, "state"), 0o700)
+	ks := filepath.Join(tmp, "state", "keys")
+	rec := keygenTwice("daemonset-tpm.yaml node-key", localize(tpmDS.InitContainers[1].Command), ks)
+	c := tpmDS.Containers[0]
+	var env []string
+	for _, e := range c.Env {
+		env = append(env, e.Name+"="+local.Replace(e.Value))
+	}
+	if !slices.Contains(env, "OCIKP_TPM="+sw.Socket) {
+		t.Errorf("daemonset-tpm.yaml: the service has no OCIKP_TPM=/dev/tpmrm0 (EK stanzas): %v", c.Env)
+	}
+	serve("daemonset-tpm.yaml", localize(append([]string{"/usr/local/bin/ocikp", "serve"}, c.Args...)), env, localize(c.Probe.Exec.Command), rec)
+
+	// systemd: the unit with the drop-in.
+	unit, err := os.ReadFile(filepath.Join(root, "systemd", "ocikp.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropIn, err := os.ReadFile(filepath.Join(root, "systemd", "ocikp.service.d", "tpm.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"DeviceAllow=/dev/tpmrm0 rw", "DevicePolicy=closed", "PrivateDevices=no", "SupplementaryGroups=tss", "StateDirectory=ocikp", "ExecStart=\n"} {
+		if !strings.Contains(string(dropIn), want) {
+			t.Errorf("tpm.conf lacks %q", want)
+		}
+	}
+	values := func(key string) []string {
+		var v []string
+		for _, m := range regexp.MustCompile(`(?m)^`+key+`=(.*)$`).FindAllSubmatch(dropIn, -1) {
+			v = append(v, string(m[1]))
+		}
+		return v
+	}
+	starts, pre := values("ExecStart"), values("ExecStartPre")
+	if len(starts) != 2 || starts[0] != "" || len(pre) != 1 {
+		t.Fatalf("tpm.conf: want ExecStart= (reset), one ExecStart and one ExecStartPre: %q %q", starts, pre)
+	}
+	sdLocal := strings.NewReplacer("/var/lib/ocikp/", filepath.Join(tmp, "sd")+"/")
+	sdize := func(line string) []string { return localize(strings.Fields(sdLocal.Replace(line))) }
+	os.Mkdir(filepath.Join(tmp, "sd"), 0o700)
+	rec = keygenTwice("tpm.conf ExecStartPre", sdize(pre[0]), filepath.Join(tmp, "sd", "keys"))
+	serve("ocikp.service + tpm.conf", sdize(starts[1]), sdize(strings.Join(values("Environment"), " ")),
+		localize([]string{"/usr/local/bin/ocikp", "health", "--grpc", "unix:///run/ocikp/ocikp.sock"}), rec)
+	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
+		d := t.TempDir()
+		os.Mkdir(filepath.Join(d, "ocikp.service.d"), 0o755)
+		os.WriteFile(filepath.Join(d, "ocikp.service"), []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/ocikp", ocikp)), 0o644)
+		os.WriteFile(filepath.Join(d, "ocikp.service.d", "tpm.conf"), []byte(strings.ReplaceAll(string(dropIn), "/usr/local/bin/ocikp", ocikp)), 0o644)
+		cmd := exec.Command(analyze, "verify", filepath.Join(d, "ocikp.service"))
+		cmd.Env = append(os.Environ(), "SYSTEMD_UNIT_PATH="+d+":")
+		if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+			t.Errorf("systemd-analyze verify ocikp.service + tpm.conf: %v\n%s", err, out)
+		}
+	}
+}
+
+// unwrapOverSocket wraps secret for recipient with the exec provider and
+// unwraps it through the service on sock with no decryption parameters,
+// as containerd and CRI-O send; it returns the unwrapped optsdata.
+func unwrapOverSocket(t *testing.T, ocikp, sock, recipient, secret string) string {
+	t.Helper()
+	wrapReq, _ := json.Marshal(map[string]any{"op": "keywrap", "keywrapparams": map[string]any{
+		"ec":       map[string]any{"Parameters": map[string][][]byte{"ocikp": {[]byte(recipient)}}, "DecryptConfig": map[string]any{"Parameters": map[string]any{}}},
+		"optsdata": []byte(secret),
+	}})
+	cmd := exec.Command(ocikp, "keyprovider")
+	cmd.Stdin = bytes.NewReader(wrapReq)
+	cmd.Env = append(os.Environ(), "OCIKP_KEYSTORE="+t.TempDir())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("wrap for %.20s…: %v", recipient, err)
+	}
+	var wrapped struct {
+		R struct{ Annotation []byte } `json:"keywrapresults"`
+	}
+	if err := json.Unmarshal(out, &wrapped); err != nil {
+		t.Fatal(err)
+	}
+	unwrapReq, _ := json.Marshal(map[string]any{"op": "keyunwrap", "keyunwrapparams": map[string]any{
+		"dc": map[string]any{"Parameters": map[string]any{}}, "annotation": wrapped.R.Annotation,
+	}})
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reply, err := kpb.NewKeyProviderServiceClient(conn).UnWrapKey(ctx, &kpb.KeyProviderKeyWrapProtocolInput{KeyProviderKeyWrapProtocolInput: unwrapReq})
+	if err != nil {
+		t.Fatalf("UnWrapKey over %s: %v", sock, err)
+	}
+	var unwrapped struct {
+		R struct{ Optsdata []byte } `json:"keyunwrapresults"`
+	}
+	if err := json.Unmarshal(reply.KeyProviderKeyWrapProtocolOutput, &unwrapped); err != nil {
+		t.Fatal(err)
+	}
+	return string(unwrapped.R.Optsdata)
 }
