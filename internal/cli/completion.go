@@ -12,6 +12,7 @@ import (
 	"github.com/ocikp/ocikp/internal/usage"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/plugin"
+	"github.com/ocikp/ocikp/pq"
 )
 
 // Shell completion: `ocikp completion SHELL` prints a small script that
@@ -108,10 +109,13 @@ func cmdComplete(e *env, args []string) error {
 	switch {
 	case len(words) > 1 && words[len(words)-1] == "--type" && words[0] == "keygen":
 		cands = soft.Types()
+		if hardwareBackend(words) {
+			cands = []string{soft.TypeP256, pq.MLKEMP256} // X25519 is no TPM or PKCS#11 curve
+		}
 	case len(words) > 1 && words[len(words)-1] == "--backend":
 		cands = []string{"soft", "keychain"}
 		if words[0] == "keygen" {
-			cands = append(cands, "tpm")
+			cands = append(cands, "tpm", "pkcs11")
 		}
 	case len(words) == 0 && strings.HasPrefix(cur, "-"):
 		cands = []string{"--keystore", "--help", "--version"}
@@ -132,6 +136,17 @@ func cmdComplete(e *env, args []string) error {
 		}
 	}
 	return nil
+}
+
+// hardwareBackend reports a keygen for a TPM or PKCS#11 key.
+func hardwareBackend(words []string) bool {
+	for i := 1; i < len(words); i++ {
+		if words[i] == "--backend=tpm" || words[i] == "--backend=pkcs11" ||
+			words[i-1] == "--backend" && (words[i] == "tpm" || words[i] == "pkcs11") {
+			return true
+		}
+	}
+	return false
 }
 
 // positional completes a command's arguments: key names for the commands

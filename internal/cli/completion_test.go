@@ -45,7 +45,9 @@ func TestComplete(t *testing.T) {
 		{[]string{"--keystore", ""}, "__files__"},
 		{[]string{"keygen", "--type", ""}, "mlkem768p256 mlkem768x25519 p256"},
 		{[]string{"keygen", "--type", "mlkem768x"}, "mlkem768x25519"},
-		{[]string{"keygen", "--backend", ""}, "keychain soft tpm"},
+		{[]string{"keygen", "--backend", ""}, "keychain pkcs11 soft tpm"},
+		{[]string{"keygen", "--backend", "pkcs11", "--type", ""}, "mlkem768p256 p256"},
+		{[]string{"keygen", "--backend=tpm", "--type", ""}, "mlkem768p256 p256"},
 		{[]string{"import", "--backend", ""}, "keychain soft"},
 		{[]string{"tpm", ""}, "ek recipient"},
 	} {

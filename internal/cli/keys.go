@@ -33,7 +33,7 @@ func cmdKeygen(e *env, args []string) error {
 	kf := e.addKeychainFlags(fs, true)
 	tf := addTPMFlags(fs)
 	pf := addPKCS11Flags(fs)
-	pos, err := e.parse(fs, args, 1, 1, "[--if-absent] [--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] [--backend tpm [--tpm PATH] [--pin | --pin-file FILE] [--pcrs LIST]] [--backend pkcs11 --uri URI [--existing] [--pin | --pin-file FILE]] NAME")
+	pos, err := e.parse(fs, args, 1, 1, "[--if-absent] [--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] [--backend tpm [--type p256|mlkem768p256] [--tpm PATH] [--pin | --pin-file FILE] [--pcrs LIST]] [--backend pkcs11 [--type p256|mlkem768p256] --uri URI [--existing] [--pin | --pin-file FILE]] NAME")
 	if err != nil {
 		return err
 	}
@@ -43,25 +43,32 @@ func cmdKeygen(e *env, args []string) error {
 	if *ifAbsent && cmdRecipient(e, pos) == nil {
 		return nil
 	}
+	kind := pq.KindOf(*typ)
+	if kind == nil && *typ != soft.TypeP256 {
+		return usagef("--type %.30q: want one of %s", *typ, strings.Join(soft.Types(), ", "))
+	}
+	if hw := *kf.backend; (hw == "pkcs11" || hw == "tpm") && kind != nil && kind.Type != pq.MLKEMP256 {
+		return hint.Wrap(usagef("--type %s has no hardware half: X25519 is not a TPM or PKCS#11 curve", kind.Type),
+			"use --type "+pq.MLKEMP256+" (ML-KEM-768 + P-256), whose P-256 half is the "+hw+" key")
+	}
 	if *kf.backend == "pkcs11" {
-		if *typ != soft.TypeP256 || *kf.tag != "" || *kf.secureEnclave || *kf.requirePresence || *prompt || *passFile != "" {
-			return usagef("--backend pkcs11 makes P-256 keys and takes --uri, --existing, --pin and --pin-file")
+		if *kf.tag != "" || *kf.secureEnclave || *kf.requirePresence || *prompt || *passFile != "" {
+			return usagef("--backend pkcs11 makes p256 or mlkem768p256 keys and takes --uri, --existing, --pin and --pin-file")
 		}
-		return e.pkcs11Keygen(pos[0], pf, tf)
+		return e.pkcs11Keygen(pos[0], pf, tf, kind)
 	} else if pf.used() {
 		return usagef("--uri and --existing go with --backend pkcs11")
 	}
 	if *kf.backend == "tpm" {
-		if *typ != soft.TypeP256 || *kf.tag != "" || *kf.secureEnclave || *kf.requirePresence {
-			return usagef("--backend tpm makes P-256 keys and takes --tpm, --pin, --pin-file and --pcrs")
+		if *kf.tag != "" || *kf.secureEnclave || *kf.requirePresence {
+			return usagef("--backend tpm makes p256 or mlkem768p256 keys and takes --tpm, --pin, --pin-file and --pcrs")
+		}
+		if kind != nil {
+			return e.tpmHybridKeygen(pos[0], tf, *prompt || *passFile != "")
 		}
 		return e.tpmKeygen(pos[0], tf, *prompt || *passFile != "")
 	} else if tf.used() {
 		return usagef("--tpm, --pin, --pin-file and --pcrs go with --backend tpm")
-	}
-	kind := pq.KindOf(*typ)
-	if kind == nil && *typ != soft.TypeP256 {
-		return usagef("--type %.30q: want one of %s", *typ, strings.Join(soft.Types(), ", "))
 	}
 	hybridKeychain := *kf.backend == "keychain" && kind != nil
 	if kc, err := kf.check(!hybridKeychain && (*prompt || *passFile != "")); err != nil {

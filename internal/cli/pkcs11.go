@@ -10,6 +10,7 @@ import (
 	"github.com/ocikp/ocikp/keys/pkcs11"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/plugin"
+	"github.com/ocikp/ocikp/pq"
 )
 
 // pkcs11Flags are keygen's options for --backend pkcs11 (it shares --pin
@@ -50,7 +51,10 @@ func pkcs11PIN(u *pkcs11.URI, t tpmFlags) ([]byte, error) {
 	return unattendedPassphrase("")("")
 }
 
-func (e *env) pkcs11Keygen(name string, p pkcs11Flags, t tpmFlags) error {
+// pkcs11Keygen makes (or, with --existing, adopts) a P-256 token key and
+// records it; with kind mlkem768p256 it records a hybrid whose P-256 half
+// is that key and whose ML-KEM seed is sealed to it (nil kind: P-256).
+func (e *env) pkcs11Keygen(name string, p pkcs11Flags, t tpmFlags, kind *pq.Kind) error {
 	if *p.uri == "" {
 		return usagef("--backend pkcs11 needs --uri 'pkcs11:token=LABEL;object=LABEL?module-path=/path/to/module.so'")
 	}
@@ -74,6 +78,10 @@ func (e *env) pkcs11Keygen(name string, p pkcs11Flags, t tpmFlags) error {
 	}
 	recs := pkcs11.RecordsIn(st.Dir)
 	verb := "created"
+	record := pkcs11.NewRecord
+	if kind != nil {
+		record = pkcs11.NewHybridRecord
+	}
 	var r *pkcs11.Record
 	if *p.existing {
 		verb = "adopted"
@@ -81,8 +89,7 @@ func (e *env) pkcs11Keygen(name string, p pkcs11Flags, t tpmFlags) error {
 		if err != nil {
 			return err
 		}
-		r, err = pkcs11.NewRecord(name, u, k)
-		if err != nil {
+		if r, err = record(name, u, k); err != nil {
 			return err
 		}
 	} else {
@@ -90,15 +97,19 @@ func (e *env) pkcs11Keygen(name string, p pkcs11Flags, t tpmFlags) error {
 		if err != nil {
 			return err
 		}
-		if r, err = pkcs11.NewRecord(name, f, k); err != nil {
+		if r, err = record(name, f, k); err != nil {
 			return err
 		}
 	}
 	if err := recs.Put(r); err != nil {
 		return err
 	}
+	note := ""
+	if r.Hybrid() {
+		note = " (" + r.Type + ", " + kind.Label + ": the ML-KEM half sealed to the token key)"
+	}
 	fmt.Fprintln(e.stdout, r.Recipient)
-	fmt.Fprintf(e.stderr, "ocikp: %s PKCS#11 key %q (%s), recorded in %s\n", verb, name, r.URI, recs.Dir)
+	fmt.Fprintf(e.stderr, "ocikp: %s PKCS#11 key %q (%s), recorded in %s%s\n", verb, name, r.URI, recs.Dir, note)
 	if u.PINValue != "" {
 		fmt.Fprintln(e.stderr, "ocikp: note: the PIN is not stored; to unwrap, give it through pin-source=FILE in the URI or $OCIKP_PASSPHRASE_FILE")
 	}
@@ -134,15 +145,15 @@ func (e *env) pkcs11Delete(st *soft.Store, name string) error {
 func pkcs11Listed(st *soft.Store) []listed {
 	var out []listed
 	for _, en := range pkcs11.RecordsIn(st.Dir).List() {
-		l := listed{Name: en.Name, Type: "p256 (pkcs11)"}
+		l := listed{Name: en.Name, Type: "? (pkcs11)"}
 		if en.Err != nil {
 			l.Error = oneLine(en.Err.Error())
 			out = append(out, l)
 			continue
 		}
 		r := en.Record
-		l.Type = "p256 (pkcs11 " + r.URI + ")"
-		l.shortType = "p256 (pkcs11)" // the URI: --long
+		l.Type = r.KeyType() + " (pkcs11 " + r.URI + ")"
+		l.shortType = r.KeyType() + " (pkcs11)" // the URI: --long
 		l.Recipient, l.Protected, l.Created = r.Recipient, true, r.Created.Format(time.RFC3339)
 		out = append(out, l)
 	}
@@ -202,6 +213,18 @@ func (d *doctor) checkPKCS11(dir string) int {
 		if want, _ := r.PublicKey(); !pub.Equal(want) {
 			d.fail(name, "the token's key at that URI was replaced: record the new one (ocikp keygen --backend pkcs11 --existing) and rewrap images", "the key at %s is not the recorded one", r.URI)
 			continue
+		}
+		if r.Hybrid() {
+			// One more ECDH: the record's sealed ML-KEM half must open
+			// with this token key, or the hybrid decrypts nothing.
+			k, err := r.NewKey(pin)
+			if err == nil {
+				_, err = r.Half.Open(r.Recipient, k)
+			}
+			if err != nil {
+				d.fail(name, firstHint(err), "%v", err)
+				continue
+			}
 		}
 		d.ok(name, "PKCS#11 key present on %s", r.URI)
 		usable++

@@ -10,7 +10,9 @@ import (
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/companion"
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keys/hwhybrid"
 	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/pq"
 )
 
 var errNoKey = fmt.Errorf("no PKCS#11 key of that name: %w", backend.ErrNoStoredKey)
@@ -182,19 +184,31 @@ func (r *Record) PIN(pass backend.Passphrase) ([]byte, error) {
 }
 
 // Identity returns the key as a decryption key: its PIN is read only
-// when a stanza matches.
+// when a stanza matches. A hybrid's ML-KEM half is opened with the token
+// key then, and kept with the identity (see package hwhybrid).
 func (r *Record) Identity(pass backend.Passphrase) backend.Key {
-	return p256.NewIdentity(r.Name, r.compressed, func() (ecdh.KeyExchanger, error) {
+	load := func() (ecdh.KeyExchanger, error) {
 		pin, err := r.PIN(pass)
 		if err != nil {
 			return nil, err
 		}
-		return r.NewKey(pin)
-	})
+		k, err := r.NewKey(pin)
+		if err != nil {
+			return nil, err // not a nil *Key in a non-nil interface
+		}
+		return k, nil
+	}
+	if r.Hybrid() {
+		return hwhybrid.Identity(r.Name, r.Recipient, r.Half, load)
+	}
+	return p256.NewIdentity(r.Name, r.compressed, load)
 }
 
 // NewRecipient returns the key's recipient (no token needed).
 func (r *Record) NewRecipient() (envelope.Recipient, error) {
+	if r.Hybrid() {
+		return pq.Parse(r.Recipient)
+	}
 	pub, err := r.PublicKey()
 	if err != nil {
 		return nil, err

@@ -11,28 +11,52 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/internal/safefile"
+	"github.com/ocikp/ocikp/keys/hwhybrid"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/pq"
 )
 
-// maxRecordSize bounds a record file.
-const maxRecordSize = 8192
+// maxRecordSize bounds a record file: room for a URI at its bound, a
+// hybrid recipient (1,974 characters) and its sealed half.
+const maxRecordSize = 12 << 10
 
 // Record is the keystore's record of a token key (DIR/pkcs11/NAME.json):
-// where the key is and its public half, never a PIN.
+// where the key is and its public half, never a PIN. A post-quantum
+// hybrid (Type pq.MLKEMP256) also keeps its ML-KEM seed, sealed to the
+// token key (Half): of no use without the token and its PIN.
 type Record struct {
-	Name      string    `json:"name"`
-	Recipient string    `json:"recipient"`
-	URI       string    `json:"uri"`
-	Created   time.Time `json:"created"`
+	Name      string         `json:"name"`
+	Type      string         `json:"type,omitempty"` // "" for p256
+	Recipient string         `json:"recipient"`
+	URI       string         `json:"uri"`
+	Half      *hwhybrid.Half `json:"half,omitempty"`
+	Created   time.Time      `json:"created"`
 
-	compressed []byte
+	compressed []byte // the token key's public key
 	uri        *URI
 }
 
 // NewRecord records a token key: u (its pin-value dropped) and pub.
 func NewRecord(name string, u *URI, pub *ecdh.PublicKey) (*Record, error) {
-	r := &Record{Name: name, Recipient: p256.Format(pub), URI: u.String(), Created: time.Now().UTC().Truncate(time.Second)}
+	return newRecord(&Record{Name: name, Recipient: p256.Format(pub), URI: u.String()})
+}
+
+// NewHybridRecord records a new ML-KEM-768 + P-256 key whose P-256 half
+// is the token key pub: a fresh ML-KEM key, its seed sealed to pub (the
+// token is not used).
+func NewHybridRecord(name string, u *URI, pub *ecdh.PublicKey) (*Record, error) {
+	recipient, half, err := hwhybrid.New(pub)
+	if err != nil {
+		return nil, err
+	}
+	return newRecord(&Record{Name: name, Type: pq.MLKEMP256, Recipient: recipient, URI: u.String(), Half: half})
+}
+
+// newRecord reads r back as a reader would, so that no record is written
+// that cannot be used.
+func newRecord(r *Record) (*Record, error) {
+	r.Created = time.Now().UTC().Truncate(time.Second)
 	data, err := r.Marshal()
 	if err != nil {
 		return nil, err
@@ -73,12 +97,39 @@ func ParseRecord(data []byte) (*Record, error) {
 	case u.Object == "" && len(u.ID) == 0:
 		return nil, errors.New("PKCS#11 key record: the URI names no key (object= or id=)")
 	}
-	c, err := p256.ParseCompressed(r.Recipient)
-	if err != nil {
-		return nil, fmt.Errorf("PKCS#11 key record: %w", err)
+	switch r.Type {
+	case "":
+		if r.Half != nil {
+			return nil, errors.New(`PKCS#11 key record: a "half" belongs to an mlkem768p256 key`)
+		}
+		if r.compressed, err = p256.ParseCompressed(r.Recipient); err != nil {
+			return nil, fmt.Errorf("PKCS#11 key record: %w", err)
+		}
+	case pq.MLKEMP256:
+		pub, err := hwhybrid.ClassicalKey(r.Recipient)
+		if err != nil {
+			return nil, fmt.Errorf("PKCS#11 key record: %w", err)
+		}
+		if err := r.Half.Check(); err != nil {
+			return nil, fmt.Errorf("PKCS#11 key record: %w", err)
+		}
+		r.compressed = p256.Compress(pub)
+	default:
+		return nil, fmt.Errorf("PKCS#11 key record: type %.30q; this ocikp reads %s (and P-256 keys, which have no type)", r.Type, pq.MLKEMP256)
 	}
-	r.compressed, r.uri = c, u
+	r.uri = u
 	return &r, nil
+}
+
+// Hybrid reports a post-quantum hybrid whose P-256 half is the token key.
+func (r *Record) Hybrid() bool { return r.Type == pq.MLKEMP256 }
+
+// KeyType is the key's type for listings: "p256" or "mlkem768p256".
+func (r *Record) KeyType() string {
+	if r.Hybrid() {
+		return r.Type
+	}
+	return "p256"
 }
 
 // Marshal encodes r as stored.
@@ -93,7 +144,7 @@ func (r *Record) Marshal() ([]byte, error) {
 // Location is the key's URI (no PIN), for listings.
 func (r *Record) Location() string { return r.URI }
 
-// PublicKey returns the key's public key.
+// PublicKey returns the token key's public key (a hybrid's P-256 half).
 func (r *Record) PublicKey() (*ecdh.PublicKey, error) { return p256.ParsePoint(r.compressed) }
 
 // Records is a keystore's directory of PKCS#11 key records (DIR/pkcs11).
