@@ -222,3 +222,65 @@ func mustPub(t *testing.T) *ecdh.PublicKey {
 	}
 	return k.PublicKey()
 }
+
+// BenchmarkUnwrap: what a hybrid token key costs beside a P-256 one.
+//
+//	go test ./keys/pkcs11 -run '^$' -bench Unwrap -benchtime 100x
+//
+// exec: a fresh identity per unwrap, each ECDH a fresh companion (an exec
+// of ocikp): the hybrid pays two (its sealed half, then the stanza).
+// kept: one identity and the kept companion (ocikp serve): the hybrid's
+// half was opened once, so each unwrap is one ECDH, as for P-256.
+func BenchmarkUnwrap(b *testing.B) {
+	tk := softhsmtest.Start(b, "bench", testPIN)
+	pub, found, err := pkcs11.Generate(mustParseB(b, tk.URI("k")), []byte(testPIN))
+	if err != nil {
+		b.Fatal(err)
+	}
+	recs := map[string]*pkcs11.Record{}
+	if recs["p256"], err = pkcs11.NewRecord("p", found, pub); err != nil {
+		b.Fatal(err)
+	}
+	if recs["mlkem768p256"], err = pkcs11.NewHybridRecord("h", found, pub); err != nil {
+		b.Fatal(err)
+	}
+	fk := make([]byte, 32)
+	for _, mode := range []string{"exec", "kept"} {
+		for _, typ := range []string{"p256", "mlkem768p256"} {
+			r := recs[typ]
+			rc, err := r.NewRecipient()
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, err := rc.Wrap(fk)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run(typ+"/"+mode, func(b *testing.B) {
+				pkcs11.SetKeep(mode == "kept")
+				defer pkcs11.SetKeep(false)
+				id := r.Identity(pin(testPIN))
+				if _, err := id.Unwrap(s); err != nil { // starts the kept companion, opens the half
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				for b.Loop() {
+					if mode == "exec" {
+						id = r.Identity(pin(testPIN))
+					}
+					if _, err := id.Unwrap(s); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func mustParseB(b *testing.B, s string) *pkcs11.URI {
+	u, err := pkcs11.Parse(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return u
+}
