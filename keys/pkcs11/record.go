@@ -18,7 +18,7 @@ import (
 )
 
 // maxRecordSize bounds a record file: room for a URI at its bound, a
-// hybrid recipient (1,974 characters) and its sealed half.
+// hybrid recipient (2,024 characters) and its sealed half.
 const maxRecordSize = 12 << 10
 
 // Record is the keystore's record of a token key (DIR/pkcs11/NAME.json):
