@@ -23,6 +23,8 @@ import (
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/pkcs11"
 	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/keys/tpm"
+	"github.com/ocikp/ocikp/keys/tpm/tpmdev"
 	"github.com/ocikp/ocikp/kms"
 	"github.com/ocikp/ocikp/server"
 )
@@ -83,6 +85,11 @@ func run(args []string) int {
 	}
 	// PKCS#11 tokens: one companion, sessions kept (docs/pkcs11.md).
 	pkcs11.KeepCompanion()
+	// TPM: in this process, device, SRK, keys and sessions kept
+	// (docs/tpm.md); this binary links net anyway.
+	tpmDev := tpmdev.NewKept()
+	tpm.SetHandler(tpmDev.Handle)
+	defer tpmDev.Close()
 	// Remote: clients name keystore keys, never files, and learn no
 	// keystore paths or key names from errors.
 	p := &keyprovider.Provider{Name: *name, Store: &soft.Store{Dir: dir}, Log: log, CacheKeys: true, Remote: true,

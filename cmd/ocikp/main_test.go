@@ -20,10 +20,11 @@ func TestMain(m *testing.M) {
 }
 
 func TestScripts(t *testing.T) {
-	// ocikp serve and health run the sibling executable, PKCS#11 keys the
-	// companion: scripts that need them set OCIKP_PLUGIN_DIR=$SERVEDIR.
+	// ocikp serve and health run the sibling executable, PKCS#11 and TPM
+	// keys the companions: scripts that need them set
+	// OCIKP_PLUGIN_DIR=$SERVEDIR.
 	serveDir := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", serveDir, "github.com/ocikp/ocikp/cmd/ocikp-serve", "github.com/ocikp/ocikp/cmd/ocikp-pkcs11").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", serveDir, "github.com/ocikp/ocikp/cmd/ocikp-serve", "github.com/ocikp/ocikp/cmd/ocikp-pkcs11", "github.com/ocikp/ocikp/cmd/ocikp-tpm").CombinedOutput(); err != nil {
 		t.Fatalf("go build ocikp-serve: %v\n%s", err, out)
 	}
 	testscript.Run(t, testscript.Params{

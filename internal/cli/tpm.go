@@ -211,11 +211,7 @@ func cmdTPM(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		out, err := tpm.EKPEM(ek)
-		if err != nil {
-			return err
-		}
-		_, err = e.stdout.Write(out)
+		_, err = e.stdout.Write(tpm.EKPEM(ek))
 		return err
 	case "recipient":
 		fs := e.flags("tpm recipient")

@@ -30,17 +30,16 @@ type Client struct {
 	Timeout  time.Duration // bounds one request (nothing may wait forever)
 	MaxReply int           // bounds the reply
 	// Coded maps a reply's error code to the sentinel error it stands
-	// for (nil: none); Explain may add hints to the resulting error.
+	// for (nil: none); Explain adds hints (what to do) to the error.
 	Coded   func(code string) error
 	Explain func(error) error
 }
 
 // Status is the part of every reply that says whether it failed: the
-// message, a code for the failures ocikp decides on, and what to do.
+// message and a code for the failures ocikp decides on.
 type Status struct {
-	Error string   `json:"error,omitempty"`
-	Code  string   `json:"code,omitempty"`
-	Hints []string `json:"hints,omitempty"`
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
 }
 
 // Error is a companion's message with the sentinel it stands for.
@@ -53,8 +52,18 @@ func (e *Error) Error() string { return e.Msg }
 func (e *Error) Unwrap() error { return e.Sentinel }
 
 // Find returns the companion's path, or an error whose hints say how to
-// install it.
-func (c *Client) Find() (string, error) { return (&plugin.Client{Name: c.Name}).Find() }
+// install it (also when $OCIKP_PLUGIN_DIR names a directory without it).
+func (c *Client) Find() (string, error) {
+	p, err := (&plugin.Client{Name: c.Name}).Find()
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", hint.Wrap(fmt.Errorf("%s is not installed: %s: %w", c.Name, p, errors.Unwrap(err)),
+			"install it beside ocikp (go install ./cmd/...)", "or set "+plugin.EnvDir+" to the directory that holds it")
+	}
+	return p, nil
+}
 
 // Call runs req in a fresh companion and decodes its reply into rep; a
 // reply that reports a failure becomes the error.
@@ -112,9 +121,6 @@ func (c *Client) decode(b []byte, rep any) error {
 		if s := c.Coded(st.Code); s != nil {
 			err = &Error{s, st.Error}
 		}
-	}
-	if len(st.Hints) > 0 {
-		err = hint.Wrap(err, st.Hints...)
 	}
 	if c.Explain != nil {
 		err = c.Explain(err)

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 		}
 		json.NewEncoder(os.Stdout).Encode(map[string]string{"echo": req["x"], "env": env})
 	case "fail":
-		json.NewEncoder(os.Stdout).Encode(Status{Error: "wrong PIN", Code: "pin", Hints: []string{"give the PIN"}})
+		json.NewEncoder(os.Stdout).Encode(Status{Error: "wrong PIN", Code: "pin"})
 		os.Exit(1)
 	case "crash":
 		fmt.Fprintln(os.Stderr, "ocikp: error: it broke")
@@ -56,7 +56,7 @@ func client(t *testing.T, mode string) *Client {
 			return errPIN
 		}
 		return nil
-	}}
+	}, Explain: func(err error) error { return hint.Wrap(err, "give the PIN") }}
 }
 
 type reply struct{ Echo, Env string }
@@ -82,5 +82,10 @@ func TestCall(t *testing.T) {
 	}
 	if err := client(t, "hang").Call(nil, &rep); err == nil || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("hang: %v", err)
+	}
+	t.Setenv("OCIKP_PLUGIN_DIR", t.TempDir())
+	err = (&Client{Name: "ocikp-none", Timeout: time.Second}).Call(nil, &rep)
+	if err == nil || !strings.Contains(err.Error(), "ocikp-none is not installed") || len(hint.Of(err)) != 2 {
+		t.Fatalf("missing companion: %v (hints %q)", err, hint.Of(err))
 	}
 }

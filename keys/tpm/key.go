@@ -3,6 +3,7 @@ package tpm
 import (
 	"crypto/ecdh"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ocikp/ocikp/backend"
@@ -38,8 +39,51 @@ func init() {
 	})
 }
 
-// Key is a TPM key as an ecdh.KeyExchanger: each ECDH opens the TPM,
-// loads the key and runs TPM2_ECDH_ZGen.
+// Spec says how to protect a new key.
+type Spec struct {
+	PIN  []byte // the key's authValue; empty for none
+	PCRs []int  // PCRs of the sha256 bank the key is bound to; none for no policy
+}
+
+// Created is a new key as the TPM returned it.
+type Created struct {
+	Public  *ecdh.PublicKey
+	Pub     []byte // TPM2B_PUBLIC
+	Priv    []byte // TPM2B_PRIVATE, encrypted by the TPM under the SRK
+	SRKName []byte
+}
+
+// Create makes a new P-256 ECDH key in the TPM at path under its SRK.
+func Create(path string, s Spec) (*Created, error) {
+	if err := CheckPCRs(s.PCRs); err != nil {
+		return nil, err
+	}
+	rep, err := call(&Request{Op: OpCreate, Device: path, PIN: s.PIN, PCRs: s.PCRs}, "a TPM key")
+	if err != nil {
+		return nil, err
+	}
+	pub, err := ecdh.P256().NewPublicKey(rep.Public)
+	if err != nil {
+		return nil, errors.New("the TPM returned no P-256 public key")
+	}
+	return &Created{Public: pub, Pub: rep.Pub, Priv: rep.Priv, SRKName: rep.SRK}, nil
+}
+
+// Check tells, without the PIN, whether the key can be used in the TPM at
+// path now: the TPM is there, its SRK is the one the key was made under,
+// the TPM loads the key, and a PCR-bound key's PCRs still hold the values
+// it was bound to.
+func Check(path string, r *Record) error {
+	data, err := r.Marshal()
+	if err != nil {
+		return err
+	}
+	_, err = call(&Request{Op: OpCheck, Device: path, Record: data}, "a TPM key")
+	return err
+}
+
+// Key is a TPM key as an ecdh.KeyExchanger: each ECDH has the TPM run
+// TPM2_ECDH_ZGen (in the companion, or in this process's handler).
 type Key struct {
 	r   *Record
 	pub *ecdh.PublicKey
@@ -68,7 +112,21 @@ func (k *Key) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
 	if peer.Curve() != ecdh.P256() {
 		return nil, errors.New("tpm: peer key is not P-256")
 	}
-	return zgen(Path(k.Path, k.r.Device), k.r, k.pin, peer)
+	if k.r.PIN && len(k.pin) == 0 {
+		return nil, Explain(ErrPINNeeded)
+	}
+	data, err := k.r.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	rep, err := call(&Request{Op: OpZGen, Device: Path(k.Path, k.r.Device), Record: data, PIN: k.pin, Peer: peer.Bytes()}, "a TPM key")
+	if err != nil {
+		return nil, err
+	}
+	if len(rep.Secret) != 32 {
+		return nil, fmt.Errorf("tpm: ECDH returned %d bytes, want 32", len(rep.Secret))
+	}
+	return rep.Secret, nil
 }
 
 var _ ecdh.KeyExchanger = (*Key)(nil)
@@ -85,11 +143,7 @@ func (r *Record) Identity(pass backend.Passphrase) backend.Key {
 			}
 			pin = p
 		}
-		k, err := r.NewKey(pin)
-		if err != nil {
-			return nil, err
-		}
-		return k, nil
+		return r.NewKey(pin)
 	})
 }
 

@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/keys/tpm"
+	"github.com/ocikp/ocikp/keys/tpm/tpmdev"
 	"github.com/ocikp/ocikp/keys/tpm/tpmtest"
 	"github.com/ocikp/ocikp/protocol"
 )
@@ -227,26 +229,50 @@ func TestSplitResponses(t *testing.T) {
 }
 
 // TestProviderServiceMode: the long-lived provider of ocikp serve
-// (CacheKeys) keeps the TPM identity between requests; each unwrap opens
-// the device afresh, so a TPM that went away is an error for that request
-// only, and the next one after it is back succeeds.
+// (CacheKeys) keeps the TPM identity between requests, and the device
+// with it (tpmdev.Kept: opened once for many unwraps); a TPM that went
+// away is an error for that request only, and the next one after it is
+// back succeeds. Without Kept (as exec), each unwrap runs the companion.
 func TestProviderServiceMode(t *testing.T) {
-	sw := tpmtest.Start(t)
-	r, ks := newKey(t, sw, "node", tpm.Spec{})
-	p := &keyprovider.Provider{Store: &soft.Store{Dir: ks}, CacheKeys: true}
-	secret := []byte(`{"symkey":"S"}`)
-	ann := wrapReq(t, &keyprovider.Provider{Store: p.Store}, secret, r.RecipientString())
-	for i := 0; i < 3; i++ {
-		if got, err := unwrapReq(p, ann); err != nil || !bytes.Equal(got, secret) {
-			t.Fatalf("request %d: %v", i+1, err)
-		}
-	}
-	sw.Stop()
-	if _, err := unwrapReq(p, ann); !errors.Is(err, tpm.ErrNoDevice) {
-		t.Fatalf("TPM gone: got %v, want ErrNoDevice", err)
-	}
-	sw.Restart()
-	if got, err := unwrapReq(p, ann); err != nil || !bytes.Equal(got, secret) {
-		t.Fatalf("TPM back: %v", err)
+	for _, kept := range []bool{false, true} {
+		t.Run(map[bool]string{false: "companion", true: "kept"}[kept], func(t *testing.T) {
+			sw := tpmtest.Start(t)
+			r, ks := newKey(t, sw, "node", tpm.Spec{})
+			var k *tpmdev.Kept
+			if kept {
+				k = tpmdev.NewKept()
+				tpm.SetHandler(k.Handle)
+				t.Cleanup(func() { tpm.SetHandler(nil); k.Close() })
+			}
+			p := &keyprovider.Provider{Store: &soft.Store{Dir: ks}, CacheKeys: true}
+			secret := []byte(`{"symkey":"S"}`)
+			ann := wrapReq(t, &keyprovider.Provider{Store: p.Store}, secret, r.RecipientString())
+			for i := 0; i < 3; i++ {
+				if got, err := unwrapReq(p, ann); err != nil || !bytes.Equal(got, secret) {
+					t.Fatalf("request %d: %v", i+1, err)
+				}
+			}
+			if kept && k.Opens() != 1 {
+				t.Fatalf("%d device opens for 3 unwraps, want 1", k.Opens())
+			}
+			sw.Stop()
+			_, err := unwrapReq(p, ann)
+			if !errors.Is(err, tpm.ErrNoDevice) {
+				t.Fatalf("TPM gone: got %v, want ErrNoDevice", err)
+			}
+			if len(hint.Of(err)) == 0 {
+				t.Fatalf("TPM gone: no hint in %v", err)
+			}
+			sw.Restart()
+			if got, err := unwrapReq(p, ann); err != nil || !bytes.Equal(got, secret) {
+				t.Fatalf("TPM back: %v", err)
+			}
+			// Restarted while kept open: the kept connection fails, the
+			// request is tried once more on a fresh one.
+			sw.Restart()
+			if got, err := unwrapReq(p, ann); err != nil || !bytes.Equal(got, secret) {
+				t.Fatalf("TPM restarted under a kept connection: %v", err)
+			}
+		})
 	}
 }

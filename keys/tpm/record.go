@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-tpm/tpm2"
-
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/internal/safefile"
 	"github.com/ocikp/ocikp/keys/soft"
@@ -44,8 +42,7 @@ type Record struct {
 	Created time.Time `json:"created"`
 
 	compressed []byte
-	pub        tpm2.TPM2BPublic
-	priv       tpm2.TPM2BPrivate
+	pub, priv  []byte // TPM2B_PUBLIC, TPM2B_PRIVATE: opaque here (package tpmdev reads them)
 	srkName    []byte
 }
 
@@ -92,7 +89,7 @@ func ParseRecord(data []byte) (*Record, error) {
 	case r.Device != "" && (!filepath.IsAbs(r.Device) || len(r.Device) > 4096 || strings.ContainsRune(r.Device, 0)):
 		return nil, errors.New("TPM key record: the device must be an absolute path")
 	}
-	if err := checkPCRs(r.PCRs); err != nil {
+	if err := CheckPCRs(r.PCRs); err != nil {
 		return nil, fmt.Errorf("TPM key record: %w", err)
 	}
 	c, err := p256.ParseCompressed(r.Recipient)
@@ -100,46 +97,43 @@ func ParseRecord(data []byte) (*Record, error) {
 		return nil, fmt.Errorf("TPM key record: %w", err)
 	}
 	r.compressed = c
-	blob := func(field, s string) ([]byte, error) {
+	// The blobs are sized TPM structures (TPM2Bs), kept opaque: the
+	// companion checks their contents, and that the public area is the
+	// recipient's key, when it uses them.
+	blob := func(field string, s string) ([]byte, error) {
 		b, err := base64.StdEncoding.DecodeString(s)
 		if err != nil || len(b) == 0 || len(b) > maxBlob {
 			return nil, fmt.Errorf("TPM key record: %s is not a TPM blob", field)
 		}
 		return b, nil
 	}
-	pubRaw, err := blob("public", r.Public)
-	if err != nil {
+	if r.pub, err = blob("public", r.Public); err != nil {
 		return nil, err
 	}
-	privRaw, err := blob("private", r.Private)
-	if err != nil {
+	if r.priv, err = blob("private", r.Private); err != nil {
 		return nil, err
 	}
 	if r.srkName, err = blob("srk", r.SRK); err != nil {
 		return nil, err
 	}
-	pub2b, err := tpm2.Unmarshal[tpm2.TPM2BPublic](pubRaw)
-	if err != nil || !bytes.Equal(tpm2.Marshal(pub2b), pubRaw) {
+	if !sized(r.pub) {
 		return nil, errors.New("TPM key record: public is not a TPM2B_PUBLIC")
 	}
-	pub, err := pub2b.Contents()
-	if err != nil {
-		return nil, errors.New("TPM key record: public is not a TPM2B_PUBLIC")
-	}
-	ec, err := publicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("TPM key record: %w", err)
-	}
-	if !bytes.Equal(p256.Compress(ec), c) {
-		return nil, errors.New("TPM key record: the recipient is not the TPM key's")
-	}
-	priv2b, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](privRaw)
-	if err != nil || !bytes.Equal(tpm2.Marshal(priv2b), privRaw) {
+	if !sized(r.priv) {
 		return nil, errors.New("TPM key record: private is not a TPM2B_PRIVATE")
 	}
-	r.pub, r.priv = *pub2b, *priv2b
 	return &r, nil
 }
+
+// sized reports whether b is one TPM2B: a 2-byte big-endian size, then
+// that many bytes.
+func sized(b []byte) bool {
+	return len(b) > 2 && int(b[0])<<8|int(b[1]) == len(b)-2
+}
+
+// Blobs returns the key's TPM2B_PUBLIC, TPM2B_PRIVATE and SRK name, for
+// the device code.
+func (r *Record) Blobs() (pub, priv, srkName []byte) { return r.pub, r.priv, r.srkName }
 
 // Marshal encodes r as stored.
 func (r *Record) Marshal() ([]byte, error) {

@@ -201,6 +201,7 @@ func TestOtherTPM(t *testing.T) {
 }
 
 func TestNoDevice(t *testing.T) {
+	tpmtest.Companion(t)
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "file")
 	os.WriteFile(plain, nil, 0o600)

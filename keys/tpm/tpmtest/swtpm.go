@@ -1,5 +1,6 @@
 // Package tpmtest starts Debian's swtpm for tests: a private socket and
-// state directory in t.TempDir(), stopped by PID in t.Cleanup.
+// state directory in t.TempDir(), stopped by PID in t.Cleanup; and the
+// companion ocikp-tpm, built and found through OCIKP_PLUGIN_DIR.
 package tpmtest
 
 import (
@@ -7,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,7 +45,30 @@ func Start(t testing.TB) *SWTPM {
 		t.Fatal(err)
 	}
 	s.start()
+	Companion(t)
 	return s
+}
+
+// Companion builds ocikp-tpm into $OCIKP_PLUGIN_DIR when a test set one
+// (softhsmtest does, for ocikp-pkcs11), else into a directory of the
+// test's own that it sets there. Go's build cache makes every build after
+// the first a link.
+func Companion(t testing.TB) {
+	t.Helper()
+	d := os.Getenv("OCIKP_PLUGIN_DIR")
+	if d == "" {
+		d = t.TempDir()
+		t.Setenv("OCIKP_PLUGIN_DIR", d)
+	}
+	if _, err := os.Stat(filepath.Join(d, "ocikp-tpm")); err == nil {
+		return
+	}
+	_, file, _, _ := runtime.Caller(0)
+	cmd := exec.Command("go", "build", "-o", filepath.Join(d, "ocikp-tpm"), "./cmd/ocikp-tpm")
+	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building ocikp-tpm: %v\n%s", err, out)
+	}
 }
 
 func (s *SWTPM) start() {

@@ -1,4 +1,4 @@
-package tpm
+package tpmdev
 
 import (
 	"encoding/binary"
@@ -13,31 +13,8 @@ import (
 
 	"github.com/google/go-tpm/tpm2/transport"
 
-	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/keys/tpm"
 )
-
-// DefaultPath is the kernel's resource-managed TPM device.
-const DefaultPath = "/dev/tpmrm0"
-
-// EnvTPM names the environment variable that selects the TPM device.
-const EnvTPM = "OCIKP_TPM"
-
-// ErrNoDevice says that the TPM device cannot be opened.
-var ErrNoDevice = errors.New("TPM device not available")
-
-// Path resolves the device to use: flag, then $OCIKP_TPM, then the
-// recorded path (a key's), then DefaultPath.
-func Path(flag, recorded string) string {
-	switch {
-	case flag != "":
-		return flag
-	case os.Getenv(EnvTPM) != "":
-		return os.Getenv(EnvTPM)
-	case recorded != "":
-		return recorded
-	}
-	return DefaultPath
-}
 
 // locks serialises this process's use of one device: swtpm's socket
 // serves one connection at a time, and a TPM has few object slots.
@@ -74,22 +51,21 @@ func open(path string) (*device, error) {
 			unlock()
 			return nil, noDevice(path, err)
 		}
-		return &device{TPM: transport.FromReadWriter(f), path: path, close: f.Close, unlock: unlock}, nil
+		return &device{TPM: transport.FromReadWriter(marked{f}), path: path, close: f.Close, unlock: unlock}, nil
 	case fi.Mode()&fs.ModeSocket != 0:
 		c, err := net.Dial("unix", path)
 		if err != nil {
 			unlock()
 			return nil, noDevice(path, err)
 		}
-		return &device{TPM: transport.FromReadWriter(&framed{c: c}), path: path, close: c.Close, unlock: unlock}, nil
+		return &device{TPM: transport.FromReadWriter(marked{&framed{c: c}}), path: path, close: c.Close, unlock: unlock}, nil
 	}
 	unlock()
 	return nil, noDevice(path, errors.New("not a character device or a unix socket"))
 }
 
 func noDevice(path string, err error) error {
-	return hint.Wrap(fmt.Errorf("%w: %s: %w", ErrNoDevice, path, unwrapPath(err)),
-		"pass --tpm PATH or set "+EnvTPM+" to the TPM device (/dev/tpmrm0) or a swtpm socket; the user needs read-write access to it (group tss)")
+	return fmt.Errorf("%w: %s: %w", tpm.ErrNoDevice, path, unwrapPath(err))
 }
 
 // unwrapPath drops the path an *fs.PathError repeats.
@@ -141,3 +117,29 @@ func (f *framed) Read(p []byte) (int, error) {
 
 // maxResponse is go-tpm's response buffer (tpmutil's maxTPMResponse).
 const maxResponse = 4096
+
+// ioError is a failure to talk to the device (not the TPM's answer): the
+// connection, and what was made through it, is no longer good.
+type ioError struct{ err error }
+
+func (e *ioError) Error() string { return e.err.Error() }
+func (e *ioError) Unwrap() error { return e.err }
+
+// marked marks the device's I/O errors as such.
+type marked struct{ rw io.ReadWriter }
+
+func (m marked) Read(p []byte) (int, error) {
+	n, err := m.rw.Read(p)
+	if err != nil {
+		err = &ioError{err}
+	}
+	return n, err
+}
+
+func (m marked) Write(p []byte) (int, error) {
+	n, err := m.rw.Write(p)
+	if err != nil {
+		err = &ioError{err}
+	}
+	return n, err
+}

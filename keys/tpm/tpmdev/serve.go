@@ -1,0 +1,119 @@
+// Package tpmdev drives a TPM 2.0 with go-tpm for package tpm: keygen,
+// TPM2_ECDH_ZGen, the EK, PCRs, and the sealing of file keys to an EK.
+// It links go-tpm, and go-tpm links net, so ocikp never imports it: the
+// companion ocikp-tpm serves it one request at a time (Serve), and
+// ocikp-serve runs it in-process with the device kept open (Kept).
+package tpmdev
+
+import (
+	"crypto/ecdh"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/keys/tpm"
+)
+
+// maxRequest bounds a request (a record, a stanza: a few KiB).
+const maxRequest = 64 << 10
+
+// Serve answers one request read from r on w: the companion's whole job.
+// A failure is a reply (with its code); the error is for what is not.
+func Serve(r io.Reader, w io.Writer) error {
+	data, err := io.ReadAll(io.LimitReader(r, maxRequest+1))
+	if err != nil {
+		return err
+	}
+	var rep *tpm.Reply
+	var req tpm.Request
+	if len(data) > maxRequest {
+		rep = tpm.Failed(errors.New("request too large"))
+	} else if err := json.Unmarshal(data, &req); err != nil {
+		rep = tpm.Failed(errors.New("not a request"))
+	} else if rep, err = Do(&req); err != nil {
+		rep = tpm.Failed(err)
+	}
+	return json.NewEncoder(w).Encode(rep)
+}
+
+// Do runs one request on a device opened for it, as the companion does.
+func Do(req *tpm.Request) (*tpm.Reply, error) {
+	if rep, err, ok := stateless(req); ok {
+		return rep, err
+	}
+	c, err := dial(req.Device, false)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	return c.do(req)
+}
+
+// stateless runs the operations that need no TPM.
+func stateless(req *tpm.Request) (*tpm.Reply, error, bool) {
+	switch req.Op {
+	case tpm.OpEKPolicy:
+		p, err := pcrPolicy(req.PCRs, req.Values)
+		if err != nil {
+			return nil, err, true
+		}
+		return &tpm.Reply{Policy: p}, nil, true
+	case tpm.OpEKSeal:
+		s, err := seal(req.EK, req.PCRs, req.Policy, req.FileKey)
+		if err != nil {
+			return nil, err, true
+		}
+		return &tpm.Reply{Tag: s.Tag, Enc: s.Enc, Key: s.Key}, nil, true
+	case tpm.OpCreate, tpm.OpZGen, tpm.OpCheck, tpm.OpEK, tpm.OpPCRs, tpm.OpEKUnseal:
+		if req.Device == "" {
+			return nil, errors.New("no TPM device named"), true
+		}
+		return nil, nil, false
+	}
+	return nil, fmt.Errorf("unknown operation %.30q", req.Op), true
+}
+
+// do runs a device operation on c.
+func (c *conn) do(req *tpm.Request) (*tpm.Reply, error) {
+	switch req.Op {
+	case tpm.OpCreate:
+		return c.create(tpm.Spec{PIN: req.PIN, PCRs: req.PCRs})
+	case tpm.OpZGen:
+		k, err := parseKey(req.Record)
+		if err != nil {
+			return nil, err
+		}
+		peer, err := ecdh.P256().NewPublicKey(req.Peer)
+		if err != nil {
+			return nil, errors.New("the peer key is not a P-256 point")
+		}
+		z, err := c.zgen(k, req.PIN, peer)
+		if err != nil {
+			return nil, err
+		}
+		return &tpm.Reply{Secret: z}, nil
+	case tpm.OpCheck:
+		k, err := parseKey(req.Record)
+		if err != nil {
+			return nil, err
+		}
+		return &tpm.Reply{}, c.check(k)
+	case tpm.OpEK:
+		return c.ekReply()
+	case tpm.OpPCRs:
+		v, err := c.readPCRs(req.PCRs)
+		if err != nil {
+			return nil, err
+		}
+		return &tpm.Reply{Values: v}, nil
+	case tpm.OpEKUnseal:
+		fk, err := c.unseal(req.EKName, &envelope.Stanza{Type: tpm.StanzaEK, Enc: req.Enc, Key: req.Key})
+		if err != nil {
+			return nil, err
+		}
+		return &tpm.Reply{FileKey: fk}, nil
+	}
+	return nil, fmt.Errorf("unknown operation %.30q", req.Op)
+}
