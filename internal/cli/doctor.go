@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -75,7 +74,6 @@ func cmdDoctor(e *env, args []string) error {
 	if exe, err := os.Executable(); err == nil {
 		d.self = exe
 	}
-	d.checkBuild()
 	providers := d.checkConfig()
 	ours := 0
 	for _, p := range providers {
@@ -123,31 +121,6 @@ func cmdDoctor(e *env, args []string) error {
 		return errDoctor{failed}
 	}
 	return nil
-}
-
-// checkBuild warns when this ocikp was built with cgo: it links net (the
-// TPM backend's go-tpm does), so Go links the C resolver and the dynamic
-// loader, about 3 ms more on every start, once per layer.
-func (d *doctor) checkBuild() {
-	if bi, ok := debug.ReadBuildInfo(); ok && builtWithCgo(bi.Settings) {
-		d.warn("build", "rebuild it static: CGO_ENABLED=0 go install ./cmd/ocikp",
-			"this ocikp was built with cgo (dynamically linked): each start, once per layer, costs about 3 ms more")
-	}
-}
-
-// builtWithCgo says whether a binary of these build settings links the C
-// resolver: cgo on and no netgo tag.
-func builtWithCgo(settings []debug.BuildSetting) bool {
-	cgo, netgo := false, false
-	for _, s := range settings {
-		switch s.Key {
-		case "CGO_ENABLED":
-			cgo = s.Value == "1"
-		case "-tags":
-			netgo = slices.Contains(strings.Split(s.Value, ","), "netgo")
-		}
-	}
-	return cgo && !netgo
 }
 
 // errDoctor makes doctor exit 1 with its report already printed.

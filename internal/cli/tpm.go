@@ -294,7 +294,18 @@ func (e *env) ekRecipient(f ekFlags) error {
 // needed. It returns how many are usable.
 func (d *doctor) checkTPM(dir string) int {
 	usable := 0
-	for _, en := range tpm.RecordsIn(dir).List() {
+	recs := tpm.RecordsIn(dir).List()
+	if len(recs) > 0 || tpm.EKFromDevice() != "" {
+		// ocikp links no TPM stack: keys, and layers for the EK, open
+		// through the companion.
+		path, err := tpm.FindCompanion()
+		if err != nil {
+			d.fail("ocikp-tpm", firstHint(err), "TPM keys and layers for this machine's EK are opened by ocikp-tpm: %v", err)
+			return 0
+		}
+		d.ok("ocikp-tpm", "%s (opens TPM keys and layers for this machine's EK)", path)
+	}
+	for _, en := range recs {
 		name := "key " + en.Name
 		if en.Err != nil {
 			d.fail(name, firstHint(en.Err), "%v", en.Err)

@@ -38,6 +38,9 @@ func SetHandler(h Handler) {
 	local.Store(&h)
 }
 
+// FindCompanion returns the companion's path, or why it is not found.
+func FindCompanion() (string, error) { return client.Find() }
+
 // call runs req in this process's handler, else in a fresh companion;
 // what says what needs the companion, should it be missing.
 func call(req *Request, what string) (*Reply, error) {
