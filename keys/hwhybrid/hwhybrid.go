@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/pq"
 )
@@ -209,6 +210,9 @@ func Identity(name, recipient string, h *Half, kx func() (ecdh.KeyExchanger, err
 			return pq.Private{}, err
 		}
 		dk, err := h.Open(recipient, k)
+		if errors.Is(err, ErrSealed) || errors.Is(err, ErrWrongKey) {
+			err = hint.Wrap(err, "ocikp doctor checks that the device holds the key this record was made for")
+		}
 		if err != nil {
 			return pq.Private{}, fmt.Errorf("key %q: %w", name, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/pq"
 )
 
@@ -128,8 +129,8 @@ func TestWrongHardwareKey(t *testing.T) {
 	if !errors.Is(err, ErrSealed) {
 		t.Fatalf("a device with another private key: %v", err)
 	}
-	if !strings.Contains(err.Error(), `key "node"`) {
-		t.Fatalf("the error does not name the key: %v", err)
+	if !strings.Contains(err.Error(), `key "node"`) || len(hint.Of(err)) != 1 {
+		t.Fatalf("the error does not name the key or say what to check: %v (hints %q)", err, hint.Of(err))
 	}
 }
 
