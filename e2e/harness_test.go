@@ -60,7 +60,7 @@ func ocikpBinary(t *testing.T) string {
 		}
 		builtBin = filepath.Join(dir, "ocikp")
 		// The KMS plugin goes beside ocikp, where ocikp looks for it.
-		for _, p := range []string{"ocikp", "ocikp-serve", "ocikp-image", "ocikp-plugin-gcpkms", "ocikp-plugin-awskms", "ocikp-plugin-azurekms", "ocikp-plugin-hashivault"} {
+		for _, p := range []string{"ocikp", "ocikp-serve", "ocikp-image", "ocikp-plugin-gcpkms", "ocikp-plugin-awskms", "ocikp-plugin-azurekms", "ocikp-plugin-hashivault", "ocikp-tpm"} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, p), "github.com/ocikp/ocikp/cmd/"+p).CombinedOutput()
 			if err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", p, err, out)

@@ -213,8 +213,10 @@ func TestDeploymentFilesRun(t *testing.T) {
 // and an EK-targeted stanza), its probe answers; ocikp.service with the
 // tpm.conf drop-in does the same and systemd-analyze accepts the pair.
 func TestDeploymentTPMRun(t *testing.T) {
-	sw := tpmtest.Start(t)
 	dir := filepath.Dir(bin(t))
+	// ocikp-serve and the TPM companion beside ocikp, as installed.
+	t.Setenv("OCIKP_PLUGIN_DIR", dir)
+	sw := tpmtest.Start(t)
 	ocikp := filepath.Join(dir, "ocikp")
 	if out, err := exec.Command("go", "build", "-o", ocikp, "github.com/ocikp/ocikp/cmd/ocikp").CombinedOutput(); err != nil {
 		t.Fatalf("build ocikp: %v\n%s", err, out)

@@ -85,9 +85,10 @@ func Check(path string, r *Record) error {
 // Key is a TPM key as an ecdh.KeyExchanger: each ECDH has the TPM run
 // TPM2_ECDH_ZGen (in the companion, or in this process's handler).
 type Key struct {
-	r   *Record
-	pub *ecdh.PublicKey
-	pin []byte
+	r    *Record
+	pub  *ecdh.PublicKey
+	pin  []byte
+	data []byte // r as stored, sent with each request
 	// Path overrides the device (tests, --tpm); empty: Path("", recorded).
 	Path string
 }
@@ -98,7 +99,11 @@ func (r *Record) NewKey(pin []byte) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Key{r: r, pub: pub, pin: pin}, nil
+	data, err := r.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	return &Key{r: r, pub: pub, pin: pin, data: data}, nil
 }
 
 // PublicKey is the key's public half (ecdh.KeyExchanger).
@@ -115,11 +120,7 @@ func (k *Key) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
 	if k.r.PIN && len(k.pin) == 0 {
 		return nil, Explain(ErrPINNeeded)
 	}
-	data, err := k.r.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	rep, err := call(&Request{Op: OpZGen, Device: Path(k.Path, k.r.Device), Record: data, PIN: k.pin, Peer: peer.Bytes()}, "a TPM key")
+	rep, err := call(&Request{Op: OpZGen, Device: Path(k.Path, k.r.Device), Record: k.data, PIN: k.pin, Peer: peer.Bytes()}, "a TPM key")
 	if err != nil {
 		return nil, err
 	}

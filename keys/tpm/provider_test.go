@@ -276,3 +276,37 @@ func TestProviderServiceMode(t *testing.T) {
 		})
 	}
 }
+
+// TestKeptKeyAndEK: the service's kept device serves layers for a TPM key
+// and layers for the EK in turn; what it keeps (SRK, key, EK) would fill
+// swtpm's three object slots, so it is flushed when the TPM says so and
+// the request succeeds on the same connection.
+func TestKeptKeyAndEK(t *testing.T) {
+	sw := tpmtest.Start(t)
+	ek, err := tpm.EKPublic(sw.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	er, err := tpm.NewEKRecipient(ek, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ks := newKey(t, sw, "node", tpm.Spec{})
+	k := tpmdev.NewKept()
+	tpm.SetHandler(k.Handle)
+	t.Cleanup(func() { tpm.SetHandler(nil); k.Close() })
+	t.Setenv(tpm.EnvTPM, sw.Socket)
+	p := &keyprovider.Provider{Store: &soft.Store{Dir: ks}, CacheKeys: true}
+	byKey := wrapReq(t, &keyprovider.Provider{Store: p.Store}, []byte("key layer"), r.RecipientString())
+	byEK := wrapReq(t, &keyprovider.Provider{Store: p.Store}, []byte("EK layer"), er.String())
+	for i := 0; i < 2; i++ {
+		for ann, want := range map[*[]byte]string{&byKey: "key layer", &byEK: "EK layer"} {
+			if got, err := unwrapReq(p, *ann); err != nil || string(got) != want {
+				t.Fatalf("round %d, %s: %v", i+1, want, err)
+			}
+		}
+	}
+	if k.Opens() != 1 {
+		t.Fatalf("%d device opens, want 1", k.Opens())
+	}
+}

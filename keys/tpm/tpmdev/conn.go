@@ -3,7 +3,6 @@ package tpmdev
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -24,7 +23,7 @@ type key struct {
 
 // parseKey reads a record as stored and its blobs, strictly; the public
 // area must be the key its recipient names.
-func parseKey(data json.RawMessage) (*key, error) {
+func parseKey(data []byte) (*key, error) {
 	r, err := tpm.ParseRecord(data)
 	if err != nil {
 		return nil, err
@@ -145,16 +144,23 @@ func (l *loaded) dropSession(transport.TPM) {
 	}
 }
 
-// close flushes what was made and closes the device.
-func (c *conn) close() {
+// evict flushes what was made (keys, their sessions, the SRK, the EK).
+func (c *conn) evict() {
 	for _, l := range c.keys {
 		l.dropSession(c.t)
 		flush(c.t, l.handle)
 	}
+	clear(c.keys)
 	for _, s := range []*srk{c.srk, c.ek} {
 		if s != nil {
 			flush(c.t, s.handle)
 		}
 	}
+	c.srk, c.ek = nil, nil
+}
+
+// close flushes what was made and closes the device.
+func (c *conn) close() {
+	c.evict()
 	c.dev.Close()
 }

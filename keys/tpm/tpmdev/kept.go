@@ -21,11 +21,31 @@ import (
 type Kept struct {
 	mu    sync.Mutex
 	conns map[string]*conn
+	keys  map[string]*key // parsed records, by their bytes
 	opens int
 }
 
 // NewKept returns a Kept with no device open yet.
-func NewKept() *Kept { return &Kept{conns: map[string]*conn{}} }
+func NewKept() *Kept { return &Kept{conns: map[string]*conn{}, keys: map[string]*key{}} }
+
+// maxKeys bounds the parsed records kept (a node has a few keys).
+const maxKeys = 64
+
+// parse returns the request's record parsed, once per distinct record.
+func (k *Kept) parse(data []byte) (*key, error) {
+	if kk := k.keys[string(data)]; kk != nil {
+		return kk, nil
+	}
+	kk, err := parseKey(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(k.keys) >= maxKeys {
+		clear(k.keys)
+	}
+	k.keys[string(data)] = kk
+	return kk, nil
+}
 
 // Handle runs one request (a tpm.Handler).
 func (k *Kept) Handle(req *tpm.Request) (*tpm.Reply, error) {
@@ -45,15 +65,30 @@ func (k *Kept) Handle(req *tpm.Request) (*tpm.Reply, error) {
 			k.conns[req.Device] = c
 			k.opens++
 		}
-		rep, err := c.do(req)
-		if err == nil || !stale(err) {
-			return rep, err
+		rep, err := c.do(req, k.parse)
+		switch {
+		case err == nil || attempt > 0:
+		case full(err):
+			// What is kept fills the TPM's slots (swtpm has 3 for
+			// objects): flush it and try again on the same connection.
+			c.evict()
+			continue
+		case stale(err):
+			k.drop(req.Device)
+			if !fresh {
+				continue
+			}
 		}
-		k.drop(req.Device)
-		if fresh || attempt > 0 {
-			return nil, err
+		if err != nil && stale(err) {
+			k.drop(req.Device)
 		}
+		return rep, err
 	}
+}
+
+// full reports whether the TPM ran out of slots for objects or sessions.
+func full(err error) bool {
+	return errors.Is(err, tpm2.TPMRCObjectMemory) || errors.Is(err, tpm2.TPMRCSessionMemory)
 }
 
 // stale reports whether err says the connection or what it holds is no

@@ -48,7 +48,7 @@ func Do(req *tpm.Request) (*tpm.Reply, error) {
 		return nil, err
 	}
 	defer c.close()
-	return c.do(req)
+	return c.do(req, parseKey)
 }
 
 // stateless runs the operations that need no TPM.
@@ -75,13 +75,13 @@ func stateless(req *tpm.Request) (*tpm.Reply, error, bool) {
 	return nil, fmt.Errorf("unknown operation %.30q", req.Op), true
 }
 
-// do runs a device operation on c.
-func (c *conn) do(req *tpm.Request) (*tpm.Reply, error) {
+// do runs a device operation on c; parse reads the request's record.
+func (c *conn) do(req *tpm.Request, parse func([]byte) (*key, error)) (*tpm.Reply, error) {
 	switch req.Op {
 	case tpm.OpCreate:
 		return c.create(tpm.Spec{PIN: req.PIN, PCRs: req.PCRs})
 	case tpm.OpZGen:
-		k, err := parseKey(req.Record)
+		k, err := parse(req.Record)
 		if err != nil {
 			return nil, err
 		}
@@ -95,7 +95,7 @@ func (c *conn) do(req *tpm.Request) (*tpm.Reply, error) {
 		}
 		return &tpm.Reply{Secret: z}, nil
 	case tpm.OpCheck:
-		k, err := parseKey(req.Record)
+		k, err := parse(req.Record)
 		if err != nil {
 			return nil, err
 		}
