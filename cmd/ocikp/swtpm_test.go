@@ -14,7 +14,8 @@ import (
 // swtpm starts Debian's swtpm on a private socket and state directory and
 // points OCIKP_TPM at it; it is stopped by PID when the script ends.
 // Scripts skip with [!exec:swtpm] before (scripts/test.sh installs it).
-// "swtpm restart" restarts it on the same state (a reboot).
+// "swtpm restart" restarts it on the same state (a reboot); "swtpm other"
+// starts a second one (another machine's TPM) and points OCIKP_TPM at it.
 func cmdSwtpm(ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
 		ts.Fatalf("unsupported: ! swtpm")
@@ -23,7 +24,16 @@ func cmdSwtpm(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("swtpm is not installed: run scripts/install-tools.sh hardware")
 	}
 	sock := ts.Getenv("SWTPM_SOCKET")
+	pidVar := "SWTPM_PID"
 	switch {
+	case len(args) == 1 && args[0] == "other":
+		// A second TPM, another machine's: OCIKP_TPM points at it.
+		dir, err := os.MkdirTemp("", "swtpm")
+		ts.Check(err)
+		ts.Defer(func() { os.RemoveAll(dir) })
+		ts.Check(os.Mkdir(filepath.Join(dir, "state"), 0o700))
+		sock, pidVar = filepath.Join(dir, "s"), "SWTPM_OTHER_PID"
+		ts.Setenv("OCIKP_TPM", sock)
 	case len(args) == 0 && sock == "":
 		// Unix socket paths are limited to 108 bytes: a short directory.
 		dir, err := os.MkdirTemp("", "swtpm")
@@ -47,7 +57,7 @@ func cmdSwtpm(ts *testscript.TestScript, neg bool, args []string) {
 		os.Remove(sock)
 		os.Remove(sock + ".ctrl")
 	default:
-		ts.Fatalf("usage: swtpm [restart]")
+		ts.Fatalf("usage: swtpm [restart|other]")
 	}
 	cmd := exec.Command("swtpm", "socket", "--tpm2",
 		"--server", "type=unixio,path="+sock, "--ctrl", "type=unixio,path="+sock+".ctrl",
@@ -55,7 +65,7 @@ func cmdSwtpm(ts *testscript.TestScript, neg bool, args []string) {
 		"--flags", "not-need-init,startup-clear")
 	ts.Check(cmd.Start())
 	go cmd.Wait() //nolint:errcheck // reaped; stopped by PID below
-	ts.Setenv("SWTPM_PID", strconv.Itoa(cmd.Process.Pid))
+	ts.Setenv(pidVar, strconv.Itoa(cmd.Process.Pid))
 	pid := cmd.Process.Pid
 	ts.Defer(func() { syscall.Kill(pid, syscall.SIGTERM) })
 	for i := 0; ; i++ {

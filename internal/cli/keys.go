@@ -33,7 +33,7 @@ func cmdKeygen(e *env, args []string) error {
 	kf := e.addKeychainFlags(fs, true)
 	tf := addTPMFlags(fs)
 	pf := addPKCS11Flags(fs)
-	pos, err := e.parse(fs, args, 1, 1, "[--if-absent] [--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] [--backend tpm [--tpm PATH] [--pin | --pin-file FILE] [--pcrs LIST]] [--backend pkcs11 [--type p256|mlkem768p256] --uri URI [--existing] [--pin | --pin-file FILE]] NAME")
+	pos, err := e.parse(fs, args, 1, 1, "[--if-absent] [--type p256|mlkem768x25519|mlkem768p256] [--passphrase | --passphrase-file FILE] [--backend keychain [--secure-enclave] [--tag TAG] [--require-presence]] [--backend tpm [--type p256|mlkem768p256] [--tpm PATH] [--pin | --pin-file FILE] [--pcrs LIST]] [--backend pkcs11 [--type p256|mlkem768p256] --uri URI [--existing] [--pin | --pin-file FILE]] NAME")
 	if err != nil {
 		return err
 	}

@@ -99,6 +99,12 @@ func newPIN(prompt bool, file string) ([]byte, error) {
 
 // tpmKeygen creates a P-256 key in the TPM and records it in the keystore.
 func (e *env) tpmKeygen(name string, t tpmFlags, passphrase bool) error {
+	return e.tpmMake(name, t, passphrase, false)
+}
+
+// tpmMake creates a P-256 key in the TPM and records it, as a P-256 key
+// or as the P-256 half of an mlkem768p256 hybrid.
+func (e *env) tpmMake(name string, t tpmFlags, passphrase, hybrid bool) error {
 	if passphrase {
 		return usagef("--passphrase and --passphrase-file are for --backend soft; a TPM key takes --pin or --pin-file")
 	}
@@ -128,16 +134,27 @@ func (e *env) tpmKeygen(name string, t tpmFlags, passphrase bool) error {
 	if err != nil {
 		return err
 	}
-	r, err := tpm.NewRecord(name, path, c, spec)
+	record := tpm.NewRecord
+	if hybrid {
+		record = tpm.NewHybridRecord
+	}
+	r, err := record(name, path, c, spec)
 	if err != nil {
 		return err
 	}
 	if err := recs.Put(r); err != nil {
 		return err
 	}
-	note := ""
+	var notes []string
+	if r.Hybrid() {
+		notes = append(notes, r.Type+", ML-KEM-768 + P-256: the ML-KEM half sealed to the TPM key")
+	}
 	if p := r.Protection(); p != "" {
-		note = " (" + p + ")"
+		notes = append(notes, p)
+	}
+	note := ""
+	if len(notes) > 0 {
+		note = " (" + strings.Join(notes, "; ") + ")"
 	}
 	fmt.Fprintln(e.stdout, r.RecipientString())
 	fmt.Fprintf(e.stderr, "ocikp: created TPM key %q in %s%s, recorded in %s\n", name, path, note, recs.Dir)
@@ -170,7 +187,7 @@ func (e *env) tpmDelete(st *soft.Store, name string) error {
 func tpmListed(st *soft.Store) []listed {
 	var out []listed
 	for _, en := range tpm.RecordsIn(st.Dir).List() {
-		l := listed{Name: en.Name, Type: "p256 (tpm)"}
+		l := listed{Name: en.Name, Type: "? (tpm)"}
 		if en.Err != nil {
 			l.Error = oneLine(en.Err.Error())
 			out = append(out, l)
@@ -181,8 +198,8 @@ func tpmListed(st *soft.Store) []listed {
 		if p := r.Protection(); p != "" {
 			where += ", " + p
 		}
-		l.Type = "p256 (" + where + ")"
-		l.shortType = "p256 (tpm)" // the device and policy: --long
+		l.Type = r.KeyType() + " (" + where + ")"
+		l.shortType = r.KeyType() + " (tpm)" // the device and policy: --long
 		l.Recipient, l.Protected, l.Created = r.RecipientString(), r.PIN || len(r.PCRs) > 0, r.Created.Format(time.RFC3339)
 		out = append(out, l)
 	}
@@ -316,6 +333,20 @@ func (d *doctor) checkTPM(dir string) int {
 		if err := tpm.Check(path, r); err != nil {
 			d.fail(name, firstHint(err), "%v", err)
 			continue
+		}
+		if r.Hybrid() && !r.PIN {
+			// One ZGen: the record's sealed ML-KEM half must open with
+			// this TPM key, or the hybrid decrypts nothing. (With a PIN,
+			// Check's load is what doctor can see.)
+			k, err := r.NewKey(nil)
+			if err == nil {
+				k.Path = path
+				_, err = r.Half.Open(r.Recipient, k)
+			}
+			if err != nil {
+				d.fail(name, firstHint(err), "%v", err)
+				continue
+			}
 		}
 		what := "TPM key present in " + path
 		if p := r.Protection(); p != "" {

@@ -8,7 +8,9 @@ import (
 
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/keys/hwhybrid"
 	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/pq"
 )
 
 func init() {
@@ -133,9 +135,10 @@ func (k *Key) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
 var _ ecdh.KeyExchanger = (*Key)(nil)
 
 // Identity returns the key as a decryption key: its PIN is asked of pass
-// only when a stanza matches.
+// only when a stanza matches. A hybrid's ML-KEM half is opened with the
+// TPM key then, and kept with the identity (see package hwhybrid).
 func (r *Record) Identity(pass backend.Passphrase) backend.Key {
-	return p256.NewIdentity(r.Name, r.compressed, func() (ecdh.KeyExchanger, error) {
+	load := func() (ecdh.KeyExchanger, error) {
 		var pin []byte
 		if r.PIN && pass != nil {
 			p, err := pass(r.Name)
@@ -144,12 +147,23 @@ func (r *Record) Identity(pass backend.Passphrase) backend.Key {
 			}
 			pin = p
 		}
-		return r.NewKey(pin)
-	})
+		k, err := r.NewKey(pin)
+		if err != nil {
+			return nil, err // not a nil *Key in a non-nil interface
+		}
+		return k, nil
+	}
+	if r.Hybrid() {
+		return hwhybrid.Identity(r.Name, r.Recipient, r.Half, load)
+	}
+	return p256.NewIdentity(r.Name, r.compressed, load)
 }
 
 // NewRecipient returns the key's recipient (no TPM needed).
 func (r *Record) NewRecipient() (envelope.Recipient, error) {
+	if r.Hybrid() {
+		return pq.Parse(r.Recipient)
+	}
 	pub, err := r.PublicKey()
 	if err != nil {
 		return nil, err

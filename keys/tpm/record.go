@@ -14,32 +14,39 @@ import (
 
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/internal/safefile"
+	"github.com/ocikp/ocikp/keys/hwhybrid"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/p256"
+	"github.com/ocikp/ocikp/pq"
 )
 
-// maxRecordSize bounds a record file (a P-256 key's blobs are ~300 bytes).
-const maxRecordSize = 8192
+// maxRecordSize bounds a record file: a P-256 key's blobs are ~300
+// bytes, a hybrid's recipient 1,974 characters and its sealed half ~200.
+const maxRecordSize = 12 << 10
 
 // maxBlob bounds each TPM blob in a record (a TPM2B is at most 64 KiB;
 // a P-256 key's are about 100 bytes).
 const maxBlob = 1024
 
-// Record is the keystore's record of a TPM key (DIR/tpm/NAME.json).
+// Record is the keystore's record of a TPM key (DIR/tpm/NAME.json). A
+// post-quantum hybrid (Type pq.MLKEMP256) also keeps its ML-KEM seed
+// sealed to the TPM key (Half): of no use without this TPM.
 type Record struct {
 	Name      string `json:"name"`
+	Type      string `json:"type,omitempty"` // "" for p256
 	Recipient string `json:"recipient"`
 	// Device is the TPM the key was made in, as given at keygen; --tpm
 	// and OCIKP_TPM override it.
 	Device string `json:"device"`
 	// Public is the key's TPM2B_PUBLIC, Private its TPM2B_PRIVATE as the
 	// TPM encrypted it under the SRK; SRK is the SRK's name.
-	Public  string    `json:"public"`
-	Private string    `json:"private"`
-	SRK     string    `json:"srk"`
-	PIN     bool      `json:"pin"`
-	PCRs    []int     `json:"pcrs,omitempty"`
-	Created time.Time `json:"created"`
+	Public  string         `json:"public"`
+	Private string         `json:"private"`
+	SRK     string         `json:"srk"`
+	PIN     bool           `json:"pin"`
+	PCRs    []int          `json:"pcrs,omitempty"`
+	Half    *hwhybrid.Half `json:"half,omitempty"`
+	Created time.Time      `json:"created"`
 
 	compressed []byte
 	pub, priv  []byte // TPM2B_PUBLIC, TPM2B_PRIVATE: opaque here (package tpmdev reads them)
@@ -48,17 +55,30 @@ type Record struct {
 
 // NewRecord records a key the TPM created.
 func NewRecord(name, device string, c *Created, s Spec) (*Record, error) {
-	r := &Record{
-		Name:      name,
-		Recipient: p256.Format(c.Public),
-		Device:    device,
-		Public:    base64.StdEncoding.EncodeToString(c.Pub),
-		Private:   base64.StdEncoding.EncodeToString(c.Priv),
-		SRK:       base64.StdEncoding.EncodeToString(c.SRKName),
-		PIN:       len(s.PIN) > 0,
-		PCRs:      s.PCRs,
-		Created:   time.Now().UTC().Truncate(time.Second),
+	return newRecord(&Record{Name: name, Recipient: p256.Format(c.Public)}, device, c, s)
+}
+
+// NewHybridRecord records a new ML-KEM-768 + P-256 key whose P-256 half
+// is the key the TPM created: a fresh ML-KEM key, its seed sealed to that
+// key (in software; the TPM opens it at unwrap).
+func NewHybridRecord(name, device string, c *Created, s Spec) (*Record, error) {
+	recipient, half, err := hwhybrid.New(c.Public)
+	if err != nil {
+		return nil, err
 	}
+	return newRecord(&Record{Name: name, Type: pq.MLKEMP256, Recipient: recipient, Half: half}, device, c, s)
+}
+
+// newRecord completes r and reads it back as a reader would, so that no
+// record is written that cannot be used.
+func newRecord(r *Record, device string, c *Created, s Spec) (*Record, error) {
+	r.Device = device
+	r.Public = base64.StdEncoding.EncodeToString(c.Pub)
+	r.Private = base64.StdEncoding.EncodeToString(c.Priv)
+	r.SRK = base64.StdEncoding.EncodeToString(c.SRKName)
+	r.PIN = len(s.PIN) > 0
+	r.PCRs = s.PCRs
+	r.Created = time.Now().UTC().Truncate(time.Second)
 	data, err := r.Marshal()
 	if err != nil {
 		return nil, err
@@ -92,11 +112,27 @@ func ParseRecord(data []byte) (*Record, error) {
 	if err := CheckPCRs(r.PCRs); err != nil {
 		return nil, fmt.Errorf("TPM key record: %w", err)
 	}
-	c, err := p256.ParseCompressed(r.Recipient)
-	if err != nil {
-		return nil, fmt.Errorf("TPM key record: %w", err)
+	var err error
+	switch r.Type {
+	case "":
+		if r.Half != nil {
+			return nil, errors.New(`TPM key record: a "half" belongs to an mlkem768p256 key`)
+		}
+		if r.compressed, err = p256.ParseCompressed(r.Recipient); err != nil {
+			return nil, fmt.Errorf("TPM key record: %w", err)
+		}
+	case pq.MLKEMP256:
+		pub, err := hwhybrid.ClassicalKey(r.Recipient)
+		if err != nil {
+			return nil, fmt.Errorf("TPM key record: %w", err)
+		}
+		if err := r.Half.Check(); err != nil {
+			return nil, fmt.Errorf("TPM key record: %w", err)
+		}
+		r.compressed = p256.Compress(pub)
+	default:
+		return nil, fmt.Errorf("TPM key record: type %.30q; this ocikp reads %s (and P-256 keys, which have no type)", r.Type, pq.MLKEMP256)
 	}
-	r.compressed = c
 	// The blobs are sized TPM structures (TPM2Bs), kept opaque: the
 	// companion checks their contents, and that the public area is the
 	// recipient's key, when it uses them.
@@ -144,14 +180,30 @@ func (r *Record) Marshal() ([]byte, error) {
 	return append(b, '\n'), err
 }
 
-// Compressed returns the key's compressed public point.
+// Hybrid reports a post-quantum hybrid whose P-256 half is the TPM key.
+func (r *Record) Hybrid() bool { return r.Type == pq.MLKEMP256 }
+
+// KeyType is the key's type for listings: "p256" or "mlkem768p256".
+func (r *Record) KeyType() string {
+	if r.Hybrid() {
+		return r.Type
+	}
+	return "p256"
+}
+
+// Compressed returns the TPM key's compressed public point.
 func (r *Record) Compressed() []byte { return r.compressed }
 
 // PublicKey returns the key's public key.
 func (r *Record) PublicKey() (*ecdh.PublicKey, error) { return p256.ParsePoint(r.compressed) }
 
-// RecipientString is the key's recipient.
-func (r *Record) RecipientString() string { return p256.FormatCompressed(r.compressed) }
+// RecipientString is the key's recipient (a hybrid's, for a hybrid).
+func (r *Record) RecipientString() string {
+	if r.Hybrid() {
+		return r.Recipient
+	}
+	return p256.FormatCompressed(r.compressed)
+}
 
 // Protection says what the key needs besides the TPM, for listings:
 // "pin", "pcrs 7,11", "pin, pcrs 7", or "".

@@ -51,6 +51,9 @@ func TestParseRecord(t *testing.T) {
 
 func FuzzParseRecord(f *testing.F) {
 	f.Add([]byte(sampleRecord))
+	if h, err := sampleHybrid(f).Marshal(); err == nil {
+		f.Add(h)
+	}
 	f.Add([]byte(`{"v":1}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := tpm.ParseRecord(data)
