@@ -218,8 +218,13 @@ func TestDeploymentTPMRun(t *testing.T) {
 	t.Setenv("OCIKP_PLUGIN_DIR", dir)
 	sw := tpmtest.Start(t)
 	ocikp := filepath.Join(dir, "ocikp")
-	if out, err := exec.Command("go", "build", "-o", ocikp, "github.com/ocikp/ocikp/cmd/ocikp").CombinedOutput(); err != nil {
-		t.Fatalf("build ocikp: %v\n%s", err, out)
+	for _, c := range []string{"ocikp", "ocikp-tpm"} {
+		if _, err := os.Stat(filepath.Join("..", c)); err != nil {
+			continue // no TPM companion in this tree
+		}
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "github.com/ocikp/ocikp/cmd/"+c).CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", c, err, out)
+		}
 	}
 	root := filepath.Join("..", "..", "deploy")
 	type container struct {
