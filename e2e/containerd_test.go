@@ -28,6 +28,7 @@ type containerdSetup struct {
 	major    string
 	dropIn   string // ocikp config --containerd output
 	registry string // host:port to reach over plain HTTP (CRI)
+	extra    string // more of containerd 2's main configuration (a node's runtime)
 }
 
 // containerdDropIn returns what "ocikp config --containerd" prints for
@@ -101,7 +102,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins.'io.containerd.cri.v1.runtime'.cni]
   conf_dir = %q
   bin_dirs = [%q]
-`, hosts, runtime.GOARCH, filepath.Join(dir, "cni"), filepath.Join(dir, "cni"))
+`, hosts, runtime.GOARCH, filepath.Join(dir, "cni"), filepath.Join(dir, "cni")) + s.extra
 	default:
 		t.Fatalf("containerd major %q", s.major)
 	}

@@ -13,16 +13,21 @@
 #     podman v5.5.0, buildah v1.40.0, CRI-O v1.34.0 (crio, pinns) -- the last
 #     three with cgo (Debian's libseccomp-dev), and Debian's conmon, crun,
 #     netavark which podman and CRI-O run
+#   a Kubernetes node (group node): kubelet v1.37.2 (k8s.io/kubernetes with
+#     its ./staging replaces swapped for the published k8s.io/* modules),
+#     runc v1.5.3 (cgo, libseccomp) and containerd v2.4.2's own
+#     containerd-shim-runc-v2 -- Debian's runc 1.1 and shim 1.6 cannot run
+#     containerd 2.4's pods
 # Built binaries are cached in $OCIKP_TOOLS (default ~/.cache/ocikp/tools) and
 # reused when present. Prints the tools directory on stdout.
 #
 # Usage: scripts/install-tools.sh [skopeo] [skopeo13] [containerd] [containerd2]
-#                                 [podman] [crio] [shells] [hardware]   (default: all)
+#                                 [podman] [crio] [shells] [hardware] [node]   (default: all)
 set -euo pipefail
 
 TOOLS=${OCIKP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/ocikp/tools}
 mkdir -p "$TOOLS/bin"
-want=${*:-skopeo skopeo13 containerd containerd2 podman crio shells hardware}
+want=${*:-skopeo skopeo13 containerd containerd2 podman crio shells hardware node}
 
 log() { echo "install-tools: $*" >&2; }
 
@@ -49,7 +54,7 @@ build_from_proxy() {
   for pair in "${outs[@]}"; do [ -x "$TOOLS/bin/${pair#*:}" ] || missing=1; done
   if [ $missing = 0 ]; then log "${outs[*]#*:}: cached"; return 0; fi
   log "${outs[*]#*:}: building $mod@$ver (a few minutes, once)"
-  local dir work json
+  local dir work json start=$SECONDS
   # These modules are not in the checksum database, hence GONOSUMDB.
   json=$(GONOSUMDB=$mod GOFLAGS=-mod=mod go mod download -json "$mod@$ver" || true)
   dir=$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
@@ -72,6 +77,7 @@ build_from_proxy() {
   )
   for pair in "${outs[@]}"; do mv "$TOOLS/bin/${pair#*:}.tmp" "$TOOLS/bin/${pair#*:}"; done
   rm -rf "$work"
+  log "${outs[*]#*:}: built in $((SECONDS - start)) s"
 }
 
 # The tags the containers/* programs build with here: no gpgme, btrfs or
@@ -119,6 +125,18 @@ for w in $want; do
     # pinns is CRI-O's small C helper; crio refuses to start without it.
     CGO=1 PREBUILD="make -C pinns >/dev/null && cp bin/pinns \"$TOOLS/bin/pinns\"" \
       build_from_proxy github.com/cri-o/cri-o v1.34.0 "$CONTAINERS_TAGS seccomp" cmd/crio:crio
+    ;;
+  node)
+    # What a kubelet node runs, for e2e/kubelet_test.go (with group
+    # containerd2's containerd and group containerd's ctd-decoder). The
+    # kubernetes module builds only after its ./staging replaces are
+    # dropped for the published k8s.io/* modules of the same release.
+    apt_install libseccomp-dev gcc libc6-dev pkg-config
+    CGO=1 build_from_proxy github.com/opencontainers/runc v1.5.3 "seccomp" .:runc
+    build_from_proxy github.com/containerd/containerd/v2 v2.4.2 "" \
+      cmd/containerd-shim-runc-v2:containerd-shim-runc-v2
+    GOWORK=off PREBUILD='go mod edit $(sed -n "s|^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/.*|-dropreplace=\1 -require=\1@v0.37.2|p" go.mod)' \
+      build_from_proxy k8s.io/kubernetes v1.37.2 "" cmd/kubelet:kubelet
     ;;
   shells)
     # zsh and fish, to test ocikp's completion scripts in the real shells.
