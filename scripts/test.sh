@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs ocikp's whole test suite: formatting, vet and staticcheck; unit, CLI
 # (testscript) and end-to-end tests (real skopeo, registry, containerd 1.6
-# and 2.x under the CRI, nerdctl, podman, buildah, CRI-O);
+# and 2.x under the CRI, nerdctl, podman, buildah, CRI-O, a kubelet node);
 # then each fuzz target briefly. Installs what the tests need first
 # (scripts/install-tools.sh; builds are cached in $OCIKP_TOOLS).
 #
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOOLS_BIN=$(scripts/install-tools.sh skopeo skopeo13 containerd containerd2 podman crio shells hardware)
+TOOLS_BIN=$(scripts/install-tools.sh skopeo skopeo13 containerd containerd2 podman crio shells hardware node)
 export OCIKP_TOOLS_BIN=$TOOLS_BIN OCIKP_E2E=1
 
 step() { printf '\n== %s\n' "$*"; }
