@@ -208,14 +208,25 @@ func (id *EKIdentity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	if !id.Matches(s) {
 		return nil, envelope.ErrIncorrectIdentity
 	}
+	fk, _, err := unsealEK(id.path, id.ekName, s)
+	return fk, err
+}
+
+// unsealEK has the TPM at path open a tpm-ek stanza: the file key, or
+// envelope.ErrIncorrectIdentity when the stanza is for another EK; and
+// the EK's name either way. ekName, if known, must be the TPM's.
+func unsealEK(path string, ekName []byte, s *envelope.Stanza) ([]byte, []byte, error) {
 	if len(s.Enc) > MaxEKField || len(s.Key) > MaxEKField {
-		return nil, fmt.Errorf("%s: %w", s.Hint(), envelope.ErrMalformed)
+		return nil, nil, fmt.Errorf("%s: %w", s.Hint(), envelope.ErrMalformed)
 	}
-	rep, err := call(&Request{Op: OpEKUnseal, Device: id.path, EKName: id.ekName, Enc: s.Enc, Key: s.Key}, "a layer for a TPM's endorsement key")
+	rep, err := call(&Request{Op: OpEKUnseal, Device: path, EKName: ekName, Tag: s.Tag, Enc: s.Enc, Key: s.Key}, "a layer for a TPM's endorsement key")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return rep.FileKey, nil
+	if len(rep.FileKey) == 0 {
+		return nil, rep.EKName, envelope.ErrIncorrectIdentity
+	}
+	return rep.FileKey, rep.EKName, nil
 }
 
 // EKFromDevice is the environment's TPM, for EK-targeted stanzas: the
@@ -232,41 +243,46 @@ func EKFromDevice() string {
 }
 
 // lazyEK is the EK identity of a device, whose EK is read only when a
-// tpm-ek stanza is met: unwraps of other layers never touch the TPM.
+// tpm-ek stanza is met: unwraps of other layers never touch the TPM. The
+// first such stanza goes to the TPM whole (one companion start in exec,
+// not one to learn the EK's name and one to unseal); its reply names the
+// EK, which then tells this device's stanzas from others' without it.
 type lazyEK struct {
-	path string
-	once sync.Once
-	id   *EKIdentity
-	err  error
+	path   string
+	mu     sync.Mutex
+	ekName []byte
 }
 
 // NewLazyEKIdentity returns the EK identity of the TPM at path.
 func NewLazyEKIdentity(path string) backend.Key { return &lazyEK{path: path} }
 
-func (l *lazyEK) load() (*EKIdentity, error) {
-	l.once.Do(func() { l.id, l.err = NewEKIdentity(l.path) })
-	return l.id, l.err
-}
-
 func (l *lazyEK) Name() string { return "tpm-ek" }
 
-// Matches: a tpm-ek stanza for this TPM's EK; when the EK cannot be read,
-// every tpm-ek stanza, so that Unwrap says why.
+func (l *lazyEK) name() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ekName
+}
+
+// Matches: a tpm-ek stanza for this TPM's EK; before the EK's name is
+// known, every tpm-ek stanza (Unwrap finds out, or says why it cannot).
 func (l *lazyEK) Matches(s *envelope.Stanza) bool {
 	if s.Type != StanzaEK {
 		return false
 	}
-	id, err := l.load()
-	return err != nil || id.Matches(s)
+	n := l.name()
+	return n == nil || bytes.Equal(s.Tag, envelope.StanzaTag(StanzaEK, s.Enc, n))
 }
 
 func (l *lazyEK) Unwrap(s *envelope.Stanza) ([]byte, error) {
-	if s.Type != StanzaEK {
+	if !l.Matches(s) {
 		return nil, envelope.ErrIncorrectIdentity
 	}
-	id, err := l.load()
-	if err != nil {
-		return nil, fmt.Errorf("the TPM's endorsement key: %w", err)
+	fk, name, err := unsealEK(l.path, l.name(), s)
+	if len(name) > 0 {
+		l.mu.Lock()
+		l.ekName = name
+		l.mu.Unlock()
 	}
-	return id.Unwrap(s)
+	return fk, err
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -77,22 +79,45 @@ func TestEKThroughProvider(t *testing.T) {
 	secret := []byte(`{"symkey":"EK"}`)
 	ann := wrapReq(t, &keyprovider.Provider{Name: "ocikp", Store: builder}, secret, r.String(), "laptop")
 
-	// The device: an empty keystore, OCIKP_TPM at its swtpm.
+	// The device: an empty keystore, OCIKP_TPM at its swtpm. Each unwrap
+	// starts the companion once (it learns the EK's name and unseals in
+	// one go): counted by a wrapper in its place.
 	sw.Restart()
 	t.Setenv(tpm.EnvTPM, sw.Socket)
+	starts := countStarts(t)
 	node := &keyprovider.Provider{Store: &soft.Store{Dir: t.TempDir()}}
 	if got, err := unwrapReq(node, ann); err != nil || !bytes.Equal(got, secret) {
 		t.Fatalf("the EK's device: %v", err)
+	}
+	if n := starts(); n != 1 {
+		t.Fatalf("%d companion starts for one EK unwrap, want 1", n)
 	}
 	other := tpmtest.Start(t)
 	t.Setenv(tpm.EnvTPM, other.Socket)
 	_, err = unwrapReq(node, ann)
 	var nie *envelope.NoIdentityError
-	if !errors.As(err, &nie) {
-		t.Fatalf("another TPM: got %v, want no key", err)
+	if !errors.As(err, &nie) || len(nie.Failures) > 0 {
+		t.Fatalf("another TPM: got %v, want the stanza not to be its own", err)
 	}
 	t.Setenv(tpm.EnvTPM, "")
 	if got, err := unwrapReq(&keyprovider.Provider{Store: builder}, ann); err != nil || !bytes.Equal(got, secret) {
 		t.Fatalf("software key alone: %v", err)
+	}
+}
+
+// countStarts puts a wrapper that counts its starts in place of the
+// companion in $OCIKP_PLUGIN_DIR; the function returns the count so far.
+func countStarts(t *testing.T) func() int {
+	t.Helper()
+	real := filepath.Join(os.Getenv("OCIKP_PLUGIN_DIR"), tpm.Companion)
+	dir, log := t.TempDir(), filepath.Join(t.TempDir(), "starts")
+	script := "#!/bin/sh\necho >> '" + log + "'\nexec '" + real + "' \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(dir, tpm.Companion), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OCIKP_PLUGIN_DIR", dir)
+	return func() int {
+		b, _ := os.ReadFile(log)
+		return bytes.Count(b, []byte("\n"))
 	}
 }

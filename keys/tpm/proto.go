@@ -15,7 +15,9 @@ const (
 	OpPCRs     = "pcrs"      // Device, PCRs → Values
 	OpEKPolicy = "ek-policy" // PCRs, Values → Policy (no device)
 	OpEKSeal   = "ek-seal"   // EK, PCRs, Policy, FileKey → Tag, Enc, Key (no device)
-	OpEKUnseal = "ek-unseal" // Device, EKName, Enc, Key → FileKey
+	// Device, [EKName], Tag, Enc, Key → EKName, and FileKey if the tag
+	// is this EK's (none: the stanza is another TPM's).
+	OpEKUnseal = "ek-unseal"
 )
 
 // Request is one operation for the companion, as one JSON object on its
@@ -33,6 +35,7 @@ type Request struct {
 	EKName  []byte          `json:"ekname,omitempty"`
 	Policy  []byte          `json:"policy,omitempty"`
 	FileKey []byte          `json:"filekey,omitempty"`
+	Tag     []byte          `json:"tag,omitempty"`
 	Enc     []byte          `json:"enc,omitempty"`
 	Key     []byte          `json:"key,omitempty"`
 }

@@ -216,8 +216,9 @@ func sized(b []byte) (first, rest []byte, ok bool) {
 }
 
 // unseal imports the sealed file key under the EK and unseals it (in a
-// PCR policy session when the stanza has one).
-func (c *conn) unseal(ekName []byte, s *envelope.Stanza) ([]byte, error) {
+// PCR policy session when the stanza has one). A stanza whose tag is not
+// this EK's is another TPM's: the reply names the EK and holds no key.
+func (c *conn) unseal(ekName []byte, s *envelope.Stanza) (*tpm.Reply, error) {
 	st, err := parseEKStanza(s)
 	if err != nil {
 		return nil, err
@@ -226,8 +227,11 @@ func (c *conn) unseal(ekName []byte, s *envelope.Stanza) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(ek.name.Buffer, ekName) {
+	if len(ekName) > 0 && !bytes.Equal(ek.name.Buffer, ekName) {
 		return nil, fmt.Errorf("TPM %s: its endorsement key changed", c.path)
+	}
+	if !bytes.Equal(s.Tag, envelope.StanzaTag(tpm.StanzaEK, s.Enc, ek.name.Buffer)) {
+		return &tpm.Reply{EKName: ek.name.Buffer}, nil
 	}
 	// The EK's policy: PolicySecret with the endorsement hierarchy.
 	ekAuth := func() tpm2.Session {
@@ -268,5 +272,8 @@ func (c *conn) unseal(ekName []byte, s *envelope.Stanza) ([]byte, error) {
 	if err != nil {
 		return nil, explain("unsealing the layer key", err)
 	}
-	return rsp.OutData.Buffer, nil
+	if len(rsp.OutData.Buffer) == 0 {
+		return nil, errors.New("unsealing the layer key: the TPM returned no key")
+	}
+	return &tpm.Reply{FileKey: rsp.OutData.Buffer, EKName: ek.name.Buffer}, nil
 }

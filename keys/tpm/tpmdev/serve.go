@@ -109,11 +109,7 @@ func (c *conn) do(req *tpm.Request, parse func([]byte) (*key, error)) (*tpm.Repl
 		}
 		return &tpm.Reply{Values: v}, nil
 	case tpm.OpEKUnseal:
-		fk, err := c.unseal(req.EKName, &envelope.Stanza{Type: tpm.StanzaEK, Enc: req.Enc, Key: req.Key})
-		if err != nil {
-			return nil, err
-		}
-		return &tpm.Reply{FileKey: fk}, nil
+		return c.unseal(req.EKName, &envelope.Stanza{Type: tpm.StanzaEK, Tag: req.Tag, Enc: req.Enc, Key: req.Key})
 	}
 	return nil, fmt.Errorf("unknown operation %.30q", req.Op)
 }
