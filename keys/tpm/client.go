@@ -1,10 +1,13 @@
 package tpm
 
 import (
+	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ocikp/ocikp/internal/badpin"
 	"github.com/ocikp/ocikp/internal/companion"
 )
 
@@ -42,8 +45,44 @@ func SetHandler(h Handler) {
 func FindCompanion() (string, error) { return client.Find() }
 
 // call runs req in this process's handler, else in a fresh companion;
-// what says what needs the companion, should it be missing.
+// what says what needs the companion, should it be missing. A PIN the TPM
+// refused for a key is not sent again for it (package badpin): a layer's
+// stanzas and a service's requests would each count toward lockout.
 func call(req *Request, what string) (*Reply, error) {
+	if req.Op != OpZGen || len(req.PIN) == 0 {
+		return run(req, what)
+	}
+	var rep *Reply
+	err := latchFor(req.Record).Do(req.PIN, func() (err error) {
+		rep, err = run(req, what)
+		return err
+	}, func(err error) bool { return errors.Is(err, ErrBadPIN) })
+	return rep, err
+}
+
+// latches holds a latch per key, by its record as stored: identities are
+// made anew (a service reloads its keystore, a hybrid loads its key per
+// stanza until one opens), the key stays. Bounded: a keystore has a few.
+var latches = struct {
+	sync.Mutex
+	m map[string]*badpin.Latch
+}{m: map[string]*badpin.Latch{}}
+
+func latchFor(record []byte) *badpin.Latch {
+	latches.Lock()
+	defer latches.Unlock()
+	l := latches.m[string(record)]
+	if l == nil {
+		if len(latches.m) >= 64 {
+			clear(latches.m)
+		}
+		l = new(badpin.Latch)
+		latches.m[string(record)] = l
+	}
+	return l
+}
+
+func run(req *Request, what string) (*Reply, error) {
 	if h := local.Load(); h != nil {
 		rep, err := (*h)(req)
 		return rep, Explain(err)

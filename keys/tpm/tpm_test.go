@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -135,7 +136,8 @@ func TestLockout(t *testing.T) {
 	blob, _ := seal(t, r)
 	var err error
 	for i := 0; i < 3; i++ {
-		_, err = open(blob, r.Identity(pin("0000")))
+		// A different wrong PIN each time: a PIN refused once is not sent again.
+		_, err = open(blob, r.Identity(pin("000"+strconv.Itoa(i))))
 		if errors.Is(err, tpm.ErrLockout) {
 			break
 		}
