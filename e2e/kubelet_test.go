@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -213,11 +214,89 @@ func buildScratchImage(t *testing.T, reg string) string {
 		t.Fatalf("build-scratch.sh: %v\n%s", err, out)
 	}
 	t.Logf("built and pushed %s in %v", ref, time.Since(start).Round(time.Second))
-	m := remoteManifest(t, ref)
-	if len(m.Layers) != 1 {
-		t.Errorf("the scratch image has %d layers, want 1 (no base image)", len(m.Layers))
-	}
+	sameAsDockerfile(t, ref)
 	return ref
+}
+
+// sameAsDockerfile checks that the scratch image ref has one layer (no
+// base image) holding every command of the module, and the Dockerfile's
+// entry point, arguments, user, keystore and health check: the two builds
+// make one image.
+func sameAsDockerfile(t *testing.T, ref string) {
+	t.Helper()
+	docker, err := os.ReadFile("../deploy/container/Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := func(directive string) string {
+		m := regexp.MustCompile(`(?m)^` + directive + ` (.*)$`).FindSubmatch(docker)
+		if m == nil {
+			t.Fatalf("Dockerfile: no %s line", directive)
+		}
+		return string(m[1])
+	}
+	list := func(s string) []string {
+		var v []string
+		if err := json.Unmarshal([]byte(s), &v); err != nil {
+			t.Fatalf("Dockerfile: %q: %v", s, err)
+		}
+		return v
+	}
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cf.Config
+	hc := regexp.MustCompile(`CMD (\[.*\])$`).FindStringSubmatch(line("HEALTHCHECK"))
+	if hc == nil || c.Healthcheck == nil || !slices.Equal(c.Healthcheck.Test, append([]string{"CMD"}, list(hc[1])...)) {
+		t.Errorf("health check %+v, the Dockerfile's %q", c.Healthcheck, line("HEALTHCHECK"))
+	}
+	if !slices.Equal(c.Entrypoint, list(line("ENTRYPOINT"))) || !slices.Equal(c.Cmd, list(line("CMD"))) ||
+		c.User != line("USER") || !slices.Contains(c.Env, line("ENV")) {
+		t.Errorf("the scratch image's entry point %q, arguments %q, user %q, environment %q differ from the Dockerfile's", c.Entrypoint, c.Cmd, c.User, c.Env)
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("the scratch image has %d layers (%v), want 1: no base image", len(layers), err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var bins []string
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dir, file := filepath.Split(strings.TrimPrefix(h.Name, "./")); dir == "usr/local/bin/" && file != "" {
+			bins = append(bins, file)
+		}
+	}
+	var cmds []string
+	ents, _ := os.ReadDir("../cmd")
+	for _, e := range ents {
+		if e.IsDir() {
+			cmds = append(cmds, e.Name())
+		}
+	}
+	slices.Sort(bins)
+	if !slices.Equal(bins, cmds) {
+		t.Errorf("the scratch image holds %v; the module's commands are %v", bins, cmds)
+	}
 }
 
 // nodeContainerdConfig is what a kubelet node's containerd needs here

@@ -16,12 +16,10 @@ ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 root=$ctx/rootfs
 mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs"
-# The Dockerfile's list: ocikp-pkcs11 without cgo answers "built without
-# pkcs11 support" (a static image has no C library for a token module).
-CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$root/usr/local/bin/" \
-  ./cmd/ocikp ./cmd/ocikp-serve ./cmd/ocikp-image \
-  ./cmd/ocikp-plugin-gcpkms ./cmd/ocikp-plugin-awskms ./cmd/ocikp-plugin-azurekms ./cmd/ocikp-plugin-hashivault \
-  ./cmd/ocikp-pkcs11 ./cmd/ocikp-tpm
+# Every command of the module, as the Dockerfile builds them: ocikp-pkcs11
+# without cgo answers "built without pkcs11 support" (a static image has no
+# C library for a token module).
+CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$root/usr/local/bin/" ./cmd/...
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
 # The build host's CA bundle, for the KMS plugins' TLS (distroless ships
