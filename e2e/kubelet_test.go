@@ -331,7 +331,10 @@ type kubeletNode struct {
 // static pods of manifests until the test ends; the pods are stopped
 // before it. It runs in a private mount namespace with a tmpfs on
 // /var/log: the kubelet links every container's log into the fixed
-// /var/log/containers, which the test must not write.
+// /var/log/containers, which the test must not write. Mounts the kubelet
+// makes itself (Secret volumes, memory emptyDirs) stay in that namespace,
+// out of runc's sight: pods with such volumes need the root directory
+// shared with the host's namespace first.
 func startKubelet(t *testing.T, bin, dir, sock, manifests string) *kubeletNode {
 	k := &kubeletNode{podLogs: filepath.Join(dir, "pod-logs")}
 	port := freeLoopbackPort(t)
