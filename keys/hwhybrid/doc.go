@@ -13,7 +13,9 @@
 // not open there.
 //
 // An unwrap therefore costs two hardware ECDHs: one to open the seed, one
-// for the stanza's P-256 share. The opened ML-KEM key is kept by the
+// for the stanza's P-256 share. A key that offers ECDHMany (TPM and
+// PKCS#11 keys) runs both in one device request, so in exec mode a layer
+// costs one companion start, as a P-256 hardware key does. The opened ML-KEM key is kept by the
 // identity (pq.Identity keeps what its loader returns), so a long-lived
 // `ocikp serve` pays the first only once per key, and each later unwrap
 // costs one hardware ECDH, as a P-256 hardware key does. That is no loss

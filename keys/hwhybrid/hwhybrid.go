@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
+	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/pq"
@@ -196,26 +198,134 @@ func (h *Half) Open(recipient string, kx ecdh.KeyExchanger) (*mlkem.Decapsulatio
 	return dk, nil
 }
 
+// ManyExchanger is a hardware key that can run several ECDHs in one
+// request to its device: in exec mode a request is a companion start, and
+// a hybrid's first unwrap needs two (the sealed seed's and the stanza's).
+type ManyExchanger interface {
+	ecdh.KeyExchanger
+	ECDHMany(peers []*ecdh.PublicKey) ([][]byte, error)
+}
+
+// HybridIdentity is a hybrid key as a decryption key (see Identity).
+type HybridIdentity struct {
+	*pq.Identity
+	name, recipient string
+	h               *Half
+	kx              func() (ecdh.KeyExchanger, error)
+	mu              sync.Mutex
+	priv            *pq.Private // once opened
+}
+
 // Identity returns the hybrid key as a decryption key. It matches stanzas
 // by the recipient alone; when one matches, kx supplies the hardware key
 // (reading its PIN then), the half is opened with it, and both halves are
-// kept for later stanzas (see the package comment). name is for messages.
-// A recipient that is not an mlkem768p256 one gives an identity that
-// matches nothing; record parsers check it first (ClassicalKey).
-func Identity(name, recipient string, h *Half, kx func() (ecdh.KeyExchanger, error)) *pq.Identity {
+// kept for later stanzas (see the package comment). A key that offers
+// ECDHMany opens the half and computes the stanza's share in one request.
+// name is for messages. A recipient that is not an mlkem768p256 one gives
+// an identity that matches nothing; record parsers check it first
+// (ClassicalKey).
+func Identity(name, recipient string, h *Half, kx func() (ecdh.KeyExchanger, error)) *HybridIdentity {
+	id := &HybridIdentity{name: name, recipient: recipient, h: h, kx: kx}
 	_, raw, _ := pq.ParsePublic(recipient)
-	return pq.KindOf(pq.MLKEMP256).NewIdentity(name, raw, func() (pq.Private, error) {
-		k, err := kx()
-		if err != nil {
-			return pq.Private{}, err
+	id.Identity = pq.KindOf(pq.MLKEMP256).NewIdentity(name, raw, func() (pq.Private, error) { return id.open(nil) })
+	return id
+}
+
+// Unwrap opens the half first, knowing the stanza (see Identity), then
+// the stanza.
+func (id *HybridIdentity) Unwrap(s *envelope.Stanza) ([]byte, error) {
+	if !id.Matches(s) {
+		return nil, envelope.ErrIncorrectIdentity
+	}
+	priv, err := id.open(s)
+	if err != nil {
+		return nil, err
+	}
+	fk, err := id.Identity.Unwrap(s)
+	if p, ok := priv.Classical.(*primed); ok {
+		p.forget() // a share the stanza did not use (it failed before)
+	}
+	return fk, err
+}
+
+// open returns the two halves, opening the sealed one once; with s, a
+// batching key computes s's P-256 share in the same request.
+func (id *HybridIdentity) open(s *envelope.Stanza) (pq.Private, error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	if id.priv != nil {
+		return *id.priv, nil
+	}
+	k, err := id.kx()
+	if err != nil {
+		return pq.Private{}, err
+	}
+	if m, ok := k.(ManyExchanger); ok && s != nil {
+		if k, err = id.prime(m, s); err != nil {
+			return pq.Private{}, fmt.Errorf("key %q: %w", id.name, err)
 		}
-		dk, err := h.Open(recipient, k)
-		if errors.Is(err, ErrSealed) || errors.Is(err, ErrWrongKey) {
-			err = hint.Wrap(err, "ocikp doctor checks that the device holds the key this record was made for")
-		}
-		if err != nil {
-			return pq.Private{}, fmt.Errorf("key %q: %w", name, err)
-		}
-		return pq.Private{MLKEM: dk, Classical: k}, nil
-	})
+	}
+	dk, err := id.h.Open(id.recipient, k)
+	if errors.Is(err, ErrSealed) || errors.Is(err, ErrWrongKey) {
+		err = hint.Wrap(err, "ocikp doctor checks that the device holds the key this record was made for")
+	}
+	if err != nil {
+		return pq.Private{}, fmt.Errorf("key %q: %w", id.name, err)
+	}
+	id.priv = &pq.Private{MLKEM: dk, Classical: k}
+	return *id.priv, nil
+}
+
+// prime runs the ECDHs of the sealed half and of s's P-256 share in one
+// request and returns m answering those two from memory. A key that is
+// not the hybrid's, or a stanza with no valid share, is left to Open and
+// Unwrap as they are (Open refuses a wrong key before any ECDH).
+func (id *HybridIdentity) prime(m ManyExchanger, s *envelope.Stanza) (ecdh.KeyExchanger, error) {
+	_, t, err := split(id.recipient)
+	if err != nil || m.Curve() != ecdh.P256() || !bytes.Equal(m.PublicKey().Bytes(), t) || len(s.Enc) < encSize {
+		return m, nil
+	}
+	d, err := id.h.decode()
+	if err != nil {
+		return m, nil
+	}
+	seedPeer, err1 := ecdh.P256().NewPublicKey(d.enc)
+	share, err2 := ecdh.P256().NewPublicKey(s.Enc[len(s.Enc)-encSize:])
+	if err1 != nil || err2 != nil {
+		return m, nil
+	}
+	z, err := m.ECDHMany([]*ecdh.PublicKey{seedPeer, share})
+	if err != nil {
+		return nil, err
+	}
+	if len(z) != 2 {
+		return nil, fmt.Errorf("the hardware key returned %d secrets for 2 points", len(z))
+	}
+	return &primed{KeyExchanger: m, memo: map[string][]byte{string(d.enc): z[0], string(share.Bytes()): z[1]}}, nil
+}
+
+// primed answers the ECDHs computed ahead from memory, each once (no
+// secret is held longer than it takes to use it), and asks the key for
+// any other.
+type primed struct {
+	ecdh.KeyExchanger
+	mu   sync.Mutex
+	memo map[string][]byte
+}
+
+func (p *primed) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
+	p.mu.Lock()
+	z, ok := p.memo[string(peer.Bytes())]
+	delete(p.memo, string(peer.Bytes()))
+	p.mu.Unlock()
+	if ok {
+		return z, nil
+	}
+	return p.KeyExchanger.ECDH(peer)
+}
+
+func (p *primed) forget() {
+	p.mu.Lock()
+	clear(p.memo)
+	p.mu.Unlock()
 }

@@ -274,3 +274,61 @@ func FuzzParseHalf(f *testing.F) {
 		}
 	})
 }
+
+// many is a device that also batches ECDHs (as the TPM and PKCS#11 keys
+// do), counting its requests.
+type many struct {
+	*device
+	batches atomic.Int32
+}
+
+func (m *many) ECDHMany(peers []*ecdh.PublicKey) ([][]byte, error) {
+	m.batches.Add(1)
+	var out [][]byte
+	for _, p := range peers {
+		z, err := m.device.ECDH(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, z)
+	}
+	return out, nil
+}
+
+// TestOneRequestWhenBatching: with a key that batches, the first unwrap
+// is one device request (seed and stanza together) and no single ECDH;
+// later ones one ECDH each; a failing batch is the key's error, not
+// kept; a key that is not the hybrid's costs no request.
+func TestOneRequestWhenBatching(t *testing.T) {
+	m := &many{device: newDevice(t)}
+	recipient, h := newHybrid(t, m.device)
+	id := Identity("node", recipient, h, func() (ecdh.KeyExchanger, error) { return m, nil })
+	fk := []byte("0123456789abcdef0123456789abcdef")
+
+	gone := errors.New("token absent")
+	m.fail = gone
+	if _, err := id.Unwrap(wrap(t, recipient, fk)); !errors.Is(err, gone) {
+		t.Fatalf("batch failing: %v", err)
+	}
+	m.fail = nil
+	m.calls.Store(0)
+	m.batches.Store(0)
+	if got, err := id.Unwrap(wrap(t, recipient, fk)); err != nil || !bytes.Equal(got, fk) {
+		t.Fatalf("first unwrap: %v", err)
+	}
+	if b, c := m.batches.Load(), m.calls.Load(); b != 1 || c != 2 {
+		t.Fatalf("first unwrap: %d requests, %d ECDHs; want 1 request of 2", b, c)
+	}
+	if got, err := id.Unwrap(wrap(t, recipient, fk)); err != nil || !bytes.Equal(got, fk) {
+		t.Fatalf("second unwrap: %v", err)
+	}
+	if b, c := m.batches.Load(), m.calls.Load(); b != 1 || c != 3 {
+		t.Fatalf("second unwrap: %d requests, %d ECDHs in all; want 1 and 3", b, c)
+	}
+
+	other := &many{device: newDevice(t)}
+	_, err := Identity("node", recipient, h, func() (ecdh.KeyExchanger, error) { return other, nil }).Unwrap(wrap(t, recipient, fk))
+	if !errors.Is(err, ErrWrongKey) || other.batches.Load() != 0 || other.calls.Load() != 0 {
+		t.Fatalf("another key: %v, %d requests", err, other.batches.Load()+other.calls.Load())
+	}
+}

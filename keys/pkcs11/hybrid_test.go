@@ -284,3 +284,30 @@ func mustParseB(b *testing.B, s string) *pkcs11.URI {
 	}
 	return u
 }
+
+// TestHybridOneStart: in exec mode a hybrid layer starts the companion
+// once: the ECDH that opens the sealed seed and the stanza's go in one
+// request (counted by a wrapper in the companion's place).
+func TestHybridOneStart(t *testing.T) {
+	tk := softhsmtest.Start(t, "node", testPIN)
+	hy := newHybrid(t, tk, "pqnode")
+	ks := keystore(t, hy)
+	wp := &keyprovider.Provider{Name: "ocikp", Store: &soft.Store{Dir: t.TempDir()}}
+	secret := []byte(`{"symkey":"one start"}`)
+	ann := wrapReq(t, wp, secret, hy.Recipient)
+
+	real := filepath.Join(os.Getenv("OCIKP_PLUGIN_DIR"), pkcs11.Companion)
+	dir, log := t.TempDir(), filepath.Join(t.TempDir(), "starts")
+	script := "#!/bin/sh\necho >> '" + log + "'\nexec '" + real + "' \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(dir, pkcs11.Companion), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OCIKP_PLUGIN_DIR", dir)
+	if got, err := unwrapReq(&keyprovider.Provider{Store: ks, Passphrase: pin(testPIN)}, ann); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("unwrap: %v", err)
+	}
+	b, _ := os.ReadFile(log)
+	if n := bytes.Count(b, []byte("\n")); n != 1 {
+		t.Fatalf("%d companion starts for one hybrid layer, want 1", n)
+	}
+}

@@ -62,6 +62,13 @@ var (
 // Call runs one request in the companion. The module is checked here,
 // before anything runs; the PIN goes on the companion's stdin only.
 func Call(req *Request) (*Reply, error) {
+	if req.Op == "ecdh" && req.PIN != "" {
+		return latched(req, call)
+	}
+	return call(req)
+}
+
+func call(req *Request) (*Reply, error) {
 	var rep Reply
 	var err error
 	if req.Op == "ecdh" && keep.Load() {
@@ -169,7 +176,39 @@ func (k *Key) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
 	return rep.Secret, nil
 }
 
-var _ ecdh.KeyExchanger = (*Key)(nil)
+// ECDHMany derives the shared secrets with several peers in one request
+// (one companion start in exec): a hybrid's seed and its stanza.
+func (k *Key) ECDHMany(peers []*ecdh.PublicKey) ([][]byte, error) {
+	if len(peers) == 0 || len(peers) > MaxPeers {
+		return nil, fmt.Errorf("pkcs11: 1 to %d peer keys, not %d", MaxPeers, len(peers))
+	}
+	var raw [][]byte
+	for _, p := range peers {
+		if p.Curve() != ecdh.P256() {
+			return nil, errors.New("pkcs11: peer key is not P-256")
+		}
+		raw = append(raw, p.Bytes())
+	}
+	module, err := CheckModule(k.r.uri)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := Call(&Request{Op: "ecdh", Module: module, URI: k.r.URI, PIN: string(k.pin), Peers: raw})
+	if err != nil {
+		return nil, err
+	}
+	if len(rep.Secrets) != len(peers) {
+		return nil, fmt.Errorf("pkcs11: ECDH returned %d secrets for %d peers", len(rep.Secrets), len(peers))
+	}
+	for _, z := range rep.Secrets {
+		if len(z) != 32 {
+			return nil, fmt.Errorf("pkcs11: ECDH returned %d bytes, want 32", len(z))
+		}
+	}
+	return rep.Secrets, nil
+}
+
+var _ hwhybrid.ManyExchanger = (*Key)(nil)
 
 // PIN returns the key's PIN: from the URI's pin-source, else from pass
 // (the provider's passphrase source), else none.

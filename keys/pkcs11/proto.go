@@ -11,6 +11,9 @@ type Request struct {
 	URI    string `json:"uri"`    // the key's URI, without pin-value
 	PIN    string `json:"pin,omitempty"`
 	Peer   []byte `json:"peer,omitempty"` // ecdh: uncompressed P-256 point
+	// ecdh: instead of Peer, up to MaxPeers points derived in one request
+	// (a hybrid's sealed seed and its stanza: one companion start).
+	Peers [][]byte `json:"peers,omitempty"`
 	// rsa-oaep: a ciphertext for the URI's RSA key, and OAEP's hash
 	// ("sha1" or "sha256"), as ocicrypt's PKCS#11 scheme writes them.
 	Hash string `json:"hash,omitempty"`
@@ -22,9 +25,15 @@ type Reply struct {
 	Public []byte `json:"public,omitempty"` // uncompressed P-256 point
 	ID     []byte `json:"id,omitempty"`     // keygen: the CKA_ID it chose
 	Secret []byte `json:"secret,omitempty"` // ecdh: the x-coordinate
-	Error  string `json:"error,omitempty"`
-	Code   string `json:"code,omitempty"` // one of the Code* constants
+	// ecdh with Peers: the x-coordinates, in order.
+	Secrets [][]byte `json:"secrets,omitempty"`
+	Error   string   `json:"error,omitempty"`
+	Code    string   `json:"code,omitempty"` // one of the Code* constants
 }
+
+// MaxPeers bounds the points of one ecdh request: a request costs the
+// token at most this many derivations.
+const MaxPeers = 4
 
 // Codes the companion gives to failures ocikp decides on.
 const (

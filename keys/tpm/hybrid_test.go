@@ -171,3 +171,22 @@ func sampleHybrid(t testing.TB) *tpm.Record {
 	}
 	return h
 }
+
+// TestHybridOneStart: in exec mode a hybrid layer starts the companion
+// once: the ECDH that opens the sealed seed and the stanza's go in one
+// request (counted by a wrapper in the companion's place).
+func TestHybridOneStart(t *testing.T) {
+	sw := tpmtest.Start(t)
+	hy, ks := newHybrid(t, sw, "pqnode", tpm.Spec{PIN: []byte("5150")})
+	wp := &keyprovider.Provider{Name: "ocikp", Store: &soft.Store{Dir: t.TempDir()}}
+	secret := []byte(`{"symkey":"one start"}`)
+	ann := wrapReq(t, wp, secret, hy.RecipientString())
+	starts := countStarts(t)
+	p := &keyprovider.Provider{Store: &soft.Store{Dir: ks}, Passphrase: pin("5150")}
+	if got, err := unwrapReq(p, ann); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("unwrap: %v", err)
+	}
+	if n := starts(); n != 1 {
+		t.Fatalf("%d companion starts for one hybrid layer, want 1", n)
+	}
+}

@@ -132,7 +132,38 @@ func (k *Key) ECDH(peer *ecdh.PublicKey) ([]byte, error) {
 	return rep.Secret, nil
 }
 
-var _ ecdh.KeyExchanger = (*Key)(nil)
+// ECDHMany computes the shared secrets with several peers in one request
+// (one companion start in exec): a hybrid's seed and its stanza.
+func (k *Key) ECDHMany(peers []*ecdh.PublicKey) ([][]byte, error) {
+	if len(peers) == 0 || len(peers) > MaxPeers {
+		return nil, fmt.Errorf("tpm: 1 to %d peer keys, not %d", MaxPeers, len(peers))
+	}
+	var raw [][]byte
+	for _, p := range peers {
+		if p.Curve() != ecdh.P256() {
+			return nil, errors.New("tpm: peer key is not P-256")
+		}
+		raw = append(raw, p.Bytes())
+	}
+	if k.r.PIN && len(k.pin) == 0 {
+		return nil, Explain(ErrPINNeeded)
+	}
+	rep, err := call(&Request{Op: OpZGen, Device: Path(k.Path, k.r.Device), Record: k.data, PIN: k.pin, Peers: raw}, "a TPM key")
+	if err != nil {
+		return nil, err
+	}
+	if len(rep.Secrets) != len(peers) {
+		return nil, fmt.Errorf("tpm: ECDH returned %d secrets for %d peers", len(rep.Secrets), len(peers))
+	}
+	for _, z := range rep.Secrets {
+		if len(z) != 32 {
+			return nil, fmt.Errorf("tpm: ECDH returned %d bytes, want 32", len(z))
+		}
+	}
+	return rep.Secrets, nil
+}
+
+var _ hwhybrid.ManyExchanger = (*Key)(nil)
 
 // Identity returns the key as a decryption key: its PIN is asked of pass
 // only when a stanza matches. A hybrid's ML-KEM half is opened with the

@@ -68,7 +68,7 @@ func (k *kept) ecdh(req *pkcs11.Request) *pkcs11.Reply {
 	for attempt := 0; attempt < 2; attempt++ {
 		var s *session
 		if s, err = k.session(req); err == nil {
-			if rep, err = s.ecdh(req.Peer); err == nil {
+			if rep, err = s.ecdhReq(req); err == nil {
 				return rep
 			}
 		}

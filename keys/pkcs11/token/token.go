@@ -83,7 +83,7 @@ func run(req *pkcs11.Request) (*pkcs11.Reply, error) {
 		}
 		return &pkcs11.Reply{Public: pub}, nil
 	case "ecdh":
-		return s.ecdh(req.Peer)
+		return s.ecdhReq(req)
 	case "rsa-oaep":
 		return s.rsaOAEP(req.Hash, req.Data)
 	}
@@ -329,6 +329,31 @@ func (s *session) ecdh(peer []byte) (*pkcs11.Reply, error) {
 		return nil, fmt.Errorf("ECDH returned %d bytes, want 32", len(attrs[0].Value))
 	}
 	return &pkcs11.Reply{Secret: attrs[0].Value}, nil
+}
+
+// ecdhReq answers an ecdh request: its one point, or its batch of up to
+// pkcs11.MaxPeers (every point checked before the token derives any).
+func (s *session) ecdhReq(req *pkcs11.Request) (*pkcs11.Reply, error) {
+	if len(req.Peers) == 0 {
+		return s.ecdh(req.Peer)
+	}
+	if len(req.Peers) > pkcs11.MaxPeers || len(req.Peer) > 0 {
+		return nil, fmt.Errorf("at most %d peer points, and not beside peer", pkcs11.MaxPeers)
+	}
+	for _, p := range req.Peers {
+		if _, err := ecdh.P256().NewPublicKey(p); err != nil {
+			return nil, errors.New("a peer key is not a P-256 point")
+		}
+	}
+	rep := &pkcs11.Reply{}
+	for _, p := range req.Peers {
+		r, err := s.ecdh(p)
+		if err != nil {
+			return nil, err
+		}
+		rep.Secrets = append(rep.Secrets, r.Secret)
+	}
+	return rep, nil
 }
 
 // rsaOAEP decrypts with the URI's RSA private key and CKM_RSA_PKCS_OAEP

@@ -85,6 +85,9 @@ func (c *conn) do(req *tpm.Request, parse func([]byte) (*key, error)) (*tpm.Repl
 		if err != nil {
 			return nil, err
 		}
+		if len(req.Peers) > 0 {
+			return c.zgenMany(k, req)
+		}
 		peer, err := ecdh.P256().NewPublicKey(req.Peer)
 		if err != nil {
 			return nil, errors.New("the peer key is not a P-256 point")
@@ -112,4 +115,28 @@ func (c *conn) do(req *tpm.Request, parse func([]byte) (*key, error)) (*tpm.Repl
 		return c.unseal(req.EKName, &envelope.Stanza{Type: tpm.StanzaEK, Tag: req.Tag, Enc: req.Enc, Key: req.Key})
 	}
 	return nil, fmt.Errorf("unknown operation %.30q", req.Op)
+}
+
+// zgenMany runs one TPM2_ECDH_ZGen per point of a batch (at most
+// tpm.MaxPeers, every point checked before the TPM runs any).
+func (c *conn) zgenMany(k *key, req *tpm.Request) (*tpm.Reply, error) {
+	if len(req.Peers) > tpm.MaxPeers || len(req.Peer) > 0 {
+		return nil, fmt.Errorf("at most %d peer points, and not beside peer", tpm.MaxPeers)
+	}
+	peers := make([]*ecdh.PublicKey, len(req.Peers))
+	for i, p := range req.Peers {
+		var err error
+		if peers[i], err = ecdh.P256().NewPublicKey(p); err != nil {
+			return nil, errors.New("a peer key is not a P-256 point")
+		}
+	}
+	rep := &tpm.Reply{}
+	for _, p := range peers {
+		z, err := c.zgen(k, req.PIN, p)
+		if err != nil {
+			return nil, err
+		}
+		rep.Secrets = append(rep.Secrets, z)
+	}
+	return rep, nil
 }
