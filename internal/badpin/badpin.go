@@ -20,7 +20,7 @@ type Latch struct {
 	mu  sync.Mutex
 	key []byte // random: what is kept tells nothing of a short PIN
 	bad []byte // the refused PIN's MAC, nil for none
-	err error  // the device's refusal, returned again
+	err error  // the device's refusal, returned again (as Again)
 }
 
 // Do runs op, which sends pin to the device, one at a time; refused tells
@@ -41,7 +41,7 @@ func (l *Latch) Do(pin []byte, op func() error, refused func(error) bool) error 
 	m.Write(pin)
 	sum := m.Sum(nil)
 	if l.bad != nil && hmac.Equal(sum, l.bad) {
-		return l.err
+		return &Again{l.err}
 	}
 	err := op()
 	if err != nil && refused(err) {
@@ -49,3 +49,12 @@ func (l *Latch) Do(pin []byte, op func() error, refused func(error) bool) error 
 	}
 	return err
 }
+
+// Again is a refusal returned again, without the device.
+type Again struct{ Err error }
+
+func (e *Again) Error() string {
+	return e.Err.Error() + " (refused before; not tried again until the PIN changes)"
+}
+
+func (e *Again) Unwrap() error { return e.Err }

@@ -2,6 +2,7 @@ package badpin
 
 import (
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -40,6 +41,9 @@ func TestLatch(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	if err := l.Do([]byte("0000"), d.op("0000"), isWrong); !strings.Contains(err.Error(), "not tried again") {
+		t.Errorf("a refusal returned again does not say so: %v", err)
+	}
 	if n := d.tries["0000"]; n != 1 {
 		t.Fatalf("a refused PIN reached the device %d times, want 1", n)
 	}
