@@ -261,7 +261,8 @@ func sameAsDockerfile(t *testing.T, ref string) {
 	}
 	if !slices.Equal(c.Entrypoint, list(line("ENTRYPOINT"))) || !slices.Equal(c.Cmd, list(line("CMD"))) ||
 		c.User != line("USER") || !slices.Contains(c.Env, line("ENV")) {
-		t.Errorf("the scratch image's entry point %q, arguments %q, user %q, environment %q differ from the Dockerfile's", c.Entrypoint, c.Cmd, c.User, c.Env)
+		t.Errorf("the scratch image's entry point %q, arguments %q, user %q, environment %q differ from the Dockerfile's ENTRYPOINT %s, CMD %s, USER %s, ENV %s",
+			c.Entrypoint, c.Cmd, c.User, c.Env, line("ENTRYPOINT"), line("CMD"), line("USER"), line("ENV"))
 	}
 	layers, err := img.Layers()
 	if err != nil || len(layers) != 1 {
