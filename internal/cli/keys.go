@@ -40,8 +40,10 @@ func cmdKeygen(e *env, args []string) error {
 	if err := checkName(pos[0]); err != nil {
 		return err
 	}
-	if *ifAbsent && cmdRecipient(e, pos) == nil {
-		return nil
+	if *ifAbsent {
+		if kept, err := e.keepIfAbsent(pos[0], *kf.backend, *typ, tf); kept || err != nil {
+			return err
+		}
 	}
 	kind := pq.KindOf(*typ)
 	if kind == nil && *typ != soft.TypeP256 {
@@ -321,6 +323,48 @@ func cmdRecipient(e *env, args []string) error {
 	}
 	fmt.Fprintln(e.stdout, k.RecipientString())
 	return nil
+}
+
+// keepIfAbsent is keygen --if-absent for a keystore that may hold name:
+// kept (its recipient printed) only if it is the key asked for, of that
+// backend and type, and a TPM key only if this TPM made it. A key of
+// another kind (planted, or left from another setup) or another TPM's (a
+// state directory copied from a golden image, a TPM cleared since) is an
+// error: its recipient, collected for the fleet, would be one this node
+// cannot open.
+func (e *env) keepIfAbsent(name, backend, typ string, t tpmFlags) (bool, error) {
+	st, err := e.existingStore()
+	if err != nil {
+		return false, nil
+	}
+	var have, haveType string
+	var check func() error
+	if r, err := tpm.RecordsIn(st.Dir).Get(name); err == nil {
+		have, haveType = "tpm", r.KeyType()
+		check = func() error { return tpm.Check(tpm.Path(*t.path, r.Device), r) }
+	} else if r, err := pkcs11.RecordsIn(st.Dir).Get(name); err == nil {
+		have, haveType = "pkcs11", r.KeyType()
+	} else if k, err := st.Get(name); err == nil {
+		have, haveType = "soft", k.Type
+	} else if _, err := keychain.RefsIn(st.Dir).Get(name); err == nil {
+		have = "keychain" // its type is the Keychain's to say
+	} else {
+		return false, nil
+	}
+	what := map[string]string{"soft": "software", "tpm": "TPM", "pkcs11": "PKCS#11", "keychain": "Keychain"}
+	if have != backend || (haveType != "" && haveType != typ) {
+		return true, hint.Wrap(fmt.Errorf("key %q exists as a %s key, not the %s %s key asked for", name, strings.TrimSpace(haveType+" "+what[have]), typ, what[backend]),
+			"ask for the key it is, or remove it first: ocikp delete "+name)
+	}
+	// Only a key made elsewhere is refused: a TPM that is away or a
+	// changed PCR is the service's to report, as before.
+	if check != nil {
+		if err := check(); errors.Is(err, tpm.ErrOtherTPM) {
+			return true, hint.Wrap(fmt.Errorf("key %q exists, but cannot be used here: %w", name, err),
+				"its record came from another machine, or this TPM was cleared: remove it (ocikp delete "+name+") and run this again to make this TPM's key")
+		}
+	}
+	return true, cmdRecipient(e, []string{name})
 }
 
 func cmdDelete(e *env, args []string) error {
