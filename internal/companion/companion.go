@@ -81,6 +81,9 @@ func (c *Client) Call(req, rep any) error {
 	cmd := exec.CommandContext(ctx, path)
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Env = Env()
+	// A process the companion leaves behind (a module's helper daemon)
+	// may hold its stdout: Wait would last as long as that process.
+	cmd.WaitDelay = waitDelay
 	var out, stderr limited
 	out.max, stderr.max = c.MaxReply, 4096
 	cmd.Stdout, cmd.Stderr = &out, &stderr
@@ -105,6 +108,10 @@ func (c *Client) Call(req, rep any) error {
 }
 
 var errNoReply = errors.New("no reply")
+
+// waitDelay bounds the wait for the companion's pipes to close once it
+// has exited (or its time-out ended).
+const waitDelay = time.Second
 
 // decode reads one reply: errNoReply if it is not one, the reply's own
 // failure if it reports one.
