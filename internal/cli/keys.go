@@ -292,8 +292,8 @@ func cmdRecipient(e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("usage: ocikp recipient NAME | --tpm-ek FILE [--pcrs LIST --pcr-values HEX,…]")
 	}
-	if *ek.pcrs != "" || *ek.values != "" {
-		return usagef("--pcrs and --pcr-values go with --tpm-ek")
+	if *ek.pcrs != "" || *ek.values != "" || *ek.roots != "" {
+		return usagef("--pcrs, --pcr-values and --ek-roots go with --tpm-ek")
 	}
 	name := pos[0]
 	if err := checkName(name); err != nil {

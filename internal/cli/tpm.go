@@ -3,9 +3,11 @@ package cli
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -209,7 +211,7 @@ func tpmListed(st *soft.Store) []listed {
 // cmdTPM runs the TPM commands: "tpm ek" prints the device's endorsement
 // key; "tpm recipient --ek FILE" makes a recipient for it on any machine.
 func cmdTPM(e *env, args []string) error {
-	const use = "ocikp tpm ek [--tpm PATH] | ocikp tpm recipient --ek FILE [--pcrs LIST --pcr-values HEX,…]"
+	const use = "ocikp tpm ek [--tpm PATH] [--type ecc|rsa] [--cert] | ocikp tpm recipient --ek FILE [--ek-roots FILE] [--pcrs LIST --pcr-values HEX,…]"
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
 		usage.Print(e.stdout, use, summaryOf("tpm"), nil)
 		return nil
@@ -221,19 +223,32 @@ func cmdTPM(e *env, args []string) error {
 	case "ek":
 		fs := e.flags("tpm ek")
 		path := fs.String("tpm", "", "the TPM `PATH`, a character device or a swtpm unix socket (default $"+tpm.EnvTPM+", else "+tpm.DefaultPath+")")
-		if _, err := e.parse(fs, args[1:], 0, 0, "[--tpm PATH]"); err != nil {
+		typ := fs.String("type", tpm.EKECC, "the endorsement key's `TYPE`: ecc (P-256) or rsa (RSA 2048), the TCG default templates")
+		cert := fs.Bool("cert", false, "print the EK's certificate (PEM) from its TCG NV index instead of its public key")
+		if _, err := e.parse(fs, args[1:], 0, 0, "[--tpm PATH] [--type ecc|rsa] [--cert]"); err != nil {
 			return err
 		}
-		ek, err := tpm.EKPublic(tpm.Path(*path, ""))
+		if *typ != tpm.EKECC && *typ != tpm.EKRSA {
+			return usagef("--type %.20q: want ecc or rsa", *typ)
+		}
+		if *cert {
+			der, err := tpm.ReadEKCert(tpm.Path(*path, ""), *typ)
+			if err != nil {
+				return err
+			}
+			_, err = e.stdout.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+			return err
+		}
+		ek, err := tpm.ReadEK(tpm.Path(*path, ""), *typ)
 		if err != nil {
 			return err
 		}
-		_, err = e.stdout.Write(tpm.EKPEM(ek))
+		_, err = e.stdout.Write(ek.PEM())
 		return err
 	case "recipient":
 		fs := e.flags("tpm recipient")
 		ek := addEKFlags(fs, "ek")
-		if _, err := e.parse(fs, args[1:], 0, 0, "--ek FILE [--pcrs LIST --pcr-values HEX,…]"); err != nil {
+		if _, err := e.parse(fs, args[1:], 0, 0, "--ek FILE [--ek-roots FILE] [--pcrs LIST --pcr-values HEX,…]"); err != nil {
 			return err
 		}
 		if *ek.file == "" {
@@ -270,11 +285,12 @@ func parsePCRValues(s string, n int) ([][]byte, error) {
 }
 
 // ekFlags are the options of an EK-targeted recipient.
-type ekFlags struct{ file, pcrs, values *string }
+type ekFlags struct{ file, roots, pcrs, values *string }
 
 func addEKFlags(fs *flag.FlagSet, name string) ekFlags {
 	return ekFlags{
-		file:   fs.String(name, "", "a TPM's endorsement key, PEM `FILE` (from ocikp tpm ek): print a recipient only that TPM opens"),
+		file:   fs.String(name, "", "a TPM's endorsement key `FILE`: its public key (PEM, from ocikp tpm ek; ECC P-256 or RSA 2048) or its EK certificate (PEM or DER, from ocikp tpm ek --cert): print a recipient only that TPM opens"),
+		roots:  fs.String("ek-roots", "", "with --"+name+" and a certificate: the TPM makers' CA certificates, PEM `FILE`, it must chain to"),
 		pcrs:   fs.String("pcrs", "", "with --"+name+": open only while these sha256 PCRs hold --pcr-values (`LIST`, e.g. 7,11)"),
 		values: fs.String("pcr-values", "", "with --"+name+": the PCRs' sha256 values, `HEX`,… in increasing PCR order (tpm2_pcrread sha256 on the device)"),
 	}
@@ -290,15 +306,21 @@ func (e *env) ekRecipient(f ekFlags) error {
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(*f.file)
+	data, err := readBounded(*f.file, tpm.MaxEKInput)
 	if err != nil {
 		return err
 	}
-	ek, err := tpm.ParseEKPEM(data)
+	var roots []byte
+	if *f.roots != "" {
+		if roots, err = readBounded(*f.roots, tpm.MaxEKRoots); err != nil {
+			return err
+		}
+	}
+	ek, err := tpm.ParseEK(data, roots)
 	if err != nil {
 		return fmt.Errorf("%s: %w", *f.file, err)
 	}
-	r, err := tpm.NewEKRecipient(ek, list, vals)
+	r, err := tpm.NewEKRecipientFor(ek, list, vals)
 	if err != nil {
 		return err
 	}
@@ -359,4 +381,22 @@ func (d *doctor) checkTPM(dir string) int {
 		usable++
 	}
 	return usable
+}
+
+// readBounded reads a file the user named, refusing one over max bytes
+// (an EK file, a CA bundle) before reading it whole.
+func readBounded(path string, max int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > max {
+		return nil, fmt.Errorf("%s: more than %d bytes", path, max)
+	}
+	return data, nil
 }

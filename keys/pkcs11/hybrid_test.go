@@ -227,8 +227,9 @@ func mustPub(t *testing.T) *ecdh.PublicKey {
 //
 //	go test ./keys/pkcs11 -run '^$' -bench Unwrap -benchtime 100x
 //
-// exec: a fresh identity per unwrap, each ECDH a fresh companion (an exec
-// of ocikp): the hybrid pays two (its sealed half, then the stanza).
+// exec: a fresh identity per unwrap, each request a fresh companion (an
+// exec of ocikp): the hybrid's two ECDHs (its sealed half, the stanza's
+// share) go in one request, so it pays one start, as P-256 does.
 // kept: one identity and the kept companion (ocikp serve): the hybrid's
 // half was opened once, so each unwrap is one ECDH, as for P-256.
 func BenchmarkUnwrap(b *testing.B) {

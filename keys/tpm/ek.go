@@ -3,6 +3,7 @@ package tpm
 import (
 	"bytes"
 	"crypto/ecdh"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +19,18 @@ import (
 // inventory of EK public keys before the device ever runs ocikp.
 const StanzaEK = "tpm-ek"
 
+// StanzaEKRSA is the same for a TPM's RSA 2048 endorsement key (most
+// TPMs in the field carry one, with its certificate).
+const StanzaEKRSA = "tpm-ek-rsa"
+
+// EKStanzaType is the stanza type of an EK of type typ.
+func EKStanzaType(typ string) string {
+	if typ == EKRSA {
+		return StanzaEKRSA
+	}
+	return StanzaEK
+}
+
 // MaxEKField bounds a tpm-ek stanza's enc (public area, seed, PCRs) and
 // key (the duplicate).
 const MaxEKField = 2048
@@ -27,16 +40,111 @@ const MaxEKField = 2048
 // policy, by the sha256 PCR bitmap (3 bytes) and the policy digest.
 const HRPEK = "ocikp1tpmek"
 
+// HRPEKRSA is the same for an RSA EK: its 2048-bit modulus (256 bytes;
+// the exponent is the template's, 65537), then the same policy part.
+const HRPEKRSA = "ocikp1tpmrsaek"
+
 const (
-	ekPlain  = 64
-	ekPolicy = 64 + 3 + 32
+	ekPlain     = 64
+	ekPolicy    = 64 + 3 + 32
+	ekRSAPlain  = 256
+	ekRSAPolicy = 256 + 3 + 32
 )
 
 func init() {
 	backend.RegisterBech32(HRPEK, func(s string) bool { return bech32m.Near(s, HRPEK) }, backend.Backend{
 		Recipient: func(_ backend.Env, s string) (envelope.Recipient, error) { return ParseEKRecipient(s) },
 	})
+	backend.RegisterBech32(HRPEKRSA, func(s string) bool { return bech32m.Near(s, HRPEKRSA) }, backend.Backend{
+		Recipient: func(_ backend.Env, s string) (envelope.Recipient, error) { return ParseEKRecipient(s) },
+	})
 	backend.RegisterStanza(StanzaEK, backend.Classical)
+	backend.RegisterStanza(StanzaEKRSA, backend.Classical)
+}
+
+// EK is an endorsement key's public part: its type (EKECC or EKRSA) and
+// key, an uncompressed P-256 point or an RSA 2048 modulus.
+type EK struct {
+	Type string
+	Key  []byte
+}
+
+// check checks the key against its type.
+func (ek *EK) check() error {
+	switch ek.Type {
+	case EKECC:
+		if _, err := ecdh.P256().NewPublicKey(ek.Key); err != nil {
+			return errors.New("the endorsement key is not a P-256 point")
+		}
+		return nil
+	case EKRSA:
+		return CheckRSAModulus(ek.Key)
+	}
+	return fmt.Errorf("unknown endorsement key type %.10q", ek.Type)
+}
+
+// CheckRSAModulus checks that n is a 2048-bit RSA modulus, as the TCG
+// default RSA EK has.
+func CheckRSAModulus(n []byte) error {
+	if len(n) != 256 || n[0]&0x80 == 0 || n[255]&1 == 0 {
+		return errors.New("the endorsement key is not an RSA 2048 key")
+	}
+	return nil
+}
+
+// ReadEK reads the TPM's endorsement key of type typ (EKECC or EKRSA).
+func ReadEK(path, typ string) (*EK, error) {
+	rep, err := call(&Request{Op: OpEK, Device: path, EKType: typ}, "reading a TPM's endorsement key")
+	if err != nil {
+		return nil, err
+	}
+	ek := &EK{Type: typ, Key: rep.EK}
+	if err := ek.check(); err != nil {
+		return nil, err
+	}
+	return ek, nil
+}
+
+// ReadEKCert reads the TPM's EK certificate of type typ (DER) from its
+// TCG NV index.
+func ReadEKCert(path, typ string) ([]byte, error) {
+	rep, err := call(&Request{Op: OpEKCert, Device: path, EKType: typ}, "reading a TPM's EK certificate")
+	if err != nil {
+		return nil, err
+	}
+	if len(rep.Cert) == 0 || len(rep.Cert) > MaxEKInput {
+		return nil, errors.New("the companion returned no EK certificate")
+	}
+	return rep.Cert, nil
+}
+
+// ParseEK reads an EK as a fleet inventory holds it: a PEM public key
+// (P-256 or RSA 2048), or an EK certificate (PEM or DER), whose key is
+// taken. With roots, a PEM bundle of CA certificates, the certificate
+// must chain to one of them (ErrEKUntrusted). Public keys are read here;
+// certificates by the companion, as ocikp links no x509.
+func ParseEK(data, roots []byte) (*EK, error) {
+	if len(data) > MaxEKInput || len(roots) > MaxEKRoots {
+		return nil, fmt.Errorf("an EK file is at most %d bytes, a CA bundle %d", MaxEKInput, MaxEKRoots)
+	}
+	// A public key is read here; only a certificate needs the companion.
+	if b, _ := pem.Decode(data); b != nil && b.Type == "PUBLIC KEY" && len(roots) == 0 {
+		return parseEKPEM(data)
+	} else if b == nil && (len(data) == 0 || data[0] != 0x30) {
+		return nil, errors.New("not an EK public key or certificate: want PEM (PUBLIC KEY or CERTIFICATE) or a DER certificate")
+	}
+	rep, err := call(&Request{Op: OpEKParse, Data: data, Roots: roots}, "reading an EK certificate")
+	if err != nil {
+		return nil, err
+	}
+	ek := &EK{Type: rep.EKType, Key: rep.EK}
+	if err := ek.check(); err != nil {
+		return nil, err
+	}
+	if len(roots) > 0 && !rep.Verified {
+		return nil, ErrEKUntrusted
+	}
+	return ek, nil
 }
 
 // EKPublic reads the TPM's ECC endorsement key (the TCG default template
@@ -72,7 +180,7 @@ func ReadPCRs(path string, pcrs []int) ([][]byte, error) {
 // alone: as a sealed object duplicated to the EK (TPM2_Duplicate's outer
 // wrapper, which TPM2_Import opens), made by the companion in software.
 type EKRecipient struct {
-	ek     *ecdh.PublicKey
+	ek     EK
 	pcrs   []int
 	policy []byte
 }
@@ -80,6 +188,14 @@ type EKRecipient struct {
 // NewEKRecipient returns a recipient for the TPM whose EK is ek; with
 // pcrs, the layer opens only while they hold values (sha256 bank).
 func NewEKRecipient(ek *ecdh.PublicKey, pcrs []int, values [][]byte) (*EKRecipient, error) {
+	return NewEKRecipientFor(&EK{Type: EKECC, Key: ek.Bytes()}, pcrs, values)
+}
+
+// NewEKRecipientFor is NewEKRecipient for an EK of either type.
+func NewEKRecipientFor(ek *EK, pcrs []int, values [][]byte) (*EKRecipient, error) {
+	if err := ek.check(); err != nil {
+		return nil, err
+	}
 	if err := CheckPCRs(pcrs); err != nil {
 		return nil, err
 	}
@@ -97,33 +213,43 @@ func NewEKRecipient(ek *ecdh.PublicKey, pcrs []int, values [][]byte) (*EKRecipie
 		}
 		policy = rep.Policy
 	}
-	return &EKRecipient{ek: ek, pcrs: pcrs, policy: policy}, nil
+	return &EKRecipient{ek: *ek, pcrs: pcrs, policy: policy}, nil
 }
 
 // Type is the stanza type.
-func (r *EKRecipient) Type() string { return StanzaEK }
+func (r *EKRecipient) Type() string { return EKStanzaType(r.ek.Type) }
 
 // Wrap seals fileKey for the EK's TPM (in the companion: no TPM needed).
 func (r *EKRecipient) Wrap(fileKey []byte) (*envelope.Stanza, error) {
-	rep, err := call(&Request{Op: OpEKSeal, EK: r.ek.Bytes(), PCRs: r.pcrs, Policy: r.policy, FileKey: fileKey},
-		"encrypting for a TPM's endorsement key ("+HRPEK+"… recipient)")
+	rep, err := call(&Request{Op: OpEKSeal, EKType: r.ek.Type, EK: r.ek.Key, PCRs: r.pcrs, Policy: r.policy, FileKey: fileKey},
+		"encrypting for a TPM's endorsement key ("+r.hrp()+"… recipient)")
 	if err != nil {
 		return nil, err
 	}
 	if len(rep.Enc) == 0 || len(rep.Enc) > MaxEKField || len(rep.Key) == 0 || len(rep.Key) > MaxEKField {
 		return nil, errors.New("the companion returned no tpm-ek stanza")
 	}
-	return &envelope.Stanza{Type: StanzaEK, Tag: rep.Tag, Enc: rep.Enc, Key: rep.Key}, nil
+	return &envelope.Stanza{Type: r.Type(), Tag: rep.Tag, Enc: rep.Enc, Key: rep.Key}, nil
+}
+
+func (r *EKRecipient) hrp() string {
+	if r.ek.Type == EKRSA {
+		return HRPEKRSA
+	}
+	return HRPEK
 }
 
 // String is the recipient string.
 func (r *EKRecipient) String() string {
-	raw := append([]byte{}, r.ek.Bytes()[1:]...)
+	raw := append([]byte{}, r.ek.Key...)
+	if r.ek.Type == EKECC {
+		raw = raw[1:]
+	}
 	if len(r.pcrs) > 0 {
 		raw = append(raw, PCRBitmap(r.pcrs)...)
 		raw = append(raw, r.policy...)
 	}
-	return bech32m.Encode(HRPEK, raw)
+	return bech32m.Encode(r.hrp(), raw)
 }
 
 // PCRBitmap is the 3-byte PCR bitmap of a PC-client TPM: PCR n is bit
@@ -150,27 +276,35 @@ func PCRsOf(bitmap []byte) []int {
 }
 
 // ParseEKRecipient reads an "ocikp1tpmek1…" recipient string.
+// ParseEKRecipient reads an "ocikp1tpmek1…" recipient string, or an
+// "ocikp1tpmrsaek1…" one (an RSA EK).
 func ParseEKRecipient(s string) (*EKRecipient, error) {
-	const what = "TPM EK recipient"
-	size := ekPlain
-	if len(s) == bech32m.Len(HRPEK, ekPolicy) {
-		size = ekPolicy
+	what, hrp, plain, withPolicy := "TPM EK recipient", HRPEK, ekPlain, ekPolicy
+	if bech32m.Near(s, HRPEKRSA) {
+		what, hrp, plain, withPolicy = "TPM RSA EK recipient", HRPEKRSA, ekRSAPlain, ekRSAPolicy
 	}
-	raw, err := bech32m.Decode(s, HRPEK, size, what)
+	size := plain
+	if len(s) == bech32m.Len(hrp, withPolicy) {
+		size = withPolicy
+	}
+	raw, err := bech32m.Decode(s, hrp, size, what)
 	if err != nil {
 		return nil, err
 	}
-	ek, err := ecdh.P256().NewPublicKey(append([]byte{4}, raw[:64]...))
-	if err != nil {
-		return nil, errors.New(what + ": not a P-256 endorsement key")
+	ek := EK{Type: EKECC, Key: append([]byte{4}, raw[:plain]...)}
+	if hrp == HRPEKRSA {
+		ek = EK{Type: EKRSA, Key: raw[:plain]}
+	}
+	if err := ek.check(); err != nil {
+		return nil, errors.New(what + ": " + err.Error())
 	}
 	r := &EKRecipient{ek: ek}
-	if size == ekPolicy {
-		r.pcrs = PCRsOf(raw[64:67])
+	if size == withPolicy {
+		r.pcrs = PCRsOf(raw[plain : plain+3])
 		if len(r.pcrs) == 0 {
 			return nil, errors.New(what + ": a PCR policy names no PCR")
 		}
-		r.policy = raw[67:]
+		r.policy = raw[plain+3:]
 	}
 	return r, nil
 }
@@ -178,20 +312,24 @@ func ParseEKRecipient(s string) (*EKRecipient, error) {
 // EKIdentity opens tpm-ek stanzas in the TPM whose EK they were made for.
 type EKIdentity struct {
 	path   string
+	typ    string
 	ekName []byte
 }
 
 // NewEKIdentity returns the identity of the TPM at path (its EK is read
 // once, to recognise its stanzas).
-func NewEKIdentity(path string) (*EKIdentity, error) {
-	rep, err := call(&Request{Op: OpEK, Device: path}, "a layer for a TPM's endorsement key")
+func NewEKIdentity(path string) (*EKIdentity, error) { return NewEKIdentityOf(path, EKECC) }
+
+// NewEKIdentityOf is NewEKIdentity for the EK of type typ.
+func NewEKIdentityOf(path, typ string) (*EKIdentity, error) {
+	rep, err := call(&Request{Op: OpEK, Device: path, EKType: typ}, "a layer for a TPM's endorsement key")
 	if err != nil {
 		return nil, err
 	}
 	if len(rep.EKName) == 0 {
 		return nil, errors.New("the companion returned no endorsement key name")
 	}
-	return &EKIdentity{path: path, ekName: rep.EKName}, nil
+	return &EKIdentity{path: path, typ: typ, ekName: rep.EKName}, nil
 }
 
 // Name names the identity in errors.
@@ -199,7 +337,8 @@ func (id *EKIdentity) Name() string { return "the TPM's endorsement key" }
 
 // Matches reports whether a stanza was made for this TPM's EK.
 func (id *EKIdentity) Matches(s *envelope.Stanza) bool {
-	return s.Type == StanzaEK && bytes.Equal(s.Tag, envelope.StanzaTag(StanzaEK, s.Enc, id.ekName))
+	st := EKStanzaType(id.typ)
+	return s.Type == st && bytes.Equal(s.Tag, envelope.StanzaTag(st, s.Enc, id.ekName))
 }
 
 // Unwrap has the TPM import the sealed file key under the EK and unseal
@@ -208,18 +347,18 @@ func (id *EKIdentity) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	if !id.Matches(s) {
 		return nil, envelope.ErrIncorrectIdentity
 	}
-	fk, _, err := unsealEK(id.path, id.ekName, s)
+	fk, _, err := unsealEK(id.path, id.typ, id.ekName, s)
 	return fk, err
 }
 
 // unsealEK has the TPM at path open a tpm-ek stanza: the file key, or
 // envelope.ErrIncorrectIdentity when the stanza is for another EK; and
 // the EK's name either way. ekName, if known, must be the TPM's.
-func unsealEK(path string, ekName []byte, s *envelope.Stanza) ([]byte, []byte, error) {
+func unsealEK(path, typ string, ekName []byte, s *envelope.Stanza) ([]byte, []byte, error) {
 	if len(s.Enc) > MaxEKField || len(s.Key) > MaxEKField {
 		return nil, nil, fmt.Errorf("%s: %w", s.Hint(), envelope.ErrMalformed)
 	}
-	rep, err := call(&Request{Op: OpEKUnseal, Device: path, EKName: ekName, Tag: s.Tag, Enc: s.Enc, Key: s.Key}, "a layer for a TPM's endorsement key")
+	rep, err := call(&Request{Op: OpEKUnseal, Device: path, EKType: typ, EKName: ekName, Tag: s.Tag, Enc: s.Enc, Key: s.Key}, "a layer for a TPM's endorsement key")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -249,14 +388,18 @@ func EKFromDevice() string {
 // EK, which then tells this device's stanzas from others' without it.
 type lazyEK struct {
 	path   string
+	typ    string
 	mu     sync.Mutex
 	ekName []byte
 }
 
 // NewLazyEKIdentity returns the EK identity of the TPM at path.
-func NewLazyEKIdentity(path string) backend.Key { return &lazyEK{path: path} }
+func NewLazyEKIdentity(path string) backend.Key { return &lazyEK{path: path, typ: EKECC} }
 
-func (l *lazyEK) Name() string { return "tpm-ek" }
+// NewLazyEKIdentityOf is NewLazyEKIdentity for the EK of type typ.
+func NewLazyEKIdentityOf(path, typ string) backend.Key { return &lazyEK{path: path, typ: typ} }
+
+func (l *lazyEK) Name() string { return EKStanzaType(l.typ) }
 
 func (l *lazyEK) name() []byte {
 	l.mu.Lock()
@@ -267,18 +410,18 @@ func (l *lazyEK) name() []byte {
 // Matches: a tpm-ek stanza for this TPM's EK; before the EK's name is
 // known, every tpm-ek stanza (Unwrap finds out, or says why it cannot).
 func (l *lazyEK) Matches(s *envelope.Stanza) bool {
-	if s.Type != StanzaEK {
+	if s.Type != EKStanzaType(l.typ) {
 		return false
 	}
 	n := l.name()
-	return n == nil || bytes.Equal(s.Tag, envelope.StanzaTag(StanzaEK, s.Enc, n))
+	return n == nil || bytes.Equal(s.Tag, envelope.StanzaTag(s.Type, s.Enc, n))
 }
 
 func (l *lazyEK) Unwrap(s *envelope.Stanza) ([]byte, error) {
 	if !l.Matches(s) {
 		return nil, envelope.ErrIncorrectIdentity
 	}
-	fk, name, err := unsealEK(l.path, l.name(), s)
+	fk, name, err := unsealEK(l.path, l.typ, l.name(), s)
 	if len(name) > 0 {
 		l.mu.Lock()
 		l.ekName = name

@@ -26,7 +26,8 @@ func init() {
 			}
 			// The device's EK opens layers sealed to it (tpm-ek stanzas).
 			if dev := EKFromDevice(); dev != "" {
-				out = append(out, backend.StoredKey{Name: "tpm-ek", Key: NewLazyEKIdentity(dev)})
+				out = append(out, backend.StoredKey{Name: StanzaEK, Key: NewLazyEKIdentity(dev)},
+					backend.StoredKey{Name: StanzaEKRSA, Key: NewLazyEKIdentityOf(dev, EKRSA)})
 			}
 			return out
 		},

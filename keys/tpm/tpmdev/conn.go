@@ -54,13 +54,14 @@ func parseKey(data []byte) (*key, error) {
 // conn is an open device and what was made in it: for one request (the
 // companion), or kept across requests (Kept, in ocikp serve).
 type conn struct {
-	t    transport.TPM
-	dev  *device
-	path string
-	keep bool
-	srk  *srk
-	ek   *srk
-	keys map[string]*loaded // by private blob
+	t     transport.TPM
+	dev   *device
+	path  string
+	keep  bool
+	srk   *srk
+	ek    *srk
+	ekRSA *srk
+	keys  map[string]*loaded // by private blob
 }
 
 // loaded is a key loaded under the SRK and, kept, its HMAC session.
@@ -91,15 +92,21 @@ func (c *conn) getSRK() (*srk, error) {
 	return c.srk, nil
 }
 
-func (c *conn) getEK() (*srk, error) {
-	if c.ek == nil {
-		s, err := createPrimary(c.t, tpm2.TPMRHEndorsement, tpm2.ECCEKTemplate, "endorsement key")
+// getEK returns the EK of type typ (tpm.EKECC or tpm.EKRSA), made from
+// the TCG default template once per conn.
+func (c *conn) getEK(typ string) (*srk, error) {
+	ek, template, what := &c.ek, tpm2.ECCEKTemplate, "endorsement key"
+	if typ == tpm.EKRSA {
+		ek, template, what = &c.ekRSA, tpm2.RSAEKTemplate, "RSA endorsement key"
+	}
+	if *ek == nil {
+		s, err := createPrimary(c.t, tpm2.TPMRHEndorsement, template, what)
 		if err != nil {
 			return nil, err
 		}
-		c.ek = s
+		*ek = s
 	}
-	return c.ek, nil
+	return *ek, nil
 }
 
 // load loads k under s, once per conn.
@@ -151,12 +158,12 @@ func (c *conn) evict() {
 		flush(c.t, l.handle)
 	}
 	clear(c.keys)
-	for _, s := range []*srk{c.srk, c.ek} {
+	for _, s := range []*srk{c.srk, c.ek, c.ekRSA} {
 		if s != nil {
 			flush(c.t, s.handle)
 		}
 	}
-	c.srk, c.ek = nil, nil
+	c.srk, c.ek, c.ekRSA = nil, nil, nil
 }
 
 // close flushes what was made and closes the device.

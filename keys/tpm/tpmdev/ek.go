@@ -26,17 +26,67 @@ func ekPublic(pt *ecdh.PublicKey) tpm2.TPMTPublic {
 	return ek
 }
 
-// ekReply is the EK's point and name.
-func (c *conn) ekReply() (*tpm.Reply, error) {
-	ek, err := c.getEK()
+// ekPublicOf is the public area of the TCG default EK of type typ whose
+// public key is raw: a P-256 point, or a 2048-bit RSA modulus.
+func ekPublicOf(typ string, raw []byte) (tpm2.TPMTPublic, error) {
+	switch typ {
+	case "", tpm.EKECC:
+		pt, err := ecdh.P256().NewPublicKey(raw)
+		if err != nil {
+			return tpm2.TPMTPublic{}, errors.New("endorsement key: not a P-256 point")
+		}
+		return ekPublic(pt), nil
+	case tpm.EKRSA:
+		if err := tpm.CheckRSAModulus(raw); err != nil {
+			return tpm2.TPMTPublic{}, err
+		}
+		ek := tpm2.RSAEKTemplate
+		ek.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: raw})
+		return ek, nil
+	}
+	return tpm2.TPMTPublic{}, fmt.Errorf("unknown endorsement key type %.10q", typ)
+}
+
+// ekKey is the public key of an EK the TPM made: the P-256 point, or the
+// RSA modulus (2048 bits, exponent 65537, as the TCG template has it).
+func ekKey(typ string, pub *tpm2.TPMTPublic) ([]byte, error) {
+	if typ != tpm.EKRSA {
+		k, err := publicKey(pub)
+		if err != nil {
+			return nil, errors.New("the TPM's ECC endorsement key is not a P-256 key")
+		}
+		return k.Bytes(), nil
+	}
+	bad := errors.New("the TPM's RSA endorsement key is not an RSA 2048 key with exponent 65537")
+	parms, err := pub.Parameters.RSADetail()
+	if pub.Type != tpm2.TPMAlgRSA || err != nil || parms.KeyBits != 2048 || parms.Exponent != 0 && parms.Exponent != 65537 {
+		return nil, bad
+	}
+	n, err := pub.Unique.RSA()
+	if err != nil || tpm.CheckRSAModulus(n.Buffer) != nil {
+		return nil, bad
+	}
+	return n.Buffer, nil
+}
+
+// ekReply is the EK's public key and name.
+func (c *conn) ekReply(typ string) (*tpm.Reply, error) {
+	ek, err := c.getEK(typ)
 	if err != nil {
 		return nil, err
 	}
-	pub, err := publicKey(&ek.pub)
+	raw, err := ekKey(typ, &ek.pub)
 	if err != nil {
-		return nil, errors.New("the TPM's endorsement key is not a P-256 key: ocikp uses ECC endorsement keys")
+		return nil, err
 	}
-	return &tpm.Reply{EK: pub.Bytes(), EKName: ek.name.Buffer}, nil
+	return &tpm.Reply{EK: raw, EKName: ek.name.Buffer, EKType: ekType(typ)}, nil
+}
+
+func ekType(typ string) string {
+	if typ == "" {
+		return tpm.EKECC
+	}
+	return typ
 }
 
 // pcrPolicy is the policy digest of PolicyPCR over pcrs holding values.
@@ -85,10 +135,10 @@ func sealedTemplate(unique, policy []byte) tpm2.TPMTPublic {
 // seal makes a tpm-ek stanza for fileKey: a sealed object duplicated to
 // the EK in software (TPM2_Duplicate's outer wrapper, which TPM2_Import
 // opens), with a PCR policy when pcrs are given.
-func seal(ekPoint []byte, pcrs []int, policy, fileKey []byte) (*envelope.Stanza, error) {
-	pt, err := ecdh.P256().NewPublicKey(ekPoint)
+func seal(typ string, ekRaw []byte, pcrs []int, policy, fileKey []byte) (*envelope.Stanza, error) {
+	ek, err := ekPublicOf(typ, ekRaw)
 	if err != nil {
-		return nil, errors.New("endorsement key: not a P-256 point")
+		return nil, err
 	}
 	if err := tpm.CheckPCRs(pcrs); err != nil {
 		return nil, err
@@ -99,7 +149,6 @@ func seal(ekPoint []byte, pcrs []int, policy, fileKey []byte) (*envelope.Stanza,
 	if len(fileKey) == 0 || len(fileKey) > 128 {
 		return nil, errors.New("file key: 1 to 128 bytes")
 	}
-	ek := ekPublic(pt)
 	key, err := tpm2.ImportEncapsulationKey(&ek)
 	if err != nil {
 		return nil, fmt.Errorf("endorsement key: %w", err)
@@ -136,7 +185,8 @@ func seal(ekPoint []byte, pcrs []int, policy, fileKey []byte) (*envelope.Stanza,
 		sel = pcrSelection(pcrs)
 	}
 	enc = append(enc, tpm2.Marshal(sel)...)
-	return &envelope.Stanza{Type: tpm.StanzaEK, Tag: envelope.StanzaTag(tpm.StanzaEK, enc, ekName.Buffer), Enc: enc, Key: dup}, nil
+	st := tpm.EKStanzaType(typ)
+	return &envelope.Stanza{Type: st, Tag: envelope.StanzaTag(st, enc, ekName.Buffer), Enc: enc, Key: dup}, nil
 }
 
 // ekStanza is a parsed tpm-ek stanza.
@@ -218,19 +268,19 @@ func sized(b []byte) (first, rest []byte, ok bool) {
 // unseal imports the sealed file key under the EK and unseals it (in a
 // PCR policy session when the stanza has one). A stanza whose tag is not
 // this EK's is another TPM's: the reply names the EK and holds no key.
-func (c *conn) unseal(ekName []byte, s *envelope.Stanza) (*tpm.Reply, error) {
+func (c *conn) unseal(typ string, ekName []byte, s *envelope.Stanza) (*tpm.Reply, error) {
 	st, err := parseEKStanza(s)
 	if err != nil {
 		return nil, err
 	}
-	ek, err := c.getEK()
+	ek, err := c.getEK(typ)
 	if err != nil {
 		return nil, err
 	}
 	if len(ekName) > 0 && !bytes.Equal(ek.name.Buffer, ekName) {
 		return nil, fmt.Errorf("TPM %s: its endorsement key changed", c.path)
 	}
-	if !bytes.Equal(s.Tag, envelope.StanzaTag(tpm.StanzaEK, s.Enc, ek.name.Buffer)) {
+	if !bytes.Equal(s.Tag, envelope.StanzaTag(s.Type, s.Enc, ek.name.Buffer)) {
 		return &tpm.Reply{EKName: ek.name.Buffer}, nil
 	}
 	// The EK's policy: PolicySecret with the endorsement hierarchy.

@@ -23,7 +23,7 @@ func FuzzParseEKStanza(f *testing.F) {
 				f.Fatal(err)
 			}
 		}
-		s, err := seal(priv.PublicKey().Bytes(), pcrs, policy, make([]byte, 32))
+		s, err := seal("", priv.PublicKey().Bytes(), pcrs, policy, make([]byte, 32))
 		if err != nil {
 			f.Fatal(err)
 		}

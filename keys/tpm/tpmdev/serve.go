@@ -16,8 +16,9 @@ import (
 	"github.com/ocikp/ocikp/keys/tpm"
 )
 
-// maxRequest bounds a request (a record, a stanza: a few KiB).
-const maxRequest = 64 << 10
+// maxRequest bounds a request (a record, a stanza: a few KiB; a CA
+// bundle to verify an EK certificate, in base64).
+const maxRequest = 2*tpm.MaxEKRoots + 64<<10
 
 // Serve answers one request read from r on w: the companion's whole job.
 // A failure is a reply (with its code); the error is for what is not.
@@ -61,12 +62,18 @@ func stateless(req *tpm.Request) (*tpm.Reply, error, bool) {
 		}
 		return &tpm.Reply{Policy: p}, nil, true
 	case tpm.OpEKSeal:
-		s, err := seal(req.EK, req.PCRs, req.Policy, req.FileKey)
+		s, err := seal(req.EKType, req.EK, req.PCRs, req.Policy, req.FileKey)
 		if err != nil {
 			return nil, err, true
 		}
 		return &tpm.Reply{Tag: s.Tag, Enc: s.Enc, Key: s.Key}, nil, true
-	case tpm.OpCreate, tpm.OpZGen, tpm.OpCheck, tpm.OpEK, tpm.OpPCRs, tpm.OpEKUnseal:
+	case tpm.OpEKParse:
+		rep, err := parseEK(req.Data, req.Roots)
+		return rep, err, true
+	case tpm.OpCreate, tpm.OpZGen, tpm.OpCheck, tpm.OpEK, tpm.OpEKCert, tpm.OpPCRs, tpm.OpEKUnseal:
+		if req.EKType != "" && req.EKType != tpm.EKECC && req.EKType != tpm.EKRSA {
+			return nil, fmt.Errorf("unknown endorsement key type %.10q", req.EKType), true
+		}
 		if req.Device == "" {
 			return nil, errors.New("no TPM device named"), true
 		}
@@ -104,7 +111,13 @@ func (c *conn) do(req *tpm.Request, parse func([]byte) (*key, error)) (*tpm.Repl
 		}
 		return &tpm.Reply{}, c.check(k)
 	case tpm.OpEK:
-		return c.ekReply()
+		return c.ekReply(req.EKType)
+	case tpm.OpEKCert:
+		der, err := c.ekCert(req.EKType)
+		if err != nil {
+			return nil, err
+		}
+		return &tpm.Reply{Cert: der, EKType: ekType(req.EKType)}, nil
 	case tpm.OpPCRs:
 		v, err := c.readPCRs(req.PCRs)
 		if err != nil {
@@ -112,7 +125,7 @@ func (c *conn) do(req *tpm.Request, parse func([]byte) (*key, error)) (*tpm.Repl
 		}
 		return &tpm.Reply{Values: v}, nil
 	case tpm.OpEKUnseal:
-		return c.unseal(req.EKName, &envelope.Stanza{Type: tpm.StanzaEK, Tag: req.Tag, Enc: req.Enc, Key: req.Key})
+		return c.unseal(req.EKType, req.EKName, &envelope.Stanza{Type: tpm.EKStanzaType(req.EKType), Tag: req.Tag, Enc: req.Enc, Key: req.Key})
 	}
 	return nil, fmt.Errorf("unknown operation %.30q", req.Op)
 }

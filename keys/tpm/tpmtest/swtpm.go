@@ -28,6 +28,64 @@ type SWTPM struct {
 // OCIKP_E2E is unset (scripts/test.sh sets it and installs swtpm).
 func Start(t testing.TB) *SWTPM {
 	t.Helper()
+	s := newSWTPM(t)
+	s.start()
+	Companion(t)
+	return s
+}
+
+// StartWithEKCert starts a swtpm manufactured as TPM makers do: an RSA
+// 2048 EK (and swtpm's ECC one) with its certificate in the TCG NV index,
+// issued by a local CA that swtpm_setup has swtpm_localca create, all in
+// a temporary directory. ca is the CA's PEM bundle (root and issuer).
+func StartWithEKCert(t testing.TB) (s *SWTPM, ca []byte) {
+	t.Helper()
+	if _, err := exec.LookPath("swtpm_setup"); err != nil {
+		if os.Getenv("OCIKP_E2E") == "" {
+			t.Skip("swtpm_setup is not installed (swtpm-tools)")
+		}
+		t.Fatal("swtpm_setup is not installed: run scripts/install-tools.sh hardware")
+	}
+	localca, err := exec.LookPath("swtpm_localca")
+	if err != nil {
+		t.Fatal("swtpm_localca is not installed (swtpm-tools)")
+	}
+	s = newSWTPM(t)
+	dir := filepath.Dir(s.state)
+	cadir := filepath.Join(dir, "ca")
+	files := map[string]string{
+		"localca.conf": "statedir = " + cadir + "\nsigningkey = " + cadir + "/signkey.pem\nissuercert = " + cadir +
+			"/issuercert.pem\ncertserial = " + cadir + "/certserial\n",
+		"swtpm_setup.conf": "create_certs_tool = " + localca + "\ncreate_certs_tool_config = " + filepath.Join(dir, "localca.conf") +
+			"\ncreate_certs_tool_options = /dev/null\n",
+	}
+	if err := os.Mkdir(cadir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", s.state, "--create-ek-cert",
+		"--config", filepath.Join(dir, "swtpm_setup.conf"), "--overwrite")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("swtpm_setup: %v\n%s", err, out)
+	}
+	for _, f := range []string{"swtpm-localca-rootca-cert.pem", "issuercert.pem"} {
+		b, err := os.ReadFile(filepath.Join(cadir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca = append(ca, b...)
+	}
+	s.start()
+	Companion(t)
+	return s, ca
+}
+
+func newSWTPM(t testing.TB) *SWTPM {
+	t.Helper()
 	if _, err := exec.LookPath("swtpm"); err != nil {
 		if os.Getenv("OCIKP_E2E") == "" {
 			t.Skip("swtpm is not installed (scripts/install-tools.sh hardware installs it); set OCIKP_E2E=1 to fail instead")
@@ -44,8 +102,6 @@ func Start(t testing.TB) *SWTPM {
 	if err := os.Mkdir(s.state, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	s.start()
-	Companion(t)
 	return s
 }
 
