@@ -3,6 +3,7 @@ package companion
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -15,7 +16,7 @@ import (
 // serve): it keeps its module or device open between requests, so a
 // request costs about the operation itself instead of a process start. A
 // companion that dies or hangs is ended and started again on the next
-// request. Requests are serialised.
+// request (not with the request it hung on). Requests are serialised.
 type Kept struct {
 	*Client
 	Args []string // what makes the companion serve one request per line
@@ -48,6 +49,9 @@ func (k *Kept) Call(req, rep any) error {
 			break
 		}
 		k.stop()
+		if te := (*timeoutError)(nil); errors.As(err, &te) {
+			break // a companion that hangs is ended, not asked again
+		}
 	}
 	if err != nil {
 		return err
@@ -120,7 +124,7 @@ func (k *Kept) roundTrip(line []byte) ([]byte, error) {
 	case r = <-ch:
 	case <-t.C:
 		k.stop() // ends the read too
-		return nil, fmt.Errorf("%s did not answer within %v", k.Name, k.Timeout)
+		return nil, &timeoutError{k.Name, k.Timeout}
 	}
 	if r.err != nil {
 		msg := strings.TrimSpace(k.stderr.String())
@@ -134,6 +138,16 @@ func (k *Kept) roundTrip(line []byte) ([]byte, error) {
 	}
 	return r.b, nil
 }
+
+// timeoutError is a kept companion that did not answer in time: the
+// request is not sent again (the requests behind it would wait twice as
+// long).
+type timeoutError struct {
+	name string
+	d    time.Duration
+}
+
+func (e *timeoutError) Error() string { return fmt.Sprintf("%s did not answer within %v", e.name, e.d) }
 
 // Stop ends the kept companion, if one runs; the next Call starts another.
 func (k *Kept) Stop() {
