@@ -312,3 +312,51 @@ func TestHybridOneStart(t *testing.T) {
 		t.Fatalf("%d companion starts for one hybrid layer, want 1", n)
 	}
 }
+
+// TestECDHBatch: an ecdh request with several points answers each as
+// the key's ECDH would, in order, exec and kept alike; more than
+// MaxPeers points, or a bad one among them, are refused before the token
+// derives any.
+func TestECDHBatch(t *testing.T) {
+	tk := softhsmtest.Start(t, "node", testPIN)
+	r, _ := newKey(t, tk, "node")
+	k, err := r.NewKey([]byte(testPIN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peers []*ecdh.PublicKey
+	var want [][]byte
+	for range pkcs11.MaxPeers {
+		p, _ := ecdh.P256().GenerateKey(rand.Reader)
+		peers = append(peers, p.PublicKey())
+		z, _ := p.ECDH(k.PublicKey())
+		want = append(want, z)
+	}
+	for _, kept := range []bool{false, true} {
+		pkcs11.SetKeep(kept)
+		got, err := k.ECDHMany(peers)
+		if err != nil || len(got) != len(want) {
+			t.Fatalf("kept %v: %v", kept, err)
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("kept %v: secret %d differs from software ECDH", kept, i)
+			}
+		}
+		if _, err := k.ECDHMany(append(peers, peers[0])); err == nil {
+			t.Fatalf("kept %v: %d points accepted", kept, len(peers)+1)
+		}
+		module, _ := pkcs11.CheckModule(mustParse(t, r.URI))
+		raw := [][]byte{peers[0].Bytes(), append([]byte{4}, make([]byte, 64)...)}
+		for what, req := range map[string]*pkcs11.Request{
+			"too many":    {Peers: [][]byte{raw[0], raw[0], raw[0], raw[0], raw[0]}},
+			"a bad point": {Peers: raw},
+		} {
+			req.Op, req.Module, req.URI, req.PIN = "ecdh", module, r.URI, testPIN
+			if _, err := pkcs11.Call(req); err == nil || !strings.Contains(err.Error(), "peer") {
+				t.Fatalf("kept %v, %s: %v", kept, what, err)
+			}
+		}
+	}
+	pkcs11.SetKeep(false)
+}

@@ -337,12 +337,14 @@ func (s *session) ecdhReq(req *pkcs11.Request) (*pkcs11.Reply, error) {
 	if len(req.Peers) == 0 {
 		return s.ecdh(req.Peer)
 	}
+	// A malformed request is a failure of its own (no code): the kept
+	// companion must not take it for a session gone bad.
 	if len(req.Peers) > pkcs11.MaxPeers || len(req.Peer) > 0 {
-		return nil, fmt.Errorf("at most %d peer points, and not beside peer", pkcs11.MaxPeers)
+		return nil, fail("", "at most %d peer points, and not beside peer", pkcs11.MaxPeers)
 	}
 	for _, p := range req.Peers {
 		if _, err := ecdh.P256().NewPublicKey(p); err != nil {
-			return nil, errors.New("a peer key is not a P-256 point")
+			return nil, fail("", "a peer key is not a P-256 point")
 		}
 	}
 	rep := &pkcs11.Reply{}
