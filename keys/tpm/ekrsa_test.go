@@ -11,6 +11,7 @@ import (
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/keys/tpm"
+	"github.com/ocikp/ocikp/keys/tpm/tpmdev"
 	"github.com/ocikp/ocikp/keys/tpm/tpmtest"
 )
 
@@ -63,6 +64,16 @@ func TestRSAEK(t *testing.T) {
 	if got, err := decryptOn(t, sw.Socket, ann); err != nil || !bytes.Equal(got, secret) {
 		t.Fatalf("the EK's device: %v", err)
 	}
+	// As ocikp serve runs it: the device, and its RSA EK, kept.
+	kept := tpmdev.NewKept()
+	tpm.SetHandler(kept.Handle)
+	for i := range 2 {
+		if got, err := decryptOn(t, sw.Socket, ann); err != nil || !bytes.Equal(got, secret) {
+			t.Fatalf("the EK's device, kept, unwrap %d: %v", i+1, err)
+		}
+	}
+	tpm.SetHandler(nil)
+	kept.Close()
 	other := tpmtest.Start(t)
 	_, err = decryptOn(t, other.Socket, ann)
 	var nie *envelope.NoIdentityError
