@@ -7,6 +7,8 @@
 # Usage: deploy/container/build-scratch.sh [TAG]        (default ocikp:dev)
 #        PUSH=docker://host/ocikp:dev deploy/container/build-scratch.sh [TAG]
 #          also pushes it (PUSH_FLAGS, e.g. --tls-verify=false, are added).
+#        TRIMPATH=0 builds without -trimpath, reusing the build cache of
+#          ordinary builds (the test suite does; a release keeps the default).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tag=${1:-ocikp:dev}
@@ -19,7 +21,8 @@ mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs"
 # Every command of the module, as the Dockerfile builds them: ocikp-pkcs11
 # without cgo answers "built without pkcs11 support" (a static image has no
 # C library for a token module).
-CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$root/usr/local/bin/" ./cmd/...
+trim=-trimpath; [ "${TRIMPATH:-1}" = 0 ] && trim=
+CGO_ENABLED=0 go build $trim -ldflags="-s -w" -o "$root/usr/local/bin/" ./cmd/...
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
 # The build host's CA bundle, for the KMS plugins' TLS (distroless ships
