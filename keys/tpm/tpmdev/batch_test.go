@@ -39,7 +39,13 @@ func TestZGenBatch(t *testing.T) {
 	}
 	kept := NewKept()
 	defer kept.Close()
-	for name, do := range map[string]func(*tpm.Request) (*tpm.Reply, error){"exec": Do, "kept": kept.Handle} {
+	// exec first: a kept connection holds swtpm's socket, which serves
+	// one client at a time.
+	for _, m := range []struct {
+		name string
+		do   func(*tpm.Request) (*tpm.Reply, error)
+	}{{"exec", Do}, {"kept", kept.Handle}} {
+		name, do := m.name, m.do
 		rep, err := do(&tpm.Request{Op: tpm.OpZGen, Device: sw.Socket, Record: data, Peers: peers})
 		if err != nil || len(rep.Secrets) != len(want) {
 			t.Fatalf("%s: %v", name, err)

@@ -3,6 +3,7 @@ package tpmdev
 import (
 	"crypto/ecdh"
 	"crypto/rand"
+	"crypto/rsa"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -32,6 +33,19 @@ func FuzzParseEKStanza(f *testing.F) {
 		}
 		f.Add(s.Enc, s.Key)
 	}
+	// An RSA EK's stanza: the seed is RSA-OAEP encrypted (256 bytes).
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := seal(tpm.EKRSA, rk.N.FillBytes(make([]byte, 256)), nil, nil, make([]byte, 32))
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := parseEKStanza(s); err != nil || s.Type != tpm.StanzaEKRSA {
+		f.Fatalf("seal's own RSA stanza (%s): %v", s.Type, err)
+	}
+	f.Add(s.Enc, s.Key)
 	f.Fuzz(func(t *testing.T, enc, key []byte) {
 		st, err := parseEKStanza(&envelope.Stanza{Type: tpm.StanzaEK, Enc: enc, Key: key})
 		if err != nil {

@@ -74,6 +74,9 @@ func stateless(req *tpm.Request) (*tpm.Reply, error, bool) {
 		if req.EKType != "" && req.EKType != tpm.EKECC && req.EKType != tpm.EKRSA {
 			return nil, fmt.Errorf("unknown endorsement key type %.10q", req.EKType), true
 		}
+		if _, err := batch(req); err != nil {
+			return nil, err, true
+		}
 		if req.Device == "" {
 			return nil, errors.New("no TPM device named"), true
 		}
@@ -130,11 +133,15 @@ func (c *conn) do(req *tpm.Request, parse func([]byte) (*key, error)) (*tpm.Repl
 	return nil, fmt.Errorf("unknown operation %.30q", req.Op)
 }
 
-// zgenMany runs one TPM2_ECDH_ZGen per point of a batch (at most
-// tpm.MaxPeers, every point checked before the TPM runs any).
-func (c *conn) zgenMany(k *key, req *tpm.Request) (*tpm.Reply, error) {
-	if len(req.Peers) > tpm.MaxPeers || len(req.Peer) > 0 {
-		return nil, fmt.Errorf("at most %d peer points, and not beside peer", tpm.MaxPeers)
+// batch checks and parses a zgen request's points: at most
+// tpm.MaxPeers, each on P-256, and no peer beside them; checked before
+// the device is opened.
+func batch(req *tpm.Request) ([]*ecdh.PublicKey, error) {
+	if len(req.Peers) == 0 {
+		return nil, nil
+	}
+	if req.Op != tpm.OpZGen || len(req.Peers) > tpm.MaxPeers || len(req.Peer) > 0 {
+		return nil, fmt.Errorf("at most %d peer points, in a zgen request, and not beside peer", tpm.MaxPeers)
 	}
 	peers := make([]*ecdh.PublicKey, len(req.Peers))
 	for i, p := range req.Peers {
@@ -142,6 +149,15 @@ func (c *conn) zgenMany(k *key, req *tpm.Request) (*tpm.Reply, error) {
 		if peers[i], err = ecdh.P256().NewPublicKey(p); err != nil {
 			return nil, errors.New("a peer key is not a P-256 point")
 		}
+	}
+	return peers, nil
+}
+
+// zgenMany runs one TPM2_ECDH_ZGen per point of a batch.
+func (c *conn) zgenMany(k *key, req *tpm.Request) (*tpm.Reply, error) {
+	peers, err := batch(req)
+	if err != nil {
+		return nil, err
 	}
 	rep := &tpm.Reply{}
 	for _, p := range peers {
