@@ -190,3 +190,41 @@ func TestHybridOneStart(t *testing.T) {
 		t.Fatalf("%d companion starts for one hybrid layer, want 1", n)
 	}
 }
+
+// BenchmarkExecUnwrap: a hybrid TPM layer against a P-256 TPM layer as
+// exec runs them (a fresh identity, ocikp-tpm started per request): one
+// start each, the hybrid's two ZGens in one request.
+//
+//	go test ./keys/tpm -run '^$' -bench ExecUnwrap -benchtime 50x -count 3
+func BenchmarkExecUnwrap(b *testing.B) {
+	sw := tpmtest.Start(b)
+	c, err := tpm.Create(sw.Socket, tpm.Spec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := tpm.NewRecord("p", sw.Socket, c, tpm.Spec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := tpm.NewHybridRecord("h", sw.Socket, c, tpm.Spec{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, r := range []*tpm.Record{p, h} {
+		rc, err := r.NewRecipient()
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := rc.Wrap(make([]byte, 32))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(r.KeyType(), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := r.Identity(nil).Unwrap(s); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
