@@ -24,6 +24,7 @@ import (
 
 	kms "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/kms/apiv1/kmspb"
+	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -229,7 +230,7 @@ func (b *Backend) Wrap(url string, fileKey []byte) (*envelope.Stanza, error) {
 		PlaintextCrc32C:                   crc(fileKey),
 		AdditionalAuthenticatedData:       aad,
 		AdditionalAuthenticatedDataCrc32C: crc(aad),
-	})
+	}, retry(ctx))
 	if err != nil {
 		return nil, explain(err, url, "encrypt", "cloudkms.cryptoKeyVersions.useToEncrypt", "roles/cloudkms.cryptoKeyEncrypter")
 	}
@@ -267,7 +268,7 @@ func (b *Backend) PublicKey(url string) (*plugin.PublicKey, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()
-	resp, err := c.GetPublicKey(ctx, &kmspb.GetPublicKeyRequest{Name: name})
+	resp, err := c.GetPublicKey(ctx, &kmspb.GetPublicKeyRequest{Name: name}, retry(ctx))
 	if err != nil {
 		return nil, explain(err, url, "get public key", "cloudkms.cryptoKeyVersions.viewPublicKey", "roles/cloudkms.publicKeyViewer")
 	}
@@ -306,7 +307,7 @@ func (b *Backend) asymmetricDecrypt(url string, ciphertext []byte) ([]byte, erro
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()
-	resp, err := c.AsymmetricDecrypt(ctx, &kmspb.AsymmetricDecryptRequest{Name: name, Ciphertext: ciphertext, CiphertextCrc32C: crc(ciphertext)})
+	resp, err := c.AsymmetricDecrypt(ctx, &kmspb.AsymmetricDecryptRequest{Name: name, Ciphertext: ciphertext, CiphertextCrc32C: crc(ciphertext)}, retry(ctx))
 	if err != nil {
 		return nil, explain(err, url, "decrypt", "cloudkms.cryptoKeyVersions.useToDecrypt", "roles/cloudkms.cryptoKeyDecrypter")
 	}
@@ -334,7 +335,7 @@ func (b *Backend) decrypt(url string, ciphertext, ad []byte) ([]byte, error) {
 	if ad != nil {
 		req.AdditionalAuthenticatedData, req.AdditionalAuthenticatedDataCrc32C = ad, crc(ad)
 	}
-	resp, err := c.Decrypt(ctx, req)
+	resp, err := c.Decrypt(ctx, req, retry(ctx))
 	if err != nil {
 		return nil, explain(err, url, "decrypt", "cloudkms.cryptoKeyVersions.useToDecrypt", "roles/cloudkms.cryptoKeyDecrypter")
 	}
@@ -342,6 +343,46 @@ func (b *Backend) decrypt(url string, ciphertext, ad []byte) ([]byte, error) {
 		return nil, fmt.Errorf("gcpkms: decrypt with %s: the response was corrupted in transit (CRC32C mismatch)", url)
 	}
 	return resp.Plaintext, nil
+}
+
+// retry replaces the client library's default retries (UNAVAILABLE and
+// DEADLINE_EXCEEDED only): past a quota Cloud KMS answers RESOURCE_EXHAUSTED,
+// and without a retry every node of a rollout at the quota failed its pull
+// on the first refusal. Quota refusals back off longer and with full jitter
+// (gax picks a delay in (0, cur]), so nodes refused together spread out;
+// the call's context (OCIKP_KMS_TIMEOUT) bounds all attempts, and a pause
+// that would outlast it is not taken, so the caller sees the KMS's reason
+// rather than a bare deadline.
+func retry(ctx context.Context) gax.CallOption {
+	deadline, _ := ctx.Deadline()
+	return gax.WithRetry(func() gax.Retryer {
+		return &retryer{
+			deadline:  deadline,
+			transient: gax.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, Multiplier: 1.3},
+			quota:     gax.Backoff{Initial: 500 * time.Millisecond, Max: 8 * time.Second, Multiplier: 2},
+		}
+	})
+}
+
+type retryer struct {
+	deadline         time.Time
+	transient, quota gax.Backoff
+}
+
+func (r *retryer) Retry(err error) (time.Duration, bool) {
+	var d time.Duration
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		d = r.transient.Pause()
+	case codes.ResourceExhausted:
+		d = r.quota.Pause()
+	default:
+		return 0, false
+	}
+	if !r.deadline.IsZero() && time.Now().Add(d).After(r.deadline) {
+		return 0, false
+	}
+	return d, true
 }
 
 // IsLegacy reports the GCP KMS key provider's blob:
@@ -436,7 +477,7 @@ func explain(err error, url, op, permission, role string) error {
 	case codes.Unavailable:
 		return hint.Wrap(fmt.Errorf("%s: Cloud KMS is unreachable: %s", base, msg), "check the network path to Cloud KMS")
 	case codes.ResourceExhausted:
-		return hint.Wrap(fmt.Errorf("%s: quota exceeded or throttled", base), "retry later, or raise the KMS quota")
+		return hint.Wrap(fmt.Errorf("%s: quota exceeded or throttled (retried until %s)", base, EnvTimeout), "retry later, or raise the Cloud KMS quota (cryptographic requests per minute)")
 	}
 	return fmt.Errorf("%s: %s: %s", base, st.Code(), msg)
 }
