@@ -34,7 +34,7 @@ type callerConfig struct {
 	kpConfig     string // the OCICRYPT_KEYPROVIDER_CONFIG file, absolute
 	keystore     string // absolute, or "" when not given
 	decoder      string // containerd: ctd-decoder's path
-	version      string // containerd: "2" (2.x) or "1" (1.6, 1.7)
+	version      string // containerd: --containerd-version ("" reads containerd --version)
 	image        string // quadlet: the image reference
 	check        bool   // check that the paths written exist (not --no-check)
 }
@@ -257,6 +257,13 @@ func (c *callerConfig) nodeCheck(e *env, node bool) error {
 // containerdDropIn prints a containerd configuration file to import
 // (containerd 2 reads /etc/containerd/conf.d/*.toml by default).
 func (e *env) containerdDropIn(c callerConfig) error {
+	rel, err := readContainerdRelease(c.version)
+	if err != nil {
+		return err
+	}
+	if err := rel.check(); err != nil {
+		return err
+	}
 	decoder := c.decoder
 	if decoder == "" {
 		p, err := exec.LookPath("ctd-decoder")
@@ -271,6 +278,12 @@ func (e *env) containerdDropIn(c callerConfig) error {
 	if err := c.nodeCheck(e, true); err != nil {
 		return err
 	}
+	checked := fmt.Sprintf("# Checked against containerd %s (%s).\n", rel.v, rel.source)
+	if rel.v.MajorOnly && rel.v.Major == 2 {
+		checked = "# containerd 2.x decrypts CRI pulls only from 2.1.7, 2.2.2 and 2.3.0 on\n# (containerd PR #12705); the release was not checked (--containerd-version 2).\n"
+	} else if rel.v.MajorOnly {
+		checked = ""
+	}
 	env := []string{"OCICRYPT_KEYPROVIDER_CONFIG=" + c.kpConfig}
 	if c.keystore != "" {
 		env = append(env, "OCIKP_KEYSTORE="+c.keystore)
@@ -280,14 +293,14 @@ func (e *env) containerdDropIn(c callerConfig) error {
 		quoted[i] = fmt.Sprintf("%q", v)
 	}
 	var b strings.Builder
-	switch c.version {
-	case "2":
+	switch rel.v.Major {
+	case 2:
 		fmt.Fprintf(&b, `# containerd 2.x: encrypted image layers decrypted by ocikp (provider %q).
 # Save as /etc/containerd/conf.d/ocikp.toml, which the main config must
 # import (containerd 2's default config has
 # imports = ['/etc/containerd/conf.d/*.toml']), then restart containerd.
 # Written by "ocikp config --containerd".
-version = 3
+%sversion = 3
 
 # containerd 2.1 and later pull Kubernetes (CRI) images through the Transfer
 # Service, which starts the decoder without its payload: encrypted layers then
@@ -295,8 +308,8 @@ version = 3
 # ocikp is never asked. Local pull hands the decoder what it needs.
 [plugins.'io.containerd.cri.v1.images']
   use_local_image_pull = true
-`, c.providerName)
-	case "1":
+`, c.providerName, checked)
+	default:
 		fmt.Fprintf(&b, `# containerd 1.6 and 1.7: encrypted image layers decrypted by ocikp (provider %q).
 # Add the file to the main config's imports = [...] line, then restart
 # containerd. Written by "ocikp config --containerd --containerd-version 1".
@@ -304,10 +317,8 @@ version = 3
 # [plugins."io.containerd.grpc.v1.cri".image_decryption] key_model = "node",
 # the default; this file leaves plugin sections alone because containerd 1.x
 # replaces a whole plugin section when it imports one.
-version = 2
-`, c.providerName)
-	default:
-		return usagef("--containerd-version is 2 (containerd 2.x) or 1 (containerd 1.6 and 1.7), not %.20q", c.version)
+%sversion = 2
+`, c.providerName, checked)
 	}
 	b.WriteString(`
 # The decoders, under the IDs containerd's own use so that these replace them
@@ -324,7 +335,7 @@ version = 2
   env = [%s]
 `, id.id, id.mt, id.mt, decoder, strings.Join(quoted, ", "))
 	}
-	_, err := fmt.Fprint(e.stdout, b.String())
+	_, err = fmt.Fprint(e.stdout, b.String())
 	return err
 }
 

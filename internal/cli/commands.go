@@ -132,7 +132,7 @@ func cmdConfig(e *env, args []string) (err error) {
 	tlsKey := fs.String("tls-key", "", "with --grpc: client key")
 	serverName := fs.String("server-name", "", "with --grpc: name to verify in the service's certificate")
 	containerd := fs.Bool("containerd", false, "print containerd's configuration (stream processors, and for 2.x local CRI pull) instead")
-	ctdVersion := fs.String("containerd-version", "2", "with --containerd: `N` = 2 for containerd 2.x, 1 for 1.6 and 1.7")
+	ctdVersion := fs.String("containerd-version", "", "with --containerd: the node's containerd release `V` (2.2.2, v1.7.27, or 2/1 alone, unchecked); default: containerd --version of the containerd in PATH; releases whose CRI cannot decrypt are refused")
 	decoder := fs.String("decoder", "", "with --containerd: `PATH` of imgcrypt's ctd-decoder (default: found in PATH)")
 	crio := fs.Bool("crio", false, "print a systemd drop-in that gives CRI-O the key provider config instead")
 	noCheck := fs.Bool("no-check", false, "write the paths given even if they are not there (yet); by default --path, --keystore, --decoder, --tls-* and --keyprovider-config must exist")
@@ -141,7 +141,7 @@ func cmdConfig(e *env, args []string) (err error) {
 	output := fs.String("output", "", "write to `FILE` (atomically: whole or not at all) instead of stdout")
 	allowClassical := fs.Bool("allow-classical", false, "let the provider mix post-quantum and classical-only recipients in one layer (adds --allow-classical to its args)")
 	kpConfig := fs.String("keyprovider-config", DefaultKeyproviderConfig, "with --containerd/--crio/--quadlet: `FILE` where the output of plain \"ocikp config\" is saved (it must exist: it is read for the ocikp and keystore it names)")
-	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN] | [--grpc ADDR [--tls-ca F] [--tls-cert F --tls-key F] [--server-name N]]\n       ocikp config --containerd [--containerd-version 2|1] [--decoder PATH] | --crio | --quadlet --image REF  [--keyprovider-config FILE] [--keystore DIR]\n       (each form takes --output FILE and --no-check; paths are absolute; --containerd and --crio give the runtime's ocikp --keystore DIR, else the config's, else "+DefaultNodeKeystore+")"); err != nil {
+	if _, err := e.parse(fs, args, 0, 0, "[--name NAME] [--keystore DIR] [--path BIN] | [--grpc ADDR [--tls-ca F] [--tls-cert F --tls-key F] [--server-name N]]\n       ocikp config --containerd [--containerd-version V] [--decoder PATH] | --crio | --quadlet --image REF  [--keyprovider-config FILE] [--keystore DIR]\n       (each form takes --output FILE and --no-check; paths are absolute; --containerd and --crio give the runtime's ocikp --keystore DIR, else the config's, else "+DefaultNodeKeystore+")"); err != nil {
 		return err
 	}
 	if !validProviderName(*name) {

@@ -99,6 +99,7 @@ func cmdDoctor(e *env, args []string) error {
 		d.checkKeystore(d.keystoreFor(providers))
 	}
 	d.checkKMS()
+	d.checkContainerd()
 
 	failed := 0
 	for _, c := range d.checks {
