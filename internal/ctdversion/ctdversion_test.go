@@ -119,6 +119,10 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		v, err := Parse(s)
+		// The same release inside "containerd --version" output reads the same.
+		if w, err2 := FromOutput("containerd github.com/containerd/containerd/v2 " + s + " 0123abc\n"); err == nil && !v.MajorOnly && (err2 != nil || w != v) {
+			t.Fatalf("FromOutput of %q = %+v, %v; Parse gave %+v", s, w, err2, v)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrSyntax) {
 				t.Fatalf("Parse(%q): %v is not ErrSyntax", s, err)
