@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
@@ -184,6 +185,14 @@ func (b *Backend) client(ctx context.Context, k *Key) (*kms.Client, error) {
 		if k.Endpoint != "" {
 			o.BaseEndpoint = aws.String(k.Endpoint)
 		}
+		// The SDK's default gives up after 3 attempts, a few seconds:
+		// at a rollout's quota a third of the nodes then failed their
+		// pulls (internal/cmd/simrollout). Throttling is retried with
+		// the standard full-jitter back-off until OCIKP_KMS_TIMEOUT;
+		// AWS_MAX_ATTEMPTS or max_attempts, when set, still win.
+		o.Retryer = noteRetries{retry.NewStandard(func(so *retry.StandardOptions) {
+			so.MaxAttempts, so.MaxBackoff = 20, 8*time.Second
+		})}
 	})
 	b.clients[id] = c
 	return c, nil
@@ -197,6 +206,7 @@ func (b *Backend) with(u string, f func(ctx context.Context, k *Key, c *kms.Clie
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
 	defer cancel()
+	ctx = context.WithValue(ctx, retriedKey{}, new(retried))
 	c, err := b.client(ctx, k)
 	if err != nil {
 		return err
@@ -210,7 +220,7 @@ func (b *Backend) Wrap(u string, fileKey []byte) (*envelope.Stanza, error) {
 	err := b.with(u, func(ctx context.Context, k *Key, c *kms.Client) error {
 		out, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(k.KeyID), Plaintext: fileKey, EncryptionContext: encryptionContext})
 		if err != nil {
-			return explain(err, u, "encrypt", "kms:Encrypt")
+			return explain(lastRetried(ctx, err), u, "encrypt", "kms:Encrypt")
 		}
 		s = &envelope.Stanza{Type: StanzaType, KID: u, Key: out.CiphertextBlob}
 		return nil
@@ -224,7 +234,7 @@ func (b *Backend) PublicKey(u string) (*plugin.PublicKey, error) {
 	var out *kms.GetPublicKeyOutput
 	err := b.with(u, func(ctx context.Context, k *Key, c *kms.Client) (err error) {
 		if out, err = c.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: aws.String(k.KeyID)}); err != nil {
-			return explain(err, u, "get public key", "kms:GetPublicKey")
+			return explain(lastRetried(ctx, err), u, "get public key", "kms:GetPublicKey")
 		}
 		return nil
 	})
@@ -256,12 +266,48 @@ func (b *Backend) Unwrap(s *envelope.Stanza) ([]byte, error) {
 		}
 		out, err := c.Decrypt(ctx, in)
 		if err != nil {
-			return explain(err, s.KID, "decrypt", "kms:Decrypt")
+			return explain(lastRetried(ctx, err), s.KID, "decrypt", "kms:Decrypt")
 		}
 		plain = out.Plaintext
 		return nil
 	})
 	return plain, err
+}
+
+// noteRetries records, in the call's context, the error each retry follows:
+// when OCIKP_KMS_TIMEOUT ends a back-off the SDK returns only the
+// cancellation, and the caller should read why it was waiting.
+type noteRetries struct{ *retry.Standard }
+
+type retriedKey struct{}
+
+type retried struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (r noteRetries) GetRetryToken(ctx context.Context, opErr error) (func(error) error, error) {
+	if rec, ok := ctx.Value(retriedKey{}).(*retried); ok {
+		rec.mu.Lock()
+		rec.err = opErr
+		rec.mu.Unlock()
+	}
+	return r.Standard.GetRetryToken(ctx, opErr)
+}
+
+// lastRetried returns the error the last retry followed when the deadline
+// ended the call during its back-off, else err.
+func lastRetried(ctx context.Context, err error) error {
+	rec, ok := ctx.Value(retriedKey{}).(*retried)
+	if !ok || !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.err == nil {
+		return err
+	}
+	return rec.err
 }
 
 // explain names the key and what to do; AWS error messages are bounded and
@@ -295,7 +341,7 @@ func explain(err error, u, op, permission string) error {
 		return hint.Wrap(fmt.Errorf("%s: credentials missing, invalid or expired (%s)", base, ae.ErrorCode()),
 			"check the AWS credentials ocikp runs with (AWS_PROFILE, aws sso login, the instance or pod role)")
 	case "ThrottlingException":
-		return hint.Wrap(fmt.Errorf("%s: throttled (retried)", base), "retry later, or raise the KMS request quota")
+		return hint.Wrap(fmt.Errorf("%s: throttled (retried until OCIKP_KMS_TIMEOUT)", base), "retry later, or raise the KMS request quota")
 	}
 	return fmt.Errorf("%s: %s: %s", base, ae.ErrorCode(), msg)
 }

@@ -118,8 +118,9 @@ func TestErrors(t *testing.T) {
 		{"AccessDeniedException", 400, "permission denied: the caller needs kms:Decrypt", "key policy", 1},
 		{"DisabledException", 400, "cannot be used (disabled", "enable the key", 1},
 		{"UnrecognizedClientException", 400, "credentials missing, invalid or expired", "AWS_PROFILE", 1},
-		{"ThrottlingException", 400, "throttled", "retry later", 3},
-		{"KMSInternalException", 500, "KMSInternalException", "", 3},
+		// Retried with back-off until the timeout (quota_test.go).
+		{"ThrottlingException", 400, "throttled", "retry later", 20},
+		{"KMSInternalException", 500, "KMSInternalException", "", 20},
 	} {
 		fake.SetFault(c.errType, c.status)
 		fake.ResetCalls()

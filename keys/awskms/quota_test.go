@@ -1,0 +1,78 @@
+package awskms
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/testkms"
+)
+
+// throttle fronts the fake with AWS KMS's answer past a request quota
+// (HTTP 400, ThrottlingException) for the first reject requests, or all
+// of them when reject < 0.
+type throttle struct {
+	mu            sync.Mutex
+	reject, calls int
+}
+
+func startThrottled(t *testing.T, timeout time.Duration, reject int) (*Backend, *throttle, *envelope.Stanza) {
+	fake := testkms.StartAWS(t, []string{keyID}, map[string]string{"alias/layers": keyID})
+	Env(t, fake)
+	blob, err := New(timeout).Wrap("awskms:///alias/layers", []byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := &throttle{reject: reject}
+	target, _ := url.Parse(fake.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		th.mu.Lock()
+		th.calls++
+		refuse := th.reject < 0 || th.calls <= th.reject
+		th.mu.Unlock()
+		if refuse {
+			w.Header().Set("X-Amzn-ErrorType", "ThrottlingException")
+			w.WriteHeader(400)
+			json.NewEncoder(w).Encode(map[string]string{"__type": "ThrottlingException", "message": "Rate exceeded"})
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("AWS_ENDPOINT_URL_KMS", srv.URL)
+	return New(timeout), th, blob
+}
+
+// A rollout at the quota: the SDK's default of 3 attempts in all gave up
+// after a few seconds while OCIKP_KMS_TIMEOUT (30 s) had room for more, so
+// a third of the nodes in cmd/simrollout's run failed their pulls.
+func TestThrottlingRetriedUntilTimeout(t *testing.T) {
+	b, th, s := startThrottled(t, 30*time.Second, 3)
+	if _, err := b.Unwrap(s); err != nil {
+		t.Fatalf("unwrap after 3 throttled attempts: %v", err)
+	}
+	if th.calls != 4 {
+		t.Errorf("%d attempts, want 4", th.calls)
+	}
+}
+
+// Throttled for longer than the timeout: the error says throttled (the
+// reason), not a bare "no answer in time".
+func TestThrottlingPastTimeout(t *testing.T) {
+	b, th, s := startThrottled(t, 3*time.Second, -1)
+	_, err := b.Unwrap(s)
+	if err == nil || !strings.Contains(err.Error(), "throttled") || strings.Contains(err.Error(), "no answer in time") {
+		t.Fatalf("err = %v, want the throttling reason", err)
+	}
+	if th.calls < 2 {
+		t.Errorf("%d attempts: not retried", th.calls)
+	}
+}
