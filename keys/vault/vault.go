@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -158,6 +159,25 @@ func (b *Backend) client(k *Key) (*api.Client, error) {
 		cfg.Address = k.Addr
 	}
 	cfg.Timeout = b.Timeout
+	// The client's default, 2 retries, failed a rollout's pulls at a rate
+	// limit quota with most of OCIKP_KMS_TIMEOUT left
+	// (internal/cmd/simrollout): retry 429 and 5xx with its own jittered
+	// back-off until the timeout, unless VAULT_MAX_RETRIES says otherwise.
+	if os.Getenv(api.EnvVaultMaxRetries) == "" {
+		cfg.MaxRetries = 30
+	}
+	check := cfg.CheckRetry
+	if check == nil {
+		check = api.DefaultRetryPolicy
+	}
+	cfg.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		if rec, ok := ctx.Value(retriedKey{}).(*retried); ok && resp != nil && (resp.StatusCode == 429 || resp.StatusCode >= 500) {
+			rec.mu.Lock()
+			rec.status = resp.StatusCode
+			rec.mu.Unlock()
+		}
+		return check(ctx, resp, err)
+	}
 	c, err := api.NewClient(cfg) // VAULT_TOKEN, VAULT_NAMESPACE
 	if err != nil {
 		return nil, fmt.Errorf("hashivault: %w", err)
@@ -187,10 +207,12 @@ func (b *Backend) call(k *Key, op string, data map[string]any) (map[string]any, 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
 	defer cancel()
+	rec := new(retried)
+	ctx = context.WithValue(ctx, retriedKey{}, rec)
 	path := k.Mount + "/" + op + "/" + k.Name
 	secret, err := c.Logical().WriteWithContext(ctx, path, data)
 	if err != nil {
-		return nil, explain(err, k, op, path)
+		return nil, explain(rec.last(err), k, op, path)
 	}
 	if secret == nil || secret.Data == nil {
 		return nil, fmt.Errorf("hashivault: %s with %s: empty response", op, k.URL)
@@ -280,6 +302,27 @@ func (b *Backend) PublicKey(u string) (*plugin.PublicKey, error) {
 	return &plugin.PublicKey{StanzaType: StanzaType, KID: u, N: rpub.N.Bytes(), E: rpub.E, Prefix: "vault:v" + ver + ":"}, nil
 }
 
+// retried keeps the status of the last answer a retry followed: when
+// OCIKP_KMS_TIMEOUT ends a back-off the client returns only the
+// cancellation, and the caller should read why it was waiting.
+type retried struct {
+	mu     sync.Mutex
+	status int
+}
+
+type retriedKey struct{}
+
+// last returns that answer as the error when the deadline ended the call,
+// else err.
+func (r *retried) last(err error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.status == 0 || !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &api.ResponseError{StatusCode: r.status, Errors: []string{"retried until OCIKP_KMS_TIMEOUT"}}
+}
+
 func explainRead(err error, k *Key, path string) error {
 	var re *api.ResponseError
 	if errors.As(err, &re) && re.StatusCode == 403 {
@@ -311,7 +354,7 @@ func explain(err error, k *Key, op, path string) error {
 	case re.StatusCode == 400:
 		return fmt.Errorf("%s: rejected: %s (a layer wrapped under another key, or corrupted)", base, msg)
 	case re.StatusCode == 429:
-		return hint.Wrap(fmt.Errorf("%s: rate limited", base), "retry later")
+		return hint.Wrap(fmt.Errorf("%s: rate limited (retried until OCIKP_KMS_TIMEOUT)", base), "retry later, or raise the rate limit quota")
 	case re.StatusCode == 503:
 		return hint.Wrap(fmt.Errorf("%s: Vault is sealed or unavailable", base), "unseal Vault, or check its health")
 	}
