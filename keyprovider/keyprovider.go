@@ -24,6 +24,7 @@ import (
 	"github.com/ocikp/ocikp/keys/keychain"
 	"github.com/ocikp/ocikp/keys/kmspub"
 	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/keys/tpm"
 	"github.com/ocikp/ocikp/kms"
 	"github.com/ocikp/ocikp/legacy"
 	"github.com/ocikp/ocikp/plugin"
@@ -31,7 +32,6 @@ import (
 
 	// Recipient forms and stored keys that register themselves.
 	_ "github.com/ocikp/ocikp/keys/pkcs11"
-	_ "github.com/ocikp/ocikp/keys/tpm"
 	_ "github.com/ocikp/ocikp/p256"
 	_ "github.com/ocikp/ocikp/pq"
 )
@@ -661,10 +661,17 @@ func (p *Provider) noKeyError(err error, sel *selection) error {
 	// refusal) says best what to do.
 	var nie *envelope.NoIdentityError
 	if errors.As(err, &nie) {
+		failed := false
 		for _, f := range nie.Failures {
 			if h := hint.Of(f); len(h) > 0 {
-				advice = h[0]
+				advice, failed = h[0], true
 				break
+			}
+		}
+		// A layer for a TPM's EK opens only once the EK is enrolled.
+		if p.Store != nil && !failed {
+			if h := tpm.EnrolHint(p.Store.Dir, nie.Stanzas); h != "" {
+				advice = h
 			}
 		}
 	}

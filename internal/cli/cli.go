@@ -45,6 +45,7 @@ Usage:
   ocikp config [--name NAME]           print an OCICRYPT_KEYPROVIDER_CONFIG file
   ocikp kms pubkey URL                 fetch and cache an asymmetric KMS key's public key
   ocikp tpm ek [--type rsa] [--cert]   print the TPM's endorsement key or its certificate (PEM)
+  ocikp tpm enroll [--if-absent]       record the TPM's EKs: layers sealed to them open here
   ocikp tpm recipient --ek FILE [--pcrs LIST --pcr-values HEX,…]
                                        a recipient only that TPM opens, made anywhere
   ocikp serve [--listen ADDR] …        run the gRPC key provider service (ocikp serve -h)
@@ -152,7 +153,7 @@ func init() {
 		{"delete", cmdDelete, "Delete a key. Layers encrypted only for it can no longer be decrypted, so it asks at a terminal and needs --force elsewhere."},
 		{"config", cmdConfig, "Print an OCICRYPT_KEYPROVIDER_CONFIG file that runs this ocikp (or points at an ocikp serve service); with --containerd, --crio or --quadlet, the caller's own configuration that uses it."},
 		{"kms", cmdKMS, "KMS commands. kms pubkey URL fetches and caches an asymmetric KMS key's public key, so that encrypting for it needs no KMS call."},
-		{"tpm", cmdTPM, "TPM commands. tpm ek prints the TPM's endorsement key (ECC, or --type rsa), or with --cert its certificate (PEM); tpm recipient --ek FILE makes, on any machine, a recipient that only that TPM can open."},
+		{"tpm", cmdTPM, "TPM commands. tpm ek prints the TPM's endorsement key (ECC, or --type rsa), or with --cert its certificate (PEM); tpm enroll records its endorsement keys in the keystore, so that layers sealed to them open here (no layer for an EK reaches the TPM without it), and prints them; tpm recipient --ek FILE makes, on any machine, a recipient that only that TPM can open."},
 		{"serve", cmdServe, ""},
 		{"inspect", cmdImage("inspect"), ""},
 		{"rewrap", cmdImage("rewrap"), ""},

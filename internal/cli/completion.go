@@ -169,7 +169,7 @@ func (e *env) positional(words []string) []string {
 		}
 	case "tpm":
 		if len(words) == 1 {
-			return []string{"ek", "recipient"}
+			return []string{"ek", "enroll", "recipient"}
 		}
 	case "completion":
 		if len(words) == 1 {

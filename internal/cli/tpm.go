@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -205,13 +206,106 @@ func tpmListed(st *soft.Store) []listed {
 		l.Recipient, l.Protected, l.Created = r.RecipientString(), r.PIN || len(r.PCRs) > 0, r.Created.Format(time.RFC3339)
 		out = append(out, l)
 	}
+	// Enrolled EKs: named by their file under the keystore, which no key
+	// name can be; the recipient is the one made from the EK's PEM.
+	for _, en := range tpm.EnrolmentsIn(st.Dir).List() {
+		st := tpm.EKStanzaType(en.Type)
+		l := listed{Name: "tpm-ek/" + en.Type, Type: st + " (enrolled)"}
+		if en.Err != nil {
+			l.Error = oneLine(en.Err.Error())
+			out = append(out, l)
+			continue
+		}
+		l.Type = st + " (enrolled, tpm " + en.Enrolment.Device + ")"
+		l.shortType = st + " (enrolled)"
+		l.Recipient, l.Created = en.Enrolment.Recipient(), en.Enrolment.Enrolled.Format(time.RFC3339)
+		out = append(out, l)
+	}
 	return out
 }
 
+// ekTypes are the EK types of --type ecc|rsa|all.
+func ekTypes(typ string) ([]string, error) {
+	switch typ {
+	case tpm.EKECC, tpm.EKRSA:
+		return []string{typ}, nil
+	case "all":
+		return []string{tpm.EKECC, tpm.EKRSA}, nil
+	}
+	return nil, usagef("--type %.20q: want ecc, rsa or all", typ)
+}
+
+// tpmEnroll records the TPM's EK(s) in the keystore, the node's opt-in to
+// layers sealed to them, and prints their public keys (PEM) for the
+// fleet's inventory. An enrolment is never replaced; with --if-absent one
+// that matches the device is kept, one made on another TPM refused.
+func (e *env) tpmEnroll(path, typ string, ifAbsent bool) error {
+	types, err := ekTypes(typ)
+	if err != nil {
+		return err
+	}
+	dev, err := filepath.Abs(tpm.Path(path, ""))
+	if err != nil {
+		return err
+	}
+	st, err := e.store()
+	if err != nil {
+		return err
+	}
+	es := tpm.EnrolmentsIn(st.Dir)
+	var have []*tpm.Enrolment
+	for _, t := range types {
+		old, err := es.Get(t)
+		switch {
+		case errors.Is(err, tpm.ErrNotEnrolled):
+			old = nil
+		case err != nil:
+			return err
+		case !ifAbsent:
+			return hint.Wrap(fmt.Errorf("the TPM's %s endorsement key is already enrolled in %s", t, es.Dir),
+				"pass --if-absent to keep an enrolment this TPM made, or remove "+es.Path(t)+" to enrol again")
+		}
+		have = append(have, old)
+	}
+	// Every EK is read before anything is written: no half enrolment.
+	var found []*tpm.Enrolment
+	for _, t := range types {
+		en, err := tpm.ReadEnrolment(dev, t)
+		if err != nil {
+			return err
+		}
+		found = append(found, en)
+	}
+	for i, en := range found {
+		if old := have[i]; old != nil {
+			if !old.Same(en) {
+				return hint.Wrap(fmt.Errorf("%s: %w", es.Path(en.Type), tpm.ErrOtherEK),
+					"the enrolment came from another machine (a copied keystore) or the TPM was replaced: remove "+es.Path(en.Type)+" and run ocikp tpm enroll again")
+			}
+			found[i] = old
+		}
+	}
+	for i, en := range found {
+		verb := "kept the enrolment of"
+		if have[i] == nil {
+			if err := es.Put(en); err != nil {
+				return err
+			}
+			verb = "enrolled"
+		}
+		if _, err := e.stdout.Write(en.PublicKey().PEM()); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr, "ocikp: %s the TPM's %s endorsement key (fingerprint %s) from %s in %s\n", verb, en.Type, Fingerprint(en.Recipient()), dev, es.Dir)
+	}
+	return nil
+}
+
 // cmdTPM runs the TPM commands: "tpm ek" prints the device's endorsement
-// key; "tpm recipient --ek FILE" makes a recipient for it on any machine.
+// key; "tpm enroll" records it so that layers sealed to it open here;
+// "tpm recipient --ek FILE" makes a recipient for it on any machine.
 func cmdTPM(e *env, args []string) error {
-	const use = "ocikp tpm ek [--tpm PATH] [--type ecc|rsa] [--cert] | ocikp tpm recipient --ek FILE [--ek-roots FILE] [--pcrs LIST --pcr-values HEX,…]"
+	const use = "ocikp tpm ek [--tpm PATH] [--type ecc|rsa] [--cert] | ocikp tpm enroll [--tpm PATH] [--type ecc|rsa|all] [--if-absent] | ocikp tpm recipient --ek FILE [--ek-roots FILE] [--pcrs LIST --pcr-values HEX,…]"
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
 		usage.Print(e.stdout, use, summaryOf("tpm"), nil)
 		return nil
@@ -245,6 +339,15 @@ func cmdTPM(e *env, args []string) error {
 		}
 		_, err = e.stdout.Write(ek.PEM())
 		return err
+	case "enroll":
+		fs := e.flags("tpm enroll")
+		path := fs.String("tpm", "", "the TPM `PATH`, a character device or a swtpm unix socket (default $"+tpm.EnvTPM+", else "+tpm.DefaultPath+")")
+		typ := fs.String("type", "all", "the endorsement key(s) to enrol, `TYPE`: ecc (P-256), rsa (RSA 2048) or all")
+		ifAbsent := fs.Bool("if-absent", false, "keep an enrolment this TPM made (print its EK again); refuse one another TPM made")
+		if _, err := e.parse(fs, args[1:], 0, 0, "[--tpm PATH] [--type ecc|rsa|all] [--if-absent]"); err != nil {
+			return err
+		}
+		return e.tpmEnroll(*path, *typ, *ifAbsent)
 	case "recipient":
 		fs := e.flags("tpm recipient")
 		ek := addEKFlags(fs, "ek")
@@ -257,7 +360,7 @@ func cmdTPM(e *env, args []string) error {
 		return e.ekRecipient(ek)
 	}
 	err := usagef("unknown tpm command %.40q: %s", args[0], use)
-	if h := suggest.Hint(args[0], []string{"ek", "recipient"}); h != "" {
+	if h := suggest.Hint(args[0], []string{"ek", "enroll", "recipient"}); h != "" {
 		return hint.Wrap(err, h)
 	}
 	return err
@@ -334,7 +437,8 @@ func (e *env) ekRecipient(f ekFlags) error {
 func (d *doctor) checkTPM(dir string) int {
 	usable := 0
 	recs := tpm.RecordsIn(dir).List()
-	if len(recs) > 0 || tpm.EKFromDevice() != "" {
+	ens := tpm.EnrolmentsIn(dir).List()
+	if len(recs) > 0 || len(ens) > 0 {
 		// ocikp links no TPM stack: keys, and layers for the EK, open
 		// through the companion.
 		path, err := tpm.FindCompanion()
@@ -378,6 +482,26 @@ func (d *doctor) checkTPM(dir string) int {
 			what += "; the PCRs hold the values it is bound to"
 		}
 		d.ok(name, "%s", what)
+		usable++
+	}
+	// An enrolment opens layers only on the TPM that holds its EK.
+	for _, en := range ens {
+		name := "enrolled " + tpm.EKStanzaType(en.Type)
+		if en.Err != nil {
+			d.fail(name, firstHint(en.Err), "%v", en.Err)
+			continue
+		}
+		path := tpm.Path("", en.Enrolment.Device)
+		now, err := tpm.ReadEnrolment(path, en.Type)
+		if err == nil && !now.Same(en.Enrolment) {
+			err = hint.Wrap(fmt.Errorf("%s: %w", path, tpm.ErrOtherEK),
+				"the enrolment came from another machine (a copied keystore) or the TPM was replaced: remove "+tpm.EnrolmentsIn(dir).Path(en.Type)+" and run ocikp tpm enroll again")
+		}
+		if err != nil {
+			d.fail(name, firstHint(err), "%v", err)
+			continue
+		}
+		d.ok(name, "the %s endorsement key of %s (fingerprint %s): layers sealed to it open here", en.Type, path, Fingerprint(en.Enrolment.Recipient()))
 		usable++
 	}
 	return usable

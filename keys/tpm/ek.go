@@ -6,8 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
-	"sync"
 
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
@@ -310,6 +308,8 @@ func ParseEKRecipient(s string) (*EKRecipient, error) {
 }
 
 // EKIdentity opens tpm-ek stanzas in the TPM whose EK they were made for.
+// It knows the EK's name (an enrolment's, or read from the device once),
+// so stanzas for other TPMs are told apart with no TPM command.
 type EKIdentity struct {
 	path   string
 	typ    string
@@ -332,8 +332,8 @@ func NewEKIdentityOf(path, typ string) (*EKIdentity, error) {
 	return &EKIdentity{path: path, typ: typ, ekName: rep.EKName}, nil
 }
 
-// Name names the identity in errors.
-func (id *EKIdentity) Name() string { return "the TPM's endorsement key" }
+// Name names the identity in errors: the stanza type it opens.
+func (id *EKIdentity) Name() string { return EKStanzaType(id.typ) }
 
 // Matches reports whether a stanza was made for this TPM's EK.
 func (id *EKIdentity) Matches(s *envelope.Stanza) bool {
@@ -366,66 +366,4 @@ func unsealEK(path, typ string, ekName []byte, s *envelope.Stanza) ([]byte, []by
 		return nil, rep.EKName, envelope.ErrIncorrectIdentity
 	}
 	return rep.FileKey, rep.EKName, nil
-}
-
-// EKFromDevice is the environment's TPM, for EK-targeted stanzas: the
-// device OCIKP_TPM names, else /dev/tpmrm0 if present; "" for none (a
-// machine without a TPM tries no EK).
-func EKFromDevice() string {
-	p := Path("", "")
-	if os.Getenv(EnvTPM) == "" {
-		if _, err := os.Stat(p); err != nil {
-			return ""
-		}
-	}
-	return p
-}
-
-// lazyEK is the EK identity of a device, whose EK is read only when a
-// tpm-ek stanza is met: unwraps of other layers never touch the TPM. The
-// first such stanza goes to the TPM whole (one companion start in exec,
-// not one to learn the EK's name and one to unseal); its reply names the
-// EK, which then tells this device's stanzas from others' without it.
-type lazyEK struct {
-	path   string
-	typ    string
-	mu     sync.Mutex
-	ekName []byte
-}
-
-// NewLazyEKIdentity returns the EK identity of the TPM at path.
-func NewLazyEKIdentity(path string) backend.Key { return &lazyEK{path: path, typ: EKECC} }
-
-// NewLazyEKIdentityOf is NewLazyEKIdentity for the EK of type typ.
-func NewLazyEKIdentityOf(path, typ string) backend.Key { return &lazyEK{path: path, typ: typ} }
-
-func (l *lazyEK) Name() string { return EKStanzaType(l.typ) }
-
-func (l *lazyEK) name() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.ekName
-}
-
-// Matches: a tpm-ek stanza for this TPM's EK; before the EK's name is
-// known, every tpm-ek stanza (Unwrap finds out, or says why it cannot).
-func (l *lazyEK) Matches(s *envelope.Stanza) bool {
-	if s.Type != EKStanzaType(l.typ) {
-		return false
-	}
-	n := l.name()
-	return n == nil || bytes.Equal(s.Tag, envelope.StanzaTag(s.Type, s.Enc, n))
-}
-
-func (l *lazyEK) Unwrap(s *envelope.Stanza) ([]byte, error) {
-	if !l.Matches(s) {
-		return nil, envelope.ErrIncorrectIdentity
-	}
-	fk, name, err := unsealEK(l.path, l.typ, l.name(), s)
-	if len(name) > 0 {
-		l.mu.Lock()
-		l.ekName = name
-		l.mu.Unlock()
-	}
-	return fk, err
 }

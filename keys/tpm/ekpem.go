@@ -28,12 +28,15 @@ var (
 // PEM encodes the EK's public key as a PEM "PUBLIC KEY" (what openssl
 // and tpm2_readpublic -f pem write).
 func (ek *EK) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: ek.DER()})
+}
+
+// DER is the EK's SubjectPublicKeyInfo.
+func (ek *EK) DER() []byte {
 	if ek.Type == EKRSA {
-		der := append(append(append([]byte{}, spkiRSA2048...), ek.Key...), spkiE65537...)
-		return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+		return append(append(append([]byte{}, spkiRSA2048...), ek.Key...), spkiE65537...)
 	}
-	der := append(append([]byte{}, spkiP256...), ek.Key...)
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	return append(append([]byte{}, spkiP256...), ek.Key...)
 }
 
 // parseEKPEM reads a PEM "PUBLIC KEY" of either EK type; anything else

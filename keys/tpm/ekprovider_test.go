@@ -79,13 +79,13 @@ func TestEKThroughProvider(t *testing.T) {
 	secret := []byte(`{"symkey":"EK"}`)
 	ann := wrapReq(t, &keyprovider.Provider{Name: "ocikp", Store: builder}, secret, r.String(), "laptop")
 
-	// The device: an empty keystore, OCIKP_TPM at its swtpm. Each unwrap
-	// starts the companion once (it learns the EK's name and unseals in
-	// one go): counted by a wrapper in its place.
+	// The device: a keystore that enrolled its EKs, OCIKP_TPM at its
+	// swtpm. Each unwrap starts the companion once (to unseal; the
+	// enrolment tells its stanza): counted by a wrapper in its place.
+	node := &keyprovider.Provider{Store: &soft.Store{Dir: enrol(t, sw.Socket)}}
 	sw.Restart()
 	t.Setenv(tpm.EnvTPM, sw.Socket)
 	starts := countStarts(t)
-	node := &keyprovider.Provider{Store: &soft.Store{Dir: t.TempDir()}}
 	if got, err := unwrapReq(node, ann); err != nil || !bytes.Equal(got, secret) {
 		t.Fatalf("the EK's device: %v", err)
 	}
@@ -94,7 +94,7 @@ func TestEKThroughProvider(t *testing.T) {
 	}
 	other := tpmtest.Start(t)
 	t.Setenv(tpm.EnvTPM, other.Socket)
-	_, err = unwrapReq(node, ann)
+	_, err = unwrapReq(&keyprovider.Provider{Store: &soft.Store{Dir: enrol(t, other.Socket)}}, ann)
 	var nie *envelope.NoIdentityError
 	if !errors.As(err, &nie) || len(nie.Failures) > 0 {
 		t.Fatalf("another TPM: got %v, want the stanza not to be its own", err)

@@ -24,11 +24,12 @@ func encryptForEK(t *testing.T, r *tpm.EKRecipient, secret []byte) []byte {
 }
 
 // decryptOn unwraps ann with the empty parameters containerd sends, on
-// the device at path with an empty keystore.
+// the device at path with a keystore that only enrolled its EKs.
 func decryptOn(t *testing.T, path string, ann []byte) ([]byte, error) {
 	t.Helper()
+	ks := enrol(t, path)
 	t.Setenv(tpm.EnvTPM, path)
-	return unwrapReq(&keyprovider.Provider{Store: &soft.Store{Dir: t.TempDir()}}, ann)
+	return unwrapReq(&keyprovider.Provider{Store: &soft.Store{Dir: ks}}, ann)
 }
 
 // TestRSAEK: a recipient for a TPM's RSA 2048 EK (the TCG default

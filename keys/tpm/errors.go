@@ -16,6 +16,7 @@ var (
 	ErrOtherTPM    = errors.New("the key was made by another TPM, or this TPM's owner hierarchy was cleared since")
 	ErrNoDevice    = errors.New("TPM device not available")
 	ErrEKUntrusted = errors.New("the EK certificate does not chain to a CA of the bundle")
+	ErrOtherEK     = errors.New("the TPM's endorsement key is not the one enrolled in the keystore: another TPM's")
 )
 
 // Codes the companion gives to the sentinel errors, in its replies.
@@ -27,6 +28,7 @@ var codes = map[string]error{
 	"other-tpm":  ErrOtherTPM,
 	"no-device":  ErrNoDevice,
 	"ek-untrust": ErrEKUntrusted,
+	"other-ek":   ErrOtherEK,
 }
 
 // Code is the reply code for err ("" for none of the sentinels).
@@ -59,6 +61,8 @@ func Explain(err error) error {
 		return hint.Wrap(err, "the key unwraps only in the measured state it was made in: read the PCRs with tpm2_pcrread sha256; a key for the new state needs a new keygen --pcrs")
 	case errors.Is(err, ErrOtherTPM):
 		return hint.Wrap(err, "a TPM key works only in the TPM that made it: make a new one there (ocikp keygen --backend tpm NAME) and add its recipient to the image (ocikp rewrap --add)")
+	case errors.Is(err, ErrOtherEK):
+		return hint.Wrap(err, "the enrolment came from another machine (a copied keystore) or the TPM was replaced: remove the keystore's tpm-ek/TYPE.json and run ocikp tpm enroll on this machine")
 	case errors.Is(err, ErrEKUntrusted):
 		return hint.Wrap(err, "the certificate is not from a TPM maker whose CA the bundle holds: check the device, or give --ek-roots the manufacturer's root and intermediate CA certificates (PEM)")
 	case errors.Is(err, ErrNoDevice):

@@ -24,10 +24,14 @@ func init() {
 				}
 				out = append(out, sk)
 			}
-			// The device's EK opens layers sealed to it (tpm-ek stanzas).
-			if dev := EKFromDevice(); dev != "" {
-				out = append(out, backend.StoredKey{Name: StanzaEK, Key: NewLazyEKIdentity(dev)},
-					backend.StoredKey{Name: StanzaEKRSA, Key: NewLazyEKIdentityOf(dev, EKRSA)})
+			// An enrolled EK opens layers sealed to it (tpm-ek stanzas);
+			// without an enrolment, no stanza for an EK reaches the TPM.
+			for _, e := range EnrolmentsIn(keystore).List() {
+				sk := backend.StoredKey{Name: EKStanzaType(e.Type), Err: e.Err}
+				if e.Enrolment != nil {
+					sk.Key = e.Enrolment.Identity()
+				}
+				out = append(out, sk)
 			}
 			return out
 		},
@@ -38,7 +42,13 @@ func init() {
 			}
 			return r.Identity(pass), nil
 		},
-		Stamp: func(keystore string) (t time.Time) { return RecordsIn(keystore).Stamp() },
+		Stamp: func(keystore string) (t time.Time) {
+			t = RecordsIn(keystore).Stamp()
+			if e := EnrolmentsIn(keystore).Stamp(); e.After(t) {
+				t = e
+			}
+			return t
+		},
 	})
 }
 

@@ -292,6 +292,13 @@ func TestKeptKeyAndEK(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, ks := newKey(t, sw, "node", tpm.Spec{})
+	en, err := tpm.ReadEnrolment(sw.Socket, tpm.EKECC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tpm.EnrolmentsIn(ks).Put(en); err != nil {
+		t.Fatal(err)
+	}
 	k := tpmdev.NewKept()
 	tpm.SetHandler(k.Handle)
 	t.Cleanup(func() { tpm.SetHandler(nil); k.Close() })

@@ -278,7 +278,7 @@ func (c *conn) unseal(typ string, ekName []byte, s *envelope.Stanza) (*tpm.Reply
 		return nil, err
 	}
 	if len(ekName) > 0 && !bytes.Equal(ek.name.Buffer, ekName) {
-		return nil, fmt.Errorf("TPM %s: its endorsement key changed", c.path)
+		return nil, fmt.Errorf("TPM %s: %w", c.path, tpm.ErrOtherEK)
 	}
 	if !bytes.Equal(s.Tag, envelope.StanzaTag(s.Type, s.Enc, ek.name.Buffer)) {
 		return &tpm.Reply{EKName: ek.name.Buffer}, nil
