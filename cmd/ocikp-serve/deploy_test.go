@@ -208,10 +208,12 @@ func TestDeploymentFilesRun(t *testing.T) {
 
 // The TPM variants run as written, swtpm's socket standing in for
 // /dev/tpmrm0: daemonset-tpm.yaml's node-key init container makes the key
-// on the first start and prints the same recipient on the next, its
-// service unwraps with the empty parameters containerd sends (the TPM key
-// and an EK-targeted stanza), its probe answers; ocikp.service with the
-// tpm.conf drop-in does the same and systemd-analyze accepts the pair.
+// on the first start and prints the same recipient on the next, node-ek
+// enrols the TPM's EKs (and prints the same on the next), its service
+// unwraps with the empty parameters containerd sends (the TPM key and a
+// stanza for each EK: none would open unenrolled), its probe answers;
+// ocikp.service with the tpm.conf drop-in does the same and
+// systemd-analyze accepts the pair.
 func TestDeploymentTPMRun(t *testing.T) {
 	dir := filepath.Dir(bin(t))
 	// ocikp-serve and the TPM companion beside ocikp, as installed.
@@ -260,8 +262,8 @@ func TestDeploymentTPMRun(t *testing.T) {
 		return ds
 	}
 	plain, tpmDS := read("daemonset.yaml").Spec.Template.Spec, read("daemonset-tpm.yaml").Spec.Template.Spec
-	if len(tpmDS.InitContainers) != 2 || tpmDS.InitContainers[1].Name != "node-key" || len(tpmDS.Containers) != 1 {
-		t.Fatalf("daemonset-tpm.yaml: want init containers node-config, node-key and one container: %+v", tpmDS)
+	if len(tpmDS.InitContainers) != 3 || tpmDS.InitContainers[1].Name != "node-key" || tpmDS.InitContainers[2].Name != "node-ek" || len(tpmDS.Containers) != 1 {
+		t.Fatalf("daemonset-tpm.yaml: want init containers node-config, node-key, node-ek and one container: %+v", tpmDS)
 	}
 	// The rest is daemonset.yaml's: the same node config and probe.
 	if !slices.Equal(tpmDS.InitContainers[0].Command, plain.InitContainers[0].Command) ||
@@ -313,9 +315,22 @@ func TestDeploymentTPMRun(t *testing.T) {
 		}
 		return first
 	}
+	// enrolTwice runs a first-start EK enrolment twice: the same EKs
+	// printed, both recorded.
+	enrolTwice := func(what string, cmd []string, keystore string) {
+		t.Helper()
+		first, again := runOut(what, cmd), runOut(what+" (restart)", cmd)
+		if strings.Count(first, "-----BEGIN PUBLIC KEY-----") != 2 || first != again {
+			t.Fatalf("%s printed %q, then %q on a restart", what, first, again)
+		}
+		out := runOut("list", []string{ocikp, "--keystore", keystore, "list"})
+		if !regexp.MustCompile(`(?m)^tpm-ek/ecc +tpm-ek \(enrolled\) `).MatchString(out) || !strings.Contains(out, "tpm-ek/rsa") {
+			t.Fatalf("%s: the keystore lists\n%s", what, out)
+		}
+	}
 	// serve starts a service and checks that its probe answers and that
 	// it unwraps, with no decryption parameters, a layer for the node key
-	// and one for the node's EK.
+	// and one for each of the node's enrolled EKs.
 	serve := func(what string, svc, env, probe []string, recipient string) {
 		t.Helper()
 		s := exec.Command(svc[0], svc[1:]...)
@@ -341,10 +356,13 @@ func TestDeploymentTPMRun(t *testing.T) {
 		if err != nil || string(out) != "SERVING\n" {
 			t.Fatalf("%s: probe %v: %v\n%s\nservice log:\n%s", what, probe, err, out, log.Bytes())
 		}
-		ek := filepath.Join(t.TempDir(), "ek.pem")
-		os.WriteFile(ek, []byte(runOut("tpm ek", []string{ocikp, "tpm", "ek", "--tpm", sw.Socket})), 0o644)
-		ekRecipient := runOut("recipient --tpm-ek", []string{ocikp, "--keystore", t.TempDir(), "recipient", "--tpm-ek", ek})
-		for _, r := range []string{recipient, ekRecipient} {
+		recipients := []string{recipient}
+		for _, typ := range []string{"ecc", "rsa"} {
+			ek := filepath.Join(t.TempDir(), "ek.pem")
+			os.WriteFile(ek, []byte(runOut("tpm ek", []string{ocikp, "tpm", "ek", "--type", typ, "--tpm", sw.Socket})), 0o644)
+			recipients = append(recipients, runOut("recipient --tpm-ek", []string{ocikp, "--keystore", t.TempDir(), "recipient", "--tpm-ek", ek}))
+		}
+		for _, r := range recipients {
 			if got := unwrapOverSocket(t, ocikp, sock, r, "node secret"); got != "node secret" {
 				t.Errorf("%s: unwrapped %q for %.20s…\nservice log:\n%s", what, got, r, log.Bytes())
 			}
@@ -355,6 +373,7 @@ func TestDeploymentTPMRun(t *testing.T) {
 	os.Mkdir(filepath.Join(tmp, "state"), 0o700)
 	ks := filepath.Join(tmp, "state", "keys")
 	rec := keygenTwice("daemonset-tpm.yaml node-key", localize(tpmDS.InitContainers[1].Command), ks)
+	enrolTwice("daemonset-tpm.yaml node-ek", localize(tpmDS.InitContainers[2].Command), ks)
 	c := tpmDS.Containers[0]
 	var env []string
 	for _, e := range c.Env {
@@ -387,13 +406,14 @@ func TestDeploymentTPMRun(t *testing.T) {
 		return v
 	}
 	starts, pre := values("ExecStart"), values("ExecStartPre")
-	if len(starts) != 2 || starts[0] != "" || len(pre) != 1 {
-		t.Fatalf("tpm.conf: want ExecStart= (reset), one ExecStart and one ExecStartPre: %q %q", starts, pre)
+	if len(starts) != 2 || starts[0] != "" || len(pre) != 2 {
+		t.Fatalf("tpm.conf: want ExecStart= (reset), one ExecStart and two ExecStartPre (keygen, tpm enroll): %q %q", starts, pre)
 	}
 	sdLocal := strings.NewReplacer("/var/lib/ocikp/", filepath.Join(tmp, "sd")+"/")
 	sdize := func(line string) []string { return localize(strings.Fields(sdLocal.Replace(line))) }
 	os.Mkdir(filepath.Join(tmp, "sd"), 0o700)
 	rec = keygenTwice("tpm.conf ExecStartPre", sdize(pre[0]), filepath.Join(tmp, "sd", "keys"))
+	enrolTwice("tpm.conf ExecStartPre (enrol)", sdize(pre[1]), filepath.Join(tmp, "sd", "keys"))
 	serve("ocikp.service + tpm.conf", sdize(starts[1]), sdize(strings.Join(values("Environment"), " ")),
 		localize([]string{"/usr/local/bin/ocikp", "health", "--grpc", "unix:///run/ocikp/ocikp.sock"}), rec)
 	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
