@@ -27,8 +27,8 @@ type hardware struct {
 	reg     string
 	sw      *tpmtest.SWTPM
 	pinFile string
-	// keystores: tpm, token and soft hold one key each; ek is empty (the
-	// EK stanza needs only the device); other holds a key for none.
+	// keystores: tpm, token and soft hold one key each; ek only the
+	// device's enrolled EK (no key); other holds a key for none.
 	ks     map[string]string
 	recips map[string]string
 	ref    string   // the encrypted image
@@ -61,10 +61,10 @@ func newHardware(t *testing.T) *hardware {
 	h.recips["token"] = h.cli(t, nil, "--keystore", h.ks["token"], "keygen", "--backend", "pkcs11", "--pin-file", h.pinFile, "--uri", tk.URI("ocikp-node"), "token")
 	h.recips["soft"] = h.cli(t, nil, "--keystore", h.ks["soft"], "keygen", "laptop")
 	h.cli(t, nil, "--keystore", h.ks["other"], "keygen", "carol")
-	// The device prints its EK; a build machine with no TPM makes the
-	// recipient from that file alone.
+	// The device enrols its EK and prints it; a build machine with no
+	// TPM makes the recipient from that file alone.
 	ek := filepath.Join(dir, "node.ek.pem")
-	os.WriteFile(ek, []byte(h.cli(t, nil, "tpm", "ek", "--tpm", h.sw.Socket)+"\n"), 0o644)
+	os.WriteFile(ek, []byte(h.cli(t, nil, "--keystore", h.ks["ek"], "tpm", "enroll", "--type", "ecc", "--tpm", h.sw.Socket)+"\n"), 0o644)
 	h.recips["ek"] = h.cli(t, nil, "--keystore", h.ks["build"], "recipient", "--tpm-ek", ek)
 	for k, prefix := range map[string]string{"tpm": "ocikp1p2561", "token": "ocikp1p2561", "soft": "ocikp1p2561", "ek": "ocikp1tpmek1"} {
 		if !strings.HasPrefix(h.recips[k], prefix) {
@@ -168,7 +168,7 @@ func TestHardwareSkopeo(t *testing.T) {
 		// The record names the swtpm socket: no OCIKP_TPM needed.
 		{"TPM key", h.ks["tpm"], nil},
 		{"PKCS#11 key", h.ks["token"], []string{"OCIKP_PASSPHRASE_FILE=" + h.pinFile}},
-		// An empty keystore: the EK stanza opens on the device alone.
+		// A keystore with no key, the EK enrolled: the stanza opens on the device.
 		{"EK recipient", h.ks["ek"], []string{"OCIKP_TPM=" + h.sw.Socket}},
 		{"software key", h.ks["soft"], nil},
 	} {
@@ -258,7 +258,7 @@ type service struct {
 
 // services: the TPM key's record names its device; the token's PIN comes
 // from --passphrase-file (a service reads no passphrase variables); the
-// EK stanza needs only the device, named by OCIKP_TPM.
+// EK stanza needs the EK's enrolment and the device, named by OCIKP_TPM.
 func (h *hardware) services() []service {
 	return []service{
 		{name: "TPM key", key: "tpm", keystore: h.ks["tpm"]},
