@@ -49,7 +49,7 @@ func TestComplete(t *testing.T) {
 		{[]string{"keygen", "--backend", "pkcs11", "--type", ""}, "mlkem768p256 p256"},
 		{[]string{"keygen", "--backend=tpm", "--type", ""}, "mlkem768p256 p256"},
 		{[]string{"import", "--backend", ""}, "keychain soft"},
-		{[]string{"tpm", ""}, "ek recipient"},
+		{[]string{"tpm", ""}, "ek enroll recipient"},
 	} {
 		if got := strings.Join(complete(t, c.words...), " "); got != c.want {
 			t.Errorf("%q: %q, want %q", c.words, got, c.want)
