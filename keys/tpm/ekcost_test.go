@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/rand"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/keys/tpm"
 	"github.com/ocikp/ocikp/keys/tpm/tpmtest"
+	"github.com/ocikp/ocikp/protocol"
 )
 
 // ekRecipients returns recipients for the ECC and the RSA EK of the TPM
@@ -93,4 +95,60 @@ func mustParseEK(t *testing.T, s string) *tpm.EKRecipient {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// BenchmarkOtherTPMsEKStanzas: one unwrap, as exec runs it per layer, of
+// a layer with a tpm-ek and a tpm-ek-rsa stanza for another TPM and a
+// software key's, on a node whose TPM is swtpm: what such an image costs
+// the node beyond the software unwrap.
+func BenchmarkOtherTPMsEKStanzas(b *testing.B) {
+	other, node := tpmtest.Start(b), tpmtest.Start(b)
+	var recipients []string
+	for _, typ := range []string{tpm.EKECC, tpm.EKRSA} {
+		ek, err := tpm.ReadEK(other.Socket, typ)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := tpm.NewEKRecipientFor(ek, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		recipients = append(recipients, r.String())
+	}
+	ks := &soft.Store{Dir: b.TempDir()}
+	priv, _ := ecdh.P256().GenerateKey(rand.Reader)
+	k, err := ks.Create("laptop", priv, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Setenv(tpm.EnvTPM, "")
+	ann := wrapReqB(b, &keyprovider.Provider{Name: "ocikp", Store: ks}, []byte("x"), append(recipients, k.RecipientString())...)
+	b.Setenv(tpm.EnvTPM, node.Socket)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := unwrapReq(&keyprovider.Provider{Store: ks}, ann); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// wrapReqB is wrapReq for a benchmark.
+func wrapReqB(b *testing.B, p *keyprovider.Provider, secret []byte, recipients ...string) []byte {
+	b.Helper()
+	var vs [][]byte
+	for _, r := range recipients {
+		vs = append(vs, []byte(r))
+	}
+	reply, err := p.Handle(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
+		EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vs}}, Optsdata: secret}})
+	if err != nil {
+		b.Fatalf("wrap: %v", err)
+	}
+	var out struct {
+		Results struct{ Annotation []byte } `json:"keywrapresults"`
+	}
+	if err := json.Unmarshal(reply, &out); err != nil {
+		b.Fatal(err)
+	}
+	return out.Results.Annotation
 }
