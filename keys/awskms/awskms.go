@@ -282,29 +282,47 @@ type noteRetries struct{ *retry.Standard }
 type retriedKey struct{}
 
 type retried struct {
-	mu  sync.Mutex
-	err error
+	mu      sync.Mutex
+	err     error
+	network int  // retries after no answer at all
+	gaveUp  bool // network retries ran out
 }
+
+// networkRetries is the SDK's default for failures without an answer
+// (unreachable endpoint): the raised attempts are for KMS answers such as
+// throttling, not for waiting out a wrong endpoint.
+const networkRetries = 2
+
+var errGaveUp = errors.New("no answer from the endpoint")
 
 func (r noteRetries) GetRetryToken(ctx context.Context, opErr error) (func(error) error, error) {
 	if rec, ok := ctx.Value(retriedKey{}).(*retried); ok {
 		rec.mu.Lock()
 		rec.err = opErr
+		var ae smithy.APIError
+		if !errors.As(opErr, &ae) {
+			if rec.network++; rec.network > networkRetries {
+				rec.gaveUp = true
+				rec.mu.Unlock()
+				return nil, errGaveUp
+			}
+		}
 		rec.mu.Unlock()
 	}
 	return r.Standard.GetRetryToken(ctx, opErr)
 }
 
 // lastRetried returns the error the last retry followed when the deadline
-// ended the call during its back-off, else err.
+// ended the call during its back-off, or when network retries ran out;
+// else err.
 func lastRetried(ctx context.Context, err error) error {
 	rec, ok := ctx.Value(retriedKey{}).(*retried)
-	if !ok || !errors.Is(err, context.DeadlineExceeded) {
+	if !ok {
 		return err
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if rec.err == nil {
+	if rec.err == nil || !(rec.gaveUp || errors.Is(err, context.DeadlineExceeded)) {
 		return err
 	}
 	return rec.err

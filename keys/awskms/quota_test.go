@@ -2,6 +2,7 @@ package awskms
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/testkms"
 )
 
@@ -74,5 +76,47 @@ func TestThrottlingPastTimeout(t *testing.T) {
 	}
 	if th.calls < 2 {
 		t.Errorf("%d attempts: not retried", th.calls)
+	}
+}
+
+// hangUp accepts connections and closes them at once, counting them: an
+// endpoint that never answers.
+func hangUp(t *testing.T) (addr string, accepted func() int) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var mu sync.Mutex
+	n := 0
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			n++
+			mu.Unlock()
+			c.Close()
+		}
+	}()
+	return l.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return n }
+}
+
+// The raised attempts are for answers such as throttling: an endpoint that
+// never answers still fails after the SDK's default 3 attempts, not after
+// the whole timeout.
+func TestNoAnswerNotRetriedUntilTimeout(t *testing.T) {
+	_, _, s := startThrottled(t, 30*time.Second, 0)
+	addr, accepted := hangUp(t)
+	t.Setenv("AWS_ENDPOINT_URL_KMS", "http://"+addr)
+	b := New(30 * time.Second)
+	_, err := b.Unwrap(s)
+	if err == nil || !strings.Contains(strings.Join(hint.Of(err), " "), "network path") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %q", err)
+	}
+	if n := accepted(); n != 3 {
+		t.Errorf("%d connections, want 3 attempts", n)
 	}
 }

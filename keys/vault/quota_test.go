@@ -2,6 +2,7 @@ package vault
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -70,5 +71,42 @@ func TestRateLimitPastTimeout(t *testing.T) {
 	}
 	if th.calls < 2 {
 		t.Errorf("%d attempts: not retried", th.calls)
+	}
+}
+
+// The raised retries are for answers such as 429: an address that never
+// answers still fails after the client's default 2 retries, not after the
+// whole timeout.
+func TestNoAnswerNotRetriedUntilTimeout(t *testing.T) {
+	_, _, s := startThrottled(t, 30*time.Second, 0)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var mu sync.Mutex
+	n := 0
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			n++
+			mu.Unlock()
+			c.Close()
+		}
+	}()
+	t.Setenv("VAULT_ADDR", "http://"+l.Addr().String())
+	b := New(30 * time.Second)
+	_, err = b.Unwrap(s)
+	if err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("err = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n != 3 {
+		t.Errorf("%d connections, want 3 attempts", n)
 	}
 }

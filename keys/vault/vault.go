@@ -171,9 +171,19 @@ func (b *Backend) client(k *Key) (*api.Client, error) {
 		check = api.DefaultRetryPolicy
 	}
 	cfg.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
-		if rec, ok := ctx.Value(retriedKey{}).(*retried); ok && resp != nil && (resp.StatusCode == 429 || resp.StatusCode >= 500) {
+		if rec, ok := ctx.Value(retriedKey{}).(*retried); ok {
 			rec.mu.Lock()
-			rec.status = resp.StatusCode
+			switch {
+			case resp != nil && (resp.StatusCode == 429 || resp.StatusCode >= 500):
+				rec.status = resp.StatusCode
+			case resp == nil && err != nil && ctx.Err() == nil:
+				// No answer (unreachable address): the client's
+				// default 2 retries, not the raised ones.
+				if rec.network++; rec.network > 2 {
+					rec.mu.Unlock()
+					return false, err
+				}
+			}
 			rec.mu.Unlock()
 		}
 		return check(ctx, resp, err)
@@ -306,8 +316,9 @@ func (b *Backend) PublicKey(u string) (*plugin.PublicKey, error) {
 // OCIKP_KMS_TIMEOUT ends a back-off the client returns only the
 // cancellation, and the caller should read why it was waiting.
 type retried struct {
-	mu     sync.Mutex
-	status int
+	mu      sync.Mutex
+	status  int
+	network int // retries after no answer at all
 }
 
 type retriedKey struct{}
