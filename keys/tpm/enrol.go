@@ -202,18 +202,21 @@ func (en *Enrolment) Identity() backend.Key {
 // stanzas for a TPM's EK of a type the keystore has not enrolled: ""
 // otherwise. It reads the keystore only, never the device.
 func EnrolHint(keystore string, stanzas []*envelope.Stanza) string {
-	es := EnrolmentsIn(keystore)
+	want := map[string]bool{}
 	for _, s := range stanzas {
-		typ := ""
 		switch s.Type {
 		case StanzaEK:
-			typ = EKECC
+			want[EKECC] = true
 		case StanzaEKRSA:
-			typ = EKRSA
-		default:
+			want[EKRSA] = true
+		}
+	}
+	// At most one read per type, however many stanzas the layer holds.
+	for _, typ := range []string{EKECC, EKRSA} {
+		if !want[typ] {
 			continue
 		}
-		if _, err := es.Get(typ); errors.Is(err, ErrNotEnrolled) {
+		if _, err := EnrolmentsIn(keystore).Get(typ); errors.Is(err, ErrNotEnrolled) {
 			return "the layer is sealed to a TPM's endorsement key, and this keystore has none enrolled: if this machine's TPM is the one, enrol it first (ocikp tpm enroll)"
 		}
 	}
