@@ -91,7 +91,7 @@ func TestKubeletNode(t *testing.T) {
 			"containers":                    []any{map[string]any{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent"}},
 		})
 	}
-	k := startKubelet(t, kubelet, dir, c.sock, manifests)
+	k := startKubelet(t, kubelet, dir, c.sock, manifests, false)
 
 	t.Run("a pod whose image is encrypted for the node's key runs", func(t *testing.T) {
 		pod := k.waitPod(t, "enc-node", 3*time.Minute, func(p kubeletPod) bool { return p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed" })
@@ -341,10 +341,30 @@ type kubeletNode struct {
 // /var/log: the kubelet links every container's log into the fixed
 // /var/log/containers, which the test must not write. Mounts the kubelet
 // makes itself (Secret volumes, memory emptyDirs) stay in that namespace,
-// out of runc's sight: pods with such volumes need the root directory
-// shared with the host's namespace first.
-func startKubelet(t *testing.T, bin, dir, sock, manifests string) *kubeletNode {
+// out of runc's sight, unless shareRoot: then the kubelet's root directory
+// is a shared mount of the host's namespace, so that its mounts there
+// reach containerd and runc (and are unmounted when the test ends).
+func startKubelet(t *testing.T, bin, dir, sock, manifests string, shareRoot bool) *kubeletNode {
 	k := &kubeletNode{podLogs: filepath.Join(dir, "pod-logs")}
+	root := filepath.Join(dir, "root")
+	propagation := "slave"
+	if shareRoot {
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("sh", "-c", `mount --bind "$0" "$0" && mount --make-shared "$0"`, root).CombinedOutput(); err != nil {
+			t.Fatalf("sharing the kubelet's root: %v\n%s", err, out)
+		}
+		// Runs after the kubelet has stopped (cleanups run last first).
+		t.Cleanup(func() {
+			if out, err := exec.Command("umount", "-R", "-l", root).CombinedOutput(); err != nil {
+				t.Errorf("unmounting the kubelet's root: %v\n%s", err, out)
+			}
+		})
+		// The root stays in the host's peer group; the mount holding
+		// /var/log is made private below, so the tmpfs stays in.
+		propagation = "unchanged"
+	}
 	port := freeLoopbackPort(t)
 	k.url = fmt.Sprintf("http://127.0.0.1:%d", port)
 	// The kubelet sets these kernel settings when it starts
@@ -402,9 +422,9 @@ imageGCLowThresholdPercent: 99
 		t.Fatal(err)
 	}
 	// unshare execs sh, which execs the kubelet: the test's signal reaches it.
-	cmd := exec.Command("unshare", "--mount", "--propagation", "slave", "sh", "-c",
-		`mount -t tmpfs -o mode=0755 tmpfs /var/log && exec "$0" "$@"`, bin,
-		"--config", cfgPath, "--root-dir", filepath.Join(dir, "root"), "--cert-dir", filepath.Join(dir, "pki"),
+	cmd := exec.Command("unshare", "--mount", "--propagation", propagation, "sh", "-c",
+		`mount --make-private "$(findmnt -n -o TARGET -T /var/log)" && mount -t tmpfs -o mode=0755 tmpfs /var/log && exec "$0" "$@"`, bin,
+		"--config", cfgPath, "--root-dir", root, "--cert-dir", filepath.Join(dir, "pki"),
 		"--hostname-override", nodeName, "--v", "2")
 	k.logs = testdaemon.Start(t, cmd)
 	// Runs before the kubelet is stopped: it stops its own pods.
