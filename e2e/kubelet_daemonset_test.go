@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ocikp/ocikp/keys/tpm/tpmtest"
 )
 
 // The service's socket and node configuration as the DaemonSet's
@@ -60,7 +62,7 @@ func TestKubeletDaemonSet(t *testing.T) {
 	secret := filepath.Join(dir, "secret")
 	secretDir(t, secret, map[string][]byte{"node.key": key}, 65532)
 
-	pod, subs := derivePod(t, "../deploy/kubernetes/daemonset.yaml", image, node, map[string]string{"secret": secret})
+	pod, subs := derivePod(t, "../deploy/kubernetes/daemonset.yaml", image, node, map[string]string{"secret": secret}, nil)
 	// The header's once-per-node step (its tmpfiles.d line): the socket's
 	// directory, owned by the service's user.
 	if err := os.MkdirAll(filepath.Join(node, podSocketDir), 0o755); err != nil {
@@ -230,6 +232,8 @@ func writeManifest(t *testing.T, dir, name string, pod map[string]any) {
 // changes there fails here instead of drifting from what is run.
 //   - the image ocikp:dev: the scratch image in the test's registry;
 //   - each hostPath root P: NODE/P (the node's directories, in the test);
+//   - each hostPath in sockets (a device): the unix socket sockets[path]
+//     (swtpm's, for /dev/tpmrm0: ocikp opens either by file type);
 //   - each Secret volume: a hostPath directory laid out as the kubelet
 //     mounts the Secret (secrets[name]; a static pod cannot refer to a
 //     Secret: there is no API server);
@@ -237,7 +241,7 @@ func writeManifest(t *testing.T, dir, name string, pod map[string]any) {
 //   - metadata: the template's labels, the DaemonSet's namespace.
 //
 // It returns the pod and the list of substitutions made.
-func derivePod(t *testing.T, file, image, node string, secrets map[string]string) (map[string]any, []string) {
+func derivePod(t *testing.T, file, image, node string, secrets, sockets map[string]string) (map[string]any, []string) {
 	t.Helper()
 	data, err := os.ReadFile(file)
 	if err != nil {
@@ -288,6 +292,15 @@ func derivePod(t *testing.T, file, image, node string, secrets map[string]string
 			if !filepath.IsAbs(path) {
 				t.Fatalf("%s: volume %v: hostPath %q", file, v["name"], path)
 			}
+			if sock, ok := sockets[path]; ok {
+				if hp["type"] != "CharDevice" {
+					t.Fatalf("%s: volume %v: hostPath %s of type %v, not CharDevice: update the test", file, v["name"], path, hp["type"])
+				}
+				hp["path"], hp["type"] = sock, "Socket"
+				sub("volume %v: hostPath %s (CharDevice) -> %s (Socket)", v["name"], path, sock)
+				delete(sockets, path)
+				break
+			}
 			hp["path"] = filepath.Join(node, path)
 			sub("volume %v: hostPath %s -> %s", v["name"], path, hp["path"])
 		case v["secret"] != nil:
@@ -303,6 +316,9 @@ func derivePod(t *testing.T, file, image, node string, secrets map[string]string
 			sub("volume %s: Secret %v -> hostPath %s laid out as the kubelet mounts it (links into ..data, files 0440 group fsGroup)", name, sec["secretName"], dir)
 			secretsSeen++
 		}
+	}
+	if len(sockets) != 0 {
+		t.Fatalf("%s: no hostPath volumes %v", file, sockets)
 	}
 	if secretsSeen != len(secrets) {
 		t.Fatalf("%s: %d Secret volumes, the test lays out %d", file, secretsSeen, len(secrets))
@@ -352,5 +368,116 @@ func secretDir(t *testing.T, dir string, files map[string][]byte, gid int) {
 		if err := os.Chmod(d, 0o755|os.ModeSetgid); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestKubeletDaemonSetTPM is TestKubeletDaemonSet for
+// deploy/kubernetes/daemonset-tpm.yaml: the node key is made by a software
+// TPM (swtpm, its socket in place of /dev/tpmrm0) in the pod's node-key
+// init container, and an image encrypted for the recipient that container
+// printed decrypts on the node through the service, while no file on the
+// node holds the private key: the keystore holds the TPM's record.
+func TestKubeletDaemonSetTPM(t *testing.T) {
+	kubelet := need(t, "kubelet")
+	ctd := need(t, "containerd2")
+	shim := need(t, "containerd-shim-runc-v2")
+	runc := need(t, "runc")
+	nerdctl := need(t, "nerdctl2")
+	need(t, "unshare")
+	sw := tpmtest.Start(t)
+	// The device's 0660 and the tss group, in the socket's terms.
+	if err := os.Chmod(sw.Socket, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	p := newProvider(t, "ocikp")
+	sk := newSkopeo(t, p)
+	reg := startRegistry(t)
+	ks, _ := p.keystore(t, "unused")
+	app := buildPodApp(t)
+	pause := reg + "/pause:1"
+	pushRef(t, pause, podImage(t, app, "", "sleep"))
+	image := buildScratchImage(t, reg)
+
+	dir := shortTempDir(t, "kt-")
+	node := filepath.Join(dir, "node")
+	hostSocket := "unix://" + filepath.Join(node, podSocketDir, "ocikp.sock")
+	pod, subs := derivePod(t, "../deploy/kubernetes/daemonset-tpm.yaml", image, node, nil, map[string]string{"/dev/tpmrm0": sw.Socket})
+	t.Logf("the static pod differs from the DaemonSet's template by:\n  %s", strings.Join(subs, "\n  "))
+	// The header's once-per-node steps.
+	state := filepath.Join(node, "var/lib/ocikp")
+	for d, mode := range map[string]os.FileMode{filepath.Join(node, podSocketDir): 0o755, state: 0o700} {
+		if err := os.MkdirAll(d, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, 65532, 65532); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	nodeConfig := filepath.Join(dir, "ocicrypt.json")
+	if out, err := exec.Command(p.bin, "config", "--grpc", hostSocket, "--output", nodeConfig).CombinedOutput(); err != nil {
+		t.Fatalf("ocikp config --grpc: %v\n%s", err, out)
+	}
+	dropIn := p.containerdDropIn(t, "2", nodeConfig, "")
+	c := startContainerd(t, containerdSetup{bin: ctd, nerdctl: nerdctl, major: "2", dropIn: dropIn, registry: reg,
+		extra: nodeContainerdConfig(dir, shim, runc, pause)})
+	t.Cleanup(func() { removeAllSandboxes(t, c.sock) })
+	manifests := filepath.Join(dir, "manifests")
+	os.MkdirAll(manifests, 0o755)
+	writeManifest(t, manifests, "ocikp", pod)
+	k := startKubelet(t, kubelet, dir, c.sock, manifests, true)
+
+	got := k.waitPod(t, "ocikp", 3*time.Minute, func(p kubeletPod) bool { return p.ready() || p.Status.Phase == "Failed" })
+	if !got.ready() {
+		t.Fatalf("the TPM DaemonSet's pod is not ready: %s", got)
+	}
+	logs, _ := filepath.Glob(filepath.Join(k.podLogs, "ocikp_ocikp-"+nodeName+"_*", "node-key", "*.log"))
+	var recipient string
+	for _, f := range logs {
+		data, _ := os.ReadFile(f)
+		for _, line := range strings.Split(string(data), "\n") {
+			if _, r, ok := strings.Cut(line, " stdout F "); ok && strings.HasPrefix(r, "ocikp1") {
+				recipient = strings.TrimSpace(r)
+			}
+		}
+	}
+	if recipient == "" {
+		t.Fatalf("the node-key init container printed no recipient (%v)", logs)
+	}
+	t.Logf("the node's TPM key: %s", recipient)
+
+	enc := encryptImage(t, p, sk, reg, ks, app, "tpm-node", "decrypted by the node's TPM\n", recipient)
+	writeManifest(t, manifests, "enc-tpm", appPod(enc))
+	got = k.waitPod(t, "enc-tpm", 3*time.Minute, func(p kubeletPod) bool { return p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed" })
+	if got.Status.Phase != "Succeeded" {
+		t.Fatalf("pod phase %s: %s", got.Status.Phase, got)
+	}
+	k.wantLog(t, "enc-tpm", "decrypted by the node's TPM")
+
+	// The key's record is the TPM's: a public area and a private blob
+	// only that TPM can load; nothing on the node is a private key.
+	data, err := os.ReadFile(filepath.Join(state, "keys", "tpm", "node.json"))
+	if err != nil {
+		t.Fatalf("no TPM record of the node key: %v", err)
+	}
+	var rec struct{ Recipient, Device, Public, Private string }
+	if err := json.Unmarshal(data, &rec); err != nil || rec.Recipient != recipient || rec.Private == "" || rec.Public == "" {
+		t.Fatalf("the node key's record is not a TPM record for %s: %v\n%s", recipient, err, data)
+	}
+	// The node's host paths, the kubelet's pod directories (volumes) and
+	// the pods' logs (not its pki/: the kubelet's own TLS key).
+	for _, d := range []string{node, filepath.Join(dir, "root"), k.podLogs} {
+		filepath.WalkDir(d, func(path string, e os.DirEntry, err error) error {
+			if err != nil || !e.Type().IsRegular() {
+				return nil
+			}
+			if strings.HasSuffix(path, ".key") {
+				t.Errorf("a key file on the node: %s", path)
+			}
+			if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte("PRIVATE KEY")) {
+				t.Errorf("%s holds a private key", path)
+			}
+			return nil
+		})
 	}
 }
