@@ -329,3 +329,18 @@ func (p *primed) forget() {
 	clear(p.memo)
 	p.mu.Unlock()
 }
+
+// CheckSecrets checks a device's answer to a batch ECDH (ManyExchanger):
+// one 32-byte P-256 x-coordinate per peer point, as who (the backend)
+// returned them.
+func CheckSecrets(who string, secrets [][]byte, peers int) error {
+	if len(secrets) != peers {
+		return fmt.Errorf("%s: ECDH returned %d secrets for %d peers", who, len(secrets), peers)
+	}
+	for _, z := range secrets {
+		if len(z) != 32 {
+			return fmt.Errorf("%s: ECDH returned %d bytes, want 32", who, len(z))
+		}
+	}
+	return nil
+}

@@ -1,7 +1,6 @@
 package keychain
 
 import (
-	"bytes"
 	"crypto/ecdh"
 	"encoding/json"
 	"errors"
@@ -72,17 +71,12 @@ func ValidTag(tag string) bool {
 
 // ParseRef reads a reference file's contents, strictly.
 func ParseRef(data []byte) (*Ref, error) {
-	if len(data) > maxRefSize {
-		return nil, fmt.Errorf("keychain reference: %d bytes, at most %d", len(data), maxRefSize)
-	}
 	var w struct {
 		V int `json:"v"`
 		Ref
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil || dec.More() {
-		return nil, errors.New("keychain reference: not a JSON object of the documented fields")
+	if err := soft.DecodeRecord(data, maxRefSize, "keychain reference", &w); err != nil {
+		return nil, err
 	}
 	r := w.Ref
 	switch {

@@ -1,7 +1,6 @@
 package pkcs11
 
 import (
-	"bytes"
 	"crypto/ecdh"
 	"encoding/json"
 	"errors"
@@ -66,17 +65,12 @@ func newRecord(r *Record) (*Record, error) {
 
 // ParseRecord reads a record file's contents, strictly.
 func ParseRecord(data []byte) (*Record, error) {
-	if len(data) > maxRecordSize {
-		return nil, fmt.Errorf("PKCS#11 key record: %d bytes, at most %d", len(data), maxRecordSize)
-	}
 	var w struct {
 		V int `json:"v"`
 		Record
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil || dec.More() {
-		return nil, errors.New("PKCS#11 key record: not a JSON object of the documented fields")
+	if err := soft.DecodeRecord(data, maxRecordSize, "PKCS#11 key record", &w); err != nil {
+		return nil, err
 	}
 	r := w.Record
 	switch {

@@ -1,6 +1,8 @@
 package soft
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +15,22 @@ import (
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/internal/safefile"
 )
+
+// DecodeRecord reads data, one record, into v strictly: at most limit
+// bytes, no unknown fields, nothing after the object; what names the
+// record in errors. Records are written by ocikp, so anything else is a
+// damaged or foreign file.
+func DecodeRecord(data []byte, limit int, what string, v any) error {
+	if len(data) > limit {
+		return fmt.Errorf("%s: %d bytes, at most %d", what, len(data), limit)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil || dec.More() {
+		return fmt.Errorf("%s: not a JSON object of the documented fields", what)
+	}
+	return nil
+}
 
 // RecordDir is a keystore directory of records of one kind (Keychain
 // references, TPM and PKCS#11 keys): DIR/NAME.json, written once and

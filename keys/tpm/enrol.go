@@ -57,17 +57,12 @@ func NewEnrolment(ek *EK, name []byte, device string) (*Enrolment, error) {
 
 // ParseEnrolment reads an enrolment file's contents, strictly.
 func ParseEnrolment(data []byte) (*Enrolment, error) {
-	if len(data) > maxEnrolment {
-		return nil, fmt.Errorf("TPM EK enrolment: %d bytes, at most %d", len(data), maxEnrolment)
-	}
 	var w struct {
 		V int `json:"v"`
 		Enrolment
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil || dec.More() {
-		return nil, errors.New("TPM EK enrolment: not a JSON object of the documented fields")
+	if err := soft.DecodeRecord(data, maxEnrolment, "TPM EK enrolment", &w); err != nil {
+		return nil, err
 	}
 	en := w.Enrolment
 	if w.V != 1 {

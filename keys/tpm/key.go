@@ -163,13 +163,8 @@ func (k *Key) ECDHMany(peers []*ecdh.PublicKey) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(rep.Secrets) != len(peers) {
-		return nil, fmt.Errorf("tpm: ECDH returned %d secrets for %d peers", len(rep.Secrets), len(peers))
-	}
-	for _, z := range rep.Secrets {
-		if len(z) != 32 {
-			return nil, fmt.Errorf("tpm: ECDH returned %d bytes, want 32", len(z))
-		}
+	if err := hwhybrid.CheckSecrets("tpm", rep.Secrets, len(peers)); err != nil {
+		return nil, err
 	}
 	return rep.Secrets, nil
 }

@@ -1,7 +1,6 @@
 package tpm
 
 import (
-	"bytes"
 	"crypto/ecdh"
 	"encoding/base64"
 	"encoding/json"
@@ -88,17 +87,12 @@ func newRecord(r *Record, device string, c *Created, s Spec) (*Record, error) {
 
 // ParseRecord reads a record file's contents, strictly.
 func ParseRecord(data []byte) (*Record, error) {
-	if len(data) > maxRecordSize {
-		return nil, fmt.Errorf("TPM key record: %d bytes, at most %d", len(data), maxRecordSize)
-	}
 	var w struct {
 		V int `json:"v"`
 		Record
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil || dec.More() {
-		return nil, errors.New("TPM key record: not a JSON object of the documented fields")
+	if err := soft.DecodeRecord(data, maxRecordSize, "TPM key record", &w); err != nil {
+		return nil, err
 	}
 	r := w.Record
 	switch {
