@@ -37,7 +37,9 @@ fi
 GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 "$TOOLS_BIN/staticcheck" ./keys/keychain/...
 
 step "go test (unit, CLI, end-to-end)"
-go test -count=1 ./...
+# The e2e package drives real nodes (kubelet, containerd, CRI-O) for
+# minutes: more than go test's default 10 min per package.
+go test -count=1 -timeout 40m ./...
 
 step "the README's first command: scripts/demo.sh exits 0 and shows the wrong-key error"
 demo_out=$(scripts/demo.sh 2>&1) || { echo "$demo_out"; echo "scripts/demo.sh failed"; exit 1; }
