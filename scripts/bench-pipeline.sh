@@ -11,9 +11,10 @@
 #   STRACE=1 scripts/bench-pipeline.sh      # also count provider processes
 #
 # Besides the table it prints one machine-readable line per variant and step:
-#   BENCH pipeline variant=V step=total|encrypt|decrypt runs=N median_s=S p90_s=S ratio=R paired=R baseline=B
+#   BENCH pipeline variant=V step=total|encrypt|decrypt runs=N median_s=S p90_s=S ratio=R paired=R cpu_s=S cpu_ratio=R baseline=B
 # (ratio: median / the baseline's median; paired: median over rounds of the
-# variant's time / the baseline's in the same round), and with STRACE=1
+# variant's time / the baseline's in the same round; p90 by nearest rank;
+# cpu: user+system time of skopeo and the programs it ran), and with STRACE=1
 #   BENCH pipeline-trace variant=V step=S processes=N proc_sum_ms=MS proc_max_ms=MS proc_union_ms=MS wall_s=S
 set -euo pipefail
 cd "$(dirname "$0")/.."

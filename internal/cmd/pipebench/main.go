@@ -13,6 +13,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"crypto"
@@ -133,23 +134,20 @@ func bench(o options) error {
 	copyArgs := func(flags []string, src, dst string) []string {
 		return append(append([]string{"--policy", policy, "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"}, flags...), src, dst)
 	}
-	// one encrypts and decrypts with v; it returns each step's wall time.
-	one := func(v variant, tag string, wrap func(args []string) (string, []string)) (enc, dec time.Duration, err error) {
+	// one encrypts and decrypts with v; it returns each step's wall time
+	// and the CPU time of skopeo and the programs it ran.
+	one := func(v variant, tag string, wrap func(args []string) (string, []string)) (enc, dec step, err error) {
 		encRef := "docker://" + reg + "/" + v.name + ":" + tag
 		out := filepath.Join(dir, "out-"+v.name+"-"+tag)
 		defer os.RemoveAll(out)
 		bin, args := wrap(copyArgs(v.enc, "docker://"+plain, encRef))
-		t := time.Now()
-		if err := run(v.env, bin, args...); err != nil {
-			return 0, 0, err
+		if enc, err = run(v.env, bin, args...); err != nil {
+			return enc, dec, err
 		}
-		enc = time.Since(t)
 		bin, args = wrap(copyArgs(v.dec, encRef, "oci:"+out+":x"))
-		t = time.Now()
-		if err := run(v.env, bin, args...); err != nil {
-			return 0, 0, err
+		if dec, err = run(v.env, bin, args...); err != nil {
+			return enc, dec, err
 		}
-		dec = time.Since(t)
 		if tag == "check" {
 			return enc, dec, check(reg+"/"+v.name+":"+tag, out, want)
 		}
@@ -180,9 +178,12 @@ func bench(o options) error {
 				return fmt.Errorf("%s, round %d: %w", v.name, r+1, err)
 			}
 			t := times[v.name]
-			t["encrypt"] = append(t["encrypt"], enc.Seconds())
-			t["decrypt"] = append(t["decrypt"], dec.Seconds())
-			t["total"] = append(t["total"], (enc + dec).Seconds())
+			t["encrypt"] = append(t["encrypt"], enc.wall.Seconds())
+			t["decrypt"] = append(t["decrypt"], dec.wall.Seconds())
+			t["total"] = append(t["total"], (enc.wall + dec.wall).Seconds())
+			t["cpu encrypt"] = append(t["cpu encrypt"], enc.cpu.Seconds())
+			t["cpu decrypt"] = append(t["cpu decrypt"], dec.cpu.Seconds())
+			t["cpu total"] = append(t["cpu total"], (enc.cpu + dec.cpu).Seconds())
 		}
 	}
 	up, _ = exec.Command("uptime").Output()
@@ -442,19 +443,35 @@ func check(encRef, out string, want []v1.Hash) error {
 	return nil
 }
 
-func run(env []string, bin string, args ...string) error {
+// step is one skopeo copy's wall time and the CPU time (user and system)
+// of skopeo and every program it ran and waited for.
+type step struct{ wall, cpu time.Duration }
+
+func run(env []string, bin string, args ...string) (step, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	t := time.Now()
+	err := cmd.Run()
+	s := step{wall: time.Since(t)}
 	if err != nil {
-		return fmt.Errorf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, out)
+		return s, fmt.Errorf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, out.Bytes())
 	}
-	return nil
+	s.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return s, nil
 }
 
-func median(xs []float64) float64 { return quantile(xs, 0.5) }
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
 
 // quantile by nearest rank.
 func quantile(xs []float64, q float64) float64 {
@@ -467,36 +484,38 @@ func quantile(xs []float64, q float64) float64 {
 // report prints a table, then one machine-readable line per variant and
 // step. ratio is the variant's median over the baseline's; paired is the
 // median over rounds of the variant's time over the baseline's in the same
-// round.
+// round. CPU is skopeo's with the programs it ran (not the registry's).
 func report(vs []variant, times map[string]map[string][]float64, baseline string, runs int) {
-	fmt.Printf("\n%d runs each; ratio = median / median of %s; paired = median over rounds of (time / %s's time that round)\n", runs, baseline, baseline)
+	fmt.Printf("\n%d runs each; ratio = median / median of %s; paired = median over rounds of (time / %s's time that round);\ncpu = user+system time of skopeo and the programs it ran\n", runs, baseline, baseline)
 	for _, v := range vs {
 		fmt.Printf("  %-8s %s\n", v.name, v.what)
 	}
-	fmt.Println()
-	fmt.Printf("%-8s  %-7s  %9s  %9s  %6s  %6s\n", "variant", "step", "median", "p90", "ratio", "paired")
-	for _, op := range []string{"total", "encrypt", "decrypt"} {
-		b := times[baseline][op]
+	type row struct {
+		median, p90, ratio, paired, cpu, cpuRatio float64
+	}
+	stats := func(v, op string) row {
+		t, b := times[v][op], times[baseline][op]
+		c, cb := times[v]["cpu "+op], times[baseline]["cpu "+op]
+		var per []float64
+		for i := range t {
+			per = append(per, t[i]/b[i])
+		}
+		return row{median(t), quantile(t, 0.9), median(t) / median(b), median(per), median(c), median(c) / median(cb)}
+	}
+	ops := []string{"total", "encrypt", "decrypt"}
+	fmt.Printf("\n%-8s  %-7s  %9s  %9s  %6s  %6s  %8s  %9s\n", "variant", "step", "median", "p90", "ratio", "paired", "cpu", "cpu ratio")
+	for _, op := range ops {
 		for _, v := range vs {
-			t := times[v.name][op]
-			var per []float64
-			for i := range t {
-				per = append(per, t[i]/b[i])
-			}
-			fmt.Printf("%-8s  %-7s  %8.3fs  %8.3fs  %5.3fx  %5.3fx\n", v.name, op, median(t), quantile(t, 0.9), median(t)/median(b), median(per))
+			r := stats(v.name, op)
+			fmt.Printf("%-8s  %-7s  %8.3fs  %8.3fs  %5.3fx  %5.3fx  %7.3fs  %8.3fx\n", v.name, op, r.median, r.p90, r.ratio, r.paired, r.cpu, r.cpuRatio)
 		}
 	}
 	fmt.Println()
-	for _, op := range []string{"total", "encrypt", "decrypt"} {
-		b := times[baseline][op]
+	for _, op := range ops {
 		for _, v := range vs {
-			t := times[v.name][op]
-			var per []float64
-			for i := range t {
-				per = append(per, t[i]/b[i])
-			}
-			fmt.Printf("BENCH pipeline variant=%s step=%s runs=%d median_s=%.4f p90_s=%.4f ratio=%.4f paired=%.4f baseline=%s\n",
-				v.name, op, len(t), median(t), quantile(t, 0.9), median(t)/median(b), median(per), baseline)
+			r := stats(v.name, op)
+			fmt.Printf("BENCH pipeline variant=%s step=%s runs=%d median_s=%.4f p90_s=%.4f ratio=%.4f paired=%.4f cpu_s=%.4f cpu_ratio=%.4f baseline=%s\n",
+				v.name, op, runs, r.median, r.p90, r.ratio, r.paired, r.cpu, r.cpuRatio, baseline)
 		}
 	}
 }
@@ -505,7 +524,7 @@ func report(vs []variant, times map[string]map[string][]float64, baseline string
 // what skopeo executed: how many provider processes, how long each lived
 // from its execve to its exit, how much of the step's wall time they
 // covered, and any other program.
-func trace(o options, v variant, dir string, one func(variant, string, func([]string) (string, []string)) (time.Duration, time.Duration, error)) error {
+func trace(o options, v variant, dir string, one func(variant, string, func([]string) (string, []string)) (step, step, error)) error {
 	var files []string
 	wrap := func(args []string) (string, []string) {
 		f := filepath.Join(dir, fmt.Sprintf("strace-%s-%d.txt", v.name, len(files)))
@@ -517,7 +536,7 @@ func trace(o options, v variant, dir string, one func(variant, string, func([]st
 		return err
 	}
 	for i, op := range []string{"encrypt", "decrypt"} {
-		wall := []time.Duration{enc, dec}[i]
+		wall := []time.Duration{enc.wall, dec.wall}[i]
 		procs, execs, err := parseStrace(files[i], v.providerPath)
 		if err != nil {
 			return err
