@@ -38,6 +38,13 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
+	if done, err := growth(*ocikp, *baseline, strings.Split(*types, ","), *runs, *nkeys); done || err != nil {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "execbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := bench(*ocikp, *other, *floor, *baseline, *runs, *warm, *nkeys, strings.Split(*types, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "execbench:", err)
 		os.Exit(1)
@@ -83,6 +90,11 @@ func bench(ocikp, other, floor, baseline string, runs, warm, nkeys int, types []
 		wraps = append(wraps, command{"wrap " + typ, ocikp, args, wrap})
 	}
 	cmds = append(cmds, wraps...)
+	peers, err := peerCommands()
+	if err != nil {
+		return err
+	}
+	cmds = append(cmds, peers...)
 	times := make([][]time.Duration, len(cmds))
 	for i := range warm + runs {
 		for j, c := range cmds {
@@ -94,6 +106,10 @@ func bench(ocikp, other, floor, baseline string, runs, warm, nkeys int, types []
 				times[j] = append(times[j], time.Since(t))
 			}
 		}
+	}
+	if *jsonOut {
+		emitTable(cmds, times, runs)
+		return nil
 	}
 	base := median(times[0])
 	fmt.Printf("%d runs each, interleaved\n", runs)
