@@ -22,6 +22,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -49,7 +50,7 @@ import (
 
 type options struct {
 	ocikp, serve, kpfloor, skopeo, registry, strace string
-	layers, runs                                    int
+	layers, runs, procs                             int
 	size                                            int64
 	variants, baseline                              string
 }
@@ -65,6 +66,7 @@ func main() {
 	flag.IntVar(&o.layers, "layers", 5, "layers in the image")
 	flag.Int64Var(&o.size, "size", 20<<20, "bytes of random content per layer")
 	flag.IntVar(&o.runs, "runs", 7, "rounds; each round runs every variant once")
+	flag.IntVar(&o.procs, "procs", 0, "then time N whole provider processes of each exec variant, wrap and unwrap, interleaved, with the requests skopeo sends")
 	flag.StringVar(&o.variants, "variants", "", "comma-separated variants to run (default: all available: jwe-rsa,jwe-ec,ocikp,grpc,floor,bare)")
 	flag.StringVar(&o.baseline, "baseline", "jwe-rsa", "variant the ratios are against")
 	flag.Parse()
@@ -87,9 +89,71 @@ func main() {
 // variant is one way of wrapping the layer keys.
 type variant struct {
 	name, what   string
+	param        string   // the encryption key parameter given to the provider
 	env          []string // OCICRYPT_KEYPROVIDER_CONFIG, for providers
 	enc, dec     []string // skopeo flags
 	providerPath string   // the program skopeo runs per layer, if any
+	providerArgs []string // and its arguments
+}
+
+// procs times whole provider processes as ocicrypt runs them, one request
+// on stdin each, the exec variants interleaved: what each costs skopeo per
+// layer and step, outside the pipeline.
+func procs(o options, vs []variant) error {
+	optsdata := base64.StdEncoding.EncodeToString([]byte(`{"symkey":"jcyj3B17mb9Pb0Nogdnk4sdOnTgVLAKGbPT/cSlneo4=","digest":"sha256:3a3a1098a3eb709bad7893b3b83233733a64e3d07bd1d6faf8fedc32e52fd565","cipheroptions":{"nonce":"FE2DJ7BIlFu8VMXLMb6UgA=="}}`))
+	type job struct {
+		name string
+		v    variant
+		in   []byte
+	}
+	var jobs []job
+	for _, v := range vs {
+		if v.providerPath == "" {
+			continue
+		}
+		name := strings.SplitN(v.dec[1], ":", 3)[1]
+		// The requests as ocicrypt 1.2 writes them (captured from skopeo).
+		wrap := fmt.Sprintf(`{"op":"keywrap","keywrapparams":{"ec":{"Parameters":{%q:[%q]},"DecryptConfig":{"Parameters":{}}},"optsdata":%q},"keyunwrapparams":{"dc":null,"annotation":null}}`,
+			name, base64.StdEncoding.EncodeToString([]byte(v.param)), optsdata)
+		cmd := exec.Command(v.providerPath, v.providerArgs...)
+		cmd.Stdin = strings.NewReader(wrap)
+		out, err := cmd.Output()
+		if err != nil {
+			return fmt.Errorf("%s wrap: %w", v.name, err)
+		}
+		var reply struct {
+			Results struct {
+				Annotation string `json:"annotation"`
+			} `json:"keywrapresults"`
+		}
+		if err := json.Unmarshal(out, &reply); err != nil {
+			return fmt.Errorf("%s wrap reply: %w", v.name, err)
+		}
+		unwrap := fmt.Sprintf(`{"op":"keyunwrap","keywrapparams":{"ec":null,"optsdata":null},"keyunwrapparams":{"dc":{"Parameters":{%q:["RW5hYmxlZA=="]}},"annotation":%q}}`,
+			name, reply.Results.Annotation)
+		jobs = append(jobs, job{v.name + " wrap", v, []byte(wrap)}, job{v.name + " unwrap", v, []byte(unwrap)})
+	}
+	times := make([][]float64, len(jobs))
+	for range o.procs {
+		for i, j := range jobs {
+			cmd := exec.Command(j.v.providerPath, j.v.providerArgs...)
+			cmd.Stdin = bytes.NewReader(j.in)
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			t := time.Now()
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("%s: %w", j.name, err)
+			}
+			times[i] = append(times[i], time.Since(t).Seconds())
+		}
+	}
+	fmt.Printf("whole provider processes, %d each, interleaved (what skopeo pays per layer and step):\n", o.procs)
+	for i, j := range jobs {
+		fmt.Printf("  %-14s median %6.3f ms  p90 %6.3f ms\n", j.name, median(times[i])*1000, quantile(times[i], 0.9)*1000)
+		f := strings.Fields(j.name)
+		fmt.Printf("BENCH pipeline-proc variant=%s op=%s runs=%d median_ms=%.4f p90_ms=%.4f\n", f[0], f[1], o.procs, median(times[i])*1000, quantile(times[i], 0.9)*1000)
+	}
+	return nil
 }
 
 func bench(o options) error {
@@ -190,6 +254,12 @@ func bench(o options) error {
 	fmt.Printf("uptime after:  %s\n", up)
 	report(vs, times, o.baseline, o.runs)
 
+	if o.procs > 0 {
+		fmt.Println()
+		if err := procs(o, vs); err != nil {
+			return err
+		}
+	}
 	if o.strace != "" {
 		fmt.Println()
 		for _, v := range vs {
@@ -244,7 +314,7 @@ func setup(o options, dir string) ([]variant, func(), error) {
 	vs = append(vs, variant{name: "ocikp", what: "ocikp keyprovider (exec, P-256 key), one process per layer and step",
 		env: []string{"OCICRYPT_KEYPROVIDER_CONFIG=" + execCfg},
 		enc: []string{"--encryption-key", "provider:ocikp:" + recipient}, dec: []string{"--decryption-key", "provider:ocikp"},
-		providerPath: o.ocikp})
+		providerPath: o.ocikp, param: recipient, providerArgs: []string{"keyprovider", "--name", "ocikp", "--keystore", ks}})
 	if o.serve != "" {
 		sock := "unix://" + filepath.Join(dir, "ocikp.sock")
 		cmd := exec.Command(o.serve, "--keystore", ks, "--listen", sock, "--name", "ocikp", "--log-level", "warn")
@@ -282,7 +352,7 @@ func setup(o options, dir string) ([]variant, func(), error) {
 			vs = append(vs, variant{name: f.name, what: f.what,
 				env: []string{"OCICRYPT_KEYPROVIDER_CONFIG=" + p},
 				enc: []string{"--encryption-key", "provider:kpfloor:fixed"}, dec: []string{"--decryption-key", "provider:kpfloor"},
-				providerPath: o.kpfloor})
+				providerPath: o.kpfloor, param: "fixed", providerArgs: f.args})
 		}
 	}
 	return vs, stop, nil
