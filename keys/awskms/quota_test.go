@@ -2,13 +2,8 @@ package awskms
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,40 +12,23 @@ import (
 	"github.com/ocikp/ocikp/internal/testkms"
 )
 
-// throttle fronts the fake with AWS KMS's answer past a request quota
-// (HTTP 400, ThrottlingException) for the first reject requests, or all
-// of them when reject < 0.
-type throttle struct {
-	mu            sync.Mutex
-	reject, calls int
-}
-
-func startThrottled(t *testing.T, timeout time.Duration, reject int) (*Backend, *throttle, *envelope.Stanza) {
+// startThrottled fronts the fake with AWS KMS's answer past a request
+// quota (HTTP 400, ThrottlingException) for the first reject requests, or
+// all of them when reject < 0.
+func startThrottled(t *testing.T, timeout time.Duration, reject int) (*Backend, *testkms.Front, *envelope.Stanza) {
 	fake := testkms.StartAWS(t, []string{keyID}, map[string]string{"alias/layers": keyID})
 	Env(t, fake)
 	blob, err := New(timeout).Wrap("awskms:///alias/layers", []byte("0123456789abcdef0123456789abcdef"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	th := &throttle{reject: reject}
-	target, _ := url.Parse(fake.URL)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		th.mu.Lock()
-		th.calls++
-		refuse := th.reject < 0 || th.calls <= th.reject
-		th.mu.Unlock()
-		if refuse {
-			w.Header().Set("X-Amzn-ErrorType", "ThrottlingException")
-			w.WriteHeader(400)
-			json.NewEncoder(w).Encode(map[string]string{"__type": "ThrottlingException", "message": "Rate exceeded"})
-			return
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	t.Setenv("AWS_ENDPOINT_URL_KMS", srv.URL)
-	return New(timeout), th, blob
+	front := testkms.StartFront(t, fake.URL, reject, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Amzn-ErrorType", "ThrottlingException")
+		w.WriteHeader(400)
+		json.NewEncoder(w).Encode(map[string]string{"__type": "ThrottlingException", "message": "Rate exceeded"})
+	})
+	t.Setenv("AWS_ENDPOINT_URL_KMS", front.URL)
+	return New(timeout), front, blob
 }
 
 // A rollout at the quota: the SDK's default of 3 attempts in all gave up
@@ -61,8 +39,8 @@ func TestThrottlingRetriedUntilTimeout(t *testing.T) {
 	if _, err := b.Unwrap(s); err != nil {
 		t.Fatalf("unwrap after 3 throttled attempts: %v", err)
 	}
-	if th.calls != 4 {
-		t.Errorf("%d attempts, want 4", th.calls)
+	if th.Calls() != 4 {
+		t.Errorf("%d attempts, want 4", th.Calls())
 	}
 }
 
@@ -74,34 +52,9 @@ func TestThrottlingPastTimeout(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "throttled") || strings.Contains(err.Error(), "no answer in time") {
 		t.Fatalf("err = %v, want the throttling reason", err)
 	}
-	if th.calls < 2 {
-		t.Errorf("%d attempts: not retried", th.calls)
+	if th.Calls() < 2 {
+		t.Errorf("%d attempts: not retried", th.Calls())
 	}
-}
-
-// hangUp accepts connections and closes them at once, counting them: an
-// endpoint that never answers.
-func hangUp(t *testing.T) (addr string, accepted func() int) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	var mu sync.Mutex
-	n := 0
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			n++
-			mu.Unlock()
-			c.Close()
-		}
-	}()
-	return l.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return n }
 }
 
 // The raised attempts are for answers such as throttling: an endpoint that
@@ -109,7 +62,7 @@ func hangUp(t *testing.T) (addr string, accepted func() int) {
 // the whole timeout.
 func TestNoAnswerNotRetriedUntilTimeout(t *testing.T) {
 	_, _, s := startThrottled(t, 30*time.Second, 0)
-	addr, accepted := hangUp(t)
+	addr, accepted := testkms.HangUp(t)
 	t.Setenv("AWS_ENDPOINT_URL_KMS", "http://"+addr)
 	b := New(30 * time.Second)
 	_, err := b.Unwrap(s)

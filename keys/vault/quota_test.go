@@ -2,51 +2,30 @@ package vault
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/testkms"
 )
 
-// throttle fronts the fake with a rate limit quota's answer (429) for the
-// first reject requests, or all of them when reject < 0.
-type throttle struct {
-	mu            sync.Mutex
-	reject, calls int
-}
-
-func startThrottled(t *testing.T, timeout time.Duration, reject int) (*Backend, *throttle, *envelope.Stanza) {
+// startThrottled fronts the fake with a rate limit quota's answer (429)
+// for the first reject requests, or all of them when reject < 0.
+func startThrottled(t *testing.T, timeout time.Duration, reject int) (*Backend, *testkms.Front, *envelope.Stanza) {
 	b, fake := newBackend(t, timeout)
 	s, err := b.Wrap("hashivault://layers", []byte("0123456789abcdef0123456789abcdef"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	th := &throttle{reject: reject}
-	target, _ := url.Parse(fake.URL)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		th.mu.Lock()
-		th.calls++
-		refuse := th.reject < 0 || th.calls <= th.reject
-		th.mu.Unlock()
-		if refuse {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusTooManyRequests)
-			json.NewEncoder(w).Encode(map[string][]string{"errors": {"rate limit quota exceeded"}})
-			return
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	t.Setenv("VAULT_ADDR", srv.URL)
-	return New(timeout), th, s
+	front := testkms.StartFront(t, fake.URL, reject, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		json.NewEncoder(w).Encode(map[string][]string{"errors": {"rate limit quota exceeded"}})
+	})
+	t.Setenv("VAULT_ADDR", front.URL)
+	return New(timeout), front, s
 }
 
 // At a rate limit quota the Vault client's default (2 retries) failed the
@@ -56,8 +35,8 @@ func TestRateLimitRetriedUntilTimeout(t *testing.T) {
 	if _, err := b.Unwrap(s); err != nil {
 		t.Fatalf("unwrap after 3 refused attempts: %v", err)
 	}
-	if th.calls != 4 {
-		t.Errorf("%d attempts, want 4", th.calls)
+	if th.Calls() != 4 {
+		t.Errorf("%d attempts, want 4", th.Calls())
 	}
 }
 
@@ -69,8 +48,8 @@ func TestRateLimitPastTimeout(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "rate limited") {
 		t.Fatalf("err = %v, want the rate limit", err)
 	}
-	if th.calls < 2 {
-		t.Errorf("%d attempts: not retried", th.calls)
+	if th.Calls() < 2 {
+		t.Errorf("%d attempts: not retried", th.Calls())
 	}
 }
 
@@ -79,34 +58,14 @@ func TestRateLimitPastTimeout(t *testing.T) {
 // whole timeout.
 func TestNoAnswerNotRetriedUntilTimeout(t *testing.T) {
 	_, _, s := startThrottled(t, 30*time.Second, 0)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	var mu sync.Mutex
-	n := 0
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			n++
-			mu.Unlock()
-			c.Close()
-		}
-	}()
-	t.Setenv("VAULT_ADDR", "http://"+l.Addr().String())
+	addr, accepted := testkms.HangUp(t)
+	t.Setenv("VAULT_ADDR", "http://"+addr)
 	b := New(30 * time.Second)
-	_, err = b.Unwrap(s)
+	_, err := b.Unwrap(s)
 	if err == nil || !strings.Contains(err.Error(), "unreachable") {
 		t.Fatalf("err = %v", err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if n != 3 {
+	if n := accepted(); n != 3 {
 		t.Errorf("%d connections, want 3 attempts", n)
 	}
 }
