@@ -3,12 +3,12 @@ package protocol
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
-	"github.com/ocikp/ocikp/internal/jsonstr"
+	"github.com/ocikp/ocikp/internal/jsonwalk"
 )
 
 // MaxRequestSize bounds a request: optsdata is about 200 bytes and an
@@ -67,13 +67,34 @@ func ReadRequest(r io.Reader) (*Request, error) {
 	return DecodeRequest(data)
 }
 
+// Bounds on what a request may hold besides its size: the parameter lists
+// are ocicrypt's whole encryption or decryption config (every scheme's keys,
+// not only ours), a few names and a few values each.
+const (
+	MaxParameterNames  = 256  // names in all the Parameters maps of a request
+	MaxParameterValues = 1024 // values in all their lists
+	maxName            = 1024 // bytes of one name or key
+	maxOp              = 64
+)
+
+// Errors of the deliberate differences from encoding/json's leniency
+// (wrapped with ErrMalformed).
+var (
+	errUnknownField = errors.New("unknown field")
+	errDuplicate    = errors.New("duplicate key")
+	errTooMany      = errors.New("too many parameters")
+)
+
 // DecodeRequest parses and validates one request. Its errors describe the
 // shape of the problem only, never the content.
 //
-// It walks the JSON through maps of raw messages rather than decoding into
-// the structs directly: encoding/json's first use of a struct type builds its
-// field tables by reflection, which measured about 80 µs of the provider's
-// per-layer start-up. Keys match exactly, as ocicrypt writes them.
+// It walks the JSON once, by hand (internal/jsonwalk), rather than through
+// encoding/json: struct decoding builds its field tables by reflection on
+// first use (about 80 µs of each exec's start-up), and raw-message maps scan
+// and copy the big base64 values several times. The schema is ocicrypt's
+// KeyProviderKeyWrapProtocolInput as its json.Marshal writes it (exact key
+// names); an unknown field, a duplicate key or a value over its bound is
+// refused where it is met, unread.
 func DecodeRequest(data []byte) (*Request, error) {
 	if len(data) > MaxRequestSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrMalformed, MaxRequestSize)
@@ -81,177 +102,277 @@ func DecodeRequest(data []byte) (*Request, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("%w: empty input (ocikp keyprovider expects one JSON request on stdin)", ErrMalformed)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	var top map[string]json.RawMessage
-	if err := dec.Decode(&top); err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrMalformed, describeJSONError(err))
+	w := walker{d: jsonwalk.New(data)}
+	req, err := w.request()
+	if err == nil {
+		err = w.d.End()
+		if err != nil {
+			err = fmt.Errorf("%w: trailing data after the JSON object", ErrMalformed)
+		}
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrMalformed)
+	if err != nil {
+		return nil, w.describe(err)
 	}
-	if top == nil {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrMalformed)
-	}
-	req := &Request{}
-	if err := str(top, "op", &req.Op); err != nil {
-		return nil, err
-	}
-	var err error
 	switch req.Op {
 	case OpKeyWrap:
-		req.KeyWrapParams, err = decodeWrap(top["keywrapparams"])
+		if req.KeyWrapParams == nil || req.KeyWrapParams.EC == nil {
+			return nil, fmt.Errorf("%w: keywrap without keywrapparams.ec", ErrMalformed)
+		}
+		req.KeyUnwrapParams = nil
 	case OpKeyUnwrap:
-		req.KeyUnwrapParams, err = decodeUnwrap(top["keyunwrapparams"])
+		u := req.KeyUnwrapParams
+		if u == nil {
+			return nil, fmt.Errorf("%w: keyunwrap without keyunwrapparams", ErrMalformed)
+		}
+		if len(u.Annotation) == 0 {
+			return nil, fmt.Errorf("%w: keyunwrap with an empty annotation", ErrMalformed)
+		}
+		req.KeyWrapParams = nil
 	case "":
 		return nil, fmt.Errorf("%w: no \"op\"", ErrMalformed)
 	default:
 		return nil, fmt.Errorf("%w: unknown op (want %q or %q)", ErrMalformed, OpKeyWrap, OpKeyUnwrap)
 	}
-	if err != nil {
-		return nil, err
-	}
 	return req, nil
 }
 
-func decodeWrap(raw json.RawMessage) (*KeyWrapParams, error) {
-	m, err := object(raw, "keywrapparams")
-	if err != nil || m == nil {
-		return nil, fmt.Errorf("%w: keywrap without keywrapparams.ec", ErrMalformed)
-	}
-	ec, err := object(m["ec"], "keywrapparams.ec")
-	if err != nil {
-		return nil, err
-	}
-	if ec == nil {
-		return nil, fmt.Errorf("%w: keywrap without keywrapparams.ec", ErrMalformed)
-	}
-	w := &KeyWrapParams{EC: &EncryptConfig{}}
-	if w.EC.Parameters, err = parameters(ec["Parameters"], "keywrapparams.ec.Parameters"); err != nil {
-		return nil, err
-	}
-	if dc, err := object(ec["DecryptConfig"], "keywrapparams.ec.DecryptConfig"); err != nil {
-		return nil, err
-	} else if dc != nil {
-		if w.EC.DecryptConfig.Parameters, err = parameters(dc["Parameters"], "keywrapparams.ec.DecryptConfig.Parameters"); err != nil {
-			return nil, err
-		}
-	}
-	if w.Optsdata, err = bytesField(m, "optsdata", "keywrapparams.optsdata"); err != nil {
-		return nil, err
-	}
-	return w, nil
+// walker decodes the request's schema, counting the parameters. Both params objects are decoded by their schema whatever the
+// op (ocicrypt sends the other one as nulls): the op may come last.
+type walker struct {
+	d      *jsonwalk.Decoder
+	names  int
+	values int
 }
 
-func decodeUnwrap(raw json.RawMessage) (*KeyUnwrapParams, error) {
-	m, err := object(raw, "keyunwrapparams")
-	if err != nil {
-		return nil, err
-	}
-	if m == nil {
-		return nil, fmt.Errorf("%w: keyunwrap without keyunwrapparams", ErrMalformed)
-	}
-	u := &KeyUnwrapParams{}
-	if dc, err := object(m["dc"], "keyunwrapparams.dc"); err != nil {
-		return nil, err
-	} else if dc != nil {
-		u.DC = &DecryptConfig{}
-		if u.DC.Parameters, err = parameters(dc["Parameters"], "keyunwrapparams.dc.Parameters"); err != nil {
-			return nil, err
-		}
-	}
-	if u.Annotation, err = bytesField(m, "annotation", "keyunwrapparams.annotation"); err != nil {
-		return nil, err
-	}
-	if len(u.Annotation) == 0 {
-		return nil, fmt.Errorf("%w: keyunwrap with an empty annotation", ErrMalformed)
-	}
-	return u, nil
+// fieldError is an error about the value at where.
+type fieldError struct {
+	where string
+	err   error
 }
 
-// object decodes an optional JSON object; absent or null gives nil.
-func object(raw json.RawMessage, where string) (map[string]json.RawMessage, error) {
-	if raw == nil {
-		return nil, nil
+func (e *fieldError) Error() string { return e.where + ": " + e.err.Error() }
+func (e *fieldError) Unwrap() error { return e.err }
+
+// describe turns a walk error into the request's error: the shape of the
+// problem and where, never the content.
+func (w *walker) describe(err error) error {
+	if errors.Is(err, ErrMalformed) {
+		return err
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%w: %s is not an object", ErrMalformed, where)
+	var syn *jsonwalk.SyntaxError
+	if errors.As(err, &syn) {
+		return fmt.Errorf("%w: %v", ErrMalformed, syn)
 	}
-	return m, nil
+	if errors.Is(err, jsonwalk.ErrTruncated) {
+		return fmt.Errorf("%w: truncated JSON", ErrMalformed)
+	}
+	var fe *fieldError
+	if !errors.As(err, &fe) {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	switch {
+	case errors.Is(err, errUnknownField), errors.Is(err, errDuplicate), errors.Is(err, errTooMany):
+		return fmt.Errorf("%w: %s %w", ErrMalformed, fe.where, fe.err)
+	case errors.Is(err, jsonwalk.ErrTooLong):
+		return fmt.Errorf("%w: %s is too long", ErrMalformed, fe.where)
+	case errors.Is(err, jsonwalk.ErrBase64):
+		return fmt.Errorf("%w: %s is not valid base64", ErrMalformed, fe.where)
+	case strings.HasSuffix(fe.where, "Parameters"):
+		return fmt.Errorf("%w: %s is not a map of lists of base64 strings", ErrMalformed, fe.where)
+	case fe.where == `"op"`:
+		return fmt.Errorf("%w: %s is not a string", ErrMalformed, fe.where)
+	case strings.HasSuffix(fe.where, "optsdata"), strings.HasSuffix(fe.where, "annotation"):
+		return fmt.Errorf("%w: %s is not a base64 string", ErrMalformed, fe.where)
+	default:
+		return fmt.Errorf("%w: %s is not an object", ErrMalformed, fe.where)
+	}
 }
 
-func str(m map[string]json.RawMessage, key string, out *string) error {
-	raw, ok := m[key]
-	if !ok {
+func (w *walker) fail(where string, err error) error {
+	if err == nil {
 		return nil
 	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("%w: %q is not a string", ErrMalformed, key)
+	var fe *fieldError
+	var syn *jsonwalk.SyntaxError
+	if errors.As(err, &fe) || errors.As(err, &syn) || errors.Is(err, jsonwalk.ErrTruncated) {
+		return err
 	}
-	return nil
+	return &fieldError{where, err}
+}
+
+// object walks an object of the fields named in keys: each key at most
+// once, any other refused.
+func (w *walker) object(where string, keys []string, field func(i int) error) error {
+	var seen uint32
+	err := w.d.Object(maxName, func(key []byte) error {
+		for i, k := range keys {
+			if string(key) == k {
+				if seen&(1<<i) != 0 {
+					return &fieldError{where, errDuplicate}
+				}
+				seen |= 1 << i
+				return field(i)
+			}
+		}
+		return &fieldError{where, errUnknownField}
+	})
+	return w.fail(where, err)
+}
+
+func (w *walker) request() (*Request, error) {
+	if w.d.Peek() != '{' {
+		if err := w.d.Skip(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: not a JSON object", ErrMalformed)
+	}
+	req := &Request{}
+	err := w.object("the request", []string{"op", "keywrapparams", "keyunwrapparams"}, func(i int) error {
+		switch i {
+		case 0:
+			if null, err := w.d.Null(); null || err != nil {
+				return err
+			}
+			op, err := w.d.String(maxOp)
+			if err != nil {
+				return w.fail(`"op"`, err)
+			}
+			req.Op = string(op)
+			return nil
+		case 1:
+			var err error
+			req.KeyWrapParams, err = w.wrap()
+			return err
+		default:
+			var err error
+			req.KeyUnwrapParams, err = w.unwrap()
+			return err
+		}
+	})
+	return req, err
+}
+
+func (w *walker) wrap() (*KeyWrapParams, error) {
+	if null, err := w.d.Null(); null || err != nil {
+		return nil, err
+	}
+	p := &KeyWrapParams{}
+	err := w.object("keywrapparams", []string{"ec", "optsdata"}, func(i int) error {
+		var err error
+		if i == 1 {
+			p.Optsdata, err = w.bytes("keywrapparams.optsdata")
+			return err
+		}
+		if null, err := w.d.Null(); null || err != nil {
+			return err
+		}
+		p.EC = &EncryptConfig{}
+		return w.object("keywrapparams.ec", []string{"Parameters", "DecryptConfig"}, func(i int) error {
+			if i == 0 {
+				p.EC.Parameters, err = w.parameters("keywrapparams.ec.Parameters")
+				return err
+			}
+			if null, err := w.d.Null(); null || err != nil {
+				return err
+			}
+			return w.object("keywrapparams.ec.DecryptConfig", []string{"Parameters"}, func(int) error {
+				p.EC.DecryptConfig.Parameters, err = w.parameters("keywrapparams.ec.DecryptConfig.Parameters")
+				return err
+			})
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p.Optsdata == nil {
+		p.Optsdata = []byte{} // absent or null, as base64 of ""
+	}
+	return p, nil
+}
+
+func (w *walker) unwrap() (*KeyUnwrapParams, error) {
+	if null, err := w.d.Null(); null || err != nil {
+		return nil, err
+	}
+	u := &KeyUnwrapParams{}
+	err := w.object("keyunwrapparams", []string{"dc", "annotation"}, func(i int) error {
+		var err error
+		if i == 1 {
+			u.Annotation, err = w.bytes("keyunwrapparams.annotation")
+			return err
+		}
+		if null, err := w.d.Null(); null || err != nil {
+			return err
+		}
+		u.DC = &DecryptConfig{}
+		return w.object("keyunwrapparams.dc", []string{"Parameters"}, func(int) error {
+			u.DC.Parameters, err = w.parameters("keyunwrapparams.dc.Parameters")
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if u.Annotation == nil {
+		u.Annotation = []byte{}
+	}
+	return u, nil
 }
 
 // b64 is what encoding/json uses for []byte.
 var b64 = base64.StdEncoding
 
-func bytesField(m map[string]json.RawMessage, key, where string) ([]byte, error) {
-	var s string
-	if raw, ok := m[key]; ok && string(raw) != "null" {
-		var err error
-		if s, err = jsonstr.Unquote(raw); err != nil {
-			return nil, fmt.Errorf("%w: %s is not a base64 string", ErrMalformed, where)
-		}
+// bytes reads a base64 string, decoded once from the input; null gives nil.
+func (w *walker) bytes(where string) ([]byte, error) {
+	if null, err := w.d.Null(); null || err != nil {
+		return nil, err
 	}
-	b, err := b64.DecodeString(s)
+	b, err := w.d.Base64(b64, MaxRequestSize)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s is not valid base64", ErrMalformed, where)
+		return nil, w.fail(where, err)
 	}
 	return b, nil
 }
 
 // parameters decodes ocicrypt's map[string][][]byte (values base64).
-func parameters(raw json.RawMessage, where string) (map[string][][]byte, error) {
-	if raw == nil || string(raw) == "null" {
-		return nil, nil
+// Like encoding/json, a null list is an empty one and a null value an empty
+// value.
+func (w *walker) parameters(where string) (map[string][][]byte, error) {
+	if null, err := w.d.Null(); null || err != nil {
+		return nil, err
 	}
-	var m map[string][]string
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%w: %s is not a map of lists of base64 strings", ErrMalformed, where)
-	}
-	out := make(map[string][][]byte, len(m))
-	for k, vs := range m {
-		bs := make([][]byte, len(vs))
-		for i, v := range vs {
-			b, err := b64.DecodeString(v)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s has a value that is not valid base64", ErrMalformed, where)
+	m := map[string][][]byte{}
+	err := w.d.Object(maxName, func(key []byte) error {
+		if w.names++; w.names > MaxParameterNames {
+			return &fieldError{where, errTooMany}
+		}
+		if _, dup := m[string(key)]; dup {
+			return &fieldError{where, errDuplicate}
+		}
+		name := string(key)
+		vs := [][]byte{}
+		if null, err := w.d.Null(); err != nil || null {
+			m[name] = vs
+			return err
+		}
+		err := w.d.Array(func() error {
+			if w.values++; w.values > MaxParameterValues {
+				return &fieldError{where, errTooMany}
 			}
-			bs[i] = b
-		}
-		out[k] = bs
+			v, err := w.bytes(where)
+			if v == nil && err == nil {
+				v = []byte{}
+			}
+			vs = append(vs, v)
+			return err
+		})
+		m[name] = vs
+		return err
+	})
+	if err != nil {
+		return nil, w.fail(where, err)
 	}
-	return out, nil
-}
-
-// describeJSONError names where and what kind of error, without quoting the
-// input: encoding/json's own messages can echo values.
-func describeJSONError(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("invalid JSON at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		if typ.Field != "" {
-			return fmt.Sprintf("field %q has the wrong type (want %s)", typ.Field, typ.Type)
-		}
-		return fmt.Sprintf("wrong JSON type at byte %d (want %s)", typ.Offset, typ.Type)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "truncated JSON"
-	default:
-		// base64 errors and the like: say what, not where in the secret.
-		return "invalid value (bad base64 or structure)"
-	}
+	return m, nil
 }
 
 // EncodeWrapResponse returns the JSON reply for a wrapped annotation.
