@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -13,11 +12,11 @@ import (
 	"testing"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/testprovider"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/pkcs11"
 	"github.com/ocikp/ocikp/keys/pkcs11/softhsmtest"
 	"github.com/ocikp/ocikp/keys/soft"
-	"github.com/ocikp/ocikp/protocol"
 )
 
 const testPIN = "PIN-5c2e91d0"
@@ -135,42 +134,8 @@ func noLeak(t *testing.T, err error, pin string) {
 	}
 }
 
-func wrapReq(t *testing.T, p *keyprovider.Provider, secret []byte, recipients ...string) []byte {
-	t.Helper()
-	var vs [][]byte
-	for _, r := range recipients {
-		vs = append(vs, []byte(r))
-	}
-	reply, err := p.Handle(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
-		EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vs}}, Optsdata: secret}})
-	if err != nil {
-		t.Fatalf("wrap: %v", err)
-	}
-	var out struct {
-		Results struct{ Annotation []byte } `json:"keywrapresults"`
-	}
-	if err := json.Unmarshal(reply, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out.Results.Annotation
-}
-
-func unwrapReq(p *keyprovider.Provider, ann []byte, names ...string) ([]byte, error) {
-	params := map[string][][]byte{}
-	for _, n := range names {
-		params["ocikp"] = append(params["ocikp"], []byte(n))
-	}
-	reply, err := p.Handle(&protocol.Request{Op: protocol.OpKeyUnwrap, KeyUnwrapParams: &protocol.KeyUnwrapParams{
-		DC: &protocol.DecryptConfig{Parameters: params}, Annotation: ann}})
-	if err != nil {
-		return nil, err
-	}
-	var out struct {
-		Results struct{ Optsdata []byte } `json:"keyunwrapresults"`
-	}
-	err = json.Unmarshal(reply, &out)
-	return out.Results.Optsdata, err
-}
+// The provider core's requests as ocicrypt sends them.
+var wrapReq, unwrapReq = testprovider.Wrap, testprovider.Unwrap
 
 func pin(p string) func(string) ([]byte, error) {
 	return func(string) ([]byte, error) { return []byte(p), nil }

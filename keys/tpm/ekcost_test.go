@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/rand"
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -13,7 +12,6 @@ import (
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/keys/tpm"
 	"github.com/ocikp/ocikp/keys/tpm/tpmtest"
-	"github.com/ocikp/ocikp/protocol"
 )
 
 // ekRecipients returns recipients for the ECC and the RSA EK of the TPM
@@ -122,7 +120,7 @@ func BenchmarkOtherTPMsEKStanzas(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Setenv(tpm.EnvTPM, "")
-	ann := wrapReqB(b, &keyprovider.Provider{Name: "ocikp", Store: ks}, []byte("x"), append(recipients, k.RecipientString())...)
+	ann := wrapReq(b, &keyprovider.Provider{Name: "ocikp", Store: ks}, []byte("x"), append(recipients, k.RecipientString())...)
 	b.Setenv(tpm.EnvTPM, node.Socket)
 	b.ResetTimer()
 	for range b.N {
@@ -130,25 +128,4 @@ func BenchmarkOtherTPMsEKStanzas(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// wrapReqB is wrapReq for a benchmark.
-func wrapReqB(b *testing.B, p *keyprovider.Provider, secret []byte, recipients ...string) []byte {
-	b.Helper()
-	var vs [][]byte
-	for _, r := range recipients {
-		vs = append(vs, []byte(r))
-	}
-	reply, err := p.Handle(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
-		EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vs}}, Optsdata: secret}})
-	if err != nil {
-		b.Fatalf("wrap: %v", err)
-	}
-	var out struct {
-		Results struct{ Annotation []byte } `json:"keywrapresults"`
-	}
-	if err := json.Unmarshal(reply, &out); err != nil {
-		b.Fatal(err)
-	}
-	return out.Results.Annotation
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -15,52 +14,16 @@ import (
 	"time"
 
 	"github.com/ocikp/ocikp/internal/hint"
+	"github.com/ocikp/ocikp/internal/testprovider"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/keys/tpm"
 	"github.com/ocikp/ocikp/keys/tpm/tpmdev"
 	"github.com/ocikp/ocikp/keys/tpm/tpmtest"
-	"github.com/ocikp/ocikp/protocol"
 )
 
-func wrapReq(t *testing.T, p *keyprovider.Provider, secret []byte, recipients ...string) []byte {
-	t.Helper()
-	var vs [][]byte
-	for _, r := range recipients {
-		vs = append(vs, []byte(r))
-	}
-	reply, err := p.Handle(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
-		EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vs}}, Optsdata: secret}})
-	if err != nil {
-		t.Fatalf("wrap: %v", err)
-	}
-	var out struct {
-		Results struct{ Annotation []byte } `json:"keywrapresults"`
-	}
-	if err := json.Unmarshal(reply, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out.Results.Annotation
-}
-
-// unwrapReq unwraps as containerd does (no parameters for the provider),
-// or with the named decryption keys.
-func unwrapReq(p *keyprovider.Provider, ann []byte, names ...string) ([]byte, error) {
-	params := map[string][][]byte{}
-	for _, n := range names {
-		params["ocikp"] = append(params["ocikp"], []byte(n))
-	}
-	reply, err := p.Handle(&protocol.Request{Op: protocol.OpKeyUnwrap, KeyUnwrapParams: &protocol.KeyUnwrapParams{
-		DC: &protocol.DecryptConfig{Parameters: params}, Annotation: ann}})
-	if err != nil {
-		return nil, err
-	}
-	var out struct {
-		Results struct{ Optsdata []byte } `json:"keyunwrapresults"`
-	}
-	err = json.Unmarshal(reply, &out)
-	return out.Results.Optsdata, err
-}
+// The provider core's requests as ocicrypt sends them.
+var wrapReq, unwrapReq = testprovider.Wrap, testprovider.Unwrap
 
 // TestProviderTPMBesideSoftware: one layer for a TPM key and a software
 // key; each decrypts it alone through the provider core, with the empty
