@@ -13,6 +13,9 @@
 //	{"plot":"layers","line":"…","x":10,"median_ms":40.1,"p90_ms":45}
 //	{"plot":"clients","line":"…","x":64,"value":9748}       plotted: value if set, else median_ms
 //
+// With -import it instead turns another benchmark program's output into
+// such lines (import.go).
+//
 // Rows and lines keep the order of their first appearance.
 package main
 
@@ -32,21 +35,21 @@ import (
 
 // record is one input line.
 type record struct {
-	Info    string   `json:"info"`
-	Value   *float64 `json:"value"`
-	Text    string   `json:"text"`
-	Section string   `json:"section"`
-	Plot    string   `json:"plot"`
-	Line    string   `json:"line"`
-	X       float64  `json:"x"`
-	Name    string   `json:"name"`
-	Runs    int      `json:"runs"`
-	Median  *float64 `json:"median_ms"`
-	P90     *float64 `json:"p90_ms"`
-	Ratio   float64  `json:"ratio"`
-	RatioTo string   `json:"ratio_to"`
-	Unit    string   `json:"unit"`
-	Note    string   `json:"note"`
+	Info    string   `json:"info,omitempty"`
+	Text    string   `json:"text,omitempty"`
+	Section string   `json:"section,omitempty"`
+	Plot    string   `json:"plot,omitempty"`
+	Line    string   `json:"line,omitempty"`
+	X       float64  `json:"x,omitempty"`
+	Name    string   `json:"name,omitempty"`
+	Runs    int      `json:"runs,omitempty"`
+	Median  *float64 `json:"median_ms,omitempty"`
+	P90     *float64 `json:"p90_ms,omitempty"`
+	Value   *float64 `json:"value,omitempty"`
+	Unit    string   `json:"unit,omitempty"`
+	Ratio   float64  `json:"ratio,omitempty"`
+	RatioTo string   `json:"ratio_to,omitempty"`
+	Note    string   `json:"note,omitempty"`
 }
 
 // Markers of the generated region of the page.
@@ -59,7 +62,16 @@ func main() {
 	in := flag.String("in", "", "recorded figures (JSON lines)")
 	md := flag.String("md", "", "markdown page whose region between benchplot's markers is replaced")
 	svgDir := flag.String("svg", "", "directory for the plots (PLOT.svg)")
+	imp := flag.String("import", "", "instead: turn another benchmark's output on stdin into lines (grpcload, pipeline, kms, rewrap)")
+	label := flag.String("label", "", "with -import grpcload: the service key's type")
 	flag.Parse()
+	if *imp != "" {
+		if err := importRun(*imp, *label, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "benchplot:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*in, *md, *svgDir); err != nil {
 		fmt.Fprintln(os.Stderr, "benchplot:", err)
 		os.Exit(1)
