@@ -15,7 +15,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/ocikp/ocikp/internal/jsonstr"
+	"github.com/ocikp/ocikp/internal/jsonwalk"
 	"github.com/ocikp/ocikp/internal/safetext"
 )
 
@@ -405,138 +405,182 @@ func jsonString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// Parse decodes a blob strictly: compact JSON, exact keys, no unknown
-// fields, canonical base64, bounded sizes. Errors never quote the blob.
+// Parse decodes a blob strictly: compact JSON, exact keys in their order, no
+// unknown fields, canonical base64 and escapes, bounded sizes; so only what
+// Marshal writes is read, one encoding per blob. Errors never quote the blob.
+//
+// The blob is walked once in its canonical layout (internal/jsonwalk), each
+// base64 value decoded straight from it. A blob that does not fit is looked
+// at again, without keeping anything, to say what it is: not an envelope at
+// all (invalid JSON, or an object without "v": a legacy format is tried
+// next), another version, or a malformed envelope.
 func Parse(blob []byte) (*Envelope, error) {
 	if len(blob) > MaxBlobSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrMalformed, len(blob), MaxBlobSize)
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(blob, &top); err != nil || top == nil {
-		return nil, ErrNotEnvelope
+	e, err := parseCanonical(blob)
+	if err != nil {
+		return nil, classify(blob, err)
 	}
-	if _, ok := top["v"]; !ok {
-		return nil, ErrNotEnvelope
+	return e, nil
+}
+
+// errNotCanonical is any departure from Marshal's layout.
+var errNotCanonical = fmt.Errorf("%w: not in canonical form (compact JSON, fixed key order; see docs/format.md)", ErrMalformed)
+
+func parseCanonical(blob []byte) (*Envelope, error) {
+	d := jsonwalk.New(blob)
+	d.Compact, d.NoEscapes = true, true
+	if !d.Lit(`{"v":1,"recipients":[`) {
+		return nil, errNotCanonical
 	}
-	if err := known(top, "v", "recipients", "payload", "mac"); err != nil {
-		return nil, err
-	}
-	var v int
-	if json.Unmarshal(top["v"], &v) != nil {
-		return nil, fmt.Errorf("%w: \"v\" is not an integer", ErrMalformed)
-	}
-	if v != Version {
-		return nil, fmt.Errorf("%w: this layer uses envelope version %d; this ocikp reads version %d", ErrUnsupportedVersion, v, Version)
-	}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(top["recipients"], &raws); err != nil || len(raws) == 0 {
+	if d.Lit("]") {
 		return nil, fmt.Errorf("%w: \"recipients\" must be a non-empty array", ErrMalformed)
 	}
-	if len(raws) > MaxRecipients {
-		return nil, fmt.Errorf("%w: %d recipients, at most %d", ErrMalformed, len(raws), MaxRecipients)
-	}
 	e := &Envelope{}
+	for {
+		if len(e.Recipients) == MaxRecipients {
+			return nil, fmt.Errorf("%w: more than %d recipients", ErrMalformed, MaxRecipients)
+		}
+		s, err := parseStanza(d, blob)
+		if err != nil {
+			return nil, fmt.Errorf("recipient %d: %w", len(e.Recipients)+1, err)
+		}
+		e.Recipients = append(e.Recipients, s)
+		if !d.Lit(",") {
+			break
+		}
+	}
 	var err error
-	if e.Payload, err = field(top, "payload", true); err != nil {
+	if !d.Lit(`],"payload":`) {
+		return nil, errNotCanonical
+	}
+	if e.Payload, err = field(d, "payload"); err != nil {
 		return nil, err
 	}
-	if e.MAC, err = field(top, "mac", true); err != nil {
+	if !d.Lit(`,"mac":`) {
+		return nil, errNotCanonical
+	}
+	if e.MAC, err = field(d, "mac"); err != nil {
 		return nil, err
 	}
 	if len(e.MAC) != sha256.Size {
 		return nil, fmt.Errorf("%w: \"mac\" is not %d bytes", ErrMalformed, sha256.Size)
 	}
-	for i, raw := range raws {
-		s, err := parseStanza(raw)
-		if err != nil {
-			return nil, fmt.Errorf("recipient %d: %w", i+1, err)
-		}
-		e.Recipients = append(e.Recipients, s)
-	}
-	// One encoding per blob: whitespace, key order, escapes or anything else
-	// that differs from Marshal's output is refused.
-	if canon, _ := e.Marshal(); !bytes.Equal(canon, blob) {
-		return nil, fmt.Errorf("%w: not in canonical form (compact JSON, fixed key order; see docs/format.md)", ErrMalformed)
+	if !d.Lit("}") || d.End() != nil {
+		return nil, errNotCanonical
 	}
 	return e, nil
 }
 
-func parseStanza(raw []byte) (*Stanza, error) {
-	m, err := object(raw, "type", "tag", "kid", "enc", "key")
-	if err != nil {
-		return nil, err
-	}
+func parseStanza(d *jsonwalk.Decoder, blob []byte) (*Stanza, error) {
 	s := &Stanza{}
-	if s.Type, err = str(m, "type", true); err != nil {
+	var err error
+	if !d.Lit(`{"type":`) {
+		return nil, errNotCanonical
+	}
+	if s.Type, err = str(d, blob, "type"); err != nil {
 		return nil, err
 	}
-	if s.KID, err = str(m, "kid", false); err != nil {
+	if d.Lit(`,"tag":`) {
+		if s.Tag, err = field(d, "tag"); err != nil {
+			return nil, err
+		}
+	}
+	if d.Lit(`,"kid":`) {
+		if s.KID, err = str(d, blob, "kid"); err != nil {
+			return nil, err
+		}
+	}
+	if d.Lit(`,"enc":`) {
+		if s.Enc, err = field(d, "enc"); err != nil {
+			return nil, err
+		}
+	}
+	if !d.Lit(`,"key":`) {
+		return nil, fmt.Errorf("%w: missing \"key\"", ErrMalformed)
+	}
+	if s.Key, err = field(d, "key"); err != nil {
 		return nil, err
 	}
-	if s.Tag, err = field(m, "tag", false); err != nil {
-		return nil, err
-	}
-	if s.Enc, err = field(m, "enc", false); err != nil {
-		return nil, err
-	}
-	if s.Key, err = field(m, "key", true); err != nil {
-		return nil, err
+	if !d.Lit("}") {
+		return nil, errNotCanonical
 	}
 	return s, nil
 }
 
-// object decodes a JSON object whose keys must all be in allowed, matched
-// exactly (encoding/json alone would match them case-insensitively).
-func object(raw []byte, allowed ...string) (map[string]json.RawMessage, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
-		return nil, fmt.Errorf("%w: expected a JSON object", ErrMalformed)
-	}
-	return m, known(m, allowed...)
-}
-
-func known(m map[string]json.RawMessage, allowed ...string) error {
-	for k := range m {
-		ok := false
-		for _, a := range allowed {
-			ok = ok || k == a
-		}
-		if !ok {
-			return fmt.Errorf("%w: unknown field %.32q", ErrMalformed, k)
-		}
-	}
-	return nil
-}
-
-func str(m map[string]json.RawMessage, key string, required bool) (string, error) {
-	raw, ok := m[key]
-	if !ok {
-		if required {
-			return "", fmt.Errorf("%w: missing %q", ErrMalformed, key)
-		}
-		return "", nil
-	}
-	s, err := jsonstr.Unquote(raw)
-	if err != nil || (s == "" && required) || len(s) > maxField {
+// str reads a non-empty string of at most maxField bytes, escaped as
+// jsonString escapes it.
+func str(d *jsonwalk.Decoder, blob []byte, key string) (string, error) {
+	start := d.Offset()
+	// An escape is at most 6 bytes (\u00XX): the bound is on the value.
+	v, err := d.String(6 * maxField)
+	if err != nil || len(v) == 0 || len(v) > maxField {
 		return "", fmt.Errorf("%w: %q must be a non-empty string", ErrMalformed, key)
 	}
-	return s, nil
+	raw := blob[start:d.Offset()]
+	for _, c := range raw[1 : len(raw)-1] {
+		if c < 0x20 || c > 0x7e || c == '\\' {
+			// Escapes or UTF-8: canonical only as jsonString writes it.
+			if !bytes.Equal(jsonString(nil, string(v)), raw) {
+				return "", errNotCanonical
+			}
+			break
+		}
+	}
+	return string(v), nil
 }
 
-func field(m map[string]json.RawMessage, key string, required bool) ([]byte, error) {
-	s, err := str(m, key, required)
-	if err != nil || s == "" {
-		if _, present := m[key]; present && err == nil {
-			return nil, fmt.Errorf("%w: %q is empty", ErrMalformed, key)
-		}
-		return nil, err
-	}
-	if len(s) > maxField*4/3+4 && key != "payload" {
+// field reads a non-empty base64 value of at most maxField characters.
+func field(d *jsonwalk.Decoder, key string) ([]byte, error) {
+	b, err := d.Base64(b64, maxField)
+	switch {
+	case errors.Is(err, jsonwalk.ErrTooLong):
 		return nil, fmt.Errorf("%w: %q too long", ErrMalformed, key)
-	}
-	b, err := b64.DecodeString(s)
-	if err != nil {
+	case errors.Is(err, jsonwalk.ErrBase64), errors.Is(err, jsonwalk.ErrEscape):
 		return nil, fmt.Errorf("%w: %q is not canonical base64", ErrMalformed, key)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %q must be a non-empty string", ErrMalformed, key)
+	case len(b) == 0:
+		return nil, fmt.Errorf("%w: %q is empty", ErrMalformed, key)
 	}
 	return b, nil
+}
+
+// classify says why a blob that is not a canonical envelope was refused:
+// ErrNotEnvelope for invalid JSON or an object without "v", an unknown
+// field, a "v" that is not an integer, another version, or else the
+// canonical walk's own error. Nothing is kept but the value of "v".
+func classify(blob []byte, walkErr error) error {
+	d := jsonwalk.New(blob)
+	var v []byte
+	unknown := false
+	err := d.Object(len(blob), func(key []byte) error {
+		start := d.Offset()
+		if err := d.Skip(); err != nil {
+			return err
+		}
+		switch string(key) {
+		case "v":
+			v = blob[start:d.Offset()] // the last one, as encoding/json keeps it
+		case "recipients", "payload", "mac":
+		default:
+			unknown = true
+		}
+		return nil
+	})
+	if err != nil || d.End() != nil || v == nil {
+		return ErrNotEnvelope
+	}
+	if unknown {
+		return fmt.Errorf("%w: unknown field", ErrMalformed)
+	}
+	var version int
+	if json.Unmarshal(v, &version) != nil {
+		return fmt.Errorf("%w: \"v\" is not an integer", ErrMalformed)
+	}
+	if version != Version {
+		return fmt.Errorf("%w: this layer uses envelope version %d; this ocikp reads version %d", ErrUnsupportedVersion, version, Version)
+	}
+	return walkErr
 }
