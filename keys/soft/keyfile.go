@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,7 +22,7 @@ import (
 	"github.com/ocikp/ocikp/backend"
 	"github.com/ocikp/ocikp/envelope"
 	"github.com/ocikp/ocikp/internal/hint"
-	"github.com/ocikp/ocikp/internal/jsonstr"
+	"github.com/ocikp/ocikp/internal/jsonwalk"
 	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/pq"
 )
@@ -43,9 +45,12 @@ type KeyFile struct {
 	Name string
 	// Type is the key's type: "p256", or a post-quantum hybrid
 	// ("mlkem768x25519", "mlkem768p256"; see package pq).
-	Type      string
-	Created   time.Time
-	Recipient string // as the file holds it; see RecipientString
+	Type    string
+	Created time.Time
+	// Recipient is the recipient string a P-256 key file holds (see
+	// RecipientString); for a post-quantum key, set only when an older file
+	// holds one and the key is sealed with it as additional data.
+	Recipient string
 	// Public is the public key as the recipient string holds it: a
 	// compressed point for p256, the hybrid KEM's public key otherwise.
 	Public  []byte
@@ -76,8 +81,8 @@ type wireKeyFile struct {
 	Type      string  `json:"type"`
 	Name      string  `json:"name"`
 	Created   string  `json:"created"`
-	Recipient string  `json:"recipient"`
-	Public    string  `json:"public,omitempty"` // post-quantum keys: base64 of the public key
+	Recipient string  `json:"recipient,omitempty"` // P-256 keys only since issue 24
+	Public    string  `json:"public,omitempty"`    // post-quantum keys: base64 of the public key
 	Private   string  `json:"private,omitempty"`
 	Encrypted *Sealed `json:"encrypted,omitempty"`
 }
@@ -96,7 +101,17 @@ func (k *KeyFile) secret(ctx context.Context, passphrase []byte) ([]byte, error)
 	if len(passphrase) == 0 {
 		return nil, ErrPassphraseNeeded
 	}
-	return k.sealed.OpenContext(ctx, passphrase, k.Recipient)
+	return k.sealed.OpenContext(ctx, passphrase, k.sealedAD())
+}
+
+// sealedAD is the additional data that binds a sealed key to its public
+// key: the recipient string as the file holds it, or as RecipientString
+// writes it (post-quantum files since issue 24 hold only the public key).
+func (k *KeyFile) sealedAD() string {
+	if k.Recipient != "" {
+		return k.Recipient
+	}
+	return k.RecipientString()
 }
 
 // PrivateKey returns a P-256 key's private key, opening it with passphrase
@@ -302,7 +317,7 @@ func NewHybridKeyFile(name string, kind *pq.Kind, seed, passphrase []byte) (*Key
 		return nil, err
 	}
 	pub := priv.PublicKey().Bytes()
-	return newKeyFile(&KeyFile{Name: name, Type: kind.Type, Public: pub, Recipient: kind.Format(pub)}, seed, passphrase)
+	return newKeyFile(&KeyFile{Name: name, Type: kind.Type, Public: pub}, seed, passphrase)
 }
 
 func newKeyFile(k *KeyFile, secret, passphrase []byte) (*KeyFile, error) {
@@ -311,7 +326,7 @@ func newKeyFile(k *KeyFile, secret, passphrase []byte) (*KeyFile, error) {
 		k.private = secret
 		return k, nil
 	}
-	s, err := Seal(secret, passphrase, k.Recipient)
+	s, err := Seal(secret, passphrase, k.sealedAD())
 	if err != nil {
 		return nil, err
 	}
@@ -330,106 +345,193 @@ func (k *KeyFile) Marshal() ([]byte, error) {
 		w.Private = base64.StdEncoding.EncodeToString(k.private)
 	}
 	if k.Type != TypeP256 {
+		// The public key alone: the recipient string is the same bytes in
+		// Bech32m, twice the size, and listing the keystore on every
+		// unwrap would read it. A sealed key keeps an older file's
+		// recipient, its additional data.
 		w.Public = base64.StdEncoding.EncodeToString(k.Public)
+		if k.sealed == nil {
+			w.Recipient = ""
+		}
 	}
 	b, err := json.MarshalIndent(&w, "", "  ")
 	return append(b, '\n'), err
 }
 
 // ParseKeyFile decodes a key file strictly. Its errors never quote the file.
-// Like protocol.DecodeRequest it reads through raw-message maps: every
-// unwrap lists the keystore, and struct decoding's reflection is a visible
-// part of each exec's start-up.
+//
+// Every exec unwrap lists the keystore, so the file is walked once
+// (internal/jsonwalk): no struct reflection, strings sliced out of the file
+// rather than copied, base64 decoded straight from it, unknown fields
+// skipped unread. Post-quantum files written before issue 24 also hold the
+// recipient string, the public key again in Bech32m (2 KB): it is checked
+// for form, and kept only as a sealed key's additional data.
 func ParseKeyFile(data []byte) (*KeyFile, error) {
 	bad := func(what string) error { return fmt.Errorf("not an ocikp key file: %s", what) }
 	if len(data) > MaxKeyFileSize {
 		return nil, bad("too large")
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil || m == nil {
+	var w struct {
+		format, typ, name, created, recipient, public, private []byte
+		sealed                                                 *Sealed
+	}
+	d := jsonwalk.New(data)
+	err := d.Object(len(data), func(key []byte) error {
+		var dst *[]byte
+		switch string(key) {
+		case "format":
+			dst = &w.format
+		case "type":
+			dst = &w.typ
+		case "name":
+			dst = &w.name
+		case "created":
+			dst = &w.created
+		case "recipient":
+			dst = &w.recipient
+		case "public":
+			dst = &w.public
+		case "private":
+			dst = &w.private
+		case "encrypted":
+			var err error
+			w.sealed, err = parseSealed(d)
+			return err
+		default:
+			return d.Skip()
+		}
+		// null reads as "", as encoding/json would.
+		if null, err := d.Null(); null || err != nil {
+			*dst = nil
+			return err
+		}
+		v, err := d.String(len(data))
+		if errors.Is(err, jsonwalk.ErrType) {
+			return errors.New(strconv.Quote(string(key)) + " is not a string")
+		}
+		*dst = v
+		return err
+	})
+	if err == nil {
+		err = d.End()
+	}
+	var syn *jsonwalk.SyntaxError
+	switch {
+	case errors.As(err, &syn), errors.Is(err, jsonwalk.ErrTruncated), errors.Is(err, jsonwalk.ErrType):
 		return nil, bad("invalid JSON")
+	case err != nil:
+		return nil, bad(err.Error())
 	}
-	var w wireKeyFile
-	for key, dst := range map[string]*string{
-		"format": &w.Format, "type": &w.Type, "name": &w.Name, "created": &w.Created,
-		"recipient": &w.Recipient, "private": &w.Private, "public": &w.Public,
-	} {
-		if raw, ok := m[key]; ok {
-			// Already validated by the Unmarshal into m: a plain string is
-			// sliced out (jsonstr), not scanned a second time — post-quantum
-			// key files hold 3.6 KB of recipient and public key.
-			v, err := jsonstr.Unquote(raw)
-			if err != nil {
-				return nil, bad(fmt.Sprintf("%q is not a string", key))
-			}
-			*dst = v
-		}
-	}
-	if raw, ok := m["encrypted"]; ok && string(raw) != "null" {
-		var em map[string]json.RawMessage
-		if json.Unmarshal(raw, &em) != nil || em == nil {
-			return nil, bad(`"encrypted" is not an object`)
-		}
-		w.Encrypted = &Sealed{}
-		for key, dst := range map[string]any{
-			"kdf": &w.Encrypted.KDF, "logN": &w.Encrypted.LogN, "r": &w.Encrypted.R, "p": &w.Encrypted.P,
-			"salt": &w.Encrypted.Salt, "nonce": &w.Encrypted.Nonce, "ciphertext": &w.Encrypted.Ciphertext,
-		} {
-			if json.Unmarshal(em[key], dst) != nil {
-				return nil, bad(fmt.Sprintf("encrypted.%s is missing or of the wrong type", key))
-			}
-		}
-	}
-	if w.Format != formatV1 {
+	if string(w.format) != formatV1 {
 		return nil, bad(`"format" is not "` + formatV1 + `"`)
 	}
-	if !ValidName(w.Name) {
+	name := string(w.name)
+	if !ValidName(name) {
 		return nil, bad("invalid name")
 	}
-	var pub []byte
-	var err error
-	switch kind := pq.KindOf(w.Type); {
-	case w.Type == TypeP256:
-		if pub, err = p256.ParseCompressed(w.Recipient); err != nil {
+	typ := string(w.typ)
+	k := &KeyFile{Name: name, Type: typ}
+	switch kind := pq.KindOf(typ); {
+	case typ == TypeP256:
+		k.Recipient = string(w.recipient)
+		if k.Public, err = p256.ParseCompressed(k.Recipient); err != nil {
 			return nil, bad("invalid recipient")
 		}
 	case kind != nil:
 		// The public key from its base64 copy: Bech32-decoding a 2,000
-		// character recipient costs about 0.1 ms, paid for every key on
-		// every unwrap (the keystore is listed to match tags). The
-		// recipient's form is checked, its checksum when it is printed;
-		// the public key is checked against the private one when used.
-		raw, err := base64.StdEncoding.Strict().DecodeString(w.Public)
-		if err != nil || len(raw) != kind.PublicSize() || !kind.HasForm(w.Recipient) {
+		// character recipient costs about 0.07 ms, paid for every key on
+		// every unwrap. The public key is checked against the private one
+		// when used.
+		k.Public = make([]byte, b64.DecodedLen(len(w.public)))
+		n, err := b64.Decode(k.Public, w.public)
+		if k.Public = k.Public[:n]; err != nil || n != kind.PublicSize() || w.recipient != nil && !kind.HasForm(string(w.recipient)) {
 			return nil, bad(`invalid "public" or "recipient"`)
 		}
-		pub = raw
+		if w.sealed != nil && w.recipient != nil {
+			k.Recipient = string(w.recipient) // the additional data it was sealed with
+		}
 	default:
 		return nil, bad(`unsupported key type (want one of ` + strings.Join(Types(), ", ") + `)`)
 	}
-	k := &KeyFile{Name: w.Name, Type: w.Type, Recipient: w.Recipient, Public: pub}
-	if w.Created != "" {
-		if k.Created, err = time.Parse(time.RFC3339, w.Created); err != nil {
+	if len(w.created) > 0 {
+		if k.Created, err = time.Parse(time.RFC3339, string(w.created)); err != nil {
 			return nil, bad("invalid creation time")
 		}
 	}
 	switch {
-	case w.Private != "" && w.Encrypted == nil:
-		k.private, err = base64.StdEncoding.Strict().DecodeString(w.Private)
-		if err != nil || len(k.private) != 32 {
+	case len(w.private) > 0 && w.sealed == nil:
+		k.private = make([]byte, b64.DecodedLen(len(w.private)))
+		n, err := b64.Decode(k.private, w.private)
+		if k.private = k.private[:n]; err != nil || n != 32 {
 			return nil, bad("private key is not 32 bytes of base64")
 		}
 		// That it matches the recipient is checked when it is used
 		// (PrivateKey): listing a keystore costs no scalar multiplications.
-	case w.Private == "" && w.Encrypted != nil:
-		if err := w.Encrypted.check(32); err != nil {
+	case len(w.private) == 0 && w.sealed != nil:
+		if err := w.sealed.check(32); err != nil {
 			return nil, bad(err.Error())
 		}
-		k.sealed = w.Encrypted
+		k.sealed = w.sealed
 	default:
 		return nil, bad(`need exactly one of "private" and "encrypted"`)
 	}
 	return k, nil
+}
+
+var b64 = base64.StdEncoding.Strict()
+
+// parseSealed reads the "encrypted" object: every field required, of its
+// type (null reads as zero, as encoding/json would; check refuses it).
+func parseSealed(d *jsonwalk.Decoder) (*Sealed, error) {
+	if null, err := d.Null(); null || err != nil {
+		return nil, err
+	}
+	s := &Sealed{}
+	var seen uint8
+	fields := []string{"kdf", "logN", "r", "p", "salt", "nonce", "ciphertext"}
+	err := d.Object(MaxKeyFileSize, func(key []byte) error {
+		i := slices.Index(fields, string(key))
+		if i < 0 {
+			return d.Skip()
+		}
+		seen |= 1 << i
+		wrong := fmt.Errorf("encrypted.%s is missing or of the wrong type", fields[i])
+		if null, err := d.Null(); null || err != nil {
+			return err
+		}
+		if i >= 1 && i <= 3 {
+			num, err := d.Number()
+			if errors.Is(err, jsonwalk.ErrType) {
+				return wrong
+			} else if err != nil {
+				return err
+			}
+			v, err := strconv.Atoi(string(num))
+			if err != nil {
+				return wrong
+			}
+			*[]*int{&s.LogN, &s.R, &s.P}[i-1] = v
+			return nil
+		}
+		v, err := d.String(MaxKeyFileSize)
+		if errors.Is(err, jsonwalk.ErrType) {
+			return wrong
+		}
+		*[]*string{&s.KDF, nil, nil, nil, &s.Salt, &s.Nonce, &s.Ciphertext}[i] = string(v)
+		return err
+	})
+	if errors.Is(err, jsonwalk.ErrType) {
+		return nil, errors.New(`"encrypted" is not an object`)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i, f := range fields {
+		if seen&(1<<i) == 0 {
+			return nil, fmt.Errorf("encrypted.%s is missing or of the wrong type", f)
+		}
+	}
+	return s, nil
 }
 
 // Seal seals secret under passphrase, bound to ad (a public key string).

@@ -320,6 +320,12 @@ func FuzzParseKeyFile(f *testing.F) {
 	sealed, _ := ks.Marshal()
 	f.Add(sealed)
 	f.Add([]byte(`{"format":"ocikp-key-v1"}`))
+	old, _ := filepath.Glob("testdata/old-*.key")
+	for _, name := range old {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b)
+		}
+	}
 	for _, kind := range pq.Kinds() {
 		seed, _, _ := kind.GenerateKey()
 		for _, pass := range [][]byte{nil, []byte("pw")} {

@@ -1,0 +1,91 @@
+package soft
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ocikp/ocikp/pq"
+)
+
+// Key files written before issue 24 (testdata/old-*.key, seed 0x42…, sealed
+// ones under "pw") still load and open; written again, they take the new
+// form and still open.
+func TestOldFormatKeyFiles(t *testing.T) {
+	seed := bytes.Repeat([]byte{0x42}, 32)
+	files, _ := filepath.Glob("testdata/old-*.key")
+	if len(files) != 6 {
+		t.Fatalf("%d old key files, want 6", len(files))
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := ParseKeyFile(data)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		pass := []byte(nil)
+		if strings.Contains(f, "sealed") {
+			pass = []byte("pw")
+		}
+		for gen := range 2 {
+			if k.Protected() != (pass != nil) {
+				t.Fatalf("%s (generation %d): protected %v", f, gen, k.Protected())
+			}
+			if kind := pq.KindOf(k.Type); kind != nil {
+				priv, err := kind.PrivateKey(seed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pub := priv.PublicKey().Bytes()
+				if !bytes.Equal(k.Public, pub) || k.RecipientString() != kind.Format(pub) {
+					t.Fatalf("%s (generation %d): wrong public key", f, gen)
+				}
+				got, err := k.HybridKey(pass)
+				if err != nil || !bytes.Equal(got.Key.PublicKey().Bytes(), pub) {
+					t.Fatalf("%s (generation %d): %v", f, gen, err)
+				}
+			} else if _, err := k.PrivateKey(pass); err != nil {
+				t.Fatalf("%s (generation %d): %v", f, gen, err)
+			}
+			again, err := k.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k, err = ParseKeyFile(again); err != nil {
+				t.Fatalf("%s rewritten: %v", f, err)
+			}
+		}
+	}
+}
+
+// A new post-quantum key file holds its public key once: no recipient
+// string, which is the same key in Bech32m and made the file 3.8 KB.
+func TestHybridKeyFileHoldsPublicKeyOnce(t *testing.T) {
+	for _, kind := range pq.Kinds() {
+		seed, _, _ := kind.GenerateKey()
+		for _, pass := range []string{"", "pw"} {
+			k, err := NewHybridKeyFile("k", kind, seed, []byte(pass))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := k.Marshal()
+			if bytes.Contains(b, []byte(`"recipient"`)) || len(b) > 2200 {
+				t.Errorf("%s key file (passphrase %q): %d bytes, recipient included: %v", kind.Type, pass, len(b), bytes.Contains(b, []byte(`"recipient"`)))
+			}
+			got, err := ParseKeyFile(b)
+			if err != nil || got.RecipientString() != kind.Format(k.Public) {
+				t.Fatalf("%s: read back: %v", kind.Type, err)
+			}
+			if pass != "" {
+				if _, err := got.HybridKey([]byte(pass)); err != nil {
+					t.Fatalf("%s sealed: %v", kind.Type, err)
+				}
+			}
+		}
+	}
+}
