@@ -2,9 +2,11 @@ package protocol
 
 import (
 	"encoding/base64"
+	"errors"
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // allocated returns the bytes one DecodeRequest(data) allocates, averaged
@@ -57,5 +59,22 @@ func TestDecodeAllocationBounded(t *testing.T) {
 	t.Logf("a %d-byte request of unknown fields: %d bytes allocated", len(unknown), got)
 	if got > slack {
 		t.Errorf("a %d-byte request of unknown fields allocated %d bytes, want at most %d", len(unknown), got, slack)
+	}
+}
+
+// ReadRequest reads in pieces up to the bound exactly.
+func TestReadRequestPieces(t *testing.T) {
+	if r, err := ReadRequest(iotest.OneByteReader(strings.NewReader(unwrapReq))); err != nil || string(r.KeyUnwrapParams.Annotation) != `{"v":1}` {
+		t.Fatalf("one byte at a time: %v", err)
+	}
+	full := unwrapReq + strings.Repeat(" ", MaxRequestSize-len(unwrapReq))
+	if _, err := ReadRequest(iotest.HalfReader(strings.NewReader(full))); err != nil {
+		t.Fatalf("exactly %d bytes: %v", MaxRequestSize, err)
+	}
+	if _, err := ReadRequest(strings.NewReader(full + " ")); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("one byte more: %v", err)
+	}
+	if _, err := ReadRequest(iotest.ErrReader(iotest.ErrTimeout)); !errors.Is(err, iotest.ErrTimeout) {
+		t.Fatalf("read error: %v", err)
 	}
 }

@@ -57,12 +57,25 @@ var ErrMalformed = errors.New("malformed key provider request")
 
 // ReadRequest reads one request of at most MaxRequestSize bytes from r.
 func ReadRequest(r io.Reader) (*Request, error) {
-	data, err := io.ReadAll(io.LimitReader(r, MaxRequestSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading request: %w", err)
-	}
-	if len(data) > MaxRequestSize {
-		return nil, fmt.Errorf("%w: larger than %d bytes", ErrMalformed, MaxRequestSize)
+	// One buffer that holds a usual request (a few KiB; a post-quantum
+	// unwrap about 5), grown only for bigger ones: io.ReadAll starts at 512
+	// bytes and copies as it doubles.
+	data := make([]byte, 0, 16<<10)
+	for {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := r.Read(data[len(data):min(cap(data), MaxRequestSize+1)])
+		data = data[:len(data)+n]
+		if len(data) > MaxRequestSize {
+			return nil, fmt.Errorf("%w: larger than %d bytes", ErrMalformed, MaxRequestSize)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading request: %w", err)
+		}
 	}
 	return DecodeRequest(data)
 }
