@@ -37,9 +37,12 @@ const (
 // a private-key operation; an observer who does not know the public key
 // cannot link two layers to one key.
 func StanzaTag(typ string, enc, pub []byte) []byte {
-	secret := make([]byte, 0, len(enc)+len(pub))
-	t, _ := hkdf.Extract(sha256.New, append(append(secret, enc...), pub...), []byte("ocikp/v1 "+typ+" tag"))
-	return t[:4]
+	// HKDF-Extract is HMAC(salt, secret): written in two parts, the 2 KB of
+	// a post-quantum enc ‖ public key is hashed without being copied.
+	h := hmac.New(sha256.New, []byte("ocikp/v1 "+typ+" tag"))
+	h.Write(enc)
+	h.Write(pub)
+	return h.Sum(make([]byte, 0, sha256.Size))[:4]
 }
 
 const (
