@@ -176,10 +176,17 @@ func (p *Provider) warnf(format string, args ...any) {
 	}
 }
 
+// debug logs a debug event. Callers check debugging first: the arguments
+// would be built (and allocated) on every request even when debug logging
+// is off.
 func (p *Provider) debug(msg string, args ...any) {
 	if p.Log != nil {
 		p.Log.Debug(msg, args...)
 	}
+}
+
+func (p *Provider) debugging() bool {
+	return p.Log != nil && p.Log.Enabled(context.Background(), slog.LevelDebug)
 }
 
 // Wrap seals optsdata for every recipient in the provider's entry of
@@ -212,7 +219,9 @@ func (p *Provider) wrap(ctx context.Context, w *protocol.KeyWrapParams) ([]byte,
 	if err := p.checkMix(strength); err != nil {
 		return nil, "", err
 	}
-	p.debug("wrap", "recipients", len(rs))
+	if p.debugging() {
+		p.debug("wrap", "recipients", len(rs))
+	}
 	ann, err := envelope.Seal(w.Optsdata, rs...)
 	return ann, strings.Join(names, "+"), err
 }
@@ -400,11 +409,12 @@ const (
 	MaxKMSAttempts = 8
 )
 
-// budget counts the attempts of one request.
+// budget counts the attempts of one request (what: of what, for the
+// error; formatted only then).
 type budget struct {
-	left int
-	what string
-	hit  bool
+	left, max int
+	what      string
+	hit       bool
 }
 
 func (b *budget) take() bool {
@@ -420,7 +430,7 @@ func (b *budget) failure() []error {
 	if !b.hit {
 		return nil
 	}
-	return []error{fmt.Errorf("stopped after %s; the rest of the layer's stanzas were not tried", b.what)}
+	return []error{fmt.Errorf("stopped after %d %s; the rest of the layer's stanzas were not tried", b.max, b.what)}
 }
 
 // budgeted is an identity that stops when its request's budget is spent;
@@ -541,12 +551,14 @@ func (p *Provider) OpenFileKey(ctx context.Context, env *envelope.Envelope) ([]b
 }
 
 func (p *Provider) openFileKey(ctx context.Context, env *envelope.Envelope, sel *selection) ([]byte, string, error) {
-	keyBudget := &budget{left: MaxKeyAttempts, what: fmt.Sprintf("%d private-key attempts", MaxKeyAttempts)}
+	keyBudget := &budget{left: MaxKeyAttempts, max: MaxKeyAttempts, what: "private-key attempts"}
 	ids := make([]envelope.Identity, len(sel.keys))
 	for i, k := range sel.keys {
 		ids[i] = &budgeted{id: k, match: k.Matches, b: keyBudget, ctx: ctx, name: k.Name()}
 	}
-	p.debug("unwrap", "stanzas", len(env.Recipients), "keys", len(sel.keys))
+	if p.debugging() {
+		p.debug("unwrap", "stanzas", len(env.Recipients), "keys", len(sel.keys))
+	}
 	fk, s, err := env.UnwrapStanza(ids...)
 	var nie *envelope.NoIdentityError
 	var local []error // failures of local keys
@@ -554,7 +566,7 @@ func (p *Provider) openFileKey(ctx context.Context, env *envelope.Envelope, sel 
 		local = append(slices.Clone(nie.Failures), sel.skipped...)
 		nie.Failures = nil
 	}
-	kmsBudget := &budget{left: MaxKMSAttempts, what: fmt.Sprintf("%d KMS calls", MaxKMSAttempts)}
+	kmsBudget := &budget{left: MaxKMSAttempts, max: MaxKMSAttempts, what: "KMS calls"}
 	if nie != nil && hasKMSStanza(env) && (!sel.selected || len(sel.kmsKIDs) > 0) {
 		p.debug("unwrap: trying the KMS plugin")
 		fk, s, err = env.UnwrapStanza(p.kmsIdentities(ctx, env, sel.kmsKIDs, kmsBudget)...)

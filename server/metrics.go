@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,18 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	inFlight prometheus.Gauge
 	dropped  *prometheus.CounterVec
+
+	// The series of each label set, found once: a vector's lookup hashes
+	// the labels and takes its lock on every call.
+	mu     sync.RWMutex
+	series map[seriesKey]series
+}
+
+type seriesKey struct{ op, backend, result string }
+
+type series struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
 }
 
 func newMetrics(pending *budget) *metrics {
@@ -60,8 +73,22 @@ func (m *metrics) observe(op, backend, result string, d time.Duration) {
 	if backend == "" {
 		backend = "none"
 	}
-	m.requests.WithLabelValues(op, backend, result).Inc()
-	m.latency.WithLabelValues(op).Observe(d.Seconds())
+	k := seriesKey{op, backend, result}
+	m.mu.RLock()
+	s, ok := m.series[k]
+	m.mu.RUnlock()
+	if !ok {
+		// The label values are few: ops, backends and result codes.
+		s = series{m.requests.WithLabelValues(op, backend, result), m.latency.WithLabelValues(op)}
+		m.mu.Lock()
+		if m.series == nil {
+			m.series = map[seriesKey]series{}
+		}
+		m.series[k] = s
+		m.mu.Unlock()
+	}
+	s.requests.Inc()
+	s.latency.Observe(d.Seconds())
 }
 
 // serve exposes /metrics on addr until the returned stop is called.

@@ -157,21 +157,18 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, lis: lis, sem: make(chan struct{}, cfg.MaxConcurrent), health: health.NewServer(),
 		pending: &budget{limit: cfg.MaxPending}}
 	s.m = newMetrics(s.pending)
-	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(cfg.MaxMessage + 1024), // the field plus protobuf framing
-		grpc.MaxSendMsgSize(cfg.MaxMessage + 1024),
+	opts := append(TransportOptions(cfg.MaxMessage, cfg.MaxConcurrent),
 		// Every stream reserves its share of the pending budget and gets
 		// its deadline before its message is read (budget.go).
 		grpc.InTapHandle(s.admit),
-		grpc.MaxConcurrentStreams(uint32(min(cfg.MaxConcurrent, 1000))),
 		grpc.MaxHeaderListSize(maxHeaderList),
 		// A client that connects and says nothing is dropped; one that
 		// stays connected without calls is closed when idle; one that
 		// stops answering pings (gone, or its network) is closed.
-		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.IdleTimeout, Time: keepaliveTime, Timeout: keepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}
+	)
 	if useTLS {
 		s.certs = &certs{certFile: cfg.TLSCert, keyFile: cfg.TLSKey, caFile: cfg.ClientCA}
 		if err := s.certs.load(); err != nil {
@@ -183,6 +180,20 @@ func New(cfg Config) (*Server, error) {
 	kpb.RegisterKeyProviderServiceServer(s.grpc, &service{s: s})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s, nil
+}
+
+// DefaultMaxMessage is the largest request by default (--max-message-bytes).
+const DefaultMaxMessage = protocol.MaxRequestSize
+
+// TransportOptions are the service's gRPC transport settings that cost or
+// save CPU per call, apart from its limits and checks; internal/cmd/grpcfloor
+// uses them too, so that the floor it measures has the same transport.
+func TransportOptions(maxMessage, maxConcurrent int) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxMessage + 1024), // the field plus protobuf framing
+		grpc.MaxSendMsgSize(maxMessage + 1024),
+		grpc.MaxConcurrentStreams(uint32(min(maxConcurrent, 1000))),
+	}
 }
 
 // A connection silent for keepaliveTime is pinged, and closed (its streams
@@ -309,8 +320,11 @@ func (s *Server) call(ctx context.Context, op string, data []byte) (out *kpb.Key
 	// deadline was set when its headers arrived (admit); this one only
 	// matters to a call that did not come through the transport.
 	received(ctx, len(data))
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > s.cfg.RequestTimeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():

@@ -36,12 +36,12 @@ import (
 )
 
 type fixture struct {
-	t         *testing.T
+	t         testing.TB
 	provider  *keyprovider.Provider
 	recipient string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	st := &soft.Store{Dir: t.TempDir()}
 	priv, _ := ecdh.P256().GenerateKey(rand.Reader)
 	k, err := st.Create("alice", priv, nil)
@@ -134,14 +134,14 @@ func TestPlaintextRefusedOffLoopback(t *testing.T) {
 
 // pki makes a CA and leaf certificates on disk.
 type pki struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	CA   string
 }
 
-func newPKI(t *testing.T, name string) *pki {
+func newPKI(t testing.TB, name string) *pki {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),

@@ -29,7 +29,15 @@ import (
 	"github.com/ocikp/ocikp/server"
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	code := run(os.Args[1:])
+	stopProfile()
+	os.Exit(code)
+}
+
+// stopProfile ends a CPU profile that a build with -tags pprof started
+// (pprof.go); without the tag there is none.
+var stopProfile = func() {}
 
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "health" {
