@@ -160,7 +160,7 @@ func svgPlot(p *plot) string {
 		float64(top)+plotHeight/2, esc(m.ylabel+scaleNote(ysc.log)))
 	// Lines, markers and the legend.
 	for i, l := range p.lines {
-		c, d := colours[i%len(colours)], dashes[i%len(dashes)]
+		c, d := colours[i%len(colours)], dashes[(i+i/len(colours))%len(dashes)]
 		pts := slices.Clone(l.pts)
 		slices.SortFunc(pts, func(a, b point) int { return cmpF(a.x, b.x) })
 		var path []string
