@@ -11,6 +11,7 @@ import (
 	"fmt"
 
 	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/oldjson"
 )
 
 const maxField = 8 << 10
@@ -128,7 +129,7 @@ func strOld(m map[string]json.RawMessage, key string, required bool) (string, er
 		}
 		return "", nil
 	}
-	s, err := unquoteOld(raw)
+	s, err := oldjson.Unquote(raw)
 	if err != nil || (s == "" && required) || len(s) > maxField {
 		return "", fmt.Errorf("%w: %q must be a non-empty string", envelope.ErrMalformed, key)
 	}
@@ -151,23 +152,4 @@ func fieldOld(m map[string]json.RawMessage, key string, required bool) ([]byte, 
 		return nil, fmt.Errorf("%w: %q is not canonical base64", envelope.ErrMalformed, key)
 	}
 	return b, nil
-}
-
-// unquoteOld is internal/jsonstr's Unquote of the time.
-func unquoteOld(raw []byte) (string, error) {
-	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' {
-		plain := true
-		for _, c := range raw[1 : n-1] {
-			if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-				plain = false
-				break
-			}
-		}
-		if plain {
-			return string(raw[1 : n-1]), nil
-		}
-	}
-	var s string
-	err := json.Unmarshal(raw, &s)
-	return s, err
 }

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/ocikp/ocikp/internal/oldjson"
 )
 
 // DecodeRequest parses and validates one request. Its errors describe the
@@ -144,7 +146,7 @@ func bytesFieldOld(m map[string]json.RawMessage, key, where string) ([]byte, err
 	var s string
 	if raw, ok := m[key]; ok && string(raw) != "null" {
 		var err error
-		if s, err = unquoteOld(raw); err != nil {
+		if s, err = oldjson.Unquote(raw); err != nil {
 			return nil, fmt.Errorf("%w: %s is not a base64 string", ErrMalformed, where)
 		}
 	}
@@ -198,23 +200,4 @@ func describeJSONErrorOld(err error) string {
 		// base64 errors and the like: say what, not where in the secret.
 		return "invalid value (bad base64 or structure)"
 	}
-}
-
-// unquoteOld is internal/jsonstr's Unquote of the time.
-func unquoteOld(raw []byte) (string, error) {
-	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' {
-		plain := true
-		for _, c := range raw[1 : n-1] {
-			if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-				plain = false
-				break
-			}
-		}
-		if plain {
-			return string(raw[1 : n-1]), nil
-		}
-	}
-	var s string
-	err := json.Unmarshal(raw, &s)
-	return s, err
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ocikp/ocikp/internal/oldjson"
 	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/pq"
 )
@@ -41,7 +42,7 @@ func parseKeyFileOld(data []byte) (*KeyFile, error) {
 			// Already validated by the Unmarshal into m: a plain string is
 			// sliced out (jsonstr), not scanned a second time — post-quantum
 			// key files hold 3.6 KB of recipient and public key.
-			v, err := unquoteOld(raw)
+			v, err := oldjson.Unquote(raw)
 			if err != nil {
 				return nil, bad(fmt.Sprintf("%q is not a string", key))
 			}
@@ -113,23 +114,4 @@ func parseKeyFileOld(data []byte) (*KeyFile, error) {
 		return nil, bad(`need exactly one of "private" and "encrypted"`)
 	}
 	return k, nil
-}
-
-// unquoteOld is internal/jsonstr's Unquote of the time.
-func unquoteOld(raw []byte) (string, error) {
-	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' {
-		plain := true
-		for _, c := range raw[1 : n-1] {
-			if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-				plain = false
-				break
-			}
-		}
-		if plain {
-			return string(raw[1 : n-1]), nil
-		}
-	}
-	var s string
-	err := json.Unmarshal(raw, &s)
-	return s, err
 }

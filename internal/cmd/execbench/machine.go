@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ocikp/ocikp/internal/benchrow"
 )
 
 var (
@@ -25,33 +27,13 @@ var (
 	recipFlag  = flag.String("recipients", "", "cost growth instead of the table: for each N (comma-separated), unwrap of a layer with N recipients (the key's stanza last) and wrap for N")
 )
 
-// row is one line of -json output. Table rows have a section; points of a
-// cost-growth plot have a plot, a line and x.
-type row struct {
-	Section string  `json:"section,omitempty"`
-	Plot    string  `json:"plot,omitempty"`
-	Line    string  `json:"line,omitempty"`
-	X       float64 `json:"x,omitempty"`
-	Name    string  `json:"name,omitempty"`
-	Runs    int     `json:"runs"`
-	Median  float64 `json:"median_ms"`
-	P90     float64 `json:"p90_ms"`
-	Ratio   float64 `json:"ratio,omitempty"`
-	RatioTo string  `json:"ratio_to,omitempty"`
-}
-
-func emit(r row) {
-	b, _ := json.Marshal(r)
-	fmt.Println(string(b))
-}
-
 // emitTable prints the main run's rows, each with its ratio to the first
 // command (the bare process) of the same run.
 func emitTable(cmds []command, times [][]time.Duration, runs int) {
 	base := median(times[0])
 	for j, c := range cmds {
 		m := median(times[j])
-		emit(row{Section: "exec", Name: strings.TrimSpace(c.name), Runs: runs, Median: ms(m), P90: ms(pct(times[j], 90)),
+		benchrow.Print(benchrow.Row{Section: "exec", Name: strings.TrimSpace(c.name), Runs: runs, Median: ms(m), P90: ms(pct(times[j], 90)),
 			Ratio: float64(m) / float64(base), RatioTo: "bare process"})
 	}
 }
@@ -214,7 +196,7 @@ func growLayers(ocikp, baseline string, types []string, runs, nkeys int) error {
 			return err
 		}
 		for j, c := range cmds {
-			emit(row{Plot: "layers", Line: c.name, X: float64(n), Runs: rounds, Median: ms(median(times[j])), P90: ms(pct(times[j], 90))})
+			benchrow.Print(benchrow.Row{Plot: "layers", Line: c.name, X: float64(n), Runs: rounds, Median: ms(median(times[j])), P90: ms(pct(times[j], 90))})
 		}
 	}
 	return nil
@@ -278,7 +260,7 @@ func growRecipients(ocikp, baseline string, types []string, runs int) error {
 			return err
 		}
 		for j, c := range cmds {
-			emit(row{Plot: "recipients", Line: c.name, X: float64(n), Runs: runs, Median: ms(median(times[j])), P90: ms(pct(times[j], 90))})
+			benchrow.Print(benchrow.Row{Plot: "recipients", Line: c.name, X: float64(n), Runs: runs, Median: ms(median(times[j])), P90: ms(pct(times[j], 90))})
 		}
 	}
 	return nil

@@ -19,7 +19,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"flag"
 	"fmt"
@@ -34,18 +33,9 @@ import (
 	"github.com/containers/ocicrypt/keywrap"
 	"github.com/containers/ocicrypt/keywrap/jwe"
 	"github.com/containers/ocicrypt/keywrap/pkcs7"
-)
 
-type row struct {
-	Section string  `json:"section,omitempty"`
-	Plot    string  `json:"plot,omitempty"`
-	Line    string  `json:"line,omitempty"`
-	X       float64 `json:"x,omitempty"`
-	Name    string  `json:"name,omitempty"`
-	Runs    int     `json:"runs"`
-	Median  float64 `json:"median_ms"`
-	P90     float64 `json:"p90_ms"`
-}
+	"github.com/ocikp/ocikp/internal/benchrow"
+)
 
 func main() {
 	runs := flag.Int("runs", 2000, "timed runs of each operation")
@@ -155,13 +145,12 @@ func timeIt(runs int, f func() error) ([]time.Duration, error) {
 	return d, nil
 }
 
-func emit(r row, d []time.Duration) {
+func emit(r benchrow.Row, d []time.Duration) {
 	sort.Slice(d, func(a, b int) bool { return d[a] < d[b] })
 	r.Runs = len(d)
 	r.Median = float64(d[len(d)/2]) / 1e6
 	r.P90 = float64(d[len(d)*9/10]) / 1e6
-	b, _ := json.Marshal(r)
-	fmt.Println(string(b))
+	benchrow.Print(r)
 }
 
 func parseNs(s string) ([]int, error) {
@@ -209,11 +198,11 @@ func run(runs int, layers, recips string) error {
 		if err != nil {
 			return err
 		}
-		emit(row{Section: "inprocess", Name: s.name + " wrap"}, d)
+		emit(benchrow.Row{Section: "inprocess", Name: s.name + " wrap"}, d)
 		if d, err = timeIt(runs, func() error { return s.unwrap(1, packet) }); err != nil {
 			return err
 		}
-		emit(row{Section: "inprocess", Name: s.name + " unwrap"}, d)
+		emit(benchrow.Row{Section: "inprocess", Name: s.name + " unwrap"}, d)
 	}
 	// Fewer rounds for the growth points: each is a whole sequence.
 	rounds := max(20, runs/20)
@@ -231,7 +220,7 @@ func run(runs int, layers, recips string) error {
 			if err != nil {
 				return err
 			}
-			emit(row{Plot: "layers", Line: s.name + " unwrap, in process", X: float64(n)}, d)
+			emit(benchrow.Row{Plot: "layers", Line: s.name + " unwrap, in process", X: float64(n)}, d)
 		}
 	}
 	for _, n := range rs {
@@ -244,11 +233,11 @@ func run(runs int, layers, recips string) error {
 			if err != nil {
 				return err
 			}
-			emit(row{Plot: "recipients", Line: s.name + " unwrap, in process", X: float64(n)}, d)
+			emit(benchrow.Row{Plot: "recipients", Line: s.name + " unwrap, in process", X: float64(n)}, d)
 			if d, err = timeIt(rounds, func() error { _, err := s.wrap(n); return err }); err != nil {
 				return err
 			}
-			emit(row{Plot: "recipients", Line: s.name + " wrap, in process", X: float64(n)}, d)
+			emit(benchrow.Row{Plot: "recipients", Line: s.name + " wrap, in process", X: float64(n)}, d)
 		}
 	}
 	return nil

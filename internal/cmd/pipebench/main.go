@@ -46,6 +46,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ocikp/ocikp/internal/localreg"
 )
 
 type options struct {
@@ -162,7 +164,7 @@ func bench(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	reg, regCmd, err := startRegistry(o.registry, dir)
+	reg, regCmd, err := localreg.Start(o.registry, dir)
 	if err != nil {
 		return err
 	}
@@ -400,36 +402,6 @@ func waitSocket(path string, cmd *exec.Cmd) error {
 		}
 	}
 	return errors.New("ocikp-serve did not make its socket within 20 s")
-}
-
-func startRegistry(bin, dir string) (string, *exec.Cmd, error) {
-	cfg := filepath.Join(dir, "registry.yml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:0\n", filepath.Join(dir, "data"))), 0o644)
-	cmd := exec.Command(bin, "serve", cfg)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	re := regexp.MustCompile(`msg="listening on ([^"]+)"`)
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return a, cmd, nil
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		return "", nil, errors.New("the registry did not say where it listens")
-	}
 }
 
 // pushImage pushes n layers of size random bytes each and returns the

@@ -6,9 +6,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -28,6 +25,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/ocikp/ocikp/internal/localreg"
 )
 
 func main() {
@@ -87,36 +86,6 @@ func (c *counter) serve(ln net.Listener, upstream string) {
 
 func (c *counter) reset() { c.sent.Store(0); c.received.Store(0) }
 
-func startRegistry(bin, dir string) (string, *exec.Cmd, error) {
-	cfg := filepath.Join(dir, "registry.yml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:0\n", filepath.Join(dir, "data"))), 0o644)
-	cmd := exec.Command(bin, "serve", cfg)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	re := regexp.MustCompile(`msg="listening on ([^"]+)"`)
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return a, cmd, nil
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		return "", nil, errors.New("the registry did not say where it listens")
-	}
-}
-
 func pushImage(ref string, size int64, n int) error {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
@@ -158,7 +127,7 @@ func bench(ocikp, skopeo, registryBin string, size int64, layers int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	reg, regCmd, err := startRegistry(registryBin, dir)
+	reg, regCmd, err := localreg.Start(registryBin, dir)
 	if err != nil {
 		return err
 	}
