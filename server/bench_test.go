@@ -138,3 +138,31 @@ func TestCallAllocs(t *testing.T) {
 }
 
 const maxHandlerAllocs = 24
+
+// A call's work runs on a kept worker: sequential calls start a few
+// workers, not one each (a fresh goroutine grows its stack in every
+// unwrap's cryptography).
+func TestWorkersKept(t *testing.T) {
+	f := newFixture(t)
+	f.provider.CacheKeys = true
+	s, err := New(Config{Listen: "127.0.0.1:0", Provider: f.provider})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := f.unwrapRequest()
+	const calls = 200
+	for range calls {
+		ctx, err := s.admit(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.call(ctx, protocol.OpKeyUnwrap, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := s.workersStarted.Load()
+	t.Logf("%d sequential calls started %d workers", calls, n)
+	if n > calls/10 {
+		t.Errorf("%d sequential calls started %d workers, want at most %d", calls, n, calls/10)
+	}
+}

@@ -98,6 +98,9 @@ type Server struct {
 	pending *budget
 	served  atomic.Int64
 	m       *metrics
+	// Idle workers wait here for a call's work (workers.go).
+	jobs           chan job
+	workersStarted atomic.Int64
 }
 
 // New checks the configuration and loads certificates.
@@ -155,7 +158,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, lis: lis, sem: make(chan struct{}, cfg.MaxConcurrent), health: health.NewServer(),
-		pending: &budget{limit: cfg.MaxPending}}
+		pending: &budget{limit: cfg.MaxPending}, jobs: make(chan job)}
 	s.m = newMetrics(s.pending)
 	opts := append(TransportOptions(cfg.MaxMessage, cfg.MaxConcurrent),
 		// Every stream reserves its share of the pending budget and gets
@@ -342,17 +345,8 @@ func (s *Server) call(ctx context.Context, op string, data []byte) (out *kpb.Key
 		<-s.sem
 		return nil, s.done(op, start, status.Error(codes.InvalidArgument, s.message(err)))
 	}
-	type result struct {
-		reply   []byte
-		backend string
-		err     error
-	}
 	rc := make(chan result, 1)
-	go func() {
-		defer func() { s.m.inFlight.Dec(); <-s.sem }()
-		reply, backend, err := s.cfg.Provider.HandleContext(ctx, req)
-		rc <- result{reply, backend, err}
-	}()
+	s.dispatch(job{ctx, req, rc})
 	select {
 	case r := <-rc:
 		backend = r.backend
