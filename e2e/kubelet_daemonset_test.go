@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,29 +33,19 @@ const (
 // its probes pass; containerd, configured as the DaemonSet's header says
 // (ocikp config --containerd from the key provider config), decrypts
 // another pod's image through the service on the node's unix socket.
-// Then the service pod is removed: a pull fails with a message naming the
-// service, and succeeds once the pod is back.
+// Then the service is killed under a pull's request: the kubelet restarts
+// it and the pull's retry succeeds; and the service pod is removed: a
+// pull fails with a message naming the service's socket, and succeeds
+// once the pod is back.
 func TestKubeletDaemonSet(t *testing.T) {
-	kubelet := need(t, "kubelet")
-	ctd := need(t, "containerd2")
-	shim := need(t, "containerd-shim-runc-v2")
-	runc := need(t, "runc")
-	nerdctl := need(t, "nerdctl2")
-	need(t, "unshare")
-	p := newProvider(t, "ocikp")
-	sk := newSkopeo(t, p)
-	reg := startRegistry(t)
+	e := newNodeEnv(t)
+	p := e.p
 	ksNode, rNode := p.keystore(t, "node")
 	_, rOther := p.keystore(t, "other")
-	app := buildPodApp(t)
-	pause := reg + "/pause:1"
-	pushRef(t, pause, podImage(t, app, "", "sleep"))
-	image := buildScratchImage(t, reg)
+	image := scratchImage(t, e.reg)
 
 	dir := shortTempDir(t, "kd-")
 	node := filepath.Join(dir, "node") // the node's / for the pod's host paths
-	hostSocket := "unix://" + filepath.Join(node, podSocketDir, "ocikp.sock")
-
 	// The Secret "ocikp-keys" with node.key, as the kubelet mounts it.
 	key, err := os.ReadFile(filepath.Join(ksNode, "node.key"))
 	if err != nil {
@@ -61,47 +53,13 @@ func TestKubeletDaemonSet(t *testing.T) {
 	}
 	secret := filepath.Join(dir, "secret")
 	secretDir(t, secret, map[string][]byte{"node.key": key}, 65532)
-
 	pod, subs := derivePod(t, "../deploy/kubernetes/daemonset.yaml", image, node, map[string]string{"secret": secret}, nil)
-	// The header's once-per-node step (its tmpfiles.d line): the socket's
-	// directory, owned by the service's user.
-	if err := os.MkdirAll(filepath.Join(node, podSocketDir), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(filepath.Join(node, podSocketDir), 65532, 65532); err != nil {
-		t.Fatal(err)
-	}
 	t.Logf("the static pod differs from the DaemonSet's template by:\n  %s", strings.Join(subs, "\n  "))
-
-	// The node's key provider config as on a real node, where the pod's
-	// /run/ocikp is the node's: the socket path substituted like the host
-	// path. containerd's drop-in is made from it as the header says.
-	nodeConfig := filepath.Join(dir, "ocicrypt.json")
-	out, err := exec.Command(p.bin, "config", "--grpc", hostSocket, "--output", nodeConfig).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ocikp config --grpc: %v\n%s", err, out)
-	}
-	dropIn := p.containerdDropIn(t, "2", nodeConfig, "")
-	c := startContainerd(t, containerdSetup{bin: ctd, nerdctl: nerdctl, major: "2", dropIn: dropIn, registry: reg,
-		extra: nodeContainerdConfig(dir, shim, runc, pause)})
-	t.Cleanup(func() { removeAllSandboxes(t, c.sock) })
-
-	manifests := filepath.Join(dir, "manifests")
-	os.MkdirAll(manifests, 0o755)
-	writeManifest(t, manifests, "ocikp", pod)
-	k := startKubelet(t, kubelet, dir, c.sock, manifests, true)
-
-	servicePod := "ocikp"
-	serviceReady := func(t *testing.T) {
-		t.Helper()
-		got := k.waitPod(t, servicePod, 3*time.Minute, func(p kubeletPod) bool { return p.ready() || p.Status.Phase == "Failed" })
-		if !got.ready() {
-			t.Fatalf("the DaemonSet's pod is not ready: %s", got)
-		}
-	}
+	c, k, nodeConfig := e.startService(t, dir, node, pod)
+	hostSocket := "unix://" + filepath.Join(node, podSocketDir, "ocikp.sock")
 
 	t.Run("the DaemonSet's pod starts: node config written, key imported, probes pass", func(t *testing.T) {
-		serviceReady(t)
+		k.waitReady(t, servicePod, 3*time.Minute)
 		written, err := os.ReadFile(filepath.Join(node, "etc/ocikp/ocicrypt.json"))
 		if err != nil {
 			t.Fatalf("the node-config init container wrote no config: %v", err)
@@ -123,62 +81,113 @@ func TestKubeletDaemonSet(t *testing.T) {
 		}
 	})
 
-	runs := func(t *testing.T, name, image, msg string, limit time.Duration) {
-		t.Helper()
-		writeManifest(t, manifests, name, appPod(image))
-		got := k.waitPod(t, name, limit, func(p kubeletPod) bool { return p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed" })
-		if got.Status.Phase != "Succeeded" {
-			t.Fatalf("pod phase %s: %s", got.Status.Phase, got)
-		}
-		k.wantLog(t, name, msg)
-	}
-
 	t.Run("containerd decrypts another pod's image through the service pod's socket", func(t *testing.T) {
-		enc := encryptImage(t, p, sk, reg, ksNode, app, "ds-node", "decrypted through the DaemonSet's service\n", rNode["node"], rOther["other"])
-		runs(t, "enc-ds", enc, "decrypted through the DaemonSet's service", 3*time.Minute)
+		enc := e.encryptApp(t, ksNode, "ds-node", "decrypted through the DaemonSet's service\n", rNode["node"], rOther["other"])
+		k.runs(t, "enc-ds", enc, "decrypted through the DaemonSet's service", 3*time.Minute)
 	})
 
 	// docs/security.md, "Nodes shared by tenants": containerd finds a
 	// layer's snapshot by its plaintext digest (in the image's config,
 	// which is not encrypted) and does not decrypt a layer it has.
 	t.Run("an image for a key the node lacks starts when its plaintext layer is on the node", func(t *testing.T) {
-		enc := reg + "/app:ds-other-same-layer"
-		if out, err := sk.copy(ksNode, []string{"--encryption-key", "provider:" + p.name + ":" + rOther["other"]},
-			"docker://"+reg+"/app:plain-ds-node", "docker://"+enc); err != nil {
+		enc := e.reg + "/app:ds-other-same-layer"
+		if out, err := e.sk.copy(ksNode, []string{"--encryption-key", "provider:" + p.name + ":" + rOther["other"]},
+			"docker://"+e.reg+"/app:plain-ds-node", "docker://"+enc); err != nil {
 			t.Fatalf("encrypt: %v\n%s", err, out)
 		}
 		p.calls(t)
-		runs(t, "enc-other-same-layer", enc, "decrypted through the DaemonSet's service", 2*time.Minute)
+		k.runs(t, "enc-other-same-layer", enc, "decrypted through the DaemonSet's service", 2*time.Minute)
+	})
+
+	// The service dies as the OOM killer would kill it, under a request:
+	// frozen first, so that the kill falls while containerd's decoder
+	// waits on its unwrap call (killed at a random moment, it would
+	// mostly fall between the layers' few-millisecond calls). The image
+	// has more layers to decrypt after that one. The kubelet restarts
+	// the container, the pull fails, and its retry (10 s later) succeeds;
+	// no decoder is left waiting and the node's socket answers again.
+	t.Run("the service killed under a pull's request: the kubelet restarts it and the pull's retry succeeds", func(t *testing.T) {
+		const msg = "decrypted after the service was killed under its pull"
+		enc := e.encrypt(t, ksNode, "ds-killed", withLayers(t, podImage(t, e.app, msg+"\n", "cat", "/msg"), 3, 1<<20), rNode["node"])
+		restarts := k.waitReady(t, servicePod, time.Minute).restarts("ocikp")
+		_, pid := criContainer(t, c.sock, servicePod+"-"+nodeName, "ocikp")
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		killed := false
+		defer func() {
+			if !killed {
+				syscall.Kill(pid, syscall.SIGCONT)
+			}
+		}()
+		k.write(t, "enc-killed", appPod(enc))
+		var waiting []int
+		for deadline := time.Now().Add(2 * time.Minute); len(waiting) == 0; waiting = c.decoders(t) {
+			if time.Now().After(deadline) {
+				t.Fatalf("containerd ran no decoder within 2 min")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		// The decoder asks for the layer key before it reads the layer: one
+		// still there a second later is waiting on the frozen service.
+		time.Sleep(time.Second)
+		if still := c.decoders(t); !slices.ContainsFunc(waiting, func(pid int) bool { return slices.Contains(still, pid) }) {
+			t.Fatalf("the decoders %v ended while the service was frozen", waiting)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		killed = true
+		start := time.Now()
+		var seen []string
+		got := k.waitPod(t, "enc-killed", 3*time.Minute, func(p kubeletPod) bool { p.waiting(&seen); return p.ended() })
+		t.Logf("the pod ended %v after the kill; the kubelet's status of it on the way:\n%s", time.Since(start).Round(time.Second), strings.Join(seen, "\n"))
+		if got.Status.Phase != "Succeeded" {
+			t.Fatalf("pod phase %s: %s", got.Status.Phase, got)
+		}
+		k.wantLog(t, "enc-killed", msg)
+		pullFailed := false
+		for _, m := range seen {
+			if !strings.Contains(m, "ErrImagePull") {
+				continue
+			}
+			pullFailed = true
+			if !strings.Contains(m, "DecryptLayer") || !strings.Contains(m, "Unavailable") {
+				t.Errorf("the failed pull does not say that decryption's key provider was unavailable: %s", m)
+			}
+		}
+		if !pullFailed {
+			t.Errorf("no pull failed, although the service died under the decoder's request")
+		}
+		if d := c.decoders(t); len(d) != 0 {
+			t.Errorf("decoders still running after the pod ran: %v", d)
+		}
+		if n := k.waitReady(t, servicePod, time.Minute).restarts("ocikp"); n != restarts+1 {
+			t.Errorf("the service container was restarted %d times, want 1", n-restarts)
+		}
+		if _, now := criContainer(t, c.sock, servicePod+"-"+nodeName, "ocikp"); now == pid {
+			t.Errorf("the killed service process %d still runs", pid)
+		}
+		if out, err := exec.Command(p.bin, "health", "--grpc", hostSocket, "--timeout", "3s").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "SERVING" {
+			t.Errorf("ocikp health on the node's socket after the restart: %v: %s", err, out)
+		}
 	})
 
 	t.Run("the service pod gone: the pull fails saying so, and succeeds once it is back", func(t *testing.T) {
-		os.Remove(filepath.Join(manifests, "ocikp.yaml"))
-		deadline := time.Now().Add(time.Minute)
-		for gone := false; !gone; {
-			pods, err := k.pods()
-			gone = err == nil
-			for _, p := range pods {
-				gone = gone && p.Metadata.Name != servicePod+"-"+nodeName
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the kubelet did not stop the service pod within a minute")
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
-		enc := encryptImage(t, p, sk, reg, ksNode, app, "ds-back", "decrypted after the service came back\n", rNode["node"])
-		writeManifest(t, manifests, "enc-back", appPod(enc))
+		k.remove(servicePod)
+		k.waitGone(t, servicePod, time.Minute)
+		enc := e.encryptApp(t, ksNode, "ds-back", "decrypted after the service came back\n", rNode["node"])
+		k.write(t, "enc-back", appPod(enc))
 		var msg string
 		got := k.waitPod(t, "enc-back", 3*time.Minute, func(p kubeletPod) bool {
-			for _, cs := range p.Status.ContainerStatuses {
-				if cs.State.Running != nil || cs.State.Terminated != nil {
-					return true
-				}
-				if w := cs.State.Waiting; w != nil && w.Message != "" && strings.Contains(w.Reason, "Pull") {
-					msg = w.Reason + ": " + w.Message
-					return true
+			var seen []string
+			p.waiting(&seen)
+			for _, m := range seen {
+				if strings.Contains(m, "Pull") {
+					msg = m
 				}
 			}
-			return false
+			return p.started() || msg != ""
 		})
 		if msg == "" {
 			t.Fatalf("the pod started without its node's service: %s", got)
@@ -187,42 +196,39 @@ func TestKubeletDaemonSet(t *testing.T) {
 		if !strings.Contains(msg, "ocikp.sock") {
 			t.Errorf("the pull error does not name the service's socket: %s", msg)
 		}
-		writeManifest(t, manifests, "ocikp", pod)
-		serviceReady(t)
+		k.write(t, servicePod, pod)
+		k.waitReady(t, servicePod, 3*time.Minute)
 		// The kubelet retries the pull with back-off (10 s, 20 s, 40 s).
-		got = k.waitPod(t, "enc-back", 3*time.Minute, func(p kubeletPod) bool { return p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed" })
-		if got.Status.Phase != "Succeeded" {
-			t.Fatalf("pod phase %s after the service came back: %s", got.Status.Phase, got)
-		}
-		k.wantLog(t, "enc-back", "decrypted after the service came back")
+		k.ran(t, "enc-back", "decrypted after the service came back", 3*time.Minute)
 	})
 }
 
-// appPod is a one-shot static pod of image on the host network.
-func appPod(image string) map[string]any {
-	return map[string]any{
-		"apiVersion": "v1", "kind": "Pod",
-		"metadata": map[string]any{"namespace": "default"},
-		"spec": map[string]any{
-			"hostNetwork":                   true,
-			"restartPolicy":                 "Never",
-			"terminationGracePeriodSeconds": 2,
-			"containers":                    []any{map[string]any{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent"}},
-		},
-	}
-}
+// The DaemonSet's pod is the static pod "ocikp".
+const servicePod = "ocikp"
 
-// writeManifest writes pod (a whole v1.Pod) as the static pod NAME.
-func writeManifest(t *testing.T, dir, name string, pod map[string]any) {
+// startService does the DaemonSet header's once-per-node steps (the
+// socket's directory, owned by the service's user: its tmpfiles.d line),
+// gives containerd the drop-in that "ocikp config --containerd" makes from
+// the node's key provider config, and starts the node with the DaemonSet's
+// derived pod as the static pod "ocikp". The node config is written as on
+// a real node, where the pod's /run/ocikp is the node's: the socket path
+// substituted like the host path. It returns the node config's path.
+func (e *nodeEnv) startService(t *testing.T, dir, node string, pod map[string]any) (*containerd, *kubeletNode, string) {
 	t.Helper()
-	pod["metadata"].(map[string]any)["name"] = name
-	data, err := json.MarshalIndent(pod, "", "  ")
-	if err != nil {
+	sockDir := filepath.Join(node, podSocketDir)
+	if err := os.MkdirAll(sockDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, name+".yaml"), data, 0o644); err != nil {
+	if err := os.Chown(sockDir, 65532, 65532); err != nil {
 		t.Fatal(err)
 	}
+	nodeConfig := filepath.Join(dir, "ocicrypt.json")
+	if out, err := exec.Command(e.p.bin, "config", "--grpc", "unix://"+filepath.Join(sockDir, "ocikp.sock"), "--output", nodeConfig).CombinedOutput(); err != nil {
+		t.Fatalf("ocikp config --grpc: %v\n%s", err, out)
+	}
+	c, k := e.start(t, dir, e.p.containerdDropIn(t, "2", nodeConfig, ""), true)
+	k.write(t, servicePod, pod)
+	return c, k, nodeConfig
 }
 
 // derivePod turns the pod template of the DaemonSet in file into a static
@@ -378,59 +384,30 @@ func secretDir(t *testing.T, dir string, files map[string][]byte, gid int) {
 // printed decrypts on the node through the service, while no file on the
 // node holds the private key: the keystore holds the TPM's record.
 func TestKubeletDaemonSetTPM(t *testing.T) {
-	kubelet := need(t, "kubelet")
-	ctd := need(t, "containerd2")
-	shim := need(t, "containerd-shim-runc-v2")
-	runc := need(t, "runc")
-	nerdctl := need(t, "nerdctl2")
-	need(t, "unshare")
+	e := newNodeEnv(t)
+	p := e.p
 	sw := tpmtest.Start(t)
 	// The device's 0660 and the tss group, in the socket's terms.
 	if err := os.Chmod(sw.Socket, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	p := newProvider(t, "ocikp")
-	sk := newSkopeo(t, p)
-	reg := startRegistry(t)
 	ks, _ := p.keystore(t, "unused")
-	app := buildPodApp(t)
-	pause := reg + "/pause:1"
-	pushRef(t, pause, podImage(t, app, "", "sleep"))
-	image := buildScratchImage(t, reg)
+	image := scratchImage(t, e.reg)
 
 	dir := shortTempDir(t, "kt-")
 	node := filepath.Join(dir, "node")
-	hostSocket := "unix://" + filepath.Join(node, podSocketDir, "ocikp.sock")
 	pod, subs := derivePod(t, "../deploy/kubernetes/daemonset-tpm.yaml", image, node, nil, map[string]string{"/dev/tpmrm0": sw.Socket})
 	t.Logf("the static pod differs from the DaemonSet's template by:\n  %s", strings.Join(subs, "\n  "))
-	// The header's once-per-node steps.
+	// The header's once-per-node step beside the socket's directory.
 	state := filepath.Join(node, "var/lib/ocikp")
-	for d, mode := range map[string]os.FileMode{filepath.Join(node, podSocketDir): 0o755, state: 0o700} {
-		if err := os.MkdirAll(d, mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(d, 65532, 65532); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
 	}
-
-	nodeConfig := filepath.Join(dir, "ocicrypt.json")
-	if out, err := exec.Command(p.bin, "config", "--grpc", hostSocket, "--output", nodeConfig).CombinedOutput(); err != nil {
-		t.Fatalf("ocikp config --grpc: %v\n%s", err, out)
+	if err := os.Chown(state, 65532, 65532); err != nil {
+		t.Fatal(err)
 	}
-	dropIn := p.containerdDropIn(t, "2", nodeConfig, "")
-	c := startContainerd(t, containerdSetup{bin: ctd, nerdctl: nerdctl, major: "2", dropIn: dropIn, registry: reg,
-		extra: nodeContainerdConfig(dir, shim, runc, pause)})
-	t.Cleanup(func() { removeAllSandboxes(t, c.sock) })
-	manifests := filepath.Join(dir, "manifests")
-	os.MkdirAll(manifests, 0o755)
-	writeManifest(t, manifests, "ocikp", pod)
-	k := startKubelet(t, kubelet, dir, c.sock, manifests, true)
-
-	got := k.waitPod(t, "ocikp", 3*time.Minute, func(p kubeletPod) bool { return p.ready() || p.Status.Phase == "Failed" })
-	if !got.ready() {
-		t.Fatalf("the TPM DaemonSet's pod is not ready: %s", got)
-	}
+	_, k, _ := e.startService(t, dir, node, pod)
+	k.waitReady(t, servicePod, 3*time.Minute)
 	logs, _ := filepath.Glob(filepath.Join(k.podLogs, "ocikp_ocikp-"+nodeName+"_*", "node-key", "*.log"))
 	var recipient string
 	for _, f := range logs {
@@ -446,13 +423,8 @@ func TestKubeletDaemonSetTPM(t *testing.T) {
 	}
 	t.Logf("the node's TPM key: %s", recipient)
 
-	enc := encryptImage(t, p, sk, reg, ks, app, "tpm-node", "decrypted by the node's TPM\n", recipient)
-	writeManifest(t, manifests, "enc-tpm", appPod(enc))
-	got = k.waitPod(t, "enc-tpm", 3*time.Minute, func(p kubeletPod) bool { return p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed" })
-	if got.Status.Phase != "Succeeded" {
-		t.Fatalf("pod phase %s: %s", got.Status.Phase, got)
-	}
-	k.wantLog(t, "enc-tpm", "decrypted by the node's TPM")
+	enc := e.encryptApp(t, ks, "tpm-node", "decrypted by the node's TPM\n", recipient)
+	k.runs(t, "enc-tpm", enc, "decrypted by the node's TPM", 3*time.Minute)
 
 	// The key's record is the TPM's: a public area and a private blob
 	// only that TPM can load; nothing on the node is a private key.
@@ -467,8 +439,8 @@ func TestKubeletDaemonSetTPM(t *testing.T) {
 	// The node's host paths, the kubelet's pod directories (volumes) and
 	// the pods' logs (not its pki/: the kubelet's own TLS key).
 	for _, d := range []string{node, filepath.Join(dir, "root"), k.podLogs} {
-		filepath.WalkDir(d, func(path string, e os.DirEntry, err error) error {
-			if err != nil || !e.Type().IsRegular() {
+		filepath.WalkDir(d, func(path string, de os.DirEntry, err error) error {
+			if err != nil || !de.Type().IsRegular() {
 				return nil
 			}
 			if strings.HasSuffix(path, ".key") {
