@@ -1,6 +1,6 @@
 package envelope_test
 
-// Parse as of the start of issue 24 (raw-message maps, then a re-marshal
+// Parse before the one-pass walk of internal/jsonwalk (raw-message maps, then a re-marshal
 // compared with the blob), kept as the oracle of FuzzParseDifferential.
 
 import (

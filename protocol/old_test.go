@@ -1,6 +1,6 @@
 package protocol
 
-// The decoder of the start of issue 24 (raw-message maps), kept as the
+// The decoder before the one-pass walk of internal/jsonwalk (raw-message maps), kept as the
 // oracle of the differential tests: the walk accepts what it accepted,
 // with the same result, but for the deliberate changes.
 

@@ -48,8 +48,8 @@ type KeyFile struct {
 	Type    string
 	Created time.Time
 	// Recipient is the recipient string a P-256 key file holds (see
-	// RecipientString); for a post-quantum key, set only when an older file
-	// holds one and the key is sealed with it as additional data.
+	// RecipientString); for a post-quantum key, set only when the file is
+	// sealed with it as additional data (the reader skips it otherwise).
 	Recipient string
 	// Public is the public key as the recipient string holds it: a
 	// compressed point for p256, the hybrid KEM's public key otherwise.
@@ -81,8 +81,8 @@ type wireKeyFile struct {
 	Type      string  `json:"type"`
 	Name      string  `json:"name"`
 	Created   string  `json:"created"`
-	Recipient string  `json:"recipient,omitempty"` // P-256 keys only since issue 24
-	Public    string  `json:"public,omitempty"`    // post-quantum keys: base64 of the public key
+	Recipient string  `json:"recipient,omitempty"`
+	Public    string  `json:"public,omitempty"` // post-quantum keys: base64 of the public key
 	Private   string  `json:"private,omitempty"`
 	Encrypted *Sealed `json:"encrypted,omitempty"`
 }
@@ -106,7 +106,7 @@ func (k *KeyFile) secret(ctx context.Context, passphrase []byte) ([]byte, error)
 
 // sealedAD is the additional data that binds a sealed key to its public
 // key: the recipient string as the file holds it, or as RecipientString
-// writes it (post-quantum files since issue 24 hold only the public key).
+// writes it.
 func (k *KeyFile) sealedAD() string {
 	if k.Recipient != "" {
 		return k.Recipient
@@ -345,13 +345,15 @@ func (k *KeyFile) Marshal() ([]byte, error) {
 		w.Private = base64.StdEncoding.EncodeToString(k.private)
 	}
 	if k.Type != TypeP256 {
-		// The public key alone: the recipient string is the same bytes in
-		// Bech32m, twice the size, and listing the keystore on every
-		// unwrap would read it. A sealed key keeps an older file's
-		// recipient, its additional data.
+		// Both forms of the public key: readers use the base64 copy and
+		// skip the recipient string (the same key in Bech32m) after a
+		// check of its form, but releases before the one-pass walk require
+		// it, and a key file is copied between machines that run
+		// different releases (a workstation's new key into a node's
+		// Secret).
 		w.Public = base64.StdEncoding.EncodeToString(k.Public)
-		if k.sealed == nil {
-			w.Recipient = ""
+		if w.Recipient == "" {
+			w.Recipient = k.RecipientString()
 		}
 	}
 	b, err := json.MarshalIndent(&w, "", "  ")
@@ -363,9 +365,9 @@ func (k *KeyFile) Marshal() ([]byte, error) {
 // Every exec unwrap lists the keystore, so the file is walked once
 // (internal/jsonwalk): no struct reflection, strings sliced out of the file
 // rather than copied, base64 decoded straight from it, unknown fields
-// skipped unread. Post-quantum files written before issue 24 also hold the
-// recipient string, the public key again in Bech32m (2 KB): it is checked
-// for form, and kept only as a sealed key's additional data.
+// skipped unread. A post-quantum file's recipient string (the public key
+// again in Bech32m, 2 KB) is checked for form only, and kept only as a
+// sealed key's additional data; files without it are read too.
 func ParseKeyFile(data []byte) (*KeyFile, error) {
 	bad := func(what string) error { return fmt.Errorf("not an ocikp key file: %s", what) }
 	if len(data) > MaxKeyFileSize {

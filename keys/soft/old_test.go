@@ -1,6 +1,6 @@
 package soft
 
-// ParseKeyFile as of the start of issue 24 (raw-message maps), the oracle
+// ParseKeyFile before the one-pass walk of internal/jsonwalk (raw-message maps), the oracle
 // of FuzzParseKeyFileDifferential.
 
 import (
