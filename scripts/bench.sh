@@ -8,7 +8,7 @@
 # every figure in docs/benchmarks/results.jsonl, then internal/cmd/benchplot
 # rewrites the page's generated region and the SVG plots beside it.
 #
-#   scripts/bench.sh                 # about 15-20 min on the 2-core build machine
+#   scripts/bench.sh                 # about 7 min on the 2-core build machine (433 s)
 #   QUICK=1 scripts/bench.sh         # a smoke run of a few minutes (small counts)
 #   OUT=/tmp/b PAGE=/tmp/b.md scripts/bench.sh    # write elsewhere
 #

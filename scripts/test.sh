@@ -5,7 +5,7 @@
 # then each fuzz target briefly. Installs what the tests need first
 # (scripts/install-tools.sh; builds are cached in $OCIKP_TOOLS).
 #
-#   FUZZTIME=10s   how long each fuzz target runs (0 to skip fuzzing)
+#   FUZZTIME=5s    how long each fuzz target runs (0 to skip fuzzing)
 #   LOADTIME=60s   how long the gRPC load test runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +60,7 @@ if ! OCIKP_ADVERSARIAL=1 go test -count=1 -v ./adversarial >"$adv_log" 2>&1; the
 fi
 grep -E '^(--- |\s+\S+_test\.go:[0-9]+: |ok)' "$adv_log"; rm -f "$adv_log"
 
-FUZZTIME=${FUZZTIME:-10s}
+FUZZTIME=${FUZZTIME:-5s}
 if [ "$FUZZTIME" != 0 ]; then
   step "fuzzing, $FUZZTIME per target"
   for pkg in $(go list ./...); do
