@@ -31,27 +31,39 @@ func (f *fixture) unwrapRequest() []byte {
 	return req
 }
 
+// callServer is a server of f's provider (keys cached, as ocikp serve
+// runs it), not listening: its calls are made directly.
+func callServer(t testing.TB) (*Server, *fixture, []byte) {
+	f := newFixture(t)
+	f.provider.CacheKeys = true
+	s, err := New(Config{Listen: "127.0.0.1:0", Provider: f.provider})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, f, f.unwrapRequest()
+}
+
+// unwrapOnce makes one unwrap call as the transport would: admitted, then
+// handled.
+func (s *Server) unwrapOnce(t testing.TB, req []byte) {
+	ctx, err := s.admit(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.call(ctx, protocol.OpKeyUnwrap, req); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // BenchmarkCall is the service's per-call work without the transport: the
 // handler (admission, deadline, concurrency slot, metrics) around the
 // core's decode, unwrap and encode, as ocikp serve runs it (keys cached).
 // The core alone is keyprovider's BenchmarkServiceUnwrap.
 func BenchmarkCall(b *testing.B) {
-	f := newFixture(b)
-	f.provider.CacheKeys = true
-	s, err := New(Config{Listen: "127.0.0.1:0", Provider: f.provider})
-	if err != nil {
-		b.Fatal(err)
-	}
-	req := f.unwrapRequest()
+	s, _, req := callServer(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		ctx, err := s.admit(context.Background(), nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := s.call(ctx, protocol.OpKeyUnwrap, req); err != nil {
-			b.Fatal(err)
-		}
+		s.unwrapOnce(b, req)
 	}
 }
 
@@ -104,13 +116,7 @@ func BenchmarkServiceUnwrap(b *testing.B) {
 // metrics, the reply) allocates a small fixed number of times per call:
 // the core's allocations are the decoder's and the crypto's business.
 func TestCallAllocs(t *testing.T) {
-	f := newFixture(t)
-	f.provider.CacheKeys = true
-	s, err := New(Config{Listen: "127.0.0.1:0", Provider: f.provider})
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := f.unwrapRequest()
+	s, f, req := callServer(t)
 	core := testing.AllocsPerRun(200, func() {
 		r, err := protocol.DecodeRequest(req)
 		if err != nil {
@@ -120,15 +126,7 @@ func TestCallAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	call := testing.AllocsPerRun(200, func() {
-		ctx, err := s.admit(context.Background(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.call(ctx, protocol.OpKeyUnwrap, req); err != nil {
-			t.Fatal(err)
-		}
-	})
+	call := testing.AllocsPerRun(200, func() { s.unwrapOnce(t, req) })
 	t.Logf("allocations per call: %.0f in the core, %.0f more in the handler", core, call-core)
 	// 16 measured (admission, deadline, slot, metrics, the reply); a
 	// handler that formats, logs or copies per call goes well past it.
@@ -143,22 +141,10 @@ const maxHandlerAllocs = 24
 // workers, not one each (a fresh goroutine grows its stack in every
 // unwrap's cryptography).
 func TestWorkersKept(t *testing.T) {
-	f := newFixture(t)
-	f.provider.CacheKeys = true
-	s, err := New(Config{Listen: "127.0.0.1:0", Provider: f.provider})
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := f.unwrapRequest()
+	s, _, req := callServer(t)
 	const calls = 200
 	for range calls {
-		ctx, err := s.admit(context.Background(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.call(ctx, protocol.OpKeyUnwrap, req); err != nil {
-			t.Fatal(err)
-		}
+		s.unwrapOnce(t, req)
 	}
 	n := s.workersStarted.Load()
 	t.Logf("%d sequential calls started %d workers", calls, n)

@@ -7,6 +7,8 @@ package benchrow
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // Row is one table row or plot point. Times are in milliseconds.
@@ -27,4 +29,21 @@ type Row struct {
 func Print(r Row) {
 	b, _ := json.Marshal(r)
 	fmt.Println(string(b))
+}
+
+// Counts parses a comma-separated list of counts from 1 to 1000 (the
+// -layers and -recipients flags); empty is none.
+func Counts(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var ns []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 1000 {
+			return nil, fmt.Errorf("bad count %q (1 to 1000)", f)
+		}
+		ns = append(ns, n)
+	}
+	return ns, nil
 }

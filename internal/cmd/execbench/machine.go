@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -121,18 +120,6 @@ func peerCommands() ([]command, error) {
 	return cmds, nil
 }
 
-func parseNs(s string) ([]int, error) {
-	var ns []int
-	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 1000 {
-			return nil, fmt.Errorf("bad count %q (1 to 1000)", f)
-		}
-		ns = append(ns, n)
-	}
-	return ns, nil
-}
-
 // timeRounds runs each command reps times in a row per round, the commands
 // interleaved, for rounds rounds, and returns each command's round times.
 func timeRounds(cmds []command, reps, rounds int) ([][]time.Duration, error) {
@@ -157,7 +144,7 @@ func timeRounds(cmds []command, reps, rounds int) ([][]time.Duration, error) {
 // starts one process per layer). Each line is timed whole, interleaved with
 // the others at the same N.
 func growLayers(ocikp, baseline string, types []string, runs, nkeys int) error {
-	ns, err := parseNs(*layersFlag)
+	ns, err := benchrow.Counts(*layersFlag)
 	if err != nil {
 		return err
 	}
@@ -205,7 +192,7 @@ func growLayers(ocikp, baseline string, types []string, runs, nkeys int) error {
 // growRecipients: a layer wrapped for N recipients of one type, the
 // keystore's key last; unwrap must find it, wrap must make N stanzas.
 func growRecipients(ocikp, baseline string, types []string, runs int) error {
-	ns, err := parseNs(*recipFlag)
+	ns, err := benchrow.Counts(*recipFlag)
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,6 @@ import (
 	"math/big"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -153,27 +152,12 @@ func emit(r benchrow.Row, d []time.Duration) {
 	benchrow.Print(r)
 }
 
-func parseNs(s string) ([]int, error) {
-	if s == "" {
-		return nil, nil
-	}
-	var ns []int
-	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 1000 {
-			return nil, fmt.Errorf("bad count %q (1 to 1000)", f)
-		}
-		ns = append(ns, n)
-	}
-	return ns, nil
-}
-
 func run(runs int, layers, recips string) error {
-	ls, err := parseNs(layers)
+	ls, err := benchrow.Counts(layers)
 	if err != nil {
 		return err
 	}
-	rs, err := parseNs(recips)
+	rs, err := benchrow.Counts(recips)
 	if err != nil {
 		return err
 	}
