@@ -13,6 +13,15 @@ import (
 // Wrap wraps secret for the recipients and returns the annotation.
 func Wrap(t testing.TB, p *keyprovider.Provider, secret []byte, recipients ...string) []byte {
 	t.Helper()
+	ann, err := WrapErr(p, secret, recipients...)
+	if err != nil {
+		t.Fatalf("wrap: %v", err)
+	}
+	return ann
+}
+
+// WrapErr is Wrap for a test that expects the wrap to fail.
+func WrapErr(p *keyprovider.Provider, secret []byte, recipients ...string) ([]byte, error) {
 	var vs [][]byte
 	for _, r := range recipients {
 		vs = append(vs, []byte(r))
@@ -20,15 +29,13 @@ func Wrap(t testing.TB, p *keyprovider.Provider, secret []byte, recipients ...st
 	reply, err := p.Handle(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
 		EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vs}}, Optsdata: secret}})
 	if err != nil {
-		t.Fatalf("wrap: %v", err)
+		return nil, err
 	}
 	var out struct {
 		Results struct{ Annotation []byte } `json:"keywrapresults"`
 	}
-	if err := json.Unmarshal(reply, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out.Results.Annotation
+	err = json.Unmarshal(reply, &out)
+	return out.Results.Annotation, err
 }
 
 // Unwrap unwraps as containerd does (no parameters for the provider), or

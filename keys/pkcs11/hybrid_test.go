@@ -11,12 +11,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ocikp/ocikp/internal/testprovider"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/pkcs11"
 	"github.com/ocikp/ocikp/keys/pkcs11/softhsmtest"
 	"github.com/ocikp/ocikp/keys/soft"
 	"github.com/ocikp/ocikp/pq"
-	"github.com/ocikp/ocikp/protocol"
 )
 
 // newHybrid makes a token key and records it as an mlkem768p256 key.
@@ -31,23 +31,6 @@ func newHybrid(t *testing.T, tk *softhsmtest.Token, name string) *pkcs11.Record 
 		t.Fatal(err)
 	}
 	return r
-}
-
-func wrapErr(p *keyprovider.Provider, secret []byte, recipients ...string) ([]byte, error) {
-	var vs [][]byte
-	for _, r := range recipients {
-		vs = append(vs, []byte(r))
-	}
-	reply, err := p.Handle(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
-		EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vs}}, Optsdata: secret}})
-	if err != nil {
-		return nil, err
-	}
-	var out struct {
-		Results struct{ Annotation []byte } `json:"keywrapresults"`
-	}
-	err = json.Unmarshal(reply, &out)
-	return out.Results.Annotation, err
 }
 
 // keystore returns a new keystore holding the given token records.
@@ -112,14 +95,14 @@ func TestHybridTokenKey(t *testing.T) {
 	wp := &keyprovider.Provider{Name: "ocikp", Store: &soft.Store{Dir: t.TempDir()}}
 	secret := []byte(`{"symkey":"pq layer"}`)
 	ann := wrapReq(t, wp, secret, hy.Recipient, kf.RecipientString())
-	if _, err := wrapErr(wp, secret, hy.Recipient, classic.Recipient); !errors.Is(err, keyprovider.ErrMixedStrength) {
+	if _, err := testprovider.WrapErr(wp, secret, hy.Recipient, classic.Recipient); !errors.Is(err, keyprovider.ErrMixedStrength) {
 		t.Fatalf("hybrid beside a P-256 token key: %v", err)
 	}
 	// By name from the keystore, too: the record's identity is post-quantum.
-	if _, err := wrapErr(&keyprovider.Provider{Name: "ocikp", Store: keystore(t, hy, classic)}, secret, "pqnode", "classic"); !errors.Is(err, keyprovider.ErrMixedStrength) {
+	if _, err := testprovider.WrapErr(&keyprovider.Provider{Name: "ocikp", Store: keystore(t, hy, classic)}, secret, "pqnode", "classic"); !errors.Is(err, keyprovider.ErrMixedStrength) {
 		t.Fatalf("by name, hybrid beside a P-256 token key: %v", err)
 	}
-	mixed, err := wrapErr(&keyprovider.Provider{Name: "ocikp", Store: wp.Store, AllowClassical: true}, secret, hy.Recipient, classic.Recipient)
+	mixed, err := testprovider.WrapErr(&keyprovider.Provider{Name: "ocikp", Store: wp.Store, AllowClassical: true}, secret, hy.Recipient, classic.Recipient)
 	if err != nil {
 		t.Fatalf("with classical strength accepted: %v", err)
 	}
