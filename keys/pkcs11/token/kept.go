@@ -42,6 +42,7 @@ func (k *kept) close() {
 
 // drop forgets a module and every session on it.
 func (k *kept) drop(module string) {
+	defer lockModule(module)()
 	ctx := k.mods[module]
 	if ctx == nil {
 		return
@@ -68,7 +69,10 @@ func (k *kept) ecdh(req *pkcs11.Request) *pkcs11.Reply {
 	for attempt := 0; attempt < 2; attempt++ {
 		var s *session
 		if s, err = k.session(req); err == nil {
-			if rep, err = s.ecdhReq(req); err == nil {
+			unlock := lockModule(s.module)
+			rep, err = s.ecdhReq(req)
+			unlock()
+			if err == nil {
 				return rep
 			}
 		}
@@ -107,6 +111,7 @@ func (k *kept) session(req *pkcs11.Request) (*session, error) {
 	if pin, ok := k.pins[module]; ok && pin != req.PIN {
 		k.drop(module)
 	}
+	defer lockModule(module)()
 	ctx := k.mods[module]
 	if ctx == nil {
 		if ctx = p11.New(module); ctx == nil {
@@ -123,6 +128,7 @@ func (k *kept) session(req *pkcs11.Request) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.module = module
 	k.sess[key] = s
 	return s, nil
 }

@@ -44,9 +44,10 @@ func do(req *pkcs11.Request) *pkcs11.Reply {
 
 // session is an open, logged-in session on the URI's token.
 type session struct {
-	ctx *p11.Ctx
-	sh  p11.SessionHandle
-	u   *pkcs11.URI
+	ctx    *p11.Ctx
+	sh     p11.SessionHandle
+	u      *pkcs11.URI
+	module string // the resolved module path (kept sessions: its lock)
 }
 
 func run(req *pkcs11.Request) (*pkcs11.Reply, error) {
@@ -59,6 +60,9 @@ func run(req *pkcs11.Request) (*pkcs11.Reply, error) {
 	if err != nil {
 		return nil, fail(pkcs11.CodeModule, "%v", err)
 	}
+	// Held from loading the module to finalising it: the whole of this
+	// request's use of the token (lockModule says why).
+	defer lockModule(module)()
 	ctx := p11.New(module)
 	if ctx == nil {
 		return nil, fail(pkcs11.CodeModule, "cannot load PKCS#11 module %s (not a PKCS#11 library, or it failed to load)", module)
