@@ -3,11 +3,12 @@
 // keystore and a real unwrap request with the given ocikp, then runs the
 // baseline and ocikp interleaved, so both see the same machine state.
 //
-//	execbench -ocikp bin/ocikp -baseline bin/jsonecho [-floor bin/kemfloor] [-runs 500] [-keys 3] [-types p256,mlkem768x25519]
+//	execbench -ocikp bin/ocikp -baseline bin/jsonecho [-floor bin/kemfloor] [-softfloor bin/softfloor] [-runs 500] [-keys 3] [-types p256,mlkem768x25519]
 //
 // With -floor, each type's unwrap is followed by kemfloor's: the same JSON
 // plus only that type's private-key work, the least any provider of that
-// key type pays.
+// key type pays. With -softfloor, by softfloor's: the same request and
+// keystore through ocikp's own packages, software keys only.
 package main
 
 import (
@@ -33,6 +34,7 @@ func main() {
 	types := flag.String("types", "p256", "comma-separated key types: one keystore of each, all timed in one interleaved run")
 	other := flag.String("other", "", "another ocikp build: its unwrap with the first type's keystore joins the run (a regression check)")
 	floor := flag.String("floor", "", "kemfloor binary: each type's cryptographic floor joins the run")
+	softfloor := flag.String("softfloor", "", "softfloor binary: each type's unwrap with ocikp's own packages and software keys only joins the run")
 	flag.Parse()
 	if *ocikp == "" || *baseline == "" {
 		flag.Usage()
@@ -45,7 +47,7 @@ func main() {
 		}
 		return
 	}
-	if err := bench(*ocikp, *other, *floor, *baseline, *runs, *warm, *nkeys, strings.Split(*types, ",")); err != nil {
+	if err := bench(*ocikp, *other, *floor, *softfloor, *baseline, *runs, *warm, *nkeys, strings.Split(*types, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "execbench:", err)
 		os.Exit(1)
 	}
@@ -58,7 +60,7 @@ type command struct {
 	in   []byte
 }
 
-func bench(ocikp, other, floor, baseline string, runs, warm, nkeys int, types []string) error {
+func bench(ocikp, other, floor, softfloor, baseline string, runs, warm, nkeys int, types []string) error {
 	dir, err := os.MkdirTemp("", "execbench-")
 	if err != nil {
 		return err
@@ -86,6 +88,9 @@ func bench(ocikp, other, floor, baseline string, runs, warm, nkeys int, types []
 				return fmt.Errorf("kemfloor -seal %s: %w", typ, err)
 			}
 			cmds = append(cmds, command{"  floor " + typ + " (kemfloor)", floor, []string{typ, sealed}, unwrap})
+		}
+		if softfloor != "" {
+			cmds = append(cmds, command{"  floor " + typ + " (softfloor)", softfloor, []string{ks}, unwrap})
 		}
 		wraps = append(wraps, command{"wrap " + typ, ocikp, args, wrap})
 	}
