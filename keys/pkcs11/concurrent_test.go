@@ -14,7 +14,7 @@ import (
 	"github.com/ocikp/ocikp/keys/pkcs11/softhsmtest"
 )
 
-// TestCompanionsAtOnce: skopeo and containerd unwrap a image's layers in
+// TestCompanionsAtOnce: skopeo and containerd unwrap an image's layers in
 // parallel, so several ocikp processes each start a companion that logs in
 // to the same token at once. SoftHSM rewrites its token file on every
 // login, and a companion that initialised the module mid-write failed its
