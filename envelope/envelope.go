@@ -428,8 +428,15 @@ func Parse(blob []byte) (*Envelope, error) {
 	return e, nil
 }
 
-// errNotCanonical is any departure from Marshal's layout.
-var errNotCanonical = fmt.Errorf("%w: not in canonical form (compact JSON, fixed key order; see docs/format.md)", ErrMalformed)
+// errNotCanonical is any departure from Marshal's layout. (Not built
+// with fmt.Errorf: a package-level fmt call runs at every process start.)
+var errNotCanonical error = malformedError("not in canonical form (compact JSON, fixed key order; see docs/format.md)")
+
+// malformedError is an ErrMalformed with a fixed detail.
+type malformedError string
+
+func (e malformedError) Error() string { return ErrMalformed.Error() + ": " + string(e) }
+func (e malformedError) Unwrap() error { return ErrMalformed }
 
 func parseCanonical(blob []byte) (*Envelope, error) {
 	d := jsonwalk.New(blob)

@@ -242,22 +242,31 @@ type Entry struct {
 
 // List returns every key in the store, by name. A missing store is empty.
 func (s *Store) List() ([]Entry, error) {
+	out, _, err := s.ListOthers()
+	return out, err
+}
+
+// ListOthers is List that also counts the directory's other entries (the
+// records of other key kinds, caches, anything else), from the same read
+// of the directory.
+func (s *Store) ListOthers() (keys []Entry, others int, err error) {
 	if err := s.CheckDir(); errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, 0, nil
 	} else if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	des, err := os.ReadDir(s.Dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading keystore: %w", err)
+		return nil, 0, fmt.Errorf("reading keystore: %w", err)
 	}
 	var out []Entry
 	for _, de := range des {
 		name, ok := strings.CutSuffix(de.Name(), keyExt)
 		if !ok || !ValidName(name) {
+			others++
 			continue
 		}
 		k, err := ReadKeyFile(s.path(name))
@@ -267,7 +276,7 @@ func (s *Store) List() ([]Entry, error) {
 		out = append(out, Entry{Name: name, Key: k, Err: err})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return out, others, nil
 }
 
 // Delete removes a key.

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ocikp/ocikp/protocol"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string // ocikp and ocikp-unwrap side by side
+	alone     string // an ocikp-unwrap without an ocikp beside it
+	buildErr  error
+)
+
+func binaries(t *testing.T) (dir, lone string) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("the fast path is Linux's; elsewhere ocikp-unwrap runs ocikp for everything")
+	}
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "ocikp-unwrap-test-")
+		if buildErr != nil {
+			return
+		}
+		for _, p := range []string{"ocikp", "ocikp-unwrap"} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, p), "github.com/ocikp/ocikp/cmd/"+p).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", p, err, out)
+				return
+			}
+		}
+		lone := filepath.Join(binDir, "alone")
+		if buildErr = os.Mkdir(lone, 0o755); buildErr != nil {
+			return
+		}
+		alone = filepath.Join(lone, "ocikp-unwrap")
+		data, err := os.ReadFile(filepath.Join(binDir, "ocikp-unwrap"))
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildErr = os.WriteFile(alone, data, 0o755)
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir, alone
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func runBin(t *testing.T, bin string, env []string, stdin []byte, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// keystore makes a keystore of one key of typ with ocikp and returns it
+// with the key's recipient.
+func keystore(t *testing.T, ocikp, typ string) (string, string) {
+	t.Helper()
+	ks := filepath.Join(t.TempDir(), "ks")
+	r := runBin(t, ocikp, nil, nil, "--keystore", ks, "keygen", "--type", typ, "k")
+	if r.code != 0 {
+		t.Fatalf("keygen: %s", r.stderr)
+	}
+	return ks, strings.TrimSpace(r.stdout)
+}
+
+// requests returns the wrap request for recipient and the unwrap request
+// of the layer ocikp made from it.
+func requests(t *testing.T, ocikp, ks, recipient string) (wrap, unwrap []byte) {
+	t.Helper()
+	wrap, _ = json.Marshal(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
+		EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": {[]byte(recipient)}}}, Optsdata: []byte("optsdata")}})
+	r := runBin(t, ocikp, nil, wrap, "keyprovider", "--name", "ocikp", "--keystore", ks)
+	if r.code != 0 {
+		t.Fatalf("wrap: %s", r.stderr)
+	}
+	var reply struct {
+		R struct{ Annotation []byte } `json:"keywrapresults"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &reply); err != nil {
+		t.Fatal(err)
+	}
+	unwrap, _ = json.Marshal(&protocol.Request{Op: protocol.OpKeyUnwrap, KeyUnwrapParams: &protocol.KeyUnwrapParams{
+		DC: &protocol.DecryptConfig{Parameters: map[string][][]byte{"ocikp": {[]byte("Enabled")}}}, Annotation: reply.R.Annotation}})
+	return wrap, unwrap
+}
+
+// What ocikp-unwrap answers itself: the same bytes as ocikp, on stdout
+// only; and with no ocikp beside it, so no hand-over was possible.
+func TestAnswersUnwrapsItself(t *testing.T) {
+	dir, lone := binaries(t)
+	ocikp, fast := filepath.Join(dir, "ocikp"), filepath.Join(dir, "ocikp-unwrap")
+	for _, typ := range []string{"p256", "mlkem768x25519", "mlkem768p256"} {
+		t.Run(typ, func(t *testing.T) {
+			ks, rcpt := keystore(t, ocikp, typ)
+			_, unwrap := requests(t, ocikp, ks, rcpt)
+			for _, args := range [][]string{
+				{"keyprovider", "--name", "ocikp", "--keystore", ks},
+				{"--keystore=" + ks, "keyprovider", "-name=ocikp"},
+				{"--keystore", "/elsewhere", "keyprovider", "--keystore", ks},
+				{"keyprovider"},
+				{},
+			} {
+				env := []string{"OCIKP_KEYSTORE=" + ks}
+				want := runBin(t, ocikp, env, unwrap, args...)
+				if want.code != 0 {
+					t.Fatalf("ocikp %q: %s", args, want.stderr)
+				}
+				for _, bin := range []string{fast, lone} {
+					if got := runBin(t, bin, env, unwrap, args...); got != want {
+						t.Errorf("%s %q:\n got %+v\nwant %+v", bin, args, got, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// What ocikp-unwrap hands to ocikp: the result is ocikp's (stdout, stderr,
+// exit code), and without an ocikp beside it the hand-over fails, which
+// shows that it was one.
+func TestHandsTheRestToOcikp(t *testing.T) {
+	dir, lone := binaries(t)
+	ocikp, fast := filepath.Join(dir, "ocikp"), filepath.Join(dir, "ocikp-unwrap")
+	ks, rcpt := keystore(t, ocikp, "p256")
+	otherKS, _ := keystore(t, ocikp, "p256")
+	wrap, unwrap := requests(t, ocikp, ks, rcpt)
+	named := bytes.Replace(unwrap, []byte(`"RW5hYmxlZA=="`), []byte(`"aw=="`), 1) // "Enabled" → "k"
+	if bytes.Equal(named, unwrap) {
+		t.Fatal("no Enabled value to replace")
+	}
+	huge := append([]byte(`{"op":"keyunwrap","x":"`), bytes.Repeat([]byte("a"), protocol.MaxRequestSize)...)
+	big := append([]byte(`{"op":"keyunwrap","x":"`), bytes.Repeat([]byte("a"), 100<<10)...)
+	kp := []string{"keyprovider", "--name", "ocikp", "--keystore", ks}
+	for _, c := range []struct {
+		what  string
+		args  []string
+		env   []string
+		stdin []byte
+	}{
+		{"a layer for another keystore's key", []string{"keyprovider", "--name", "ocikp", "--keystore", otherKS}, nil, unwrap},
+		{"a key named in the request", kp, nil, named},
+		{"malformed JSON", kp, nil, unwrap[:len(unwrap)/2]},
+		{"an empty request", kp, nil, []byte{}},
+		{"a request over ocikp's bound", kp, nil, huge},
+		{"a request over a pipe's size", kp, nil, big},
+		{"a flag it does not read", append(kp, "--allow-classical"), nil, unwrap},
+		{"an unknown flag", append(kp, "--bogus"), nil, unwrap},
+		{"a positional argument", append(kp, "extra"), nil, unwrap},
+		{"another command", []string{"version"}, nil, nil},
+		{"help", []string{"keyprovider", "--help"}, nil, nil},
+		{"a global flag it does not read", []string{"-v"}, nil, nil},
+		{"--keystore without its value", []string{"keyprovider", "--keystore"}, nil, unwrap},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			want := runBin(t, ocikp, c.env, c.stdin, c.args...)
+			if got := runBin(t, fast, c.env, c.stdin, c.args...); got != want {
+				t.Errorf("ocikp-unwrap:\n got %+v\nwant %+v", got, want)
+			}
+			got := runBin(t, lone, c.env, c.stdin, c.args...)
+			if got.code != 1 || !strings.Contains(got.stderr, "could not hand the request to ocikp") {
+				t.Errorf("alone, it answered itself: %+v", got)
+			}
+		})
+	}
+	t.Run("a wrap", func(t *testing.T) {
+		got := runBin(t, fast, nil, wrap, kp...)
+		if got.code != 0 || !strings.HasPrefix(got.stdout, `{"keywrapresults":`) || got.stderr != "" {
+			t.Errorf("%+v", got)
+		}
+		if got := runBin(t, lone, nil, wrap, kp...); got.code != 1 {
+			t.Errorf("alone, it wrapped: %+v", got)
+		}
+	})
+	t.Run("OCIKP_LOG", func(t *testing.T) {
+		env := []string{"OCIKP_LOG=debug"}
+		got := runBin(t, fast, env, unwrap, kp...)
+		if got.code != 0 || !strings.Contains(got.stderr, "unwrap") {
+			t.Errorf("no log of ocikp's: %+v", got)
+		}
+		if got := runBin(t, lone, env, unwrap, kp...); got.code != 1 {
+			t.Errorf("alone, it answered: %+v", got)
+		}
+	})
+}

@@ -1,0 +1,138 @@
+// Package fastunwrap answers the one request that ocicrypt sends once per
+// layer on a node, an unwrap with the keystore's software keys, without the
+// rest of ocikp. ocikp-unwrap links only this (protocol, envelope, software
+// keys), so each layer's process starts in less time than ocikp's; every
+// other request, and every unwrap this package cannot answer the way
+// "ocikp keyprovider" would, it declines, and ocikp-unwrap hands the request
+// to ocikp unchanged.
+//
+// Reply answers only when ocikp keyprovider would give the same reply from
+// the same request, keystore and flags (the tests hold the two side by
+// side): the request must be an unwrap whose decryption parameters name no
+// key; the annotation an ocikp envelope; the keystore directory must hold
+// nothing but key files, and an unsealed one of them must open the layer
+// within keyprovider's attempt budget. Everything else, and every error,
+// is declined, so error messages and hints come from ocikp alone.
+package fastunwrap
+
+import (
+	"github.com/ocikp/ocikp/backend"
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/keys/soft"
+	_ "github.com/ocikp/ocikp/p256" // the stanza types of software keys
+	_ "github.com/ocikp/ocikp/pq"
+	"github.com/ocikp/ocikp/protocol"
+)
+
+// Enabled is keyprovider.Enabled: skopeo's bare --decryption-key
+// provider:NAME, which names no key.
+const Enabled = "Enabled"
+
+// MaxKeyAttempts is keyprovider.MaxKeyAttempts: beyond it keyprovider
+// stops with an error, so the fast path declines.
+const MaxKeyAttempts = 64
+
+// Reply returns the reply to request (one ocicrypt request, as read from
+// stdin) for the keystore dir, under --name name (may be empty), or ok
+// false when ocikp keyprovider must answer it.
+func Reply(dir, name string, request []byte) (reply []byte, ok bool) {
+	req, err := protocol.DecodeRequest(request)
+	if err != nil || req.Op != protocol.OpKeyUnwrap {
+		return nil, false
+	}
+	u := req.KeyUnwrapParams
+	if u.DC != nil && namesKeys(u.DC.Parameters, name) {
+		return nil, false
+	}
+	env, err := envelope.Parse(u.Annotation)
+	if err != nil {
+		return nil, false
+	}
+	ids, ok := identities(dir)
+	if !ok {
+		return nil, false
+	}
+	fk, _, err := env.UnwrapStanza(ids.list...)
+	if err != nil || ids.declined {
+		return nil, false
+	}
+	opts, err := env.OpenPayload(fk)
+	if err != nil {
+		return nil, false
+	}
+	reply, err = protocol.EncodeUnwrapResponse(opts)
+	return reply, err == nil
+}
+
+// namesKeys reports whether the decryption parameters that keyprovider
+// would read name keys: with --name, that provider's entry; without, any
+// entry (keyprovider takes as its own an entry whose values all name its
+// keys, which this package does not look up).
+func namesKeys(params map[string][][]byte, name string) bool {
+	names := func(vs [][]byte) bool {
+		for _, v := range vs {
+			if len(v) > 0 && string(v) != Enabled {
+				return true
+			}
+		}
+		return false
+	}
+	if name != "" {
+		return names(params[name])
+	}
+	for _, vs := range params {
+		if names(vs) {
+			return true
+		}
+	}
+	return false
+}
+
+// keySet is the keystore's keys as keyprovider lists them, counting
+// attempts as its budget does.
+type keySet struct {
+	list     []envelope.Identity
+	attempts int
+	declined bool // the budget ran out
+}
+
+// identities lists the keystore like keyprovider, or declines when the
+// directory holds anything besides key files (Keychain references, TPM
+// and PKCS#11 records, KMS caches: other identities that keyprovider
+// would add after these).
+func identities(dir string) (*keySet, bool) {
+	entries, others, err := (&soft.Store{Dir: dir}).ListOthers()
+	if err != nil || others > 0 {
+		return nil, false
+	}
+	set := &keySet{}
+	for _, e := range entries {
+		if e.Err != nil {
+			continue // keyprovider skips it too; it only names it in errors
+		}
+		// Without a passphrase: a sealed key that a stanza needs fails
+		// here, and ocikp, which may hold one, answers instead. (Opening
+		// it with one gives the same reply: the header MAC admits one
+		// file key only.)
+		set.list = append(set.list, &counted{Key: e.Key.Identity(nil), set: set})
+	}
+	return set, true
+}
+
+// counted is a key whose attempts count against the set's budget.
+type counted struct {
+	backend.Key
+	set *keySet
+}
+
+func (c *counted) Unwrap(s *envelope.Stanza) ([]byte, error) {
+	if !c.Matches(s) {
+		return nil, envelope.ErrIncorrectIdentity
+	}
+	if c.set.attempts == MaxKeyAttempts {
+		c.set.declined = true
+		return nil, envelope.ErrIncorrectIdentity
+	}
+	c.set.attempts++
+	return c.Key.Unwrap(s)
+}

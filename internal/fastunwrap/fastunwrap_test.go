@@ -1,0 +1,244 @@
+package fastunwrap_test
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ocikp/ocikp/envelope"
+	"github.com/ocikp/ocikp/internal/fastunwrap"
+	"github.com/ocikp/ocikp/keyprovider"
+	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/pq"
+	"github.com/ocikp/ocikp/protocol"
+)
+
+// addKey stores a key of typ named name in st, sealed with pass if any.
+func addKey(t testing.TB, st *soft.Store, typ, name string, pass []byte) *soft.KeyFile {
+	t.Helper()
+	if typ == soft.TypeP256 {
+		priv, _ := ecdh.P256().GenerateKey(rand.Reader)
+		k, err := st.Create(name, priv, pass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	k, err := soft.NewHybridKeyFile(name, pq.KindOf(typ), seed, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(name, k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// newStore makes a keystore of three keys of typ and returns it with the
+// last key.
+func newStore(t testing.TB, typ string) (*soft.Store, *soft.KeyFile) {
+	t.Helper()
+	st := &soft.Store{Dir: filepath.Join(t.TempDir(), "ks")}
+	if err := os.Mkdir(st.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var k *soft.KeyFile
+	for _, name := range []string{"a", "b", "c"} {
+		k = addKey(t, st, typ, name, nil)
+	}
+	return st, k
+}
+
+// unwrapRequest returns ocicrypt's unwrap request for a layer wrapped for
+// recipients, with decryption parameters params.
+func unwrapRequest(t testing.TB, params map[string][][]byte, recipients ...string) []byte {
+	t.Helper()
+	ann := annotation(t, recipients...)
+	return requestFor(t, params, ann)
+}
+
+func annotation(t testing.TB, recipients ...string) []byte {
+	t.Helper()
+	vals := make([][]byte, len(recipients))
+	for i, r := range recipients {
+		vals[i] = []byte(r)
+	}
+	p := &keyprovider.Provider{Name: "ocikp", Store: &soft.Store{Dir: t.TempDir()}, AllowClassical: true}
+	ann, err := p.Wrap(&protocol.KeyWrapParams{EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": vals}}, Optsdata: []byte("the layer's optsdata")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ann
+}
+
+func requestFor(t testing.TB, params map[string][][]byte, ann []byte) []byte {
+	t.Helper()
+	if params == nil {
+		params = map[string][][]byte{}
+	}
+	b, err := json.Marshal(&protocol.Request{Op: protocol.OpKeyUnwrap, KeyUnwrapParams: &protocol.KeyUnwrapParams{
+		DC: &protocol.DecryptConfig{Parameters: params}, Annotation: ann}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// provider answers data as "ocikp keyprovider [--name name]" does.
+func provider(st *soft.Store, name string, data []byte) ([]byte, error) {
+	req, err := protocol.DecodeRequest(data)
+	if err != nil {
+		return nil, err
+	}
+	return (&keyprovider.Provider{Name: name, Store: st}).Handle(req)
+}
+
+// agree checks Reply against the provider: an answer must be the
+// provider's, byte for byte; it reports whether Reply answered.
+func agree(t testing.TB, st *soft.Store, name string, data []byte) bool {
+	t.Helper()
+	got, ok := fastunwrap.Reply(st.Dir, name, data)
+	if !ok {
+		return false
+	}
+	want, err := provider(st, name, data)
+	if err != nil {
+		t.Fatalf("fast path answered %.80q where ocikp keyprovider fails: %v", got, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("fast path answered\n%s\nocikp keyprovider\n%s", got, want)
+	}
+	return true
+}
+
+// The constants stand for keyprovider's: were they to drift, the fast
+// path would answer what ocikp refuses, or the reverse.
+func TestConstantsAreKeyprovider(t *testing.T) {
+	if fastunwrap.Enabled != keyprovider.Enabled || fastunwrap.MaxKeyAttempts != keyprovider.MaxKeyAttempts {
+		t.Fatal("fastunwrap's constants differ from keyprovider's")
+	}
+}
+
+// For every software key type, under every way ocicrypt names the
+// provider, the fast path answers, and answers what ocikp does.
+func TestAnswersAsProvider(t *testing.T) {
+	for _, typ := range soft.Types() {
+		t.Run(typ, func(t *testing.T) {
+			st, k := newStore(t, typ)
+			for _, c := range []struct {
+				name   string
+				params map[string][][]byte
+			}{
+				{"ocikp", nil},
+				{"ocikp", map[string][][]byte{"ocikp": {[]byte("Enabled")}}},
+				{"ocikp", map[string][][]byte{"other": {[]byte("a-key-of-another-provider")}}},
+				{"", map[string][][]byte{"ocikp": {[]byte("Enabled")}, "x": {}}},
+			} {
+				if !agree(t, st, c.name, unwrapRequest(t, c.params, k.RecipientString())) {
+					t.Errorf("--name %q, parameters %q: not answered", c.name, c.params)
+				}
+			}
+			other, _ := newStore(t, typ)
+			_, ok := fastunwrap.Reply(other.Dir, "ocikp", unwrapRequest(t, nil, k.RecipientString()))
+			if ok {
+				t.Error("answered from a keystore without the layer's key")
+			}
+		})
+	}
+}
+
+// What the fast path leaves to ocikp: each case would need what it does
+// not have, or fails (so that the error is ocikp's).
+func TestDeclines(t *testing.T) {
+	st, k := newStore(t, soft.TypeP256)
+	ours := unwrapRequest(t, nil, k.RecipientString())
+	sealedStore := &soft.Store{Dir: filepath.Join(t.TempDir(), "sealed")}
+	os.Mkdir(sealedStore.Dir, 0o700)
+	sealed := addKey(t, sealedStore, soft.TypeP256, "locked", []byte("a passphrase"))
+	otherFile := &soft.Store{Dir: filepath.Join(t.TempDir(), "mixed")}
+	os.Mkdir(otherFile.Dir, 0o700)
+	mixedKey := addKey(t, otherFile, soft.TypeP256, "k", nil)
+	os.WriteFile(filepath.Join(otherFile.Dir, "k.p11"), []byte("{}"), 0o600)
+	foreign, _ := newStore(t, soft.TypeP256)
+	wrap, _ := json.Marshal(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
+		EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": {[]byte(k.RecipientString())}}}, Optsdata: []byte("x")}})
+	env, _ := envelope.Parse(annotation(t, k.RecipientString()))
+	env.MAC[0] ^= 1
+	tampered, _ := env.Marshal()
+
+	for _, c := range []struct {
+		what  string
+		store *soft.Store
+		name  string
+		data  []byte
+	}{
+		{"a wrap request", st, "ocikp", wrap},
+		{"a key named in the parameters", st, "ocikp", unwrapRequest(t, map[string][][]byte{"ocikp": {[]byte("c")}}, k.RecipientString())},
+		{"a key named, no --name", st, "", unwrapRequest(t, map[string][][]byte{"ocikp": {[]byte("c")}}, k.RecipientString())},
+		{"a key file path named", st, "ocikp", unwrapRequest(t, map[string][][]byte{"ocikp": {[]byte(filepath.Join(st.Dir, "c.key"))}}, k.RecipientString())},
+		{"a key sealed with a passphrase", sealedStore, "ocikp", unwrapRequest(t, nil, sealed.RecipientString())},
+		{"a keystore that holds more than key files", otherFile, "ocikp", unwrapRequest(t, nil, mixedKey.RecipientString())},
+		{"a keystore without the layer's key", foreign, "ocikp", ours},
+		{"a missing keystore", &soft.Store{Dir: filepath.Join(t.TempDir(), "none")}, "ocikp", ours},
+		{"a tampered envelope", st, "ocikp", requestFor(t, nil, tampered)},
+		{"an annotation that is no envelope", st, "ocikp", requestFor(t, nil, []byte(`{"wrapped_key":"x"}`))},
+		{"malformed JSON", st, "ocikp", ours[:len(ours)-2]},
+		{"an unknown field", st, "ocikp", bytes.Replace(ours, []byte(`{"op"`), []byte(`{"more":1,"op"`), 1)},
+		{"an empty request", st, "ocikp", nil},
+	} {
+		if got, ok := fastunwrap.Reply(c.store.Dir, c.name, c.data); ok {
+			t.Errorf("%s: answered %.60q", c.what, got)
+		}
+	}
+}
+
+// A layer whose stanzas for our key fail beyond keyprovider's budget:
+// keyprovider stops with an error, and the fast path must not answer
+// where it would not.
+func TestDeclinesBeyondBudget(t *testing.T) {
+	st, k := newStore(t, soft.TypeP256)
+	env, err := envelope.Parse(annotation(t, k.RecipientString()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := env.Recipients[0]
+	var stanzas []*envelope.Stanza
+	for range fastunwrap.MaxKeyAttempts {
+		bad := *good
+		bad.Key = bytes.Clone(good.Key)
+		bad.Key[0] ^= 1
+		stanzas = append(stanzas, &bad)
+	}
+	env.Recipients = append(stanzas, good)
+	ann, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := requestFor(t, nil, ann)
+	if _, ok := fastunwrap.Reply(st.Dir, "ocikp", data); ok {
+		t.Error("answered past the attempt budget")
+	}
+	if _, err := provider(st, "ocikp", data); err == nil || !strings.Contains(err.Error(), "stopped after") {
+		t.Errorf("keyprovider: %v, want its budget's error", err)
+	}
+}
+
+// FuzzReply holds the fast path to ocikp keyprovider on any request: it
+// may decline anything, but what it answers must be the provider's reply.
+func FuzzReply(f *testing.F) {
+	st, k := newStore(f, soft.TypeP256)
+	ann := annotation(f, k.RecipientString())
+	f.Add(requestFor(f, nil, ann), "ocikp")
+	f.Add(requestFor(f, map[string][][]byte{"ocikp": {[]byte("Enabled")}}, ann), "")
+	f.Add(requestFor(f, map[string][][]byte{"ocikp": {[]byte("c")}}, ann), "ocikp")
+	f.Fuzz(func(t *testing.T, data []byte, name string) {
+		agree(t, st, name, data)
+	})
+}
