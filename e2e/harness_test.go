@@ -60,7 +60,7 @@ func ocikpBinary(t *testing.T) string {
 		}
 		builtBin = filepath.Join(dir, "ocikp")
 		// The KMS plugin goes beside ocikp, where ocikp looks for it.
-		for _, p := range []string{"ocikp", "ocikp-serve", "ocikp-image", "ocikp-plugin-gcpkms", "ocikp-plugin-awskms", "ocikp-plugin-azurekms", "ocikp-plugin-hashivault", "ocikp-tpm"} {
+		for _, p := range []string{"ocikp", "ocikp-unwrap", "ocikp-serve", "ocikp-image", "ocikp-plugin-gcpkms", "ocikp-plugin-awskms", "ocikp-plugin-azurekms", "ocikp-plugin-hashivault", "ocikp-tpm"} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, p), "github.com/ocikp/ocikp/cmd/"+p).CombinedOutput()
 			if err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", p, err, out)
@@ -82,11 +82,21 @@ type provider struct {
 }
 
 func newProvider(t *testing.T, name string) *provider {
+	return newProviderExec(t, name, "ocikp")
+}
+
+// execs are the binaries a key provider config can run: ocikp, and
+// ocikp-unwrap, which answers software-key unwraps itself and hands
+// everything else to the ocikp beside it.
+var execs = []string{"ocikp", "ocikp-unwrap"}
+
+// newProviderExec is newProvider whose config runs exe, one of execs.
+func newProviderExec(t *testing.T, name, exe string) *provider {
 	bin := ocikpBinary(t)
 	dir := t.TempDir()
 	p := &provider{bin: bin, name: name, countFile: filepath.Join(dir, "calls"), config: filepath.Join(dir, "ocicrypt.json")}
-	wrapper := filepath.Join(dir, "ocikp-counted")
-	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %q\nexec %q \"$@\"\n", p.countFile, bin)
+	wrapper := filepath.Join(dir, exe+"-counted")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %q\nexec %q \"$@\"\n", p.countFile, filepath.Join(filepath.Dir(bin), exe))
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

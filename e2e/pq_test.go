@@ -19,8 +19,18 @@ import (
 // skopeo and as containerd's decoder asks (no decryption parameters).
 // Mixing with a classical key is refused unless the provider's config
 // says --allow-classical.
+//
+// It runs with each binary a config can run: through ocikp-unwrap, the
+// X-Wing layer is its own answer; the sealed key and the KMS key are
+// ocikp's, handed over.
 func TestSkopeoPostQuantum(t *testing.T) {
-	p := newProvider(t, "ocikp")
+	for _, exe := range execs {
+		t.Run(exe, func(t *testing.T) { testSkopeoPostQuantum(t, exe) })
+	}
+}
+
+func testSkopeoPostQuantum(t *testing.T, exe string) {
+	p := newProviderExec(t, "ocikp", exe)
 	sk := newSkopeo(t, p)
 	reg := startRegistry(t)
 	fake := testkms.StartGCP(t, gcpKeyName)

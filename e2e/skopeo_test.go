@@ -68,9 +68,16 @@ func ociImage(t *testing.T, dir string) v1.Image {
 	return img
 }
 
+// TestSkopeo runs skopeo with each binary a config can run.
 func TestSkopeo(t *testing.T) {
+	for _, exe := range execs {
+		t.Run(exe, func(t *testing.T) { testSkopeo(t, exe) })
+	}
+}
+
+func testSkopeo(t *testing.T, exe string) {
 	const name = "ocikp"
-	p := newProvider(t, name)
+	p := newProviderExec(t, name, exe)
 	sk := newSkopeo(t, p)
 	reg := startRegistry(t)
 	ksA, ra := p.keystore(t, "alice")

@@ -77,8 +77,8 @@ part() {
 }
 
 echo "== building (uptime:$(uptime | sed 's/.*load average//'))" >&2
-CGO_ENABLED=0 nice -n 10 go build -o "$tmp/ocikp" ./cmd/ocikp
-nice -n 10 go build -o "$tmp/" ./cmd/ocikp-serve ./cmd/ocikp-plugin-gcpkms ./internal/cmd/jsonecho ./internal/cmd/kemfloor ./internal/cmd/softfloor \
+CGO_ENABLED=0 nice -n 10 go build -o "$tmp/" ./cmd/ocikp ./cmd/ocikp-unwrap
+nice -n 10 go build -o "$tmp/" ./cmd/ocikp-serve ./cmd/ocikp-plugin-gcpkms ./internal/cmd/jsonecho ./internal/cmd/kemfloor \
   ./internal/cmd/execbench ./internal/cmd/ocicryptbench ./internal/cmd/grpcload ./internal/cmd/grpcfloor \
   ./internal/cmd/kmsbench ./internal/cmd/benchplot
 # kmsbench finds the plugin beside ocikp, as an installation has it.
@@ -124,7 +124,7 @@ fi
 echo "]" >>"$peers"
 
 ex=("$tmp/execbench" -ocikp "$tmp/ocikp" -baseline "$tmp/jsonecho" -json -peers "$peers")
-skipped exec || part exec timeout 900 "${ex[@]}" -floor "$tmp/kemfloor" -softfloor "$tmp/softfloor" -runs "$RUNS" -types "$TYPES"
+skipped exec || part exec timeout 900 "${ex[@]}" -unwrap "$tmp/ocikp-unwrap" -floor "$tmp/kemfloor" -runs "$RUNS" -types "$TYPES"
 skipped inprocess || part inprocess timeout 300 "$tmp/ocicryptbench" -runs $((RUNS * 5)) -layers "$LAYERS_N" -recipients "$RECIPIENTS_N"
 skipped layers || part layers timeout 900 "${ex[@]}" -layers "$LAYERS_N" -runs "$GROWTH_RUNS" -types p256,mlkem768x25519
 skipped recipients || part recipients timeout 900 "${ex[@]}" -recipients "$RECIPIENTS_N" -runs "$GROWTH_RUNS" -types p256,mlkem768x25519

@@ -3,12 +3,12 @@
 // keystore and a real unwrap request with the given ocikp, then runs the
 // baseline and ocikp interleaved, so both see the same machine state.
 //
-//	execbench -ocikp bin/ocikp -baseline bin/jsonecho [-floor bin/kemfloor] [-softfloor bin/softfloor] [-runs 500] [-keys 3] [-types p256,mlkem768x25519]
+//	execbench -ocikp bin/ocikp -baseline bin/jsonecho [-unwrap bin/ocikp-unwrap] [-floor bin/kemfloor] [-runs 500] [-keys 3] [-types p256,mlkem768x25519]
 //
-// With -floor, each type's unwrap is followed by kemfloor's: the same JSON
-// plus only that type's private-key work, the least any provider of that
-// key type pays. With -softfloor, by softfloor's: the same request and
-// keystore through ocikp's own packages, software keys only.
+// With -unwrap, each type's unwrap through ocikp is followed by the same
+// unwrap through ocikp-unwrap (which answers it itself). With -floor, by
+// kemfloor's: the same JSON plus only that type's private-key work, the
+// least any provider of that key type pays.
 package main
 
 import (
@@ -34,7 +34,7 @@ func main() {
 	types := flag.String("types", "p256", "comma-separated key types: one keystore of each, all timed in one interleaved run")
 	other := flag.String("other", "", "another ocikp build: its unwrap with the first type's keystore joins the run (a regression check)")
 	floor := flag.String("floor", "", "kemfloor binary: each type's cryptographic floor joins the run")
-	softfloor := flag.String("softfloor", "", "softfloor binary: each type's unwrap with ocikp's own packages and software keys only joins the run")
+	unwrapBin := flag.String("unwrap", "", "ocikp-unwrap binary (beside -ocikp): each type's unwrap through it joins the run")
 	flag.Parse()
 	if *ocikp == "" || *baseline == "" {
 		flag.Usage()
@@ -47,7 +47,7 @@ func main() {
 		}
 		return
 	}
-	if err := bench(*ocikp, *other, *floor, *softfloor, *baseline, *runs, *warm, *nkeys, strings.Split(*types, ",")); err != nil {
+	if err := bench(*ocikp, *other, *unwrapBin, *floor, *baseline, *runs, *warm, *nkeys, strings.Split(*types, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "execbench:", err)
 		os.Exit(1)
 	}
@@ -60,7 +60,7 @@ type command struct {
 	in   []byte
 }
 
-func bench(ocikp, other, floor, softfloor, baseline string, runs, warm, nkeys int, types []string) error {
+func bench(ocikp, other, unwrapBin, floor, baseline string, runs, warm, nkeys int, types []string) error {
 	dir, err := os.MkdirTemp("", "execbench-")
 	if err != nil {
 		return err
@@ -82,15 +82,15 @@ func bench(ocikp, other, floor, softfloor, baseline string, runs, warm, nkeys in
 		if other != "" && len(cmds) == 2 {
 			cmds = append(cmds, command{fmt.Sprintf("unwrap %s, -other build", typ), other, args, unwrap})
 		}
+		if unwrapBin != "" {
+			cmds = append(cmds, command{fmt.Sprintf("unwrap %s (%d keys), ocikp-unwrap", typ, nkeys), unwrapBin, args, unwrap})
+		}
 		if floor != "" {
 			sealed := filepath.Join(dir, "sealed-"+typ)
 			if _, err := runOnce(floor, []string{"-seal", typ, sealed}, nil); err != nil {
 				return fmt.Errorf("kemfloor -seal %s: %w", typ, err)
 			}
 			cmds = append(cmds, command{"  floor " + typ + " (kemfloor)", floor, []string{typ, sealed}, unwrap})
-		}
-		if softfloor != "" {
-			cmds = append(cmds, command{"  floor " + typ + " (softfloor)", softfloor, []string{ks}, unwrap})
 		}
 		wraps = append(wraps, command{"wrap " + typ, ocikp, args, wrap})
 	}
@@ -120,7 +120,7 @@ func bench(ocikp, other, floor, softfloor, baseline string, runs, warm, nkeys in
 	fmt.Printf("%d runs each, interleaved\n", runs)
 	for j, c := range cmds {
 		m := median(times[j])
-		fmt.Printf("%-36s median %6.3f ms  p90 %6.3f ms  ratio %.2fx\n", c.name, ms(m), ms(pct(times[j], 90)), float64(m)/float64(base))
+		fmt.Printf("%-46s median %6.3f ms  p90 %6.3f ms  ratio %.2fx\n", c.name, ms(m), ms(pct(times[j], 90)), float64(m)/float64(base))
 	}
 	return nil
 }
