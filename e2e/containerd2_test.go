@@ -74,7 +74,8 @@ func startServeUnix(t *testing.T, bin, keystore string) string {
 func TestContainerd2(t *testing.T) {
 	bin := need(t, "containerd2")
 	nerdctl := need(t, "nerdctl2")
-	p := newProvider(t, "ocikp")
+	// A node runs what ocikp config writes there: ocikp-unwrap.
+	p := newProviderExec(t, "ocikp", "ocikp-unwrap")
 	sk := newSkopeo(t, p)
 	reg := startRegistry(t)
 	_, ra := p.keystore(t, "alice")

@@ -111,7 +111,8 @@ func unrelatedKey(t *testing.T) []byte {
 // enabled only by OCICRYPT_KEYPROVIDER_CONFIG in its environment (the
 // drop-in "ocikp config --crio" prints), with no key parameters.
 func TestCRIO(t *testing.T) {
-	p := newProvider(t, "ocikp")
+	// A node runs what ocikp config writes there: ocikp-unwrap.
+	p := newProviderExec(t, "ocikp", "ocikp-unwrap")
 	sk := newSkopeo(t, p)
 	reg := startRegistry(t)
 	_, ra := p.keystore(t, "alice")

@@ -39,7 +39,9 @@ type hardware struct {
 // newHardware starts swtpm, a SoftHSM token and a registry, makes the
 // four keys with the public CLI and encrypts one image for all four.
 func newHardware(t *testing.T) *hardware {
-	p := newProvider(t, "ocikp")
+	// Through ocikp-unwrap: every hardware key's unwrap is handed to
+	// ocikp, as on a node whose config ocikp config wrote.
+	p := newProviderExec(t, "ocikp", "ocikp-unwrap")
 	h := &hardware{p: p, sk: newSkopeo(t, p), reg: startRegistry(t), ks: map[string]string{}, recips: map[string]string{}}
 	h.sw = tpmtest.Start(t)
 	tk := softhsmtest.Start(t, "node", hwPIN)
