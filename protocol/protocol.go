@@ -57,6 +57,16 @@ var ErrMalformed = errors.New("malformed key provider request")
 
 // ReadRequest reads one request of at most MaxRequestSize bytes from r.
 func ReadRequest(r io.Reader) (*Request, error) {
+	data, err := ReadRequestBytes(r)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeRequest(data)
+}
+
+// ReadRequestBytes reads a request's bytes as ReadRequest does, with its
+// bound and its errors, without decoding them.
+func ReadRequestBytes(r io.Reader) ([]byte, error) {
 	// One buffer that holds a usual request (a few KiB; a post-quantum
 	// unwrap about 5), grown only for bigger ones: io.ReadAll starts at 512
 	// bytes and copies as it doubles.
@@ -77,7 +87,7 @@ func ReadRequest(r io.Reader) (*Request, error) {
 			return nil, fmt.Errorf("reading request: %w", err)
 		}
 	}
-	return DecodeRequest(data)
+	return data, nil
 }
 
 // Bounds on what a request may hold besides its size: the parameter lists

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ocikp/ocikp/internal/fastunwrap"
+	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/protocol"
 )
 
@@ -18,20 +19,20 @@ func run(args []string) {
 	if !ok || os.Getenv("OCIKP_LOG") != "" || isTerminal(0) {
 		handOver(args, nil, false)
 	}
-	// Read as ocikp would (up to one byte over its bound), so that ocikp,
-	// given the same bytes, says what it would have said.
-	data, err := io.ReadAll(io.LimitReader(os.Stdin, protocol.MaxRequestSize+1))
-	if err != nil && len(data) == 0 {
-		handOver(args, nil, false) // nothing read: ocikp meets the same error
+	// For the command lines fastArgs accepts, reading the request is the
+	// first step of ocikp's that can fail: the same function reads it
+	// here, and its error is printed as ocikp prints it.
+	data, err := protocol.ReadRequestBytes(os.Stdin)
+	if err != nil {
+		hint.Print(os.Stderr, err)
+		os.Exit(1)
 	}
-	if err == nil && len(data) <= protocol.MaxRequestSize {
-		if reply, ok := fastunwrap.Reply(dir, name, data); ok {
-			if _, err := os.Stdout.Write(reply); err != nil {
-				os.Stderr.WriteString("ocikp: error: " + err.Error() + "\n")
-				os.Exit(1)
-			}
-			os.Exit(0)
+	if reply, ok := fastunwrap.Reply(dir, name, data); ok {
+		if _, err := os.Stdout.Write(reply); err != nil {
+			hint.Print(os.Stderr, err)
+			os.Exit(1)
 		}
+		os.Exit(0)
 	}
 	handOver(args, data, true)
 }
@@ -48,40 +49,38 @@ func handOver(args []string, data []byte, read bool) {
 	if err != nil {
 		fail(err)
 	}
+	argv := append([]string{bin}, args...)
 	if read {
-		if err := stdinFrom(data); err != nil {
+		fd, err := memfd(data)
+		if err != nil {
+			// memfd_create refused (a seccomp profile, an old kernel):
+			// ocikp runs as a child that reads data from a pipe.
+			ws, err := spawn(bin, argv, data, 1, 2)
+			if err != nil {
+				fail(err)
+			}
+			exitAs(ws)
+		}
+		if err := toStdin(fd); err != nil {
 			fail(err)
 		}
 	}
-	fail(syscall.Exec(bin, append([]string{bin}, args...), os.Environ()))
+	fail(syscall.Exec(bin, argv, os.Environ()))
 }
 
-// stdinFrom makes fd 0 a file that holds data, read from its start: a
-// memfd, or where memfd_create is refused (old kernels, seccomp) a pipe
-// when data fits in one.
-func stdinFrom(data []byte) error {
+// memfd returns a memfd holding data, read from its start, closed on exec.
+func memfd(data []byte) (int, error) {
 	fd, err := unix.MemfdCreate("ocikp-request", unix.MFD_CLOEXEC)
-	if err == nil {
-		if err := writeAll(fd, data); err != nil {
-			return err
-		}
-		if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
-			return err
-		}
-		return toStdin(fd)
+	if err != nil {
+		return -1, err
 	}
-	if len(data) > 64<<10 {
-		return err
+	if err := writeAll(fd, data); err != nil {
+		return -1, err
 	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return err
+	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
+		return -1, err
 	}
-	if err := writeAll(p[1], data); err != nil {
-		return err
-	}
-	unix.Close(p[1])
-	return toStdin(p[0])
+	return fd, nil
 }
 
 func writeAll(fd int, b []byte) error {
@@ -95,11 +94,43 @@ func writeAll(fd int, b []byte) error {
 	return nil
 }
 
-// toStdin moves fd to 0, open across exec.
+// toStdin moves fd to 0, open across exec. (fd is never 0 itself: the Go
+// runtime opens /dev/null on a closed fd 0 before main.)
 func toStdin(fd int) error {
-	if fd == 0 {
-		_, err := unix.FcntlInt(0, unix.F_SETFD, 0)
-		return err
-	}
 	return unix.Dup3(fd, 0, 0)
+}
+
+// spawn runs bin as a child whose stdin is a pipe fed with data, and stdout
+// and stderr the descriptors given, and waits for it.
+func spawn(bin string, argv []string, data []byte, stdout, stderr uintptr) (syscall.WaitStatus, error) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		return 0, err
+	}
+	pid, err := syscall.ForkExec(bin, argv, &syscall.ProcAttr{Env: os.Environ(), Files: []uintptr{uintptr(p[0]), stdout, stderr}})
+	syscall.Close(p[0])
+	if err != nil {
+		syscall.Close(p[1])
+		return 0, err
+	}
+	// A write error is the child's having exited without reading it all:
+	// its exit status says what happened.
+	writeAll(p[1], data)
+	syscall.Close(p[1])
+	var ws syscall.WaitStatus
+	for {
+		_, err = syscall.Wait4(pid, &ws, 0, nil)
+		if err != syscall.EINTR {
+			return ws, err
+		}
+	}
+}
+
+// exitAs ends this process with the child's exit code, or 128 plus the
+// signal that ended it, as a shell reports it.
+func exitAs(ws syscall.WaitStatus) {
+	if ws.Signaled() {
+		os.Exit(128 + int(ws.Signal()))
+	}
+	os.Exit(ws.ExitStatus())
 }

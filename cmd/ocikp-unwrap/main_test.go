@@ -155,7 +155,8 @@ func TestAnswersUnwrapsItself(t *testing.T) {
 
 // What ocikp-unwrap hands to ocikp: the result is ocikp's (stdout, stderr,
 // exit code), and without an ocikp beside it the hand-over fails, which
-// shows that it was one.
+// shows that it was one. Errors in reading the request it prints itself,
+// as ocikp does.
 func TestHandsTheRestToOcikp(t *testing.T) {
 	dir, lone := binaries(t)
 	ocikp, fast := filepath.Join(dir, "ocikp"), filepath.Join(dir, "ocikp-unwrap")
@@ -170,24 +171,25 @@ func TestHandsTheRestToOcikp(t *testing.T) {
 	big := append([]byte(`{"op":"keyunwrap","x":"`), bytes.Repeat([]byte("a"), 100<<10)...)
 	kp := []string{"keyprovider", "--name", "ocikp", "--keystore", ks}
 	for _, c := range []struct {
-		what  string
-		args  []string
-		env   []string
-		stdin []byte
+		what   string
+		args   []string
+		env    []string
+		stdin  []byte
+		itself bool // ocikp's error, which ocikp-unwrap prints as ocikp does
 	}{
-		{"a layer for another keystore's key", []string{"keyprovider", "--name", "ocikp", "--keystore", otherKS}, nil, unwrap},
-		{"a key named in the request", kp, nil, named},
-		{"malformed JSON", kp, nil, unwrap[:len(unwrap)/2]},
-		{"an empty request", kp, nil, []byte{}},
-		{"a request over ocikp's bound", kp, nil, huge},
-		{"a request over a pipe's size", kp, nil, big},
-		{"a flag it does not read", append(kp, "--allow-classical"), nil, unwrap},
-		{"an unknown flag", append(kp, "--bogus"), nil, unwrap},
-		{"a positional argument", append(kp, "extra"), nil, unwrap},
-		{"another command", []string{"version"}, nil, nil},
-		{"help", []string{"keyprovider", "--help"}, nil, nil},
-		{"a global flag it does not read", []string{"-v"}, nil, nil},
-		{"--keystore without its value", []string{"keyprovider", "--keystore"}, nil, unwrap},
+		{"a layer for another keystore's key", []string{"keyprovider", "--name", "ocikp", "--keystore", otherKS}, nil, unwrap, false},
+		{"a key named in the request", kp, nil, named, false},
+		{"malformed JSON", kp, nil, unwrap[:len(unwrap)/2], false},
+		{"an empty request", kp, nil, []byte{}, false},
+		{"a request over ocikp's bound", kp, nil, huge, true},
+		{"a request over a pipe's size", kp, nil, big, false},
+		{"a flag it does not read", append(kp, "--allow-classical"), nil, unwrap, false},
+		{"an unknown flag", append(kp, "--bogus"), nil, unwrap, false},
+		{"a positional argument", append(kp, "extra"), nil, unwrap, false},
+		{"another command", []string{"version"}, nil, nil, false},
+		{"help", []string{"keyprovider", "--help"}, nil, nil, false},
+		{"a global flag it does not read", []string{"-v"}, nil, nil, false},
+		{"--keystore without its value", []string{"keyprovider", "--keystore"}, nil, unwrap, false},
 	} {
 		t.Run(c.what, func(t *testing.T) {
 			want := runBin(t, ocikp, c.env, c.stdin, c.args...)
@@ -195,11 +197,32 @@ func TestHandsTheRestToOcikp(t *testing.T) {
 				t.Errorf("ocikp-unwrap:\n got %+v\nwant %+v", got, want)
 			}
 			got := runBin(t, lone, c.env, c.stdin, c.args...)
-			if got.code != 1 || !strings.Contains(got.stderr, "could not hand the request to ocikp") {
+			if c.itself {
+				if got != want {
+					t.Errorf("alone:\n got %+v\nwant %+v", got, want)
+				}
+			} else if got.code != 1 || !strings.Contains(got.stderr, "could not hand the request to ocikp") {
 				t.Errorf("alone, it answered itself: %+v", got)
 			}
 		})
 	}
+	t.Run("a read error", func(t *testing.T) {
+		// A directory as stdin: read fails with EISDIR, which ocikp
+		// reports; ocikp-unwrap reports it alike, with nothing to hand on.
+		for _, bin := range []string{ocikp, fast, lone} {
+			cmd := exec.Command(bin, kp...)
+			d, err := os.Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			cmd.Stdin = d
+			out, err := cmd.CombinedOutput()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || string(out) != "ocikp: error: reading request: read /dev/stdin: is a directory\n" {
+				t.Errorf("%s: %v %q", bin, err, out)
+			}
+		}
+	})
 	t.Run("a wrap", func(t *testing.T) {
 		got := runBin(t, fast, nil, wrap, kp...)
 		if got.code != 0 || !strings.HasPrefix(got.stdout, `{"keywrapresults":`) || got.stderr != "" {
@@ -219,4 +242,38 @@ func TestHandsTheRestToOcikp(t *testing.T) {
 			t.Errorf("alone, it answered: %+v", got)
 		}
 	})
+}
+
+// Where memfd_create is refused, ocikp runs as a child fed through a pipe:
+// a request far over a pipe's capacity arrives whole, and the child's
+// exit code is the result.
+func TestSpawnFeedsAPipe(t *testing.T) {
+	dir, _ := binaries(t)
+	ocikp := filepath.Join(dir, "ocikp")
+	big := append([]byte(`{"op":"keyunwrap","x":"`), bytes.Repeat([]byte("a"), 900<<10)...)
+	errFile, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errFile.Close()
+	ws, err := spawn(ocikp, []string{ocikp, "keyprovider"}, big, errFile.Fd(), errFile.Fd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := os.ReadFile(errFile.Name())
+	// Unterminated JSON, read to its end: the child saw all 900 KiB.
+	if ws.ExitStatus() != 1 || !strings.Contains(string(out), "malformed key provider request") {
+		t.Errorf("exit %d: %s", ws.ExitStatus(), out)
+	}
+	ks, rcpt := keystore(t, ocikp, "p256")
+	_, unwrap := requests(t, ocikp, ks, rcpt)
+	outFile, _ := os.Create(filepath.Join(t.TempDir(), "stdout"))
+	defer outFile.Close()
+	ws, err = spawn(ocikp, []string{ocikp, "keyprovider", "--keystore", ks}, unwrap, outFile.Fd(), errFile.Fd())
+	if err != nil || ws.ExitStatus() != 0 {
+		t.Fatalf("%v, exit %d", err, ws.ExitStatus())
+	}
+	if reply, _ := os.ReadFile(outFile.Name()); !strings.HasPrefix(string(reply), `{"keyunwrapresults":`) {
+		t.Errorf("reply %.80q", reply)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/ocikp/ocikp/internal/hint"
@@ -226,10 +227,13 @@ func cmdConfig(e *env, args []string) (err error) {
 }
 
 // execPath is the binary a config runs by default for the ocikp at exe:
-// the ocikp-unwrap installed beside it, which answers the software-key
-// unwraps of a node's layers sooner and hands the rest to that ocikp,
-// else ocikp itself.
+// on Linux, the ocikp-unwrap installed beside it, which answers the
+// software-key unwraps of a node's layers sooner and hands the rest to
+// that ocikp; else ocikp itself (elsewhere ocikp-unwrap only adds an exec).
 func execPath(exe string) string {
+	if runtime.GOOS != "linux" {
+		return exe
+	}
 	fast := filepath.Join(filepath.Dir(exe), "ocikp-unwrap")
 	if fi, err := os.Stat(fast); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
 		return fast

@@ -3,12 +3,16 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
 // ocikp config runs the ocikp-unwrap installed beside ocikp, and only an
 // executable file of that name.
 func TestExecPath(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("ocikp-unwrap answers nothing itself outside Linux: config runs ocikp")
+	}
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "ocikp")
 	fast := filepath.Join(dir, "ocikp-unwrap")

@@ -10,9 +10,9 @@
 // the same request, keystore and flags (the tests hold the two side by
 // side): the request must be an unwrap whose decryption parameters name no
 // key; the annotation an ocikp envelope; the keystore directory must hold
-// nothing but key files, and an unsealed one of them must open the layer
-// within keyprovider's attempt budget. Everything else, and every error,
-// is declined, so error messages and hints come from ocikp alone.
+// nothing but key files; and the first key that matches a stanza must be
+// unsealed and open it. Everything else, and every error, is declined, so
+// error messages and hints come from ocikp alone.
 package fastunwrap
 
 import (
@@ -27,10 +27,6 @@ import (
 // Enabled is keyprovider.Enabled: skopeo's bare --decryption-key
 // provider:NAME, which names no key.
 const Enabled = "Enabled"
-
-// MaxKeyAttempts is keyprovider.MaxKeyAttempts: beyond it keyprovider
-// stops with an error, so the fast path declines.
-const MaxKeyAttempts = 64
 
 // Reply returns the reply to request (one ocicrypt request, as read from
 // stdin) for the keystore dir, under --name name (may be empty), or ok
@@ -88,12 +84,10 @@ func namesKeys(params map[string][][]byte, name string) bool {
 	return false
 }
 
-// keySet is the keystore's keys as keyprovider lists them, counting
-// attempts as its budget does.
+// keySet is the keystore's keys as keyprovider lists them, in its order.
 type keySet struct {
 	list     []envelope.Identity
-	attempts int
-	declined bool // the budget ran out
+	declined bool
 }
 
 // identities lists the keystore like keyprovider, or declines when the
@@ -110,29 +104,37 @@ func identities(dir string) (*keySet, bool) {
 		if e.Err != nil {
 			continue // keyprovider skips it too; it only names it in errors
 		}
-		// Without a passphrase: a sealed key that a stanza needs fails
-		// here, and ocikp, which may hold one, answers instead. (Opening
-		// it with one gives the same reply: the header MAC admits one
-		// file key only.)
-		set.list = append(set.list, &counted{Key: e.Key.Identity(nil), set: set})
+		set.list = append(set.list, &firstTry{Key: e.Key.Identity(nil), sealed: e.Key.Protected(), set: set})
 	}
 	return set, true
 }
 
-// counted is a key whose attempts count against the set's budget.
-type counted struct {
+// firstTry is a key that the fast path tries on the first stanza it
+// matches only: the pair (stanza, key) that keyprovider tries first too,
+// since both walk the same stanzas and keys in the same order. If that
+// attempt opens the stanza, keyprovider's does too, and both go on to the
+// same header check; anything else declines the request: a sealed key
+// (keyprovider may hold its passphrase, and its stanza may carry another
+// file key), or a failed attempt (keyprovider would go on trying, up to
+// its budget, and the fast path would add its own attempts to those).
+type firstTry struct {
 	backend.Key
-	set *keySet
+	sealed bool
+	set    *keySet
 }
 
-func (c *counted) Unwrap(s *envelope.Stanza) ([]byte, error) {
-	if !c.Matches(s) {
+func (k *firstTry) Unwrap(s *envelope.Stanza) ([]byte, error) {
+	if k.set.declined || !k.Matches(s) {
 		return nil, envelope.ErrIncorrectIdentity
 	}
-	if c.set.attempts == MaxKeyAttempts {
-		c.set.declined = true
+	if k.sealed {
+		k.set.declined = true
 		return nil, envelope.ErrIncorrectIdentity
 	}
-	c.set.attempts++
-	return c.Key.Unwrap(s)
+	fk, err := k.Key.Unwrap(s)
+	if err != nil {
+		k.set.declined = true
+		return nil, envelope.ErrIncorrectIdentity
+	}
+	return fk, nil
 }
