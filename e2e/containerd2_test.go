@@ -74,7 +74,7 @@ func startServeUnix(t *testing.T, bin, keystore string) string {
 func TestContainerd2(t *testing.T) {
 	bin := need(t, "containerd2")
 	nerdctl := need(t, "nerdctl2")
-	// A node runs what ocikp config writes there: ocikp-unwrap.
+	// A node runs ocikp-unwrap (docs/callers.md).
 	p := newProviderExec(t, "ocikp", "ocikp-unwrap")
 	sk := newSkopeo(t, p)
 	reg := startRegistry(t)

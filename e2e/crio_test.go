@@ -111,7 +111,7 @@ func unrelatedKey(t *testing.T) []byte {
 // enabled only by OCICRYPT_KEYPROVIDER_CONFIG in its environment (the
 // drop-in "ocikp config --crio" prints), with no key parameters.
 func TestCRIO(t *testing.T) {
-	// A node runs what ocikp config writes there: ocikp-unwrap.
+	// A node runs ocikp-unwrap (docs/callers.md).
 	p := newProviderExec(t, "ocikp", "ocikp-unwrap")
 	sk := newSkopeo(t, p)
 	reg := startRegistry(t)

@@ -40,7 +40,7 @@ type hardware struct {
 // four keys with the public CLI and encrypts one image for all four.
 func newHardware(t *testing.T) *hardware {
 	// Through ocikp-unwrap: every hardware key's unwrap is handed to
-	// ocikp, as on a node whose config ocikp config wrote.
+	// ocikp, as on a node configured as docs/callers.md says.
 	p := newProviderExec(t, "ocikp", "ocikp-unwrap")
 	h := &hardware{p: p, sk: newSkopeo(t, p), reg: startRegistry(t), ks: map[string]string{}, recips: map[string]string{}}
 	h.sw = tpmtest.Start(t)

@@ -72,7 +72,7 @@ func newNodeEnv(t *testing.T) *nodeEnv {
 		nerdctl:    need(t, "nerdctl2"),
 	}
 	need(t, "unshare")
-	e.p = newProviderExec(t, "ocikp", "ocikp-unwrap") // what ocikp config writes on a node
+	e.p = newProviderExec(t, "ocikp", "ocikp-unwrap") // what a node runs (docs/callers.md)
 	e.sk = newSkopeo(t, e.p)
 	e.reg = startRegistry(t)
 	e.app = buildPodApp(t)

@@ -6,21 +6,22 @@
 #
 # Key types (TYPES, comma-separated) are timed in the same interleaved run:
 # P-256 and the post-quantum ones by default. Each type's unwrap is followed
-# by its cryptographic floor (internal/cmd/kemfloor: the same JSON plus only
-# that key type's private-key work).
+# by the same unwrap through ocikp-unwrap (the node's exec binary, which
+# answers it itself) and by its cryptographic floor (internal/cmd/kemfloor:
+# the same JSON plus only that key type's private-key work).
 #
 #   RUNS=500 KEYS=3 TYPES=p256,mlkem768x25519,mlkem768p256 scripts/bench-exec.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-CGO_ENABLED=0 go build -o "$out/ocikp" ./cmd/ocikp
+CGO_ENABLED=0 go build -o "$out/" ./cmd/ocikp ./cmd/ocikp-unwrap
 go build -o "$out/jsonecho" ./internal/cmd/jsonecho
 go build -o "$out/execbench" ./internal/cmd/execbench
 go build -o "$out/kemfloor" ./internal/cmd/kemfloor
 
 echo "== whole process"
-"$out/execbench" -ocikp "$out/ocikp" -baseline "$out/jsonecho" -floor "$out/kemfloor" -runs "${RUNS:-500}" -keys "${KEYS:-3}" -types "${TYPES:-p256,mlkem768x25519,mlkem768p256}"
+"$out/execbench" -ocikp "$out/ocikp" -baseline "$out/jsonecho" -unwrap "$out/ocikp-unwrap" -floor "$out/kemfloor" -runs "${RUNS:-500}" -keys "${KEYS:-3}" -types "${TYPES:-p256,mlkem768x25519,mlkem768p256}"
 
 echo
 echo "== package initialisation of ocikp (sum of GODEBUG=inittrace=1 clock times)"

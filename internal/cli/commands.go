@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/ocikp/ocikp/internal/hint"
@@ -126,7 +125,7 @@ func cmdKMS(e *env, args []string) error {
 func cmdConfig(e *env, args []string) (err error) {
 	fs := e.flags("config")
 	name := fs.String("name", "ocikp", "provider name (the NAME in provider:NAME:…)")
-	path := fs.String("path", "", "absolute `PATH` of the ocikp binary the callers run (default: the ocikp-unwrap beside this ocikp if installed, else this ocikp; for a node, a system path such as /usr/local/bin/ocikp-unwrap)")
+	path := fs.String("path", "", "absolute `PATH` of the binary the callers run (default: this ocikp; for a node, a system path such as /usr/local/bin/ocikp, or the ocikp-unwrap beside it, which answers each layer's unwrap sooner)")
 	grpcAddr := fs.String("grpc", "", "point at an ocikp serve service at host:port or unix:///path instead")
 	tlsCA := fs.String("tls-ca", "", "with --grpc: CA file that signed the service's certificate")
 	tlsCert := fs.String("tls-cert", "", "with --grpc: client certificate (for --client-ca services)")
@@ -204,7 +203,7 @@ func cmdConfig(e *env, args []string) (err error) {
 		if err != nil {
 			return fmt.Errorf("finding the ocikp binary: %w", err)
 		}
-		bin = execPath(exe)
+		bin = exe
 	} else if err := checkPath("--path", bin, executable, !*noCheck); err != nil {
 		return err
 	}
@@ -224,21 +223,6 @@ func cmdConfig(e *env, args []string) (err error) {
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	fmt.Fprintf(e.stdout, "%s\n", b)
 	return nil
-}
-
-// execPath is the binary a config runs by default for the ocikp at exe:
-// on Linux, the ocikp-unwrap installed beside it, which answers the
-// software-key unwraps of a node's layers sooner and hands the rest to
-// that ocikp; else ocikp itself (elsewhere ocikp-unwrap only adds an exec).
-func execPath(exe string) string {
-	if runtime.GOOS != "linux" {
-		return exe
-	}
-	fast := filepath.Join(filepath.Dir(exe), "ocikp-unwrap")
-	if fi, err := os.Stat(fast); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
-		return fast
-	}
-	return exe
 }
 
 // grpcConfig prints a config entry for an ocikp serve service; the
