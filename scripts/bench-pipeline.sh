@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole pipeline: skopeo encrypting an image of LAYERS random layers of
 # SIZE bytes on a local registry and decrypting it into an OCI layout, with
-# the layer keys wrapped by ocikp (exec; gRPC service) against ocicrypt's
+# the layer keys wrapped by ocikp (exec, through ocikp and ocikp-unwrap;
+# gRPC service) against ocicrypt's
 # in-process JWE (RSA-2048, EC P-256), and the floor of an exec provider
 # (internal/cmd/kpfloor), all interleaved round by round (issue target:
 # ocikp <= 1.0x in-process JWE).
@@ -24,10 +25,10 @@ cd "$(dirname "$0")/.."
 TOOLS_BIN=$(scripts/install-tools.sh skopeo)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-CGO_ENABLED=0 go build -o "$out/" ./cmd/ocikp
+CGO_ENABLED=0 go build -o "$out/" ./cmd/ocikp ./cmd/ocikp-unwrap
 go build -o "$out/" ./cmd/ocikp-serve ./internal/cmd/kpfloor ./internal/cmd/pipebench
 strace=()
 if [ -n "${STRACE:-}" ]; then strace=(-strace "$(command -v strace)"); fi
-"$out/pipebench" -ocikp "$out/ocikp" -serve "$out/ocikp-serve" -kpfloor "$out/kpfloor" \
+"$out/pipebench" -ocikp "$out/ocikp" -unwrap "$out/ocikp-unwrap" -serve "$out/ocikp-serve" -kpfloor "$out/kpfloor" \
   -skopeo "$TOOLS_BIN/skopeo" -runs "${RUNS:-7}" -layers "${LAYERS:-5}" -size "${SIZE:-20971520}" \
   -variants "${VARIANTS:-}" -baseline "${BASELINE:-jwe-rsa}" -procs "${PROCS:-0}" "${strace[@]}"

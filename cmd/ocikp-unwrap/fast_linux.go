@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ocikp/ocikp/internal/fastunwrap"
+	"github.com/ocikp/ocikp/internal/fastpath"
 	"github.com/ocikp/ocikp/internal/hint"
 	"github.com/ocikp/ocikp/protocol"
 )
@@ -27,7 +27,7 @@ func run(args []string) {
 		hint.Print(os.Stderr, err)
 		os.Exit(1)
 	}
-	if reply, ok := fastunwrap.Reply(dir, name, data); ok {
+	if reply, ok := fastpath.Reply(dir, name, data); ok {
 		if _, err := os.Stdout.Write(reply); err != nil {
 			hint.Print(os.Stderr, err)
 			os.Exit(1)

@@ -1,12 +1,13 @@
-// Command ocikp-unwrap is ocikp for the key-provider config of a node: it
-// takes ocikp's command line and answers the request ocicrypt sends once
-// per layer, an unwrap with the keystore's software keys, from a binary
-// that links nothing else, so each layer's process starts sooner. Every
-// other request and command, and every unwrap it cannot answer exactly as
-// ocikp would (see internal/fastunwrap), it hands to the ocikp installed
-// beside it, with the same arguments, environment and stdin: the process
-// becomes that ocikp. Point the config's "path" at it instead of at ocikp;
-// the "args" stay the same.
+// Command ocikp-unwrap is ocikp for an exec key-provider config, a node's
+// above all: it takes ocikp's command line and answers the requests
+// ocicrypt sends once per layer with software keys (unwrap with the
+// keystore's keys; wrap for recipient strings) from a binary that links
+// nothing else, so each layer's process starts sooner. Every other request
+// and command, and every request it cannot answer exactly as ocikp would
+// (see internal/fastpath), it hands to the ocikp installed beside it, with
+// the same arguments, environment and stdin: the process becomes that
+// ocikp. Point the config's "path" at it instead of at ocikp; the "args"
+// stay the same.
 //
 //	ocikp-unwrap [--keystore DIR] keyprovider [--name NAME] [--keystore DIR] < request.json
 package main

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -224,12 +225,35 @@ func TestHandsTheRestToOcikp(t *testing.T) {
 		}
 	})
 	t.Run("a wrap", func(t *testing.T) {
-		got := runBin(t, fast, nil, wrap, kp...)
-		if got.code != 0 || !strings.HasPrefix(got.stdout, `{"keywrapresults":`) || got.stderr != "" {
-			t.Errorf("%+v", got)
+		// Answered itself: random, so held to a reply that unwraps.
+		for _, bin := range []string{fast, lone} {
+			got := runBin(t, bin, nil, wrap, kp...)
+			if got.code != 0 || !strings.HasPrefix(got.stdout, `{"keywrapresults":`) || got.stderr != "" {
+				t.Fatalf("%s: %+v", bin, got)
+			}
+			var reply struct {
+				R struct{ Annotation []byte } `json:"keywrapresults"`
+			}
+			json.Unmarshal([]byte(got.stdout), &reply)
+			un, _ := json.Marshal(&protocol.Request{Op: protocol.OpKeyUnwrap, KeyUnwrapParams: &protocol.KeyUnwrapParams{
+				DC: &protocol.DecryptConfig{Parameters: map[string][][]byte{}}, Annotation: reply.R.Annotation}})
+			if r := runBin(t, ocikp, nil, un, kp...); r.code != 0 || !strings.Contains(r.stdout, "b3B0c2RhdGE=") {
+				t.Errorf("%s's wrap does not unwrap with ocikp: %+v", bin, r)
+			}
 		}
-		if got := runBin(t, lone, nil, wrap, kp...); got.code != 1 {
-			t.Errorf("alone, it wrapped: %+v", got)
+		// Handed over: a key name (the keystore is ocikp's to read), and
+		// no --name.
+		named := bytes.Replace(wrap, []byte(base64.StdEncoding.EncodeToString([]byte(rcpt))), []byte(base64.StdEncoding.EncodeToString([]byte("k"))), 1)
+		for _, c := range []struct {
+			args  []string
+			stdin []byte
+		}{{kp, named}, {[]string{"keyprovider", "--keystore", ks}, wrap}} {
+			if got := runBin(t, fast, nil, c.stdin, c.args...); got.code != 0 || got.stderr != "" {
+				t.Errorf("%q: %+v", c.args, got)
+			}
+			if got := runBin(t, lone, nil, c.stdin, c.args...); got.code != 1 {
+				t.Errorf("%q alone, it wrapped: %+v", c.args, got)
+			}
 		}
 	})
 	t.Run("OCIKP_LOG", func(t *testing.T) {

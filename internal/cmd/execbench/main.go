@@ -5,8 +5,8 @@
 //
 //	execbench -ocikp bin/ocikp -baseline bin/jsonecho [-unwrap bin/ocikp-unwrap] [-floor bin/kemfloor] [-runs 500] [-keys 3] [-types p256,mlkem768x25519]
 //
-// With -unwrap, each type's unwrap through ocikp is followed by the same
-// unwrap through ocikp-unwrap (which answers it itself). With -floor, by
+// With -unwrap, each type's unwrap and wrap through ocikp is followed by
+// the same through ocikp-unwrap (which answers both itself). With -floor, by
 // kemfloor's: the same JSON plus only that type's private-key work, the
 // least any provider of that key type pays.
 package main
@@ -93,6 +93,9 @@ func bench(ocikp, other, unwrapBin, floor, baseline string, runs, warm, nkeys in
 			cmds = append(cmds, command{"  floor " + typ + " (kemfloor)", floor, []string{typ, sealed}, unwrap})
 		}
 		wraps = append(wraps, command{"wrap " + typ, ocikp, args, wrap})
+		if unwrapBin != "" {
+			wraps = append(wraps, command{"wrap " + typ + ", ocikp-unwrap", unwrapBin, args, wrap})
+		}
 	}
 	cmds = append(cmds, wraps...)
 	peers, err := peerCommands()

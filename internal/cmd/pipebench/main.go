@@ -51,16 +51,17 @@ import (
 )
 
 type options struct {
-	ocikp, serve, kpfloor, skopeo, registry, strace string
-	layers, runs, procs                             int
-	size                                            int64
-	variants, baseline                              string
+	ocikp, unwrap, serve, kpfloor, skopeo, registry, strace string
+	layers, runs, procs                                     int
+	size                                                    int64
+	variants, baseline                                      string
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.ocikp, "ocikp", "", "ocikp binary (exec provider), built with CGO_ENABLED=0")
 	flag.StringVar(&o.serve, "serve", "", "ocikp-serve binary: adds the variant grpc (ocikp serve on a unix socket)")
+	flag.StringVar(&o.unwrap, "unwrap", "", "ocikp-unwrap binary, beside -ocikp: adds the variant ocikp-unwrap (the same exec config through it)")
 	flag.StringVar(&o.kpfloor, "kpfloor", "", "kpfloor binary: adds the variants floor (HPKE P-256, fixed key) and bare (no cryptography)")
 	flag.StringVar(&o.skopeo, "skopeo", "skopeo", "skopeo built with ocicrypt >= 1.1")
 	flag.StringVar(&o.registry, "registry", "docker-registry", "Debian's docker-registry")
@@ -69,7 +70,7 @@ func main() {
 	flag.Int64Var(&o.size, "size", 20<<20, "bytes of random content per layer")
 	flag.IntVar(&o.runs, "runs", 7, "rounds; each round runs every variant once")
 	flag.IntVar(&o.procs, "procs", 0, "then time N whole provider processes of each exec variant, wrap and unwrap, interleaved, with the requests skopeo sends")
-	flag.StringVar(&o.variants, "variants", "", "comma-separated variants to run (default: all available: jwe-rsa,jwe-ec,ocikp,grpc,floor,bare)")
+	flag.StringVar(&o.variants, "variants", "", "comma-separated variants to run (default: all available: jwe-rsa,jwe-ec,ocikp,ocikp-unwrap,grpc,floor,bare)")
 	flag.StringVar(&o.baseline, "baseline", "jwe-rsa", "variant the ratios are against")
 	flag.Parse()
 	if o.ocikp == "" || o.runs < 1 || o.layers < 1 {
@@ -317,6 +318,18 @@ func setup(o options, dir string) ([]variant, func(), error) {
 		env: []string{"OCICRYPT_KEYPROVIDER_CONFIG=" + execCfg},
 		enc: []string{"--encryption-key", "provider:ocikp:" + recipient}, dec: []string{"--decryption-key", "provider:ocikp"},
 		providerPath: o.ocikp, param: recipient, providerArgs: []string{"keyprovider", "--name", "ocikp", "--keystore", ks}})
+	if o.unwrap != "" {
+		cfg, err := exec.Command(o.ocikp, "--keystore", ks, "config", "--name", "ocikp", "--path", o.unwrap).Output()
+		if err != nil {
+			return nil, stop, fmt.Errorf("ocikp config --path %s: %w", o.unwrap, err)
+		}
+		unwrapCfg := filepath.Join(dir, "ocicrypt-unwrap.json")
+		os.WriteFile(unwrapCfg, cfg, 0o644)
+		vs = append(vs, variant{name: "ocikp-unwrap", what: "ocikp-unwrap (exec, P-256 key), the same config with its path: one process per layer and step",
+			env: []string{"OCICRYPT_KEYPROVIDER_CONFIG=" + unwrapCfg},
+			enc: []string{"--encryption-key", "provider:ocikp:" + recipient}, dec: []string{"--decryption-key", "provider:ocikp"},
+			providerPath: o.unwrap, param: recipient, providerArgs: []string{"keyprovider", "--name", "ocikp", "--keystore", ks}})
+	}
 	if o.serve != "" {
 		sock := "unix://" + filepath.Join(dir, "ocikp.sock")
 		cmd := exec.Command(o.serve, "--keystore", ks, "--listen", sock, "--name", "ocikp", "--log-level", "warn")

@@ -1,19 +1,24 @@
-// Package fastunwrap answers the one request that ocicrypt sends once per
-// layer on a node, an unwrap with the keystore's software keys, without the
-// rest of ocikp. ocikp-unwrap links only this (protocol, envelope, software
-// keys), so each layer's process starts in less time than ocikp's; every
-// other request, and every unwrap this package cannot answer the way
-// "ocikp keyprovider" would, it declines, and ocikp-unwrap hands the request
-// to ocikp unchanged.
+// Package fastpath answers the requests an exec key provider gets once per
+// layer, with software keys, without the rest of ocikp: on a node, unwrap
+// this layer's key with the keystore's keys; where images are encrypted,
+// wrap it for recipients given as recipient strings. ocikp-unwrap links
+// only this (protocol, envelope, software keys), so each layer's process
+// starts in less time than ocikp's; every other request, and every one
+// this package cannot answer the way "ocikp keyprovider" would, it
+// declines, and ocikp-unwrap hands the request to ocikp unchanged.
 //
-// Reply answers only when ocikp keyprovider would give the same reply from
-// the same request, keystore and flags (the tests hold the two side by
-// side): the request must be an unwrap whose decryption parameters name no
-// key; the annotation an ocikp envelope; the keystore directory must hold
-// nothing but key files; and the first key that matches a stanza must be
-// unsealed and open it. Everything else, and every error, is declined, so
-// error messages and hints come from ocikp alone.
-package fastunwrap
+// Reply answers an unwrap only when ocikp keyprovider would give the same
+// reply from the same request, keystore and flags (the tests hold the two
+// side by side): no key named in the decryption parameters; the
+// annotation an ocikp envelope; a keystore directory of nothing but key
+// files; and the first key that matches a stanza unsealed and opening it.
+// It answers a wrap only when ocikp would wrap for the same recipients in
+// the same order with the same code (envelope.Seal): --name given; every
+// value under it a P-256 or post-quantum recipient string, none in a
+// deprecated form; no post-quantum and classical-only recipients mixed.
+// Everything else, and every error, is declined, so error messages,
+// warnings and hints come from ocikp alone.
+package fastpath
 
 import (
 	"github.com/ocikp/ocikp/backend"
@@ -33,10 +38,57 @@ const Enabled = "Enabled"
 // false when ocikp keyprovider must answer it.
 func Reply(dir, name string, request []byte) (reply []byte, ok bool) {
 	req, err := protocol.DecodeRequest(request)
-	if err != nil || req.Op != protocol.OpKeyUnwrap {
+	if err != nil {
 		return nil, false
 	}
-	u := req.KeyUnwrapParams
+	switch req.Op {
+	case protocol.OpKeyUnwrap:
+		return unwrap(dir, name, req.KeyUnwrapParams)
+	case protocol.OpKeyWrap:
+		return wrap(name, req.KeyWrapParams)
+	}
+	return nil, false
+}
+
+// wrap seals optsdata for the recipients under name. Without --name,
+// keyprovider takes the one entry whose values are all recipients of any
+// backend it links (KMS key URLs, TPM EKs…), which this package cannot
+// tell: it declines.
+func wrap(name string, w *protocol.KeyWrapParams) ([]byte, bool) {
+	if name == "" || len(w.Optsdata) == 0 {
+		return nil, false
+	}
+	values := w.EC.Parameters[name]
+	if len(values) == 0 {
+		return nil, false
+	}
+	rs := make([]envelope.Recipient, 0, len(values))
+	seen := map[backend.Strength]bool{}
+	for _, v := range values {
+		// Only p256 and pq register here: a key name, a file, a KMS URL
+		// or another binary's recipient is unknown, and declined.
+		r, err := backend.Recipient(backend.Background{}, string(v))
+		if err != nil {
+			return nil, false
+		}
+		if d, ok := r.(interface{ Deprecated() string }); ok && d.Deprecated() != "" {
+			return nil, false // ocikp warns about it
+		}
+		seen[backend.StrengthOf(r)] = true
+		rs = append(rs, r)
+	}
+	if seen[backend.PostQuantum] && seen[backend.Classical] {
+		return nil, false // ocikp refuses the mix, or with --allow-classical allows it
+	}
+	ann, err := envelope.Seal(w.Optsdata, rs...)
+	if err != nil {
+		return nil, false
+	}
+	reply, err := protocol.EncodeWrapResponse(ann)
+	return reply, err == nil
+}
+
+func unwrap(dir, name string, u *protocol.KeyUnwrapParams) ([]byte, bool) {
 	if u.DC != nil && namesKeys(u.DC.Parameters, name) {
 		return nil, false
 	}
@@ -56,7 +108,7 @@ func Reply(dir, name string, request []byte) (reply []byte, ok bool) {
 	if err != nil {
 		return nil, false
 	}
-	reply, err = protocol.EncodeUnwrapResponse(opts)
+	reply, err := protocol.EncodeUnwrapResponse(opts)
 	return reply, err == nil
 }
 

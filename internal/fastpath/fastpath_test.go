@@ -1,9 +1,10 @@
-package fastunwrap_test
+package fastpath_test
 
 import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
@@ -12,9 +13,10 @@ import (
 	"testing"
 
 	"github.com/ocikp/ocikp/envelope"
-	"github.com/ocikp/ocikp/internal/fastunwrap"
+	"github.com/ocikp/ocikp/internal/fastpath"
 	"github.com/ocikp/ocikp/keyprovider"
 	"github.com/ocikp/ocikp/keys/soft"
+	"github.com/ocikp/ocikp/p256"
 	"github.com/ocikp/ocikp/pq"
 	"github.com/ocikp/ocikp/protocol"
 )
@@ -109,9 +111,13 @@ func provider(st *soft.Store, name string, data []byte) ([]byte, error) {
 
 // agree checks Reply against the provider: an answer must be the
 // provider's, byte for byte; it reports whether Reply answered.
+//
+// A wrap's reply is random (a fresh file key and HPKE encapsulations):
+// its envelope must hold stanzas of the same types, in the same order, as
+// keyprovider's.
 func agree(t testing.TB, st *soft.Store, name string, data []byte) bool {
 	t.Helper()
-	got, ok := fastunwrap.Reply(st.Dir, name, data)
+	got, ok := fastpath.Reply(st.Dir, name, data)
 	if !ok {
 		return false
 	}
@@ -119,17 +125,129 @@ func agree(t testing.TB, st *soft.Store, name string, data []byte) bool {
 	if err != nil {
 		t.Fatalf("fast path answered %.80q where ocikp keyprovider fails: %v", got, err)
 	}
+	if req, _ := protocol.DecodeRequest(data); req.Op == protocol.OpKeyWrap {
+		if g, w := stanzaTypes(t, got), stanzaTypes(t, want); g != w {
+			t.Fatalf("fast path wrapped for %s, ocikp keyprovider for %s", g, w)
+		}
+		return true
+	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("fast path answered\n%s\nocikp keyprovider\n%s", got, want)
 	}
 	return true
 }
 
+// stanzaTypes lists the stanza types of a wrap reply's envelope.
+func stanzaTypes(t testing.TB, reply []byte) string {
+	t.Helper()
+	var r struct {
+		R struct{ Annotation []byte } `json:"keywrapresults"`
+	}
+	if err := json.Unmarshal(reply, &r); err != nil {
+		t.Fatal(err)
+	}
+	env, err := envelope.Parse(r.R.Annotation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, s := range env.Recipients {
+		types = append(types, s.Type+" "+s.KID)
+	}
+	return strings.Join(types, ", ")
+}
+
+// wrapRequest is ocicrypt's wrap request for recipients under name.
+func wrapRequest(t testing.TB, params map[string][][]byte) []byte {
+	t.Helper()
+	b, err := json.Marshal(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
+		EC: &protocol.EncryptConfig{Parameters: params}, Optsdata: []byte("the layer's optsdata")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func values(vs ...string) [][]byte {
+	out := make([][]byte, len(vs))
+	for i, v := range vs {
+		out[i] = []byte(v)
+	}
+	return out
+}
+
+// Wraps for recipient strings of each software key type, alone and
+// together, come out as keyprovider's do, and open with each key.
+func TestWrapsAsProvider(t *testing.T) {
+	p256s, p1 := newStore(t, soft.TypeP256)
+	p2 := addKey(t, p256s, soft.TypeP256, "d", nil)
+	xw, x1 := newStore(t, "mlkem768x25519")
+	mp, m1 := newStore(t, "mlkem768p256")
+	for _, c := range []struct {
+		what   string
+		stores []*soft.Store
+		rcpts  []string
+	}{
+		{"P-256", []*soft.Store{p256s}, []string{p1.RecipientString()}},
+		{"two P-256", []*soft.Store{p256s, p256s}, []string{p1.RecipientString(), p2.RecipientString()}},
+		{"X-Wing", []*soft.Store{xw}, []string{x1.RecipientString()}},
+		{"X-Wing and ML-KEM-768+P-256", []*soft.Store{xw, mp}, []string{x1.RecipientString(), m1.RecipientString()}},
+	} {
+		data := wrapRequest(t, map[string][][]byte{"ocikp": values(c.rcpts...), "other": values("x")})
+		if !agree(t, p256s, "ocikp", data) {
+			t.Errorf("%s: not answered", c.what)
+			continue
+		}
+		reply, _ := fastpath.Reply(p256s.Dir, "ocikp", data)
+		var r struct {
+			R struct{ Annotation []byte } `json:"keywrapresults"`
+		}
+		json.Unmarshal(reply, &r)
+		for i, st := range c.stores {
+			got, err := provider(st, "ocikp", requestFor(t, nil, r.R.Annotation))
+			if err != nil || !bytes.Contains(got, []byte(`"optsdata":"dGhlIGxheWVyJ3Mgb3B0c2RhdGE="`)) {
+				t.Errorf("%s: recipient %d cannot open it: %v %s", c.what, i+1, err, got)
+			}
+		}
+	}
+}
+
+// The wraps that ocikp answers, or refuses, with what the fast path does
+// not have: its other backends, its keystore, its warnings and errors.
+func TestDeclinesWraps(t *testing.T) {
+	st, k := newStore(t, soft.TypeP256)
+	_, x := newStore(t, "mlkem768x25519")
+	legacy := p256.LegacyScheme + ":" + base64.RawURLEncoding.EncodeToString(k.Public)
+	typo := []byte(k.RecipientString())
+	typo[20] ^= 1
+	for _, c := range []struct {
+		what   string
+		name   string
+		params map[string][][]byte
+	}{
+		{"no --name", "", map[string][][]byte{"ocikp": values(k.RecipientString())}},
+		{"no recipients under --name", "ocikp", map[string][][]byte{"other": values(k.RecipientString())}},
+		{"a key name", "ocikp", map[string][][]byte{"ocikp": values("c")}},
+		{"a KMS key", "ocikp", map[string][][]byte{"ocikp": values("gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/k")}},
+		{"a mistyped recipient", "ocikp", map[string][][]byte{"ocikp": {typo}}},
+		{"the deprecated P-256 form", "ocikp", map[string][][]byte{"ocikp": values(legacy)}},
+		{"post-quantum and classical mixed", "ocikp", map[string][][]byte{"ocikp": values(x.RecipientString(), k.RecipientString())}},
+	} {
+		data := wrapRequest(t, c.params)
+		if got, ok := fastpath.Reply(st.Dir, c.name, data); ok {
+			t.Errorf("%s: answered %.60q", c.what, got)
+		}
+	}
+	if _, err := provider(st, "ocikp", wrapRequest(t, map[string][][]byte{"ocikp": values(legacy)})); err != nil {
+		t.Errorf("the deprecated form: ocikp refuses it (%v); the case tests nothing", err)
+	}
+}
+
 // The constant stands for keyprovider's: were it to drift, the fast path
 // would answer what ocikp refuses, or the reverse.
 func TestConstantsAreKeyprovider(t *testing.T) {
-	if fastunwrap.Enabled != keyprovider.Enabled {
-		t.Fatal("fastunwrap.Enabled differs from keyprovider's")
+	if fastpath.Enabled != keyprovider.Enabled {
+		t.Fatal("fastpath.Enabled differs from keyprovider's")
 	}
 }
 
@@ -153,7 +271,7 @@ func TestAnswersAsProvider(t *testing.T) {
 				}
 			}
 			other, _ := newStore(t, typ)
-			_, ok := fastunwrap.Reply(other.Dir, "ocikp", unwrapRequest(t, nil, k.RecipientString()))
+			_, ok := fastpath.Reply(other.Dir, "ocikp", unwrapRequest(t, nil, k.RecipientString()))
 			if ok {
 				t.Error("answered from a keystore without the layer's key")
 			}
@@ -174,8 +292,6 @@ func TestDeclines(t *testing.T) {
 	mixedKey := addKey(t, otherFile, soft.TypeP256, "k", nil)
 	os.WriteFile(filepath.Join(otherFile.Dir, "k.p11"), []byte("{}"), 0o600)
 	foreign, _ := newStore(t, soft.TypeP256)
-	wrap, _ := json.Marshal(&protocol.Request{Op: protocol.OpKeyWrap, KeyWrapParams: &protocol.KeyWrapParams{
-		EC: &protocol.EncryptConfig{Parameters: map[string][][]byte{"ocikp": {[]byte(k.RecipientString())}}}, Optsdata: []byte("x")}})
 	env, _ := envelope.Parse(annotation(t, k.RecipientString()))
 	env.MAC[0] ^= 1
 	tampered, _ := env.Marshal()
@@ -186,7 +302,6 @@ func TestDeclines(t *testing.T) {
 		name  string
 		data  []byte
 	}{
-		{"a wrap request", st, "ocikp", wrap},
 		{"a key named in the parameters", st, "ocikp", unwrapRequest(t, map[string][][]byte{"ocikp": {[]byte("c")}}, k.RecipientString())},
 		{"a key named, no --name", st, "", unwrapRequest(t, map[string][][]byte{"ocikp": {[]byte("c")}}, k.RecipientString())},
 		{"a key file path named", st, "ocikp", unwrapRequest(t, map[string][][]byte{"ocikp": {[]byte(filepath.Join(st.Dir, "c.key"))}}, k.RecipientString())},
@@ -200,7 +315,7 @@ func TestDeclines(t *testing.T) {
 		{"an unknown field", st, "ocikp", bytes.Replace(ours, []byte(`{"op"`), []byte(`{"more":1,"op"`), 1)},
 		{"an empty request", st, "ocikp", nil},
 	} {
-		if got, ok := fastunwrap.Reply(c.store.Dir, c.name, c.data); ok {
+		if got, ok := fastpath.Reply(c.store.Dir, c.name, c.data); ok {
 			t.Errorf("%s: answered %.60q", c.what, got)
 		}
 	}
@@ -230,7 +345,7 @@ func TestDeclinesFailedStanzas(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := requestFor(t, nil, ann)
-	if _, ok := fastunwrap.Reply(st.Dir, "ocikp", data); ok {
+	if _, ok := fastpath.Reply(st.Dir, "ocikp", data); ok {
 		t.Error("answered past the attempt budget")
 	}
 	if _, err := provider(st, "ocikp", data); err == nil || !strings.Contains(err.Error(), "stopped after") {
@@ -277,7 +392,7 @@ func TestDeclinesSealedKeysStanza(t *testing.T) {
 	if _, err := provider(st, "ocikp", data); !errors.Is(err, envelope.ErrTampered) {
 		t.Fatalf("keyprovider: %v, want %v", err, envelope.ErrTampered)
 	}
-	if got, ok := fastunwrap.Reply(st.Dir, "ocikp", data); ok {
+	if got, ok := fastpath.Reply(st.Dir, "ocikp", data); ok {
 		t.Errorf("answered %.60q", got)
 	}
 	// The same layer, the sealed key's stanza second: both answer.
@@ -303,6 +418,9 @@ func FuzzReply(f *testing.F) {
 	f.Add(requestFor(f, nil, ann), "ocikp")
 	f.Add(requestFor(f, map[string][][]byte{"ocikp": {[]byte("Enabled")}}, ann), "")
 	f.Add(requestFor(f, map[string][][]byte{"ocikp": {[]byte("c")}}, ann), "ocikp")
+	_, x := newStore(f, "mlkem768x25519")
+	f.Add(wrapRequest(f, map[string][][]byte{"ocikp": values(k.RecipientString(), sealed.RecipientString())}), "ocikp")
+	f.Add(wrapRequest(f, map[string][][]byte{"ocikp": values(x.RecipientString())}), "ocikp")
 	f.Fuzz(func(t *testing.T, data []byte, name string) {
 		agree(t, st, name, data)
 	})
