@@ -27,7 +27,7 @@ step "macOS cross-vet (the packages that differ by build tag, and the binaries o
 # cross-build would catch. Only these packages have platform files; vetting
 # the whole module (KMS SDKs included) for darwin compiled it again on a
 # cold cache for several minutes without checking anything platform-specific.
-darwin_pkgs=(./keys/keychain/... ./internal/safefile/... ./internal/imagecli/... ./plugin/... ./internal/cli/... ./cmd/ocikp ./cmd/ocikp-serve)
+darwin_pkgs=(./keys/keychain/... ./internal/safefile/... ./internal/imagecli/... ./plugin/... ./internal/cli/... ./cmd/ocikp ./cmd/ocikp-serve ./cmd/ocikp-unwrap)
 GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 go vet "${darwin_pkgs[@]}"
 GOOS=darwin GOARCH=amd64 CGO_ENABLED=0 go vet ./keys/keychain/... ./cmd/ocikp
 

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ocikp/ocikp/protocol"
 )
 
@@ -224,6 +226,24 @@ func TestHandsTheRestToOcikp(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a terminal as stdin", func(t *testing.T) {
+		// ocikp refuses to wait on a terminal; ocikp-unwrap must not read
+		// it either, but hand over at once.
+		pts := terminal(t)
+		for _, bin := range []string{ocikp, fast} {
+			cmd := exec.Command(bin, kp...)
+			cmd.Stdin = pts
+			out, err := cmd.CombinedOutput()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "which is a terminal") {
+				t.Errorf("%s: %v %q", bin, err, out)
+			}
+		}
+		cmd := exec.Command(lone, kp...)
+		cmd.Stdin = pts
+		if out, _ := cmd.CombinedOutput(); !strings.Contains(string(out), "could not hand the request to ocikp") {
+			t.Errorf("alone: %q", out)
+		}
+	})
 	t.Run("a wrap", func(t *testing.T) {
 		// Answered itself: random, so held to a reply that unwraps.
 		for _, bin := range []string{fast, lone} {
@@ -300,4 +320,28 @@ func TestSpawnFeedsAPipe(t *testing.T) {
 	if reply, _ := os.ReadFile(outFile.Name()); !strings.HasPrefix(string(reply), `{"keyunwrapresults":`) {
 		t.Errorf("reply %.80q", reply)
 	}
+}
+
+// terminal opens a pseudo-terminal and returns its terminal end.
+func terminal(t *testing.T) *os.File {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { ptmx.Close() })
+	fd := int(ptmx.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pts.Close() })
+	return pts
 }
