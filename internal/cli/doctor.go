@@ -208,6 +208,20 @@ func (d *doctor) checkProvider(p *provider) {
 		d.fail(name, "chmod +x "+path, "runs %s, which is not an executable file", path)
 		return
 	}
+	if filepath.Base(path) == "ocikp-unwrap" {
+		// It answers software-key requests itself and hands the rest, its
+		// "version" included, to the ocikp in its own directory.
+		real, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			real = path
+		}
+		sibling := filepath.Join(filepath.Dir(real), "ocikp")
+		if fi, err := os.Stat(sibling); err != nil || fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+			d.fail(name, "install ocikp beside it, from the same build: install -m 0755 \"$(command -v ocikp)\" "+filepath.Dir(real)+"/",
+				"runs %s, which hands every request it does not answer itself to %s, which is not an executable file", path, sibling)
+			return
+		}
+	}
 	out, err := runQuiet(path, "version")
 	if err != nil || !strings.HasPrefix(out, "ocikp ") {
 		d.warn(name, "", "runs %s, which is not ocikp (its \"version\" said %q)", path, firstLine(out))
