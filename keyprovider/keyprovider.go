@@ -38,7 +38,7 @@ import (
 
 // Enabled is what skopeo's bare --decryption-key provider:NAME sends: "no
 // specific key".
-const Enabled = "Enabled"
+const Enabled = protocol.Enabled
 
 // Provider answers requests for one provider name and keystore.
 type Provider struct {

@@ -52,6 +52,10 @@ type DecryptConfig struct {
 	Parameters map[string][][]byte `json:"Parameters"`
 }
 
+// Enabled is the decryption parameter value that skopeo's bare
+// --decryption-key provider:NAME sends: "no specific key".
+const Enabled = "Enabled"
+
 // ErrMalformed is returned (wrapped) for every request that cannot be used.
 var ErrMalformed = errors.New("malformed key provider request")
 

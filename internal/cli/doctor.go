@@ -211,13 +211,13 @@ func (d *doctor) checkProvider(p *provider) {
 	if filepath.Base(path) == "ocikp-unwrap" {
 		// It answers software-key requests itself and hands the rest, its
 		// "version" included, to the ocikp in its own directory.
-		real, err := filepath.EvalSymlinks(path)
+		target, err := filepath.EvalSymlinks(path)
 		if err != nil {
-			real = path
+			target = path
 		}
-		sibling := filepath.Join(filepath.Dir(real), "ocikp")
+		sibling := filepath.Join(filepath.Dir(target), "ocikp")
 		if fi, err := os.Stat(sibling); err != nil || fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
-			d.fail(name, "install ocikp beside it, from the same build: install -m 0755 \"$(command -v ocikp)\" "+filepath.Dir(real)+"/",
+			d.fail(name, "install ocikp beside it, from the same build: install -m 0755 \"$(command -v ocikp)\" "+filepath.Dir(target)+"/",
 				"runs %s, which hands every request it does not answer itself to %s, which is not an executable file", path, sibling)
 			return
 		}

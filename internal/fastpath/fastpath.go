@@ -29,10 +29,6 @@ import (
 	"github.com/ocikp/ocikp/protocol"
 )
 
-// Enabled is keyprovider.Enabled: skopeo's bare --decryption-key
-// provider:NAME, which names no key.
-const Enabled = "Enabled"
-
 // Reply returns the reply to request (one ocicrypt request, as read from
 // stdin) for the keystore dir, under --name name (may be empty), or ok
 // false when ocikp keyprovider must answer it.
@@ -100,8 +96,9 @@ func unwrap(dir, name string, u *protocol.KeyUnwrapParams) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
+	// Once declined, no key opens anything: UnwrapStanza fails.
 	fk, _, err := env.UnwrapStanza(ids.list...)
-	if err != nil || ids.declined {
+	if err != nil {
 		return nil, false
 	}
 	opts, err := env.OpenPayload(fk)
@@ -119,7 +116,7 @@ func unwrap(dir, name string, u *protocol.KeyUnwrapParams) ([]byte, bool) {
 func namesKeys(params map[string][][]byte, name string) bool {
 	names := func(vs [][]byte) bool {
 		for _, v := range vs {
-			if len(v) > 0 && string(v) != Enabled {
+			if len(v) > 0 && string(v) != protocol.Enabled {
 				return true
 			}
 		}
@@ -136,7 +133,8 @@ func namesKeys(params map[string][][]byte, name string) bool {
 	return false
 }
 
-// keySet is the keystore's keys as keyprovider lists them, in its order.
+// keySet is the keystore's keys as keyprovider lists them, in its order;
+// declined ends every key's attempts (firstTry).
 type keySet struct {
 	list     []envelope.Identity
 	declined bool

@@ -243,14 +243,6 @@ func TestDeclinesWraps(t *testing.T) {
 	}
 }
 
-// The constant stands for keyprovider's: were it to drift, the fast path
-// would answer what ocikp refuses, or the reverse.
-func TestConstantsAreKeyprovider(t *testing.T) {
-	if fastpath.Enabled != keyprovider.Enabled {
-		t.Fatal("fastpath.Enabled differs from keyprovider's")
-	}
-}
-
 // For every software key type, under every way ocicrypt names the
 // provider, the fast path answers, and answers what ocikp does.
 func TestAnswersAsProvider(t *testing.T) {
