@@ -186,6 +186,20 @@ func TestContainerd(t *testing.T) {
 	})
 }
 
+// emptyDigest is the digest of no bytes: the "diff id" containerd
+// calculates for a decoder that failed before it wrote anything.
+const emptyDigest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+// lostDecoderError reports whether a failed unpack by containerd 2.4 (the
+// CRI's pulls) is its race (see wrongKeystoreThroughNerdctl) over a
+// decoder that wrote nothing. 2.4's message names the digest it
+// calculated, and any other digest would mean the decoder wrote a layer
+// it should not have; older unpackers (nerdctl's) name the expected one.
+func lostDecoderError(msg string) bool {
+	return strings.Contains(msg, "wrong diff id") && strings.Contains(msg, "calculated on extraction") &&
+		strings.Contains(msg, emptyDigest)
+}
+
 // containerd (1.6 to 2.x) reports a stream processor's stderr only if it
 // has reaped the process when it checks; otherwise the failed unpack says
 // "wrong diff id calculated on extraction" (diff/stream_unix.go,
@@ -215,4 +229,21 @@ func wrongKeystoreThroughNerdctl(t *testing.T, c *containerd, p *provider, encry
 		}
 		t.Fatalf("our message never came through containerd in %d attempts", attempts)
 	})
+}
+
+// The messages are the CRI's (containerd 2.4.2) as CI saw them.
+func TestLostDecoderError(t *testing.T) {
+	for _, c := range []struct {
+		msg  string
+		lost bool
+	}{
+		{`ErrImagePull: failed to pull and unpack image "127.0.0.1:44447/app:ds-killed": wrong diff id "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" calculated on extraction "sha256:f4d39ed72c5617564852c73f1ee73d4cb6f1fc6398ca6a5b2a204ca02aab6ed5", desc "sha256:ebb6628375b7bb1a53c49505a96db01adb28733fc3b6a5f1bae894a090fa805f"`, true},
+		// A decoder that wrote the wrong bytes is not containerd's race.
+		{`ErrImagePull: failed to pull and unpack image "127.0.0.1:44447/app:ds-killed": wrong diff id "sha256:f4d39ed72c5617564852c73f1ee73d4cb6f1fc6398ca6a5b2a204ca02aab6ed4" calculated on extraction "sha256:f4d39ed72c5617564852c73f1ee73d4cb6f1fc6398ca6a5b2a204ca02aab6ed5", desc "sha256:ebb6628375b7bb1a53c49505a96db01adb28733fc3b6a5f1bae894a090fa805f"`, false},
+		{`ErrImagePull: failed to pull and unpack image "127.0.0.1:44447/app:ds-killed": failed to extract layer sha256:f4d3…: call to DecryptLayer failed: rpc error: code = Unavailable desc = error reading from server: read unix @->/run/ocikp/ocikp.sock: read: connection reset by peer`, false},
+	} {
+		if got := lostDecoderError(c.msg); got != c.lost {
+			t.Errorf("lostDecoderError = %v, want %v: %s", got, c.lost, c.msg)
+		}
+	}
 }
