@@ -11,7 +11,7 @@ import (
 // own packages it may link. A new one is a start-up cost paid on every
 // layer (docs/performance.md): measure it first.
 var allowed = []string{
-	"backend", "cmd/ocikp-unwrap", "envelope", "internal/bech32m", "internal/fastpath",
+	"backend", "cmd/ocikp-unwrap", "envelope", "internal/buildver", "internal/bech32m", "internal/fastpath",
 	"internal/hint", "internal/jsonwalk", "internal/prestack", "internal/safefile",
 	"internal/safetext", "keys/soft", "p256", "pq", "protocol",
 }

@@ -7,7 +7,8 @@
 // (see internal/fastpath), it hands to the ocikp installed beside it, with
 // the same arguments, environment and stdin: the process becomes that
 // ocikp. Point the config's "path" at it instead of at ocikp; the "args"
-// stay the same.
+// stay the same. "ocikp-unwrap version" prints its own build, which must
+// be that ocikp's (ocikp doctor checks).
 //
 //	ocikp-unwrap [--keystore DIR] keyprovider [--name NAME] [--keystore DIR] < request.json
 package main
@@ -17,12 +18,19 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ocikp/ocikp/internal/buildver"
 	"github.com/ocikp/ocikp/internal/prestack"
 	"github.com/ocikp/ocikp/keys/soft"
 )
 
 func main() {
 	prestack.Grow()
+	// Its own build, in ocikp's words, rather than the ocikp it hands
+	// requests to: ocikp doctor compares the two.
+	if len(os.Args) == 2 && os.Args[1] == "version" {
+		os.Stdout.WriteString(buildver.Current() + "\n")
+		return
+	}
 	run(os.Args[1:])
 }
 

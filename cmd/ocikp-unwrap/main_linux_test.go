@@ -189,7 +189,9 @@ func TestHandsTheRestToOcikp(t *testing.T) {
 		{"a flag it does not read", append(kp, "--allow-classical"), nil, unwrap, false},
 		{"an unknown flag", append(kp, "--bogus"), nil, unwrap, false},
 		{"a positional argument", append(kp, "extra"), nil, unwrap, false},
-		{"another command", []string{"version"}, nil, nil, false},
+		{"another command", []string{"help"}, nil, nil, false},
+		{"version: its own build's, here ocikp's", []string{"version"}, nil, nil, true},
+		{"version with a flag", []string{"version", "--help"}, nil, nil, false},
 		{"help", []string{"keyprovider", "--help"}, nil, nil, false},
 		{"a global flag it does not read", []string{"-v"}, nil, nil, false},
 		{"--keystore without its value", []string{"keyprovider", "--keystore"}, nil, unwrap, false},
@@ -344,4 +346,71 @@ func terminal(t *testing.T) *os.File {
 	}
 	t.Cleanup(func() { pts.Close() })
 	return pts
+}
+
+// ocikp doctor passes a config that runs ocikp-unwrap beside the ocikp of
+// its build, and fails one whose ocikp-unwrap comes from another build,
+// since its answers would not be that ocikp's.
+func TestDoctorComparesBuilds(t *testing.T) {
+	dir, _ := binaries(t)
+	ocikp := filepath.Join(dir, "ocikp")
+	ks, _ := keystore(t, ocikp, "p256")
+	mine := runBin(t, ocikp, nil, nil, "version").stdout
+	if runBin(t, filepath.Join(dir, "ocikp-unwrap"), nil, nil, "version").stdout != mine {
+		t.Fatal("ocikp-unwrap version differs from ocikp's, of the same build")
+	}
+	doctor := func(unwrap string) string {
+		t.Helper()
+		cfg := filepath.Join(t.TempDir(), "ocicrypt.json")
+		data, _ := json.Marshal(map[string]any{"key-providers": map[string]any{"ocikp": map[string]any{
+			"cmd": map[string]any{"path": unwrap, "args": []string{"keyprovider", "--name", "ocikp", "--keystore", ks}}}}})
+		if err := os.WriteFile(cfg, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := runBin(t, ocikp, []string{"OCICRYPT_KEYPROVIDER_CONFIG=" + cfg}, nil, "--keystore", ks, "doctor")
+		if strings.Contains(r.stdout, "no provider of the config runs ocikp") {
+			t.Errorf("doctor did not take %s for ocikp:\n%s", unwrap, r.stdout)
+		}
+		for _, l := range strings.Split(r.stdout, "\n") {
+			if strings.Contains(l, "provider ocikp ") {
+				return l
+			}
+		}
+		t.Fatalf("doctor printed no line for the provider:\n%s%s", r.stdout, r.stderr)
+		return ""
+	}
+	if l := doctor(filepath.Join(dir, "ocikp-unwrap")); !strings.HasPrefix(l, "ok ") {
+		t.Errorf("the same build: %s", l)
+	}
+
+	// The other build: this ocikp-unwrap with its commit stamped (go
+	// build -buildvcs=true, as a build from a checkout is), beside this
+	// ocikp without (binaries builds with the environment's GOFLAGS), or
+	// the other way round.
+	vcs := "-buildvcs=true"
+	if !strings.Contains(mine, "commit unknown") {
+		vcs = "-buildvcs=false"
+	}
+	stale := t.TempDir()
+	data, err := os.ReadFile(ocikp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stale, "ocikp"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("go", "build", vcs, "-o", filepath.Join(stale, "ocikp-unwrap"), "github.com/ocikp/ocikp/cmd/ocikp-unwrap").CombinedOutput(); err != nil {
+		if vcs == "-buildvcs=true" && bytes.Contains(out, []byte("buildvcs")) {
+			t.Skipf("no checkout to stamp a commit from, so no other build to make: %s", out)
+		}
+		t.Fatalf("go build %s: %v\n%s", vcs, err, out)
+	}
+	other := runBin(t, filepath.Join(stale, "ocikp-unwrap"), nil, nil, "version").stdout
+	if other == mine {
+		t.Fatalf("go build %s made the same version: %s", vcs, other)
+	}
+	l := doctor(filepath.Join(stale, "ocikp-unwrap"))
+	if !strings.HasPrefix(l, "fail ") || !strings.Contains(l, "another build") || !strings.Contains(l, strings.TrimSpace(other)) || !strings.Contains(l, strings.TrimSpace(mine)) {
+		t.Errorf("an ocikp-unwrap of another build: %s", l)
+	}
 }

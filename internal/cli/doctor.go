@@ -208,14 +208,15 @@ func (d *doctor) checkProvider(p *provider) {
 		d.fail(name, "chmod +x "+path, "runs %s, which is not an executable file", path)
 		return
 	}
+	sibling := ""
 	if filepath.Base(path) == "ocikp-unwrap" {
-		// It answers software-key requests itself and hands the rest, its
-		// "version" included, to the ocikp in its own directory.
+		// It answers software-key requests itself and hands the rest to
+		// the ocikp in its own directory.
 		target, err := filepath.EvalSymlinks(path)
 		if err != nil {
 			target = path
 		}
-		sibling := filepath.Join(filepath.Dir(target), "ocikp")
+		sibling = filepath.Join(filepath.Dir(target), "ocikp")
 		if fi, err := os.Stat(sibling); err != nil || fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
 			d.fail(name, "install ocikp beside it, from the same build: install -m 0755 \"$(command -v ocikp)\" "+filepath.Dir(target)+"/",
 				"runs %s, which hands every request it does not answer itself to %s, which is not an executable file", path, sibling)
@@ -228,6 +229,17 @@ func (d *doctor) checkProvider(p *provider) {
 		return
 	}
 	p.ours = true
+	if sibling != "" {
+		// Its answers must be that ocikp's: an ocikp-unwrap left behind by
+		// an upgrade would answer with the old build's checks.
+		theirs, err := runQuiet(sibling, "version")
+		if err != nil || strings.TrimSpace(theirs) != strings.TrimSpace(out) {
+			d.fail(name, "install both from one build: install -m 0755 ocikp ocikp-unwrap "+filepath.Dir(sibling)+"/",
+				"runs %s (%s), which hands the requests it does not answer to %s (%s): another build, whose answers may differ from its own",
+				path, strings.TrimSpace(out), sibling, firstLine(theirs))
+			return
+		}
+	}
 	mine := strings.TrimSpace(versionString())
 	if theirs := strings.TrimSpace(out); theirs != mine && !sameFile(path, d.self) {
 		d.warn(name, "run that ocikp's doctor, or point the entry at this one: ocikp config --name "+p.Name,

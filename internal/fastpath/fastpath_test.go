@@ -417,3 +417,20 @@ func FuzzReply(f *testing.F) {
 		agree(t, st, name, data)
 	})
 }
+
+// BenchmarkReply is one layer's unwrap in-process, with the layer wrapped
+// for the last of three keys (as scripts/bench-exec.sh times it whole).
+func BenchmarkReply(b *testing.B) {
+	for _, typ := range []string{soft.TypeP256, "mlkem768x25519", "mlkem768p256"} {
+		b.Run(typ, func(b *testing.B) {
+			st, k := newStore(b, typ)
+			req := unwrapRequest(b, nil, k.RecipientString())
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok := fastpath.Reply(st.Dir, "ocikp", req); !ok {
+					b.Fatal("declined")
+				}
+			}
+		})
+	}
+}

@@ -1,11 +1,11 @@
-package cli
+package buildver
 
 import (
 	"runtime/debug"
 	"testing"
 )
 
-func TestVersionFrom(t *testing.T) {
+func TestFrom(t *testing.T) {
 	vcs := func(rev, modified string) []debug.BuildSetting {
 		return []debug.BuildSetting{{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: rev}, {Key: "vcs.modified", Value: modified}}
 	}
@@ -31,11 +31,11 @@ func TestVersionFrom(t *testing.T) {
 		{"(devel)", nil, "ocikp (development build, commit unknown)"},
 	} {
 		bi := &debug.BuildInfo{Main: debug.Module{Path: "github.com/ocikp/ocikp", Version: c.version}, Settings: c.settings}
-		if got := versionFrom(bi); got != c.want {
+		if got := From(bi); got != c.want {
 			t.Errorf("%s %v:\n got %q\nwant %q", c.version, c.settings, got, c.want)
 		}
 	}
-	if got := versionFrom(nil); got != "ocikp (unknown version)" {
+	if got := From(nil); got != "ocikp (unknown version)" {
 		t.Errorf("no build info: %q", got)
 	}
 }
