@@ -19,12 +19,10 @@ import (
 	"strings"
 
 	"github.com/ocikp/ocikp/internal/buildver"
-	"github.com/ocikp/ocikp/internal/prestack"
 	"github.com/ocikp/ocikp/keys/soft"
 )
 
 func main() {
-	prestack.Grow()
 	// Its own build, in ocikp's words, rather than the ocikp it hands
 	// requests to: ocikp doctor compares the two.
 	if len(os.Args) == 2 && os.Args[1] == "version" {

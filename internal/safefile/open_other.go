@@ -26,3 +26,5 @@ var errSymlink error = symlinkError{}
 func isSymlinkErr(err error) bool { return err == errSymlink }
 
 func owner(fs.FileInfo) (int, bool) { return 0, false }
+
+func read(path string, kind Kind, max int64) ([]byte, error) { return readFile(path, kind, max) }

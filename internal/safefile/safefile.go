@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"sync"
 
 	"github.com/ocikp/ocikp/internal/hint"
 )
@@ -37,6 +38,11 @@ const (
 // Read opens path as Open does, checks it for kind, and returns at most
 // max bytes (a larger file is an error).
 func Read(path string, kind Kind, max int64) ([]byte, error) {
+	return read(path, kind, max)
+}
+
+// readFile is Read through an *os.File.
+func readFile(path string, kind Kind, max int64) ([]byte, error) {
 	f, fi, err := Open(path)
 	if err != nil {
 		return nil, err
@@ -46,7 +52,7 @@ func Read(path string, kind Kind, max int64) ([]byte, error) {
 		return nil, err
 	}
 	if fi.Size() > max {
-		return nil, fmt.Errorf("%s: too large (%d bytes, at most %d)", path, fi.Size(), max)
+		return nil, tooLarge(path, fi.Size(), max)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
@@ -65,8 +71,7 @@ func Open(path string) (*os.File, fs.FileInfo, error) {
 	f, err := openNoFollow(path)
 	if err != nil {
 		if isSymlinkErr(err) {
-			return nil, nil, hint.Wrap(untrustedf("%s: a symbolic link, which ocikp does not follow to key material", path),
-				"put the file itself there (cp --dereference, or ocikp import) instead of a link")
+			return nil, nil, errLink(path)
 		}
 		return nil, nil, err
 	}
@@ -77,9 +82,22 @@ func Open(path string) (*os.File, fs.FileInfo, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, nil, fmt.Errorf("%s: not a regular file (%s)", path, describe(fi.Mode()))
+		return nil, nil, notRegular(path, fi.Mode())
 	}
 	return f, fi, nil
+}
+
+func errLink(path string) error {
+	return hint.Wrap(untrustedf("%s: a symbolic link, which ocikp does not follow to key material", path),
+		"put the file itself there (cp --dereference, or ocikp import) instead of a link")
+}
+
+func notRegular(path string, m fs.FileMode) error {
+	return fmt.Errorf("%s: not a regular file (%s)", path, describe(m))
+}
+
+func tooLarge(path string, size, max int64) error {
+	return fmt.Errorf("%s: too large (%d bytes, at most %d)", path, size, max)
 }
 
 func describe(m fs.FileMode) string {
@@ -103,7 +121,10 @@ func Check(path string, fi fs.FileInfo, kind Kind) error {
 	if err := checkOwner(path, fi); err != nil {
 		return err
 	}
-	perm := fi.Mode().Perm()
+	return checkPerm(path, fi.Mode().Perm(), kind)
+}
+
+func checkPerm(path string, perm fs.FileMode, kind Kind) error {
 	switch {
 	case kind == Private && perm&0o077 != 0:
 		return hint.Wrap(untrustedf("%s: private key file is accessible to group or others (mode %04o); refusing to use it", path, perm),
@@ -142,7 +163,15 @@ func checkOwner(path string, fi fs.FileInfo) error {
 	if !ok {
 		return nil
 	}
-	if me := os.Geteuid(); uid != me && uid != 0 {
+	return checkUID(path, uid)
+}
+
+// euid is read once: ocikp never changes its user, and each geteuid is a
+// system call in a process that may read a dozen files per layer.
+var euid = sync.OnceValue(os.Geteuid)
+
+func checkUID(path string, uid int) error {
+	if me := euid(); uid != me && uid != 0 {
 		return hint.Wrap(untrustedf("%s: owned by user %d, not by this user (%d) or root; refusing to use it", path, uid, me),
 			fmt.Sprintf("if it is yours, take it with: chown %d %s", me, path))
 	}
