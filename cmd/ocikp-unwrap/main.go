@@ -16,6 +16,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/ocikp/ocikp/internal/buildver"
@@ -93,6 +94,14 @@ func ocikpPath() (string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", err
+	}
+	// Linux's /proc/self/exe is the file itself; elsewhere the path may be
+	// a link, and the ocikp meant is the one beside the file it names (as
+	// ocikp doctor reads it).
+	if runtime.GOOS != "linux" {
+		if exe, err = filepath.EvalSymlinks(exe); err != nil {
+			return "", err
+		}
 	}
 	return filepath.Join(filepath.Dir(exe), "ocikp"), nil
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -608,16 +607,19 @@ func (d *doctor) checkKMS() {
 	}
 }
 
-// runQuiet runs a program for at most 5 s and returns its output.
+// runQuiet runs a program for at most 5 s and returns the first 64 KiB of
+// its output. A child it leaves behind holding the output open is not
+// waited for past that (WaitDelay): a config may name any program.
 func runQuiet(path string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var out bytes.Buffer
+	out := &capped{max: 64 << 10}
 	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Stdin = nil
+	cmd.WaitDelay = time.Second
 	err := cmd.Run()
-	return out.String(), err
+	return string(out.b), err
 }
 
 // firstHint is the first hint of err, as a fix ("" if none).

@@ -1,4 +1,4 @@
-//go:build unix
+//go:build unix && !solaris && !illumos && !aix
 
 package safefile
 
@@ -113,5 +113,17 @@ func TestReadBeyondItsStat(t *testing.T) {
 	}
 	if _, err := Read(p, Record, 10); err == nil || !strings.HasSuffix(err.Error(), "too large (at most 10 bytes)") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestReadLimitInRange(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "k")
+	if err := os.WriteFile(p, []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int64{-1, maxLimit + 1, 1<<63 - 1} {
+		if data, err := Read(p, Private, limit); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("limit %d: %q, %v", limit, data, err)
+		}
 	}
 }

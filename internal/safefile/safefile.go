@@ -38,8 +38,15 @@ const (
 // Read opens path as Open does, checks it for kind, and returns at most
 // max bytes (a larger file is an error).
 func Read(path string, kind Kind, max int64) ([]byte, error) {
+	if max < 0 || max > maxLimit {
+		return nil, fmt.Errorf("%s: read limit %d out of range", path, max)
+	}
 	return read(path, kind, max)
 }
+
+// maxLimit bounds the limit a caller may give (key files and records are
+// kilobytes): max+1 bytes must fit in an int anywhere.
+const maxLimit = 1 << 30
 
 // readFile is Read through an *os.File.
 func readFile(path string, kind Kind, max int64) ([]byte, error) {
