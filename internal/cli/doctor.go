@@ -235,7 +235,7 @@ func (d *doctor) checkProvider(p *provider) {
 		if err != nil || strings.TrimSpace(theirs) != strings.TrimSpace(out) {
 			d.fail(name, "install both from one build: install -m 0755 ocikp ocikp-unwrap "+filepath.Dir(sibling)+"/",
 				"runs %s (%s), which hands the requests it does not answer to %s (%s): another build, whose answers may differ from its own",
-				path, strings.TrimSpace(out), sibling, firstLine(theirs))
+				path, firstLine(out), sibling, firstLine(theirs))
 			return
 		}
 	}
