@@ -174,8 +174,18 @@ func checkOwner(path string, fi fs.FileInfo) error {
 }
 
 // euid is read once: ocikp never changes its user, and each geteuid is a
-// system call in a process that may read a dozen files per layer.
-var euid = sync.OnceValue(os.Geteuid)
+// system call in a process that may read a dozen files per layer. (A
+// sync.Once, not sync.OnceValue: a package-level call runs at every
+// process start.)
+var (
+	euidOnce sync.Once
+	euidVal  int
+)
+
+func euid() int {
+	euidOnce.Do(func() { euidVal = os.Geteuid() })
+	return euidVal
+}
 
 func checkUID(path string, uid int) error {
 	if me := euid(); uid != me && uid != 0 {
